@@ -1,0 +1,186 @@
+"""Admin for the ground floor: profiles, secrets (write-only), runtime config, audit trail."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+
+from agents.audit import actor_name, record_audit
+from agents.models import AgentProfile, AuditEvent, Conversation, ConversationEntry, RuntimeConfig, Secret
+from agents.secret_store import SecretStoreError, import_secret
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    """Writes an AuditEvent for every add, change and delete made through the admin."""
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record_audit(
+                actor_name(request.user),
+                f"{obj._meta.model_name}.{'change' if change else 'add'}",
+                obj,
+                changed_fields=sorted(form.changed_data),
+            )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            record_audit(actor_name(request.user), f"{obj._meta.model_name}.delete", obj,
+                         label=str(obj))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                record_audit(actor_name(request.user), f"{obj._meta.model_name}.delete", obj,
+                             label=str(obj))
+            super().delete_queryset(request, queryset)
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(AuditedModelAdmin):
+    list_display = ["agent_key", "enabled", "require_telegram_binding", "version", "updated_at"]
+    list_filter = ["enabled", "require_telegram_binding"]
+    search_fields = ["agent_key"]
+    readonly_fields = ["version", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change and form.changed_data:
+            obj.version += 1
+        super().save_model(request, obj, form, change)
+
+
+class SecretAdminForm(forms.ModelForm):
+    """The value is write-only: it is typed in, encrypted, and never shown again."""
+
+    value = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted as a new version; the value is never displayed.",
+        strip=False,
+    )
+
+    class Meta:
+        model = Secret
+        fields = ["secret_ref"]
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    form = SecretAdminForm
+    list_display = ["secret_ref", "version", "active", "key_id", "updated_at"]
+    list_filter = ["active", "key_id"]
+    search_fields = ["secret_ref"]
+    ordering = ["secret_ref", "-version"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["secret_ref", "value"]
+        return ["secret_ref", "version", "active", "key_id", "algorithm", "metadata",
+                "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return self.get_fields(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, **kwargs)
+
+    def has_change_permission(self, request, obj=None):
+        # Existing versions are immutable; a new value is a new version (the add form).
+        return False if obj is not None and request.method == "POST" else super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        try:
+            secret = import_secret(
+                form.cleaned_data["secret_ref"], form.cleaned_data["value"],
+                actor=actor_name(request.user), metadata={"source": "admin"},
+            )
+        except SecretStoreError as exc:
+            messages.error(request, str(exc))
+            return
+        obj.pk = secret.pk
+        obj.version = secret.version
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            record_audit(actor_name(request.user), "secret.delete", obj,
+                         secret_ref=obj.secret_ref, version=obj.version)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                record_audit(actor_name(request.user), "secret.delete", obj,
+                             secret_ref=obj.secret_ref, version=obj.version)
+            super().delete_queryset(request, queryset)
+
+
+@admin.register(RuntimeConfig)
+class RuntimeConfigAdmin(AuditedModelAdmin):
+    fieldsets = [
+        ("Provider", {"fields": ["provider_kind", "app_name", "organization_slug", "image",
+                                 "region", "fallback_regions", "volume_name", "volume_path",
+                                 "volume_size_gb", "guest_cpus", "guest_memory_mb",
+                                 "fly_cleanup_nightly"]}),
+        ("Messages", {"fields": ["system_prompt", "telegram_attachment_retention_seconds"]}),
+        ("Scaling and leases", {"fields": ["max_workers", "spawn_step", "idle_timeout_seconds",
+                                           "lease_seconds", "stale_after_seconds",
+                                           "snapshot_timeout_seconds", "snapshot_retention_seconds"]}),
+        ("Retries", {"fields": ["max_attempts", "retry_base_seconds", "retry_factor",
+                                "retry_max_seconds"]}),
+    ]
+
+    def has_add_permission(self, request):
+        return not RuntimeConfig.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        from django.shortcuts import redirect
+        from django.urls import reverse
+
+        config = RuntimeConfig.get()
+        return redirect(reverse("admin:agents_runtimeconfig_change", args=[config.pk]))
+
+
+class ConversationEntryInline(admin.TabularInline):
+    model = ConversationEntry
+    extra = 0
+    fields = ["at", "role", "content", "source_message_id"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-at", "-id"]
+    max_num = 0
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["conversation_id", "agent", "created_at", "updated_at"]
+    list_filter = ["agent"]
+    list_select_related = ["agent"]
+    search_fields = ["conversation_id"]
+    readonly_fields = ["conversation_id", "agent", "created_at", "updated_at"]
+    exclude = ["hydration_cache", "hydration_fingerprint"]
+    inlines = [ConversationEntryInline]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor", "action", "target_type", "target_id"]
+    list_filter = ["action", "target_type"]
+    search_fields = ["actor", "action", "target_id"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,80 @@
+"""One error shape for every API: ``{"error": "<stable_code>", "detail": "<sentence>"}`` (SPEC §19).
+
+Validation errors add ``"fields"`` with DRF's per-field messages.
+"""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An API error with a stable code; subclasses set status_code, default_code and default_detail."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_request"
+    default_detail = "The request is not valid."
+
+
+class LeaseLost(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "lease_lost"
+    default_detail = "The lease is not held by this worker any more (expired, released or never held)."
+
+
+class Conflict(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+
+class Unavailable(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+    default_detail = "The service is temporarily unavailable; retry later."
+
+
+_CODE_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    415: "unsupported_media_type",
+    429: "throttled",
+    503: "unavailable",
+}
+
+
+def error_response(code: str, detail: str, http_status: int, **extra) -> Response:
+    return Response({"error": code, "detail": detail, **extra}, status=http_status)
+
+
+def exception_handler(exc, context):
+    from django.db import DatabaseError
+
+    if isinstance(exc, DatabaseError) and not isinstance(exc, exceptions.APIException):
+        # The database is down or overloaded: a retryable answer, never a traceback.
+        return error_response("unavailable", Unavailable.default_detail, 503)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(
+            "invalid_request", "The request body failed validation.", response.status_code,
+            fields=exc.detail,
+        )
+    if isinstance(exc, ApiError):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+    elif isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated):
+        code = "unauthorized"
+        response.status_code = 401
+    else:
+        code = _CODE_BY_STATUS.get(response.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    response.data = {"error": code, "detail": str(detail)}
+    return response

@@ -1,0 +1,66 @@
+"""System checks for dangerous configuration (``manage.py check --deploy`` shows them too)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+
+@checks.register(checks.Tags.security)
+def check_encryption_keys(app_configs, **kwargs):
+    from agents.secret_store import parse_keys
+
+    errors = []
+    try:
+        keys = parse_keys(settings.AGENT_FACTORY_ENCRYPTION_KEYS)
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="agents.E001",
+                             hint="Each key is base64 of 32 random bytes, comma-separated.")]
+    if not keys and settings.DEBUG:
+        errors.append(checks.Warning(
+            "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "
+            f"key kept in {settings.AGENT_FACTORY_DEV_KEY_FILE}.",
+            hint="Set AGENT_FACTORY_ENCRYPTION_KEYS before storing real secrets.",
+            id="agents.W001",
+        ))
+    if len(set(keys)) != len(keys):
+        errors.append(checks.Warning(
+            "AGENT_FACTORY_ENCRYPTION_KEYS lists the same key twice.", id="agents.W002"))
+    return errors
+
+
+@checks.register(checks.Tags.security)
+def check_public_base_url(app_configs, **kwargs):
+    url = settings.PUBLIC_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        return [checks.Error("PUBLIC_BASE_URL must start with http:// or https://.",
+                             id="agents.E002")]
+    local = any(h in url for h in ("://127.", "://localhost", "://[::1]"))
+    if not settings.DEBUG and not url.startswith("https://") and not local:
+        return [checks.Warning(
+            "PUBLIC_BASE_URL is not https: Telegram only delivers webhooks to https URLs.",
+            id="agents.W003",
+        )]
+    return []
+
+
+@checks.register(checks.Tags.security)
+def check_debug_hosts(app_configs, **kwargs):
+    if not settings.DEBUG and "*" in settings.ALLOWED_HOSTS:
+        return [checks.Warning(
+            "ALLOWED_HOSTS contains '*' with DEBUG off: any Host header is accepted.",
+            id="agents.W004",
+        )]
+    return []
+
+
+@checks.register()
+def check_q_cluster(app_configs, **kwargs):
+    conf = settings.Q_CLUSTER
+    if conf.get("retry", 0) <= conf.get("timeout", 0):
+        return [checks.Error(
+            "Q_CLUSTER retry must be larger than timeout, or a slow task runs twice.",
+            id="agents.E003",
+        )]
+    return []

@@ -1,0 +1,112 @@
+"""The main job on one machine: migrate, demo admin, web server, django-q2 cluster.
+
+The local worker pool is not a child of this command: the reconcile schedule (run by the
+django-q2 cluster) spawns ``run_worker`` processes through the local provider on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+DEMO_USERNAME = "admin"
+
+
+def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
+    """Create the demo superuser once; its password lives in var/ so every start can print it."""
+    user_model = get_user_model()
+    if password_file.exists():
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(12)
+    user = user_model.objects.filter(username=DEMO_USERNAME).first()
+    created = user is None
+    if created:
+        user_model.objects.create_superuser(DEMO_USERNAME, "admin@example.com", password)
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+    elif not password_file.exists():
+        password = "(unchanged: the admin user existed before this demo password file)"
+    return DEMO_USERNAME, password, created
+
+
+class Command(BaseCommand):
+    help = "Run the whole system on this machine: web server, schedules and the local worker pool."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-qcluster", action="store_true",
+                            help="Do not start the django-q2 cluster (schedules, triggers).")
+
+    def handle(self, *args, host, port, no_qcluster, **options):
+        if not settings.DEBUG:
+            self.stderr.write(
+                "run_embedded serves the development server; for production run gunicorn "
+                "and 'manage.py qcluster' under your process manager (see README)."
+            )
+        call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write("Database migrated.")
+        self._run_setup_hooks()
+        username, password, _ = ensure_demo_admin(settings.VAR_DIR / "demo-admin-password")
+
+        python = sys.executable
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        children: list[subprocess.Popen] = [
+            subprocess.Popen([python, manage, "runserver", f"{host}:{port}", "--noreload"])
+        ]
+        if not no_qcluster:
+            children.append(subprocess.Popen([python, manage, "qcluster"]))
+
+        base = f"http://{host}:{port}"
+        self.stdout.write(self.style.SUCCESS(
+            f"\nAgent Factory is starting at {base}/admin/\n"
+            f"  demo admin: {username} / {password}\n"
+            "Press Ctrl+C to stop.\n"
+        ))
+        self._supervise(children)
+
+    def _run_setup_hooks(self) -> None:
+        """Idempotent start-up steps other apps register (schedules, the Telegram sandbox)."""
+        for name in getattr(settings, "AGENT_FACTORY_STARTUP_COMMANDS", []):
+            call_command(name, verbosity=0)
+
+    def _supervise(self, children: list[subprocess.Popen]) -> None:
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while not stopping:
+                if any(child.poll() is not None for child in children):
+                    break
+                time.sleep(0.5)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+        if failed and not stopping:
+            raise CommandError("A child process exited unexpectedly; everything was stopped.")

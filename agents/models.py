@@ -1,0 +1,253 @@
+"""The ground floor: agent profiles, the encrypted secret store, runtime config,
+conversations with their history, and the audit trail. Imports no other app (SPEC §2)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+agent_key_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
+    "Agent key must be a slug: 1-64 lowercase letters, digits, '-' or '_', "
+    "starting and ending with a letter or digit.",
+)
+secret_ref_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$",
+    "Secret ref must be 1-200 characters of letters, digits, '.', '_', ':' or '-', "
+    "starting with a letter or digit.",
+)
+
+BRIDGE_CONFIG_KEYS = {
+    "enabled": bool,
+    "base_url": str,
+    "service_id": str,
+    "app_key": str,
+    "service_key_secret_ref": str,
+    "app_base_url_map_json_secret_ref": str,
+}
+
+
+def validate_bridge_config(value: object) -> None:
+    """The bridge config is a flat object of known keys; anything else is a typo to report."""
+    if value in (None, {}):
+        return
+    if not isinstance(value, dict):
+        raise ValidationError("Bridge config must be a JSON object.")
+    unknown = sorted(set(value) - set(BRIDGE_CONFIG_KEYS))
+    if unknown:
+        raise ValidationError(
+            f"Unknown bridge config key(s): {', '.join(unknown)}. "
+            f"Allowed: {', '.join(sorted(BRIDGE_CONFIG_KEYS))}."
+        )
+    for key, expected in BRIDGE_CONFIG_KEYS.items():
+        if key in value and value[key] is not None and not isinstance(value[key], expected):
+            raise ValidationError(f"Bridge config '{key}' must be a {expected.__name__}.")
+    for key in ("service_key_secret_ref", "app_base_url_map_json_secret_ref"):
+        if value.get(key):
+            secret_ref_validator(value[key])
+    base_url = value.get("base_url")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ValidationError("Bridge config 'base_url' must start with http:// or https://.")
+    if value.get("enabled") and not base_url:
+        raise ValidationError("Bridge config needs 'base_url' when 'enabled' is true.")
+
+
+def validate_secret_refs(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("secrets_ref must be a list of secret refs.")
+    for item in value:
+        secret_ref_validator(item)
+
+
+class AgentProfile(models.Model):
+    agent_key = models.CharField(max_length=64, unique=True, validators=[agent_key_validator])
+    version = models.PositiveIntegerField(default=1, help_text="Bumped on every change.")
+    secrets_ref = models.JSONField(
+        default=list, blank=True, validators=[validate_secret_refs],
+        help_text="Secret refs this agent uses (checked by readiness).",
+    )
+    bridge_config = models.JSONField(default=dict, blank=True, validators=[validate_bridge_config])
+    enabled = models.BooleanField(default=True)
+    require_telegram_binding = models.BooleanField(
+        default=False,
+        help_text="Off: unpaired senders reach the agent in a per-chat conversation. "
+        "On: only paired users.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["agent_key"]
+
+    def __str__(self) -> str:
+        return self.agent_key
+
+    @property
+    def bridge_enabled(self) -> bool:
+        return bool((self.bridge_config or {}).get("enabled"))
+
+
+class Secret(models.Model):
+    """One version of one secret. The value is only ever stored encrypted (SPEC §4)."""
+
+    ALGORITHM = "aes-256-gcm"
+
+    secret_ref = models.CharField(max_length=200, validators=[secret_ref_validator])
+    version = models.PositiveIntegerField()
+    ciphertext = models.BinaryField()
+    nonce = models.BinaryField()
+    key_id = models.CharField(max_length=16)
+    algorithm = models.CharField(max_length=32, default=ALGORITHM)
+    active = models.BooleanField(default=True)
+    rotated_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["secret_ref", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["secret_ref", "version"], name="secret_ref_version_unique"),
+            models.UniqueConstraint(
+                fields=["secret_ref"], condition=models.Q(active=True),
+                name="secret_one_active_version_per_ref",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.secret_ref} v{self.version}"
+
+
+class RuntimeConfig(models.Model):
+    """The single row of runtime settings, editable in the admin (SPEC §3, §10)."""
+
+    PROVIDER_LOCAL, PROVIDER_FLY, PROVIDER_NONE = "local", "fly", "none"
+    PROVIDER_CHOICES = [
+        (PROVIDER_LOCAL, "Local processes"),
+        (PROVIDER_FLY, "Fly Machines"),
+        (PROVIDER_NONE, "None (workers started by hand)"),
+    ]
+
+    # Provider
+    provider_kind = models.CharField(max_length=10, choices=PROVIDER_CHOICES, default=PROVIDER_LOCAL)
+    app_name = models.CharField(max_length=100, blank=True)
+    organization_slug = models.CharField(max_length=100, blank=True)
+    image = models.CharField(max_length=300, blank=True)
+    region = models.CharField(max_length=20, blank=True, default="iad")
+    fallback_regions = models.JSONField(default=list, blank=True)
+    volume_name = models.CharField(max_length=30, blank=True, default="agent_data")
+    volume_path = models.CharField(max_length=200, blank=True, default="/data")
+    volume_size_gb = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(500)]
+    )
+    guest_cpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(16)])
+    guest_memory_mb = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(256), MaxValueValidator(131072)]
+    )
+    fly_cleanup_nightly = models.BooleanField(
+        default=False, help_text="Destroy every machine and volume of the app at 03:00 UTC."
+    )
+    # Messages
+    system_prompt = models.TextField(blank=True)
+    telegram_attachment_retention_seconds = models.PositiveIntegerField(
+        default=7 * 24 * 3600, validators=[MinValueValidator(60)]
+    )
+    # Scaling, leases, retries (defaults of SPEC §6 and §10)
+    max_workers = models.PositiveIntegerField(default=4, validators=[MinValueValidator(0), MaxValueValidator(1000)])
+    spawn_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    idle_timeout_seconds = models.PositiveIntegerField(default=1800, validators=[MinValueValidator(10)])
+    lease_seconds = models.PositiveIntegerField(default=360, validators=[MinValueValidator(1), MaxValueValidator(86400)])
+    stale_after_seconds = models.PositiveIntegerField(default=420, validators=[MinValueValidator(5)])
+    snapshot_timeout_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(0)])
+    max_attempts = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    retry_base_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
+    retry_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1.0)])
+    retry_max_seconds = models.FloatField(default=120.0, validators=[MinValueValidator(0.0)])
+    snapshot_retention_seconds = models.PositiveIntegerField(default=7 * 24 * 3600, validators=[MinValueValidator(60)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "runtime config"
+        verbose_name_plural = "runtime config"
+
+    def __str__(self) -> str:
+        return "Runtime config"
+
+    def clean(self) -> None:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValidationError({"retry_max_seconds": "Must be at least the retry base."})
+        if self.stale_after_seconds <= 0:
+            raise ValidationError({"stale_after_seconds": "Must be positive."})
+        if not isinstance(self.fallback_regions, list) or not all(
+            isinstance(r, str) and r.strip() for r in self.fallback_regions
+        ):
+            raise ValidationError({"fallback_regions": "Must be a list of region codes."})
+
+    @classmethod
+    def get(cls) -> RuntimeConfig:
+        """The one row, created on first use with the provider from ``WORKER_PROVIDER``."""
+        config = cls.objects.filter(pk=1).first()
+        if config is None:
+            config, _ = cls.objects.get_or_create(
+                pk=1, defaults={"provider_kind": settings.WORKER_PROVIDER}
+            )
+        return config
+
+
+class Conversation(models.Model):
+    conversation_id = models.CharField(max_length=255, unique=True)
+    agent = models.ForeignKey(AgentProfile, on_delete=models.PROTECT, related_name="conversations")
+    pending_tool_calls = models.JSONField(default=list, blank=True)
+    hydration_cache = models.JSONField(default=dict, blank=True)
+    hydration_fingerprint = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.conversation_id
+
+
+class ConversationEntry(models.Model):
+    """One history entry; a related table so history never becomes an ever-growing blob."""
+
+    ROLE_CHOICES = [(r, r) for r in ("system", "user", "assistant", "tool")]
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="entries")
+    role = models.CharField(max_length=10, choices=ROLE_CHOICES)
+    content = models.TextField()
+    at = models.DateTimeField(default=timezone.now)
+    # The queue message that produced the entry, so a retried append is not stored twice.
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "at", "id"]
+        indexes = [models.Index(fields=["conversation", "-at", "-id"], name="entry_history_idx")]
+        verbose_name_plural = "conversation entries"
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:40]}"
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when: written in the same transaction as the change."""
+
+    actor = models.CharField(max_length=150, help_text="Username, 'command:<name>' or 'system'.")
+    action = models.CharField(max_length=80, db_index=True)
+    target_type = models.CharField(max_length=80, blank=True)
+    target_id = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_id}"

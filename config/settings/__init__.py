@@ -1,0 +1,206 @@
+"""Settings for Agent Factory, read from the environment (12-factor).
+
+Every variable is documented in the README's configuration table. With nothing set the
+project runs on the embedded default: SQLite under ``var/``, the ORM broker for django-q2
+and the local worker provider. ``DEBUG`` is off unless the environment turns it on, and with
+``DEBUG`` off the process refuses to start without a ``SECRET_KEY`` and encryption keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(environ.Env().str("AGENT_FACTORY_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+# An optional .env file beside manage.py; real environment variables win.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _required_when_not_debug(name: str, message: str) -> str:
+    value = env.str(name, default="").strip()
+    if not value and not DEBUG:
+        raise ImproperlyConfigured(message)
+    return value
+
+
+SECRET_KEY = _required_when_not_debug(
+    "SECRET_KEY",
+    "SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string "
+    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))').",
+) or "insecure-dev-only-key-do-not-use-in-production"
+
+# Comma-separated base64 32-byte keys; the first encrypts, all decrypt (SPEC §4).
+AGENT_FACTORY_ENCRYPTION_KEYS = _required_when_not_debug(
+    "AGENT_FACTORY_ENCRYPTION_KEYS",
+    "AGENT_FACTORY_ENCRYPTION_KEYS is not set. With DEBUG off, set it to one or more "
+    "comma-separated base64-encoded 32-byte keys (for example: "
+    "python -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())').",
+)
+# Only used when DEBUG is on and no key is configured: a key generated once, mode 0600.
+AGENT_FACTORY_DEV_KEY_FILE = VAR_DIR / "dev-encryption.key"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "agents",
+    "workers",
+    "telegram",
+    "fly",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite under var/ by default, anything django-environ understands otherwise.
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'agent_factory.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions serialise writers up front, so a claim never upgrades a read
+    # lock half-way and fails with "database is locked" (SPEC §6.2); WAL lets readers go on.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Snapshot archives and attachments may be large; uploads stream to disk past this size.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024 * 1024)
+
+# REST framework
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "agents.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Agent Factory API",
+    "DESCRIPTION": "Worker REST API (/api/v1/worker/) and webhook contracts.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Outbound APIs (tests and the embedded run point these at local fakes)
+TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org").rstrip("/")
+FLY_API_BASE_URL = env.str("FLY_API_BASE_URL", default="https://api.machines.dev/v1").rstrip("/")
+FLY_API_TOKEN = env.str("FLY_API_TOKEN", default="")
+
+# Workers
+# The initial provider of a fresh database; afterwards RuntimeConfig decides (SPEC §18).
+WORKER_PROVIDER = env.str("WORKER_PROVIDER", default="local")
+if WORKER_PROVIDER not in {"local", "fly", "none"}:
+    raise ImproperlyConfigured(
+        f"WORKER_PROVIDER must be one of local, fly, none (got {WORKER_PROVIDER!r})."
+    )
+
+# django-q2: schedules and fire-and-forget triggers only, never the agent message queue.
+REDIS_URL = env.str("REDIS_URL", default="")
+Q_CLUSTER: dict = {
+    "name": "agent-factory",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": 300,
+    "retry": 360,  # must exceed timeout, or a slow task runs twice
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 500,
+    "label": "Background tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 0.5
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Idempotent management commands the main job (run_embedded) runs after migrating:
+# schedule registration, the Telegram sandbox set-up, …
+AGENT_FACTORY_STARTUP_COMMANDS: list[str] = []

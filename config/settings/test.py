@@ -1,0 +1,23 @@
+"""Settings for the test suite: fixed keys, fast hashing, django-q2 tasks run inline."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
+# A fixed, throwaway test key (base64 of 32 bytes), so tests never touch var/.
+os.environ.setdefault(
+    "AGENT_FACTORY_ENCRYPTION_KEYS", "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0wMTIzNDU2Nzg="
+)
+os.environ.setdefault("TELEGRAM_API_BASE_URL", "http://telegram.test")
+os.environ.setdefault("FLY_API_BASE_URL", "http://fly.test/v1")
+os.environ.setdefault("PUBLIC_BASE_URL", "https://factory.test")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import Q_CLUSTER, VAR_DIR  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+MEDIA_ROOT = VAR_DIR / "test-media" / str(os.getpid())
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+SECURE_PROXY_SSL_HEADER = None
+ALLOWED_HOSTS = ["*"]

@@ -1,0 +1,162 @@
+"""The message queue, workers and snapshots (SPEC §3, §6–10)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from agents.models import Conversation
+
+
+class Message(models.Model):
+    """One queued job: a user message for the agent of one conversation."""
+
+    QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER = "queued", "processing", "done", "failed", "dead_letter"
+    STATUS_CHOICES = [(s, s) for s in (QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER)]
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.PROTECT, related_name="messages")
+    agent_key = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=12, choices=STATUS_CHOICES, default=QUEUED)
+    priority = models.PositiveSmallIntegerField(default=50)
+    scheduled_for = models.DateTimeField(default=timezone.now)
+    claimed_by = models.CharField(max_length=100, blank=True)
+    lease_id = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    last_error = models.TextField(blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # Claim: the ready queue in claim order, as a partial index so it stays small
+            # however many done rows pile up.
+            models.Index(
+                fields=["-priority", "scheduled_for", "id"],
+                condition=models.Q(status="queued"),
+                name="msg_ready_queue_idx",
+            ),
+            # Claim restricted to one conversation, and "is anything processing here?".
+            models.Index(fields=["conversation", "status"], name="msg_conversation_status_idx"),
+            # Lease sweeper: processing rows by lease expiry.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status="processing"),
+                name="msg_processing_lease_idx",
+            ),
+            models.Index(fields=["status", "created_at"], name="msg_status_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Message {self.pk} ({self.status}) in {self.conversation_id}"
+
+
+class MessageAttachment(models.Model):
+    KIND_CHOICES = [(k, k) for k in ("photo", "video", "audio", "voice", "document")]
+    READY, EXPIRED, PENDING, FAILED = "ready", "expired", "pending", "failed"
+    STATUS_CHOICES = [(s, s) for s in (PENDING, READY, EXPIRED, FAILED)]
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=READY)
+    file = models.FileField(upload_to="attachments/%Y/%m/%d/", blank=True)
+    telegram_file_id = models.CharField(max_length=255, blank=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    mime_type = models.CharField(max_length=100, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} for message {self.message_id}"
+
+
+class Worker(models.Model):
+    """One worker process or machine. Lifecycle: active → draining → stopping → stopped."""
+
+    ACTIVE, DRAINING, STOPPING, STOPPED = "active", "draining", "stopping", "stopped"
+    STATUS_CHOICES = [(s, s) for s in (ACTIVE, DRAINING, STOPPING, STOPPED)]
+
+    worker_id = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=10, default="none")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=ACTIVE, db_index=True)
+    status_reason = models.CharField(max_length=200, blank=True)
+    # Where it runs: a Fly machine (app, machine id, region, volume) or a local pid.
+    machine_app = models.CharField(max_length=100, blank=True)
+    machine_id = models.CharField(max_length=100, blank=True)
+    machine_region = models.CharField(max_length=20, blank=True)
+    volume_id = models.CharField(max_length=100, blank=True)
+    process_id = models.PositiveIntegerField(null=True, blank=True)
+    load = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_claim_at = models.DateTimeField(null=True, blank=True)
+    scheduled_shutdown_at = models.DateTimeField(null=True, blank=True)
+    draining_since = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_snapshot = models.ForeignKey(
+        "DataSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Assignment: one warm workspace per conversation (SPEC §6.2).
+    assigned_conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="workers"
+    )
+    assigned_agent_key = models.CharField(max_length=64, blank=True)
+    assigned_lease_id = models.CharField(max_length=64, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    capabilities = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    # Bearer token: only a keyed hash is stored; the plaintext is shown once.
+    token_prefix = models.CharField(max_length=16, blank=True, db_index=True)
+    token_hash = models.CharField(max_length=64, blank=True)
+    token_revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "assigned_conversation"], name="worker_status_conv_idx")]
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class DataSnapshot(models.Model):
+    UPLOADING, READY, FAILED, EXPIRED = "uploading", "ready", "failed", "expired"
+    STATUS_CHOICES = [(s, s) for s in (UPLOADING, READY, FAILED, EXPIRED)]
+    REASON_CHOICES = [(r, r) for r in ("drain", "signal", "manual")]
+
+    workspace_id = models.CharField(max_length=100, default="default")
+    agent_key = models.CharField(max_length=64)
+    worker_id = models.CharField(max_length=100)
+    conversation_id = models.CharField(max_length=255)
+    reason = models.CharField(max_length=10, choices=REASON_CHOICES)
+    format_version = models.CharField(max_length=40, default="tar.gz-v1")
+    archive = models.FileField(upload_to="snapshots/%Y/%m/%d/", blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=UPLOADING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["workspace_id", "agent_key", "conversation_id", "status", "-created_at"],
+                name="snapshot_restore_idx",
+            ),
+            models.Index(fields=["status", "expires_at"], name="snapshot_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Snapshot {self.pk} of {self.conversation_id} ({self.status})"

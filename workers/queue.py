@@ -1,0 +1,165 @@
+"""Enqueue: the one door into the message queue (SPEC §6.1).
+
+The webhook, the consumer API, pushing and broadcasts all call ``enqueue_message``; there is
+no second path. Claim, lease fencing and sweeps live beside it in this module's siblings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import AgentProfile, Conversation, RuntimeConfig
+from workers.models import Message, MessageAttachment
+
+PAYLOAD_KEYS = {
+    "provider", "provider_user_id", "message_text", "external_message_id", "raw_update",
+    "metadata", "attachments",
+}
+ATTACHMENT_KINDS = {"photo", "video", "audio", "voice", "document"}
+MAX_MESSAGE_TEXT = 100_000
+
+
+class EnqueueError(ValueError):
+    """The message was refused; nothing was written. The text is safe to show to callers."""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    message: Message
+    conversation_created: bool
+
+
+def apply_system_prompt(message_text: str, system_prompt: str | None) -> str:
+    """Append the runtime config's system prompt to the user's text (reference queue §4.9)."""
+    prompt = (system_prompt or "").strip()
+    if not prompt:
+        return message_text
+    trimmed = message_text.rstrip()
+    return f"{trimmed}\n\n{prompt}" if trimmed else prompt
+
+
+def _validate_payload(payload: Any) -> dict:
+    if not isinstance(payload, dict):
+        raise EnqueueError("payload must be a JSON object.")
+    unknown = sorted(set(payload) - PAYLOAD_KEYS)
+    if unknown:
+        raise EnqueueError(f"payload has unknown field(s): {', '.join(unknown)}.")
+    provider = payload.get("provider")
+    if not isinstance(provider, str) or not provider.strip():
+        raise EnqueueError("payload.provider is required.")
+    provider_user_id = payload.get("provider_user_id")
+    if not isinstance(provider_user_id, str) or not provider_user_id.strip():
+        raise EnqueueError(
+            "provider_user_id is required but missing in "
+            f"payload.provider_user_id={provider_user_id!r}"
+        )
+    message_text = payload.get("message_text", "")
+    if not isinstance(message_text, str):
+        raise EnqueueError("payload.message_text must be a string.")
+    if len(message_text) > MAX_MESSAGE_TEXT:
+        raise EnqueueError(f"payload.message_text is longer than {MAX_MESSAGE_TEXT} characters.")
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise EnqueueError("payload.metadata must be an object.")
+    attachments = payload.get("attachments") or []
+    if not isinstance(attachments, list):
+        raise EnqueueError("payload.attachments must be a list.")
+    for index, attachment in enumerate(attachments):
+        if not isinstance(attachment, dict) or attachment.get("kind") not in ATTACHMENT_KINDS:
+            raise EnqueueError(
+                f"payload.attachments[{index}].kind must be one of "
+                f"{', '.join(sorted(ATTACHMENT_KINDS))}."
+            )
+    external_id = payload.get("external_message_id")
+    if external_id is not None and not isinstance(external_id, str):
+        raise EnqueueError("payload.external_message_id must be a string.")
+    return payload
+
+
+def enqueue_message(
+    *,
+    conversation_id: str,
+    agent_key: str,
+    payload: dict,
+    priority: int | None = None,
+    scheduled_for: dt.datetime | None = None,
+    max_attempts: int | None = None,
+) -> EnqueueResult:
+    """Validate and insert one queue row (and its conversation, if new) atomically.
+
+    Runs inside the caller's transaction when there is one (the webhook records the update
+    in the same transaction), so a failure anywhere leaves nothing behind. A reconcile is
+    requested after commit.
+    """
+    if not isinstance(conversation_id, str) or not conversation_id.strip():
+        raise EnqueueError("conversation_id is required.")
+    if len(conversation_id) > 255:
+        raise EnqueueError("conversation_id is longer than 255 characters.")
+    payload = _validate_payload(payload)
+    if priority is None:
+        priority = 50
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise EnqueueError("priority must be an integer between 0 and 100.")
+    priority = min(100, max(0, priority))
+    if max_attempts is None:
+        max_attempts = RuntimeConfig.get().max_attempts
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        raise EnqueueError("max_attempts must be an integer of at least 1.")
+    now = timezone.now()
+    if scheduled_for is not None and timezone.is_naive(scheduled_for):
+        raise EnqueueError("scheduled_for must be timezone-aware.")
+
+    with transaction.atomic():
+        agent = AgentProfile.objects.filter(agent_key=agent_key, enabled=True).first()
+        if agent is None:
+            raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
+        conversation, created = Conversation.objects.get_or_create(
+            conversation_id=conversation_id, defaults={"agent": agent}
+        )
+        if conversation.agent_id != agent.pk:
+            raise EnqueueError(
+                f"Conversation '{conversation_id}' is already bound to agent "
+                f"'{conversation.agent.agent_key}', cannot enqueue for '{agent_key}'."
+            )
+        provider_user_id = payload["provider_user_id"].strip()
+        stored_payload = {
+            **payload,
+            "message_text": apply_system_prompt(
+                payload.get("message_text", ""), RuntimeConfig.get().system_prompt
+            ),
+            "provider_user_id": provider_user_id,
+            "metadata": {**(payload.get("metadata") or {}), "provider_user_id": provider_user_id},
+        }
+        message = Message.objects.create(
+            conversation=conversation,
+            agent_key=agent_key,
+            payload=stored_payload,
+            priority=priority,
+            scheduled_for=scheduled_for or now,
+            max_attempts=max_attempts,
+            created_at=now,
+        )
+        for attachment in stored_payload.get("attachments") or []:
+            MessageAttachment.objects.create(
+                message=message,
+                kind=attachment["kind"],
+                status=attachment.get("status", MessageAttachment.READY),
+                telegram_file_id=attachment.get("telegram_file_id", ""),
+                file_name=attachment.get("file_name", "")[:255],
+                mime_type=attachment.get("mime_type", "")[:100],
+                size_bytes=attachment.get("size_bytes"),
+                expires_at=attachment.get("expires_at"),
+            )
+        transaction.on_commit(_request_reconcile)
+    return EnqueueResult(message=message, conversation_created=created)
+
+
+def _request_reconcile() -> None:
+    from workers.triggers import request_reconcile
+
+    request_reconcile()
