@@ -7,7 +7,14 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from agents.audit import actor_name, record_audit
-from agents.models import AgentProfile, AuditEvent, Conversation, ConversationEntry, RuntimeConfig, Secret
+from agents.models import (
+    AgentProfile,
+    AuditEvent,
+    Conversation,
+    ConversationEntry,
+    RuntimeConfig,
+    Secret,
+)
 from agents.secret_store import SecretStoreError, import_secret
 
 
@@ -26,15 +33,17 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            record_audit(actor_name(request.user), f"{obj._meta.model_name}.delete", obj,
-                         label=str(obj))
+            record_audit(
+                actor_name(request.user), f"{obj._meta.model_name}.delete", obj, label=str(obj)
+            )
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for obj in queryset:
-                record_audit(actor_name(request.user), f"{obj._meta.model_name}.delete", obj,
-                             label=str(obj))
+                record_audit(
+                    actor_name(request.user), f"{obj._meta.model_name}.delete", obj, label=str(obj)
+                )
             super().delete_queryset(request, queryset)
 
 
@@ -76,8 +85,16 @@ class SecretAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["secret_ref", "value"]
-        return ["secret_ref", "version", "active", "key_id", "algorithm", "metadata",
-                "created_at", "updated_at"]
+        return [
+            "secret_ref",
+            "version",
+            "active",
+            "key_id",
+            "algorithm",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -91,13 +108,19 @@ class SecretAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         # Existing versions are immutable; a new value is a new version (the add form).
-        return False if obj is not None and request.method == "POST" else super().has_change_permission(request, obj)
+        return (
+            False
+            if obj is not None and request.method == "POST"
+            else super().has_change_permission(request, obj)
+        )
 
     def save_model(self, request, obj, form, change):
         try:
             secret = import_secret(
-                form.cleaned_data["secret_ref"], form.cleaned_data["value"],
-                actor=actor_name(request.user), metadata={"source": "admin"},
+                form.cleaned_data["secret_ref"],
+                form.cleaned_data["value"],
+                actor=actor_name(request.user),
+                metadata={"source": "admin"},
             )
         except SecretStoreError as exc:
             messages.error(request, str(exc))
@@ -107,31 +130,69 @@ class SecretAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            record_audit(actor_name(request.user), "secret.delete", obj,
-                         secret_ref=obj.secret_ref, version=obj.version)
+            record_audit(
+                actor_name(request.user),
+                "secret.delete",
+                obj,
+                secret_ref=obj.secret_ref,
+                version=obj.version,
+            )
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for obj in queryset:
-                record_audit(actor_name(request.user), "secret.delete", obj,
-                             secret_ref=obj.secret_ref, version=obj.version)
+                record_audit(
+                    actor_name(request.user),
+                    "secret.delete",
+                    obj,
+                    secret_ref=obj.secret_ref,
+                    version=obj.version,
+                )
             super().delete_queryset(request, queryset)
 
 
 @admin.register(RuntimeConfig)
 class RuntimeConfigAdmin(AuditedModelAdmin):
     fieldsets = [
-        ("Provider", {"fields": ["provider_kind", "app_name", "organization_slug", "image",
-                                 "region", "fallback_regions", "volume_name", "volume_path",
-                                 "volume_size_gb", "guest_cpus", "guest_memory_mb",
-                                 "fly_cleanup_nightly"]}),
+        (
+            "Provider",
+            {
+                "fields": [
+                    "provider_kind",
+                    "app_name",
+                    "organization_slug",
+                    "image",
+                    "region",
+                    "fallback_regions",
+                    "volume_name",
+                    "volume_path",
+                    "volume_size_gb",
+                    "guest_cpus",
+                    "guest_memory_mb",
+                    "fly_cleanup_nightly",
+                ]
+            },
+        ),
         ("Messages", {"fields": ["system_prompt", "telegram_attachment_retention_seconds"]}),
-        ("Scaling and leases", {"fields": ["max_workers", "spawn_step", "idle_timeout_seconds",
-                                           "lease_seconds", "stale_after_seconds",
-                                           "snapshot_timeout_seconds", "snapshot_retention_seconds"]}),
-        ("Retries", {"fields": ["max_attempts", "retry_base_seconds", "retry_factor",
-                                "retry_max_seconds"]}),
+        (
+            "Scaling and leases",
+            {
+                "fields": [
+                    "max_workers",
+                    "spawn_step",
+                    "idle_timeout_seconds",
+                    "lease_seconds",
+                    "stale_after_seconds",
+                    "snapshot_timeout_seconds",
+                    "snapshot_retention_seconds",
+                ]
+            },
+        ),
+        (
+            "Retries",
+            {"fields": ["max_attempts", "retry_base_seconds", "retry_factor", "retry_max_seconds"]},
+        ),
     ]
 
     def has_add_permission(self, request):

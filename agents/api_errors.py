@@ -11,7 +11,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ApiError(exceptions.APIException):
-    """An API error with a stable code; subclasses set status_code, default_code and default_detail."""
+    """An API error with a stable code (subclasses set status, code and detail)."""
 
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "invalid_request"
@@ -21,7 +21,9 @@ class ApiError(exceptions.APIException):
 class LeaseLost(ApiError):
     status_code = status.HTTP_409_CONFLICT
     default_code = "lease_lost"
-    default_detail = "The lease is not held by this worker any more (expired, released or never held)."
+    default_detail = (
+        "The lease is not held by this worker any more (expired, released or never held)."
+    )
 
 
 class Conflict(ApiError):
@@ -65,7 +67,9 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         return error_response(
-            "invalid_request", "The request body failed validation.", response.status_code,
+            "invalid_request",
+            "The request body failed validation.",
+            response.status_code,
             fields=exc.detail,
         )
     if isinstance(exc, ApiError):

@@ -15,18 +15,28 @@ def check_encryption_keys(app_configs, **kwargs):
     try:
         keys = parse_keys(settings.AGENT_FACTORY_ENCRYPTION_KEYS)
     except ImproperlyConfigured as exc:
-        return [checks.Error(str(exc), id="agents.E001",
-                             hint="Each key is base64 of 32 random bytes, comma-separated.")]
+        return [
+            checks.Error(
+                str(exc),
+                id="agents.E001",
+                hint="Each key is base64 of 32 random bytes, comma-separated.",
+            )
+        ]
     if not keys and settings.DEBUG:
-        errors.append(checks.Warning(
-            "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "
-            f"key kept in {settings.AGENT_FACTORY_DEV_KEY_FILE}.",
-            hint="Set AGENT_FACTORY_ENCRYPTION_KEYS before storing real secrets.",
-            id="agents.W001",
-        ))
+        errors.append(
+            checks.Warning(
+                "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "
+                f"key kept in {settings.AGENT_FACTORY_DEV_KEY_FILE}.",
+                hint="Set AGENT_FACTORY_ENCRYPTION_KEYS before storing real secrets.",
+                id="agents.W001",
+            )
+        )
     if len(set(keys)) != len(keys):
-        errors.append(checks.Warning(
-            "AGENT_FACTORY_ENCRYPTION_KEYS lists the same key twice.", id="agents.W002"))
+        errors.append(
+            checks.Warning(
+                "AGENT_FACTORY_ENCRYPTION_KEYS lists the same key twice.", id="agents.W002"
+            )
+        )
     return errors
 
 
@@ -34,24 +44,29 @@ def check_encryption_keys(app_configs, **kwargs):
 def check_public_base_url(app_configs, **kwargs):
     url = settings.PUBLIC_BASE_URL
     if not url.startswith(("http://", "https://")):
-        return [checks.Error("PUBLIC_BASE_URL must start with http:// or https://.",
-                             id="agents.E002")]
+        return [
+            checks.Error("PUBLIC_BASE_URL must start with http:// or https://.", id="agents.E002")
+        ]
     local = any(h in url for h in ("://127.", "://localhost", "://[::1]"))
     if not settings.DEBUG and not url.startswith("https://") and not local:
-        return [checks.Warning(
-            "PUBLIC_BASE_URL is not https: Telegram only delivers webhooks to https URLs.",
-            id="agents.W003",
-        )]
+        return [
+            checks.Warning(
+                "PUBLIC_BASE_URL is not https: Telegram only delivers webhooks to https URLs.",
+                id="agents.W003",
+            )
+        ]
     return []
 
 
 @checks.register(checks.Tags.security)
 def check_debug_hosts(app_configs, **kwargs):
     if not settings.DEBUG and "*" in settings.ALLOWED_HOSTS:
-        return [checks.Warning(
-            "ALLOWED_HOSTS contains '*' with DEBUG off: any Host header is accepted.",
-            id="agents.W004",
-        )]
+        return [
+            checks.Warning(
+                "ALLOWED_HOSTS contains '*' with DEBUG off: any Host header is accepted.",
+                id="agents.W004",
+            )
+        ]
     return []
 
 
@@ -59,8 +74,10 @@ def check_debug_hosts(app_configs, **kwargs):
 def check_q_cluster(app_configs, **kwargs):
     conf = settings.Q_CLUSTER
     if conf.get("retry", 0) <= conf.get("timeout", 0):
-        return [checks.Error(
-            "Q_CLUSTER retry must be larger than timeout, or a slow task runs twice.",
-            id="agents.E003",
-        )]
+        return [
+            checks.Error(
+                "Q_CLUSTER retry must be larger than timeout, or a slow task runs twice.",
+                id="agents.E003",
+            )
+        ]
     return []

@@ -66,7 +66,9 @@ class AgentProfile(models.Model):
     agent_key = models.CharField(max_length=64, unique=True, validators=[agent_key_validator])
     version = models.PositiveIntegerField(default=1, help_text="Bumped on every change.")
     secrets_ref = models.JSONField(
-        default=list, blank=True, validators=[validate_secret_refs],
+        default=list,
+        blank=True,
+        validators=[validate_secret_refs],
         help_text="Secret refs this agent uses (checked by readiness).",
     )
     bridge_config = models.JSONField(default=dict, blank=True, validators=[validate_bridge_config])
@@ -112,9 +114,12 @@ class Secret(models.Model):
     class Meta:
         ordering = ["secret_ref", "-version"]
         constraints = [
-            models.UniqueConstraint(fields=["secret_ref", "version"], name="secret_ref_version_unique"),
             models.UniqueConstraint(
-                fields=["secret_ref"], condition=models.Q(active=True),
+                fields=["secret_ref", "version"], name="secret_ref_version_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["secret_ref"],
+                condition=models.Q(active=True),
                 name="secret_one_active_version_per_ref",
             ),
         ]
@@ -134,7 +139,9 @@ class RuntimeConfig(models.Model):
     ]
 
     # Provider
-    provider_kind = models.CharField(max_length=10, choices=PROVIDER_CHOICES, default=PROVIDER_LOCAL)
+    provider_kind = models.CharField(
+        max_length=10, choices=PROVIDER_CHOICES, default=PROVIDER_LOCAL
+    )
     app_name = models.CharField(max_length=100, blank=True)
     organization_slug = models.CharField(max_length=100, blank=True)
     image = models.CharField(max_length=300, blank=True)
@@ -145,7 +152,9 @@ class RuntimeConfig(models.Model):
     volume_size_gb = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(500)]
     )
-    guest_cpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(16)])
+    guest_cpus = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(16)]
+    )
     guest_memory_mb = models.PositiveIntegerField(
         default=1024, validators=[MinValueValidator(256), MaxValueValidator(131072)]
     )
@@ -158,17 +167,33 @@ class RuntimeConfig(models.Model):
         default=7 * 24 * 3600, validators=[MinValueValidator(60)]
     )
     # Scaling, leases, retries (defaults of SPEC §6 and §10)
-    max_workers = models.PositiveIntegerField(default=4, validators=[MinValueValidator(0), MaxValueValidator(1000)])
-    spawn_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(100)])
-    idle_timeout_seconds = models.PositiveIntegerField(default=1800, validators=[MinValueValidator(10)])
-    lease_seconds = models.PositiveIntegerField(default=360, validators=[MinValueValidator(1), MaxValueValidator(86400)])
-    stale_after_seconds = models.PositiveIntegerField(default=420, validators=[MinValueValidator(5)])
-    snapshot_timeout_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(0)])
-    max_attempts = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    max_workers = models.PositiveIntegerField(
+        default=4, validators=[MinValueValidator(0), MaxValueValidator(1000)]
+    )
+    spawn_step = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    idle_timeout_seconds = models.PositiveIntegerField(
+        default=1800, validators=[MinValueValidator(10)]
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=360, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+    )
+    stale_after_seconds = models.PositiveIntegerField(
+        default=420, validators=[MinValueValidator(5)]
+    )
+    snapshot_timeout_seconds = models.PositiveIntegerField(
+        default=600, validators=[MinValueValidator(0)]
+    )
+    max_attempts = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
     retry_base_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
     retry_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1.0)])
     retry_max_seconds = models.FloatField(default=120.0, validators=[MinValueValidator(0.0)])
-    snapshot_retention_seconds = models.PositiveIntegerField(default=7 * 24 * 3600, validators=[MinValueValidator(60)])
+    snapshot_retention_seconds = models.PositiveIntegerField(
+        default=7 * 24 * 3600, validators=[MinValueValidator(60)]
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -83,7 +83,8 @@ def _dev_key() -> bytes:
         handle.write(base64.b64encode(key).decode() + "\n")
     logger.warning(
         "No AGENT_FACTORY_ENCRYPTION_KEYS set: generated a development key in %s. "
-        "Set AGENT_FACTORY_ENCRYPTION_KEYS before running with DEBUG off.", path,
+        "Set AGENT_FACTORY_ENCRYPTION_KEYS before running with DEBUG off.",
+        path,
     )
     return key
 
@@ -151,7 +152,8 @@ def decrypt_secret(secret: Secret) -> str:
         )
     try:
         plaintext = AESGCM(key).decrypt(
-            bytes(secret.nonce), bytes(secret.ciphertext),
+            bytes(secret.nonce),
+            bytes(secret.ciphertext),
             _associated_data(secret.secret_ref, secret.version),
         )
     except (InvalidTag, ValueError):
@@ -210,8 +212,14 @@ def _import_secret_once(secret_ref: str, value: str, *, actor: str, metadata: di
         )
         ciphertext, nonce, key_id = encrypt_value(secret_ref, version, value)
         secret = Secret.objects.create(
-            secret_ref=secret_ref, version=version, ciphertext=ciphertext, nonce=nonce,
-            key_id=key_id, active=True, rotated_from=previous, metadata=metadata,
+            secret_ref=secret_ref,
+            version=version,
+            ciphertext=ciphertext,
+            nonce=nonce,
+            key_id=key_id,
+            active=True,
+            rotated_from=previous,
+            metadata=metadata,
         )
         record_audit(actor, "secret.import", secret, secret_ref=secret_ref, version=version)
         return secret
@@ -249,8 +257,13 @@ def secret_status(refs: list[str] | None = None) -> list[dict]:
     for secret in queryset:
         row = rows.setdefault(
             secret.secret_ref,
-            {"secret_ref": secret.secret_ref, "active_version": None, "versions": 0,
-             "key_id": None, "updated_at": None},
+            {
+                "secret_ref": secret.secret_ref,
+                "active_version": None,
+                "versions": 0,
+                "key_id": None,
+                "updated_at": None,
+            },
         )
         row["versions"] += 1
         if secret.active:
@@ -260,8 +273,14 @@ def secret_status(refs: list[str] | None = None) -> list[dict]:
     if refs is not None:
         for ref in refs:
             rows.setdefault(
-                ref, {"secret_ref": ref, "active_version": None, "versions": 0,
-                      "key_id": None, "updated_at": None},
+                ref,
+                {
+                    "secret_ref": ref,
+                    "active_version": None,
+                    "versions": 0,
+                    "key_id": None,
+                    "updated_at": None,
+                },
             )
     return [rows[ref] for ref in sorted(rows)]
 
@@ -283,9 +302,7 @@ def rotate_encryption_key(*, actor: str, batch_size: int = 200) -> dict:
     ring = get_key_ring()
     rotated = already_current = 0
     failed: list[str] = []
-    pending_ids = list(
-        Secret.objects.exclude(key_id=ring.primary_id).values_list("pk", flat=True)
-    )
+    pending_ids = list(Secret.objects.exclude(key_id=ring.primary_id).values_list("pk", flat=True))
     already_current = Secret.objects.filter(key_id=ring.primary_id).count()
     for start in range(0, len(pending_ids), batch_size):
         with transaction.atomic():
@@ -310,6 +327,12 @@ def rotate_encryption_key(*, actor: str, batch_size: int = 200) -> dict:
         "errors": failed,
     }
     with transaction.atomic():
-        record_audit(actor, "secret.rotate_encryption_key", None,
-                     rotated=rotated, already_current=already_current, failed=len(failed))
+        record_audit(
+            actor,
+            "secret.rotate_encryption_key",
+            None,
+            rotated=rotated,
+            already_current=already_current,
+            failed=len(failed),
+        )
     return report

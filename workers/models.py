@@ -11,10 +11,18 @@ from agents.models import Conversation
 class Message(models.Model):
     """One queued job: a user message for the agent of one conversation."""
 
-    QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER = "queued", "processing", "done", "failed", "dead_letter"
+    QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER = (
+        "queued",
+        "processing",
+        "done",
+        "failed",
+        "dead_letter",
+    )
     STATUS_CHOICES = [(s, s) for s in (QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER)]
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.PROTECT, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.PROTECT, related_name="messages"
+    )
     agent_key = models.CharField(max_length=64, db_index=True)
     payload = models.JSONField()
     status = models.CharField(max_length=12, choices=STATUS_CHOICES, default=QUEUED)
@@ -122,7 +130,9 @@ class Worker(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "assigned_conversation"], name="worker_status_conv_idx")]
+        indexes = [
+            models.Index(fields=["status", "assigned_conversation"], name="worker_status_conv_idx")
+        ]
 
     def __str__(self) -> str:
         return self.worker_id

@@ -17,8 +17,13 @@ from agents.models import AgentProfile, Conversation, RuntimeConfig
 from workers.models import Message, MessageAttachment
 
 PAYLOAD_KEYS = {
-    "provider", "provider_user_id", "message_text", "external_message_id", "raw_update",
-    "metadata", "attachments",
+    "provider",
+    "provider_user_id",
+    "message_text",
+    "external_message_id",
+    "raw_update",
+    "metadata",
+    "attachments",
 }
 ATTACHMENT_KINDS = {"photo", "video", "audio", "voice", "document"}
 MAX_MESSAGE_TEXT = 100_000

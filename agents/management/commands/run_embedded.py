@@ -48,8 +48,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        parser.add_argument("--no-qcluster", action="store_true",
-                            help="Do not start the django-q2 cluster (schedules, triggers).")
+        parser.add_argument(
+            "--no-qcluster",
+            action="store_true",
+            help="Do not start the django-q2 cluster (schedules, triggers).",
+        )
 
     def handle(self, *args, host, port, no_qcluster, **options):
         if not settings.DEBUG:
@@ -71,11 +74,13 @@ class Command(BaseCommand):
             children.append(subprocess.Popen([python, manage, "qcluster"]))
 
         base = f"http://{host}:{port}"
-        self.stdout.write(self.style.SUCCESS(
-            f"\nAgent Factory is starting at {base}/admin/\n"
-            f"  demo admin: {username} / {password}\n"
-            "Press Ctrl+C to stop.\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nAgent Factory is starting at {base}/admin/\n"
+                f"  demo admin: {username} / {password}\n"
+                "Press Ctrl+C to stop.\n"
+            )
+        )
         self._supervise(children)
 
     def _run_setup_hooks(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AGENT_FACTORY_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
@@ -30,11 +30,14 @@ def _required_when_not_debug(name: str, message: str) -> str:
     return value
 
 
-SECRET_KEY = _required_when_not_debug(
-    "SECRET_KEY",
-    "SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string "
-    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))').",
-) or "insecure-dev-only-key-do-not-use-in-production"
+SECRET_KEY = (
+    _required_when_not_debug(
+        "SECRET_KEY",
+        "SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string "
+        "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))').",
+    )
+    or "insecure-dev-only-key-do-not-use-in-production"
+)
 
 # Comma-separated base64 32-byte keys; the first encrypts, all decrypt (SPEC §4).
 AGENT_FACTORY_ENCRYPTION_KEYS = _required_when_not_debug(
@@ -156,7 +159,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Outbound APIs (tests and the embedded run point these at local fakes)
-TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org").rstrip("/")
+TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org").rstrip(
+    "/"
+)
 FLY_API_BASE_URL = env.str("FLY_API_BASE_URL", default="https://api.machines.dev/v1").rstrip("/")
 FLY_API_TOKEN = env.str("FLY_API_TOKEN", default="")
 
