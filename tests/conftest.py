@@ -32,3 +32,46 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def make_worker(db):
+    """Register a worker and return (worker, bearer token)."""
+    from workers.models import Worker
+    from workers.tokens import mint_worker_token
+
+    counter = {"n": 0}
+
+    def make(worker_id: str | None = None, **fields):
+        counter["n"] += 1
+        worker = Worker.objects.create(worker_id=worker_id or f"w-{counter['n']}", **fields)
+        return worker, mint_worker_token(worker)
+
+    return make
+
+
+@pytest.fixture
+def worker_api():
+    """A DRF client bound to a worker token: worker_api(token).post(path, body)."""
+    from rest_framework.test import APIClient
+
+    def client(token: str | None):
+        api = APIClient()
+        if token:
+            api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return api
+
+    return client
+
+
+@pytest.fixture
+def enqueue(db):
+    from workers.queue import enqueue_message
+
+    def do(conversation_id: str, agent_key: str, text: str = "hello", **kwargs):
+        payload = {"provider": "telegram", "provider_user_id": "u1", "message_text": text}
+        return enqueue_message(
+            conversation_id=conversation_id, agent_key=agent_key, payload=payload, **kwargs
+        ).message
+
+    return do

@@ -6,136 +6,279 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0001_initial'),
+        ("agents", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DataSnapshot',
+            name="DataSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workspace_id', models.CharField(default='default', max_length=100)),
-                ('agent_key', models.CharField(max_length=64)),
-                ('worker_id', models.CharField(max_length=100)),
-                ('conversation_id', models.CharField(max_length=255)),
-                ('reason', models.CharField(choices=[('drain', 'drain'), ('signal', 'signal'), ('manual', 'manual')], max_length=10)),
-                ('format_version', models.CharField(default='tar.gz-v1', max_length=40)),
-                ('archive', models.FileField(blank=True, upload_to='snapshots/%Y/%m/%d/')),
-                ('sha256', models.CharField(blank=True, max_length=64)),
-                ('size_bytes', models.BigIntegerField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('uploading', 'uploading'), ('ready', 'ready'), ('failed', 'failed'), ('expired', 'expired')], default='uploading', max_length=10)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("workspace_id", models.CharField(default="default", max_length=100)),
+                ("agent_key", models.CharField(max_length=64)),
+                ("worker_id", models.CharField(max_length=100)),
+                ("conversation_id", models.CharField(max_length=255)),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[("drain", "drain"), ("signal", "signal"), ("manual", "manual")],
+                        max_length=10,
+                    ),
+                ),
+                ("format_version", models.CharField(default="tar.gz-v1", max_length=40)),
+                ("archive", models.FileField(blank=True, upload_to="snapshots/%Y/%m/%d/")),
+                ("sha256", models.CharField(blank=True, max_length=64)),
+                ("size_bytes", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("uploading", "uploading"),
+                            ("ready", "ready"),
+                            ("failed", "failed"),
+                            ("expired", "expired"),
+                        ],
+                        default="uploading",
+                        max_length=10,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['workspace_id', 'agent_key', 'conversation_id', 'status', '-created_at'], name='snapshot_restore_idx'), models.Index(fields=['status', 'expires_at'], name='snapshot_expiry_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=[
+                            "workspace_id",
+                            "agent_key",
+                            "conversation_id",
+                            "status",
+                            "-created_at",
+                        ],
+                        name="snapshot_restore_idx",
+                    ),
+                    models.Index(fields=["status", "expires_at"], name="snapshot_expiry_idx"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_key', models.CharField(db_index=True, max_length=64)),
-                ('payload', models.JSONField()),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('processing', 'processing'), ('done', 'done'), ('failed', 'failed'), ('dead_letter', 'dead_letter')], default='queued', max_length=12)),
-                ('priority', models.PositiveSmallIntegerField(default=50)),
-                ('scheduled_for', models.DateTimeField(default=django.utils.timezone.now)),
-                ('claimed_by', models.CharField(blank=True, max_length=100)),
-                ('lease_id', models.CharField(blank=True, max_length=64)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('max_attempts', models.PositiveIntegerField(default=5)),
-                ('last_error', models.TextField(blank=True)),
-                ('next_retry_at', models.DateTimeField(blank=True, null=True)),
-                ('dead_lettered_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='messages', to='agents.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("agent_key", models.CharField(db_index=True, max_length=64)),
+                ("payload", models.JSONField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("processing", "processing"),
+                            ("done", "done"),
+                            ("failed", "failed"),
+                            ("dead_letter", "dead_letter"),
+                        ],
+                        default="queued",
+                        max_length=12,
+                    ),
+                ),
+                ("priority", models.PositiveSmallIntegerField(default=50)),
+                ("scheduled_for", models.DateTimeField(default=django.utils.timezone.now)),
+                ("claimed_by", models.CharField(blank=True, max_length=100)),
+                ("lease_id", models.CharField(blank=True, max_length=64)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("max_attempts", models.PositiveIntegerField(default=5)),
+                ("last_error", models.TextField(blank=True)),
+                ("next_retry_at", models.DateTimeField(blank=True, null=True)),
+                ("dead_lettered_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="messages",
+                        to="agents.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='MessageAttachment',
+            name="MessageAttachment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('photo', 'photo'), ('video', 'video'), ('audio', 'audio'), ('voice', 'voice'), ('document', 'document')], max_length=10)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('ready', 'ready'), ('expired', 'expired'), ('failed', 'failed')], default='ready', max_length=10)),
-                ('file', models.FileField(blank=True, upload_to='attachments/%Y/%m/%d/')),
-                ('telegram_file_id', models.CharField(blank=True, max_length=255)),
-                ('file_name', models.CharField(blank=True, max_length=255)),
-                ('mime_type', models.CharField(blank=True, max_length=100)),
-                ('size_bytes', models.BigIntegerField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attachments', to='workers.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("photo", "photo"),
+                            ("video", "video"),
+                            ("audio", "audio"),
+                            ("voice", "voice"),
+                            ("document", "document"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("ready", "ready"),
+                            ("expired", "expired"),
+                            ("failed", "failed"),
+                        ],
+                        default="ready",
+                        max_length=10,
+                    ),
+                ),
+                ("file", models.FileField(blank=True, upload_to="attachments/%Y/%m/%d/")),
+                ("telegram_file_id", models.CharField(blank=True, max_length=255)),
+                ("file_name", models.CharField(blank=True, max_length=255)),
+                ("mime_type", models.CharField(blank=True, max_length=100)),
+                ("size_bytes", models.BigIntegerField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attachments",
+                        to="workers.message",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Worker',
+            name="Worker",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('worker_id', models.CharField(max_length=100, unique=True)),
-                ('provider', models.CharField(default='none', max_length=10)),
-                ('status', models.CharField(choices=[('active', 'active'), ('draining', 'draining'), ('stopping', 'stopping'), ('stopped', 'stopped')], db_index=True, default='active', max_length=10)),
-                ('status_reason', models.CharField(blank=True, max_length=200)),
-                ('machine_app', models.CharField(blank=True, max_length=100)),
-                ('machine_id', models.CharField(blank=True, max_length=100)),
-                ('machine_region', models.CharField(blank=True, max_length=20)),
-                ('volume_id', models.CharField(blank=True, max_length=100)),
-                ('process_id', models.PositiveIntegerField(blank=True, null=True)),
-                ('load', models.PositiveIntegerField(default=0)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('last_claim_at', models.DateTimeField(blank=True, null=True)),
-                ('scheduled_shutdown_at', models.DateTimeField(blank=True, null=True)),
-                ('draining_since', models.DateTimeField(blank=True, null=True)),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('assigned_agent_key', models.CharField(blank=True, max_length=64)),
-                ('assigned_lease_id', models.CharField(blank=True, max_length=64)),
-                ('assigned_at', models.DateTimeField(blank=True, null=True)),
-                ('capabilities', models.JSONField(blank=True, default=dict)),
-                ('last_error', models.TextField(blank=True)),
-                ('token_prefix', models.CharField(blank=True, db_index=True, max_length=16)),
-                ('token_hash', models.CharField(blank=True, max_length=64)),
-                ('token_revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('assigned_conversation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='workers', to='agents.conversation')),
-                ('last_snapshot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='workers.datasnapshot')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("worker_id", models.CharField(max_length=100, unique=True)),
+                ("provider", models.CharField(default="none", max_length=10)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "active"),
+                            ("draining", "draining"),
+                            ("stopping", "stopping"),
+                            ("stopped", "stopped"),
+                        ],
+                        db_index=True,
+                        default="active",
+                        max_length=10,
+                    ),
+                ),
+                ("status_reason", models.CharField(blank=True, max_length=200)),
+                ("machine_app", models.CharField(blank=True, max_length=100)),
+                ("machine_id", models.CharField(blank=True, max_length=100)),
+                ("machine_region", models.CharField(blank=True, max_length=20)),
+                ("volume_id", models.CharField(blank=True, max_length=100)),
+                ("process_id", models.PositiveIntegerField(blank=True, null=True)),
+                ("load", models.PositiveIntegerField(default=0)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("last_claim_at", models.DateTimeField(blank=True, null=True)),
+                ("scheduled_shutdown_at", models.DateTimeField(blank=True, null=True)),
+                ("draining_since", models.DateTimeField(blank=True, null=True)),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                ("assigned_agent_key", models.CharField(blank=True, max_length=64)),
+                ("assigned_lease_id", models.CharField(blank=True, max_length=64)),
+                ("assigned_at", models.DateTimeField(blank=True, null=True)),
+                ("capabilities", models.JSONField(blank=True, default=dict)),
+                ("last_error", models.TextField(blank=True)),
+                ("token_prefix", models.CharField(blank=True, db_index=True, max_length=16)),
+                ("token_hash", models.CharField(blank=True, max_length=64)),
+                ("token_revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "assigned_conversation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="workers",
+                        to="agents.conversation",
+                    ),
+                ),
+                (
+                    "last_snapshot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="workers.datasnapshot",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['-priority', 'scheduled_for', 'id'], name='msg_ready_queue_idx'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status", "queued")),
+                fields=["-priority", "scheduled_for", "id"],
+                name="msg_ready_queue_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'status'], name='msg_conversation_status_idx'),
+            model_name="message",
+            index=models.Index(
+                fields=["conversation", "status"], name="msg_conversation_status_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status', 'processing')), fields=['lease_expires_at'], name='msg_processing_lease_idx'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status", "processing")),
+                fields=["lease_expires_at"],
+                name="msg_processing_lease_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['status', 'created_at'], name='msg_status_created_idx'),
+            model_name="message",
+            index=models.Index(fields=["status", "created_at"], name="msg_status_created_idx"),
         ),
         migrations.AddIndex(
-            model_name='worker',
-            index=models.Index(fields=['status', 'assigned_conversation'], name='worker_status_conv_idx'),
+            model_name="worker",
+            index=models.Index(
+                fields=["status", "assigned_conversation"], name="worker_status_conv_idx"
+            ),
         ),
     ]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from workers.models import DataSnapshot
+
+
+class EmptySerializer(serializers.Serializer):
+    pass
+
+
+class ClaimSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
+
+
+class LeaseSerializer(serializers.Serializer):
+    lease_id = serializers.CharField(max_length=64)
+
+
+class FailSerializer(LeaseSerializer):
+    error = serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False)
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=200_000)
+    at = serializers.DateTimeField(required=False)
+
+
+class AppendMessagesSerializer(LeaseSerializer):
+    message_id = serializers.IntegerField(min_value=1)
+    messages = HistoryEntrySerializer(many=True, allow_empty=False, max_length=200)
+
+
+class PrepareSnapshotSerializer(serializers.Serializer):
+    workspace_id = serializers.CharField(max_length=100)
+    agent_key = serializers.CharField(max_length=64)
+    conversation_id = serializers.CharField(max_length=255)
+    reason = serializers.ChoiceField(choices=[c for c, _ in DataSnapshot.REASON_CHOICES])
+
+
+class FinalizeSnapshotSerializer(serializers.Serializer):
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$")
+    size_bytes = serializers.IntegerField(min_value=0)
+
+
+class FailSnapshotSerializer(serializers.Serializer):
+    error = serializers.CharField(max_length=5000, allow_blank=True)
+
+
+class LatestSnapshotQuerySerializer(serializers.Serializer):
+    workspace_id = serializers.CharField(max_length=100)
+    agent_key = serializers.CharField(max_length=64)
+    conversation_id = serializers.CharField(max_length=255)
+
+
+class HydrationQuerySerializer(serializers.Serializer):
+    lease_id = serializers.CharField(max_length=64)

@@ -1,0 +1,285 @@
+"""Worker REST API (SPEC §7). Thin views: every rule lives in workers.leases & co."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.api_errors import LeaseLost as LeaseLostError
+from agents.api_errors import error_response
+from agents.models import Conversation, ConversationEntry
+from workers import leases, snapshots
+from workers.api import serializers as s
+from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.hydration import build_hydration_bundle
+from workers.lifecycle import should_stop
+from workers.models import DataSnapshot, MessageAttachment, Worker
+
+
+def iso(value):
+    return value.isoformat() if value else None
+
+
+class WorkerView(APIView):
+    authentication_classes = [WorkerTokenAuthentication]
+    permission_classes = [IsWorker]
+
+    @property
+    def worker(self) -> Worker:
+        return self.request.user.worker
+
+    def valid(self, serializer_class, data):
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def base_url(self) -> str:
+        return self.request.build_absolute_uri("/").rstrip("/")
+
+
+class ControlView(WorkerView):
+    @extend_schema(request=s.EmptySerializer, responses={200: dict})
+    def post(self, request):
+        worker = self.worker
+        stop, reason = should_stop(worker, timezone.now())
+        # Polling control proves the worker is alive, even when it has no job.
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+        return Response({"should_stop": stop, "reason": reason, "status": worker.status})
+
+
+def job_body(job: leases.ClaimedJob) -> dict:
+    message = job.message
+    return {
+        "message_id": message.pk,
+        "conversation_id": message.conversation.conversation_id,
+        "agent_key": message.agent_key,
+        "lease_id": job.lease_id,
+        "lease_expires_at": iso(job.lease_expires_at),
+        "attempt": job.attempt,
+        "payload": message.payload,
+    }
+
+
+class ClaimView(WorkerView):
+    @extend_schema(request=s.ClaimSerializer, responses={200: dict})
+    def post(self, request):
+        data = self.valid(s.ClaimSerializer, request.data)
+        job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+        return Response({"job": job_body(job) if job else None})
+
+
+class HydrationView(WorkerView):
+    @extend_schema(parameters=[s.HydrationQuerySerializer], responses={200: dict})
+    def get(self, request, message_id: int):
+        data = self.valid(s.HydrationQuerySerializer, request.query_params)
+        try:
+            message = leases.get_leased_message(self.worker, message_id, data["lease_id"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        return Response(build_hydration_bundle(message, base_url=self.base_url()))
+
+
+class HeartbeatView(WorkerView):
+    @extend_schema(request=s.LeaseSerializer, responses={200: dict})
+    def post(self, request, message_id: int):
+        data = self.valid(s.LeaseSerializer, request.data)
+        try:
+            expires = leases.heartbeat_job(self.worker, message_id, data["lease_id"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        return Response({"lease_expires_at": iso(expires)})
+
+
+class CompleteView(WorkerView):
+    @extend_schema(request=s.LeaseSerializer, responses={200: dict})
+    def post(self, request, message_id: int):
+        data = self.valid(s.LeaseSerializer, request.data)
+        try:
+            leases.complete_job(self.worker, message_id, data["lease_id"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        return Response({"status": "done"})
+
+
+class FailView(WorkerView):
+    @extend_schema(request=s.FailSerializer, responses={200: dict})
+    def post(self, request, message_id: int):
+        data = self.valid(s.FailSerializer, request.data)
+        try:
+            message = leases.fail_job(self.worker, message_id, data["lease_id"], data["error"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        return Response({"status": message.status, "next_attempt_at": iso(message.next_retry_at)})
+
+
+class DeliveredView(WorkerView):
+    @extend_schema(request=s.LeaseSerializer, responses={200: dict})
+    def post(self, request, message_id: int):
+        data = self.valid(s.LeaseSerializer, request.data)
+        try:
+            delivered_at = leases.mark_delivered(self.worker, message_id, data["lease_id"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        return Response({"delivered_at": iso(delivered_at)})
+
+
+class AppendMessagesView(WorkerView):
+    @extend_schema(request=s.AppendMessagesSerializer, responses={200: dict})
+    def post(self, request, conversation_id: str):
+        data = self.valid(s.AppendMessagesSerializer, request.data)
+        try:
+            message = leases.get_leased_message(self.worker, data["message_id"], data["lease_id"])
+        except leases.LeaseLost:
+            raise LeaseLostError()
+        if message.conversation.conversation_id != conversation_id:
+            return error_response(
+                "invalid_request", "message_id does not belong to this conversation.", 400
+            )
+        with transaction.atomic():
+            conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+            # A retried append for the same job must not duplicate history.
+            if ConversationEntry.objects.filter(
+                conversation=conversation, source_message_id=message.pk
+            ).exists():
+                return Response({"appended": 0})
+            now = timezone.now()
+            entries = [
+                ConversationEntry(
+                    conversation=conversation,
+                    role=item["role"],
+                    content=item["content"],
+                    at=item.get("at") or now,
+                    source_message_id=message.pk,
+                )
+                for item in data["messages"]
+            ]
+            ConversationEntry.objects.bulk_create(entries)
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+        return Response({"appended": len(entries)})
+
+
+class RawBytesParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream
+
+
+class SnapshotPrepareView(WorkerView):
+    @extend_schema(request=s.PrepareSnapshotSerializer, responses={201: dict})
+    def post(self, request):
+        data = self.valid(s.PrepareSnapshotSerializer, request.data)
+        try:
+            snapshot = snapshots.prepare_snapshot(self.worker, **data)
+        except snapshots.SnapshotError as exc:
+            return error_response(exc.code, exc.detail, 403)
+        upload_url = self.base_url() + reverse("workers:snapshot-upload", args=[snapshot.pk])
+        return Response(
+            {"snapshot_id": snapshot.pk, "upload_url": upload_url}, status=status.HTTP_201_CREATED
+        )
+
+
+def own_snapshot(worker: Worker, snapshot_id: int) -> DataSnapshot:
+    return get_object_or_404(DataSnapshot, pk=snapshot_id, worker_id=worker.worker_id)
+
+
+SNAPSHOT_ERROR_STATUS = {"conflict": 409, "checksum_mismatch": 400, "invalid_request": 400}
+
+
+class SnapshotUploadView(WorkerView):
+    parser_classes = [RawBytesParser]
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict})
+    def put(self, request, snapshot_id: int):
+        snapshot = own_snapshot(self.worker, snapshot_id)
+        try:
+            sha256, size = snapshots.store_upload(snapshot, request._request)
+        except snapshots.SnapshotError as exc:
+            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+        return Response({"sha256": sha256, "size_bytes": size})
+
+
+class SnapshotFinalizeView(WorkerView):
+    @extend_schema(request=s.FinalizeSnapshotSerializer, responses={200: dict})
+    def post(self, request, snapshot_id: int):
+        data = self.valid(s.FinalizeSnapshotSerializer, request.data)
+        snapshot = own_snapshot(self.worker, snapshot_id)
+        try:
+            snapshots.finalize_snapshot(self.worker, snapshot, **data)
+        except snapshots.SnapshotError as exc:
+            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+        return Response({"status": "ready"})
+
+
+class SnapshotFailView(WorkerView):
+    @extend_schema(request=s.FailSnapshotSerializer, responses={200: dict})
+    def post(self, request, snapshot_id: int):
+        data = self.valid(s.FailSnapshotSerializer, request.data)
+        snapshot = own_snapshot(self.worker, snapshot_id)
+        try:
+            snapshots.fail_snapshot(snapshot, data["error"])
+        except snapshots.SnapshotError as exc:
+            return error_response(exc.code, exc.detail, 409)
+        return Response({"status": "failed"})
+
+
+class SnapshotLatestView(WorkerView):
+    @extend_schema(parameters=[s.LatestSnapshotQuerySerializer], responses={200: dict})
+    def get(self, request):
+        data = self.valid(s.LatestSnapshotQuerySerializer, request.query_params)
+        snapshot = snapshots.latest_snapshot(**data)
+        if snapshot is None:
+            return Response({"snapshot": None})
+        download = self.base_url() + reverse("workers:snapshot-download", args=[snapshot.pk])
+        return Response(
+            {
+                "snapshot": {
+                    "snapshot_id": snapshot.pk,
+                    "sha256": snapshot.sha256,
+                    "size_bytes": snapshot.size_bytes,
+                    "created_at": iso(snapshot.created_at),
+                    "download_url": download,
+                }
+            }
+        )
+
+
+class SnapshotDownloadView(WorkerView):
+    @extend_schema(responses={200: bytes})
+    def get(self, request, snapshot_id: int):
+        snapshot = get_object_or_404(DataSnapshot, pk=snapshot_id, status=DataSnapshot.READY)
+        if not snapshots.worker_may_access_conversation(self.worker, snapshot.conversation_id):
+            return error_response(
+                "forbidden", "Only a worker assigned to this conversation may download it.", 403
+            )
+        return FileResponse(snapshot.archive.open("rb"), content_type="application/gzip")
+
+
+class AttachmentDownloadView(WorkerView):
+    @extend_schema(responses={200: bytes})
+    def get(self, request, attachment_id: int):
+        attachment = get_object_or_404(
+            MessageAttachment.objects.select_related("message__conversation"),
+            pk=attachment_id,
+            status=MessageAttachment.READY,
+        )
+        conversation_id = attachment.message.conversation.conversation_id
+        if not snapshots.worker_may_access_conversation(self.worker, conversation_id):
+            return error_response(
+                "forbidden", "Only a worker assigned to this conversation may download it.", 403
+            )
+        if not attachment.file:
+            return error_response("not_found", "The attachment file is not stored.", 404)
+        return FileResponse(
+            attachment.file.open("rb"),
+            content_type=attachment.mime_type or "application/octet-stream",
+            filename=attachment.file_name or None,
+        )

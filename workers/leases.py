@@ -1,0 +1,379 @@
+"""Claim, lease fencing, retries and the lease sweeper (SPEC §6.2–6.3).
+
+Invariants this module keeps, under any interleaving of workers:
+- at most one ``processing`` message per conversation;
+- a heartbeat, completion, failure or delivery only lands with the live lease that the
+  claim handed out (a late call after expiry gets ``LeaseLost`` and changes nothing);
+- a claim considers the whole queue in (priority desc, scheduled_for, id) order.
+
+On PostgreSQL the candidate row is taken with ``FOR UPDATE SKIP LOCKED`` and the
+conversation row is locked before anything is written, so two claimers can never both pick
+messages of one conversation; on SQLite the settings open every transaction IMMEDIATE,
+which serialises claimers outright.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import secrets
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from agents.models import Conversation, RuntimeConfig
+from workers.models import Message, Worker
+
+LEASE_EXPIRED_ERROR = "lease expired"
+SWEEP_BATCH = 500
+CLAIM_CANDIDATE_TRIES = 8
+
+
+class LeaseLost(Exception):
+    """The caller does not hold a live lease on the message; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    message: Message
+    lease_id: str
+    lease_expires_at: dt.datetime
+
+    @property
+    def attempt(self) -> int:
+        return self.message.attempts + 1
+
+
+def retry_delay_seconds(attempts: int, config: RuntimeConfig, rng=random) -> float:
+    """Exponential backoff with up to 10 % jitter: min(max, base · factor^(attempts-1))."""
+    exponent = max(0, attempts - 1)
+    delay = min(config.retry_max_seconds, config.retry_base_seconds * config.retry_factor**exponent)
+    return delay + delay * 0.1 * rng.random()
+
+
+def live_worker_cutoff(now: dt.datetime, config: RuntimeConfig) -> dt.datetime:
+    return now - dt.timedelta(seconds=config.stale_after_seconds)
+
+
+def _owned_by_other_live_worker(worker: Worker, now: dt.datetime, config: RuntimeConfig):
+    return Exists(
+        Worker.objects.filter(
+            assigned_conversation=OuterRef("conversation_id"),
+            status=Worker.ACTIVE,
+            heartbeat_at__gte=live_worker_cutoff(now, config),
+        ).exclude(pk=worker.pk)
+    )
+
+
+def _has_live_lease(now: dt.datetime):
+    return Exists(
+        Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"),
+            status=Message.PROCESSING,
+            lease_expires_at__gt=now,
+        )
+    )
+
+
+def _ready(now: dt.datetime):
+    return Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now)
+
+
+CLAIM_ORDER = ("-priority", "scheduled_for", "id")
+
+
+def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> ClaimedJob | None:
+    """Lease the next ready message to ``worker``, or return None when there is none for it.
+
+    A worker keeps to the conversation it is assigned to (its warm workspace); an unassigned
+    worker takes the best candidate of the whole queue, or of ``conversation_id`` when given.
+    """
+    config = RuntimeConfig.get()
+    with transaction.atomic():
+        now = timezone.now()
+        worker = Worker.objects.select_for_update().get(pk=worker.pk)
+        if worker.status != Worker.ACTIVE:
+            return None
+        if worker.assigned_conversation_id is not None:
+            assigned = worker.assigned_conversation.conversation_id
+            if conversation_id is not None and conversation_id != assigned:
+                return None
+            conversation = worker.assigned_conversation
+            job = _claim_in_conversation(worker, conversation, now, config)
+        elif conversation_id is not None:
+            conversation = Conversation.objects.filter(conversation_id=conversation_id).first()
+            job = (
+                _claim_in_conversation(worker, conversation, now, config) if conversation else None
+            )
+        else:
+            job = _claim_anywhere(worker, now, config)
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+        return job
+
+
+def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> ClaimedJob | None:
+    excluded: list[int] = []
+    for _ in range(CLAIM_CANDIDATE_TRIES):
+        candidate = (
+            _ready(now)
+            .exclude(conversation_id__in=excluded)
+            .exclude(_has_live_lease(now))
+            .exclude(_owned_by_other_live_worker(worker, now, config))
+            .order_by(*CLAIM_ORDER)
+            .select_for_update(skip_locked=True, of=("self",))
+            .only("id", "conversation_id")
+            .first()
+        )
+        if candidate is None:
+            return None
+        conversation = (
+            Conversation.objects.select_for_update(skip_locked=True)
+            .filter(pk=candidate.conversation_id)
+            .first()
+        )
+        if conversation is None:  # another claimer is working in it right now
+            excluded.append(candidate.conversation_id)
+            continue
+        job = _claim_in_conversation(worker, conversation, now, config, locked=True)
+        if job is not None:
+            return job
+        excluded.append(candidate.conversation_id)
+    return None
+
+
+def _claim_in_conversation(
+    worker: Worker,
+    conversation: Conversation,
+    now: dt.datetime,
+    config: RuntimeConfig,
+    *,
+    locked: bool = False,
+) -> ClaimedJob | None:
+    if not locked:
+        # Waiting here (not skipping) is right: the conversation is this worker's to serve.
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    owner = (
+        Worker.objects.filter(
+            assigned_conversation=conversation,
+            status=Worker.ACTIVE,
+            heartbeat_at__gte=live_worker_cutoff(now, config),
+        )
+        .exclude(pk=worker.pk)
+        .exists()
+    )
+    if owner:
+        return None
+    processing = list(
+        Message.objects.select_for_update().filter(
+            conversation=conversation, status=Message.PROCESSING
+        )
+    )
+    if any(m.lease_expires_at and m.lease_expires_at > now for m in processing):
+        return None
+    # An expired lease that the sweeper has not reached yet: requeue it first, in this same
+    # transaction, so the conversation never has two processing messages.
+    for stale in processing:
+        _release_expired(stale, now)
+    message = (
+        _ready(now)
+        .filter(conversation=conversation)
+        .order_by(*CLAIM_ORDER)
+        .select_for_update()
+        .first()
+    )
+    if message is None:
+        return None
+    lease_id = secrets.token_hex(16)
+    lease_expires_at = now + dt.timedelta(seconds=config.lease_seconds)
+    Message.objects.filter(pk=message.pk).update(
+        status=Message.PROCESSING,
+        claimed_by=worker.worker_id,
+        lease_id=lease_id,
+        lease_expires_at=lease_expires_at,
+        claimed_at=now,
+        next_retry_at=None,
+    )
+    message.refresh_from_db()
+    Worker.objects.filter(pk=worker.pk).update(
+        load=1,
+        last_claim_at=now,
+        heartbeat_at=now,
+        scheduled_shutdown_at=None,
+        assigned_conversation=conversation,
+        assigned_agent_key=message.agent_key,
+        assigned_lease_id=lease_id,
+        assigned_at=F("assigned_at") if worker.assigned_conversation_id else now,
+    )
+    return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
+
+
+def _release_expired(message: Message, now: dt.datetime) -> str:
+    """Requeue (or dead-letter) a processing message whose lease is gone; counts an attempt."""
+    attempts = message.attempts + 1
+    fields = {
+        "attempts": attempts,
+        "last_error": LEASE_EXPIRED_ERROR,
+        "lease_id": "",
+        "lease_expires_at": None,
+        "claimed_by": "",
+    }
+    if attempts >= message.max_attempts:
+        fields.update(status=Message.DEAD_LETTER, dead_lettered_at=now)
+    else:
+        fields.update(status=Message.QUEUED, scheduled_for=now, next_retry_at=None)
+    Message.objects.filter(pk=message.pk).update(**fields)
+    return fields["status"]
+
+
+def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
+    """Requeue processing messages whose lease expired (or is missing), counting an attempt.
+
+    Workers left with no job by the sweep lose their assignment unless they are still live,
+    so another worker can serve the conversation.
+    """
+    config = RuntimeConfig.get()
+    requeued = dead_lettered = 0
+    with transaction.atomic():
+        now = now or timezone.now()
+        expired = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(status=Message.PROCESSING)
+            .filter(
+                Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True) | Q(lease_id="")
+            )
+            .order_by("lease_expires_at")[:SWEEP_BATCH]
+        )
+        worker_ids = {m.claimed_by for m in expired if m.claimed_by}
+        for message in expired:
+            if _release_expired(message, now) == Message.DEAD_LETTER:
+                dead_lettered += 1
+            else:
+                requeued += 1
+        if worker_ids:
+            Worker.objects.filter(worker_id__in=worker_ids).update(load=0, assigned_lease_id="")
+            Worker.objects.filter(worker_id__in=worker_ids).exclude(
+                status=Worker.ACTIVE, heartbeat_at__gte=live_worker_cutoff(now, config)
+            ).update(assigned_conversation=None, assigned_agent_key="", assigned_at=None)
+    return {"requeued": requeued, "dead_lettered": dead_lettered}
+
+
+def _fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
+    """The queryset that matches only while ``worker`` holds the live lease ``lease_id``."""
+    if not lease_id or not isinstance(lease_id, str):
+        raise LeaseLost()
+    return Message.objects.filter(
+        pk=message_id,
+        status=Message.PROCESSING,
+        claimed_by=worker.worker_id,
+        lease_id=lease_id,
+        lease_expires_at__gt=now,
+    )
+
+
+def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Message:
+    message = _fenced(worker, message_id, lease_id, timezone.now()).first()
+    if message is None:
+        raise LeaseLost()
+    return message
+
+
+def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:
+    config = RuntimeConfig.get()
+    with transaction.atomic():
+        now = timezone.now()
+        expires = now + dt.timedelta(seconds=config.lease_seconds)
+        if _fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
+            raise LeaseLost()
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+    return expires
+
+
+def complete_job(worker: Worker, message_id: int, lease_id: str) -> Message:
+    config = RuntimeConfig.get()
+    with transaction.atomic():
+        now = timezone.now()
+        updated = _fenced(worker, message_id, lease_id, now).update(
+            status=Message.DONE, completed_at=now, lease_expires_at=None, last_error=""
+        )
+        if updated != 1:
+            raise LeaseLost()
+        _after_job(worker, now, config)
+        return Message.objects.get(pk=message_id)
+
+
+def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Message:
+    config = RuntimeConfig.get()
+    with transaction.atomic():
+        now = timezone.now()
+        message = _fenced(worker, message_id, lease_id, now).select_for_update().first()
+        if message is None:
+            raise LeaseLost()
+        attempts = message.attempts + 1
+        fields = {
+            "attempts": attempts,
+            "last_error": (error or "")[:10_000],
+            "lease_expires_at": None,
+        }
+        if attempts >= message.max_attempts:
+            fields.update(status=Message.DEAD_LETTER, dead_lettered_at=now, next_retry_at=None)
+        else:
+            retry_at = now + dt.timedelta(seconds=retry_delay_seconds(attempts, config))
+            fields.update(status=Message.QUEUED, scheduled_for=retry_at, next_retry_at=retry_at)
+        Message.objects.filter(pk=message.pk).update(**fields)
+        _after_job(worker, now, config)
+        return Message.objects.get(pk=message_id)
+
+
+def mark_delivered(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:
+    """Record that the reply reached the user; idempotent, keeps the first time."""
+    with transaction.atomic():
+        now = timezone.now()
+        message = _fenced(worker, message_id, lease_id, now).select_for_update().first()
+        if message is None:
+            raise LeaseLost()
+        if message.delivered_at is None:
+            Message.objects.filter(pk=message.pk).update(delivered_at=now)
+            return now
+        return message.delivered_at
+
+
+def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
+    # The worker keeps its conversation (warm workspace) and goes idle until the deadline.
+    Worker.objects.filter(pk=worker.pk).update(
+        load=0,
+        heartbeat_at=now,
+        assigned_lease_id="",
+        scheduled_shutdown_at=now + dt.timedelta(seconds=config.idle_timeout_seconds),
+    )
+
+
+def requeue_dead_letters(message_ids, *, actor: str) -> int:
+    """Give dead-lettered messages a fresh start (attempts reset); audited."""
+    from agents.audit import record_audit
+
+    with transaction.atomic():
+        now = timezone.now()
+        ids = list(
+            Message.objects.select_for_update()
+            .filter(pk__in=message_ids, status=Message.DEAD_LETTER)
+            .values_list("pk", flat=True)
+        )
+        Message.objects.filter(pk__in=ids).update(
+            status=Message.QUEUED,
+            attempts=0,
+            scheduled_for=now,
+            dead_lettered_at=None,
+            next_retry_at=None,
+            claimed_by="",
+            lease_id="",
+            lease_expires_at=None,
+        )
+        if ids:
+            record_audit(actor, "queue.requeue_dead_letters", None, message_ids=ids, count=len(ids))
+    if ids:
+        from workers.triggers import request_reconcile
+
+        transaction.on_commit(request_reconcile)
+    return len(ids)

@@ -1,0 +1,83 @@
+"""Worker lifecycle: active → draining → stopping → stopped, enforced here and only here."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+from django.utils import timezone
+
+from workers.models import Worker
+
+NEXT_STATUSES = {
+    Worker.ACTIVE: {Worker.DRAINING, Worker.STOPPING, Worker.STOPPED},
+    Worker.DRAINING: {Worker.STOPPING, Worker.STOPPED},
+    Worker.STOPPING: {Worker.STOPPED},
+    Worker.STOPPED: set(),
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def transition_worker(
+    worker: Worker, to_status: str, *, reason: str, now: dt.datetime | None = None
+) -> Worker:
+    """Move ``worker`` forward in its lifecycle (never back); a no-op if already there.
+
+    The update is conditional on the status read, so two reconciles racing on one worker
+    cannot both apply a transition.
+    """
+    now = now or timezone.now()
+    if to_status == worker.status:
+        return worker
+    if to_status not in NEXT_STATUSES.get(worker.status, set()):
+        raise InvalidTransition(
+            f"Worker '{worker.worker_id}' cannot transition "
+            f"from '{worker.status}' to '{to_status}'."
+        )
+    fields: dict = {"status": to_status, "status_reason": reason[:200], "updated_at": now}
+    if to_status == Worker.DRAINING:
+        fields["draining_since"] = now
+    if to_status == Worker.STOPPED:
+        fields.update(
+            stopped_at=now,
+            load=0,
+            assigned_conversation=None,
+            assigned_agent_key="",
+            assigned_lease_id="",
+            token_hash="",
+            token_revoked_at=now,
+        )
+    with transaction.atomic():
+        updated = Worker.objects.filter(pk=worker.pk, status=worker.status).update(**fields)
+        if updated != 1:
+            worker.refresh_from_db()
+            if worker.status == to_status:
+                return worker
+            raise InvalidTransition(
+                f"Worker '{worker.worker_id}' changed status concurrently (now '{worker.status}')."
+            )
+        if to_status == Worker.DRAINING and not worker.draining_since:
+            worker.draining_since = now
+    worker.refresh_from_db()
+    return worker
+
+
+def should_stop(worker: Worker, now: dt.datetime | None = None) -> tuple[bool, str | None]:
+    """What ``control`` answers: stop when not active or past the idle deadline."""
+    now = now or timezone.now()
+    if worker.status != Worker.ACTIVE:
+        return True, worker.status_reason or f"worker is {worker.status}"
+    if worker.scheduled_shutdown_at is not None and worker.scheduled_shutdown_at <= now:
+        return True, "idle timeout"
+    return False, None
+
+
+def on_final_snapshot(worker: Worker, snapshot) -> None:
+    """A draining worker's final snapshot is in: it may now be torn down."""
+    Worker.objects.filter(pk=worker.pk).update(last_snapshot=snapshot)
+    worker.refresh_from_db()
+    if worker.status == Worker.DRAINING:
+        transition_worker(worker, Worker.STOPPING, reason="final snapshot stored")

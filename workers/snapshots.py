@@ -1,0 +1,150 @@
+"""Workspace snapshots per (workspace, agent, conversation): prepare → upload → finalize."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from django.core.files.base import File
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import RuntimeConfig
+from workers.models import DataSnapshot, Message, Worker
+
+CHUNK = 1024 * 1024
+
+
+class SnapshotError(Exception):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def prepare_snapshot(
+    worker: Worker, *, workspace_id: str, agent_key: str, conversation_id: str, reason: str
+) -> DataSnapshot:
+    if not worker_may_access_conversation(worker, conversation_id):
+        raise SnapshotError("forbidden", "This worker was never assigned to that conversation.")
+    return DataSnapshot.objects.create(
+        workspace_id=workspace_id,
+        agent_key=agent_key,
+        worker_id=worker.worker_id,
+        conversation_id=conversation_id,
+        reason=reason,
+    )
+
+
+def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
+    """Stream the archive into storage, hashing as it goes."""
+    if snapshot.status != DataSnapshot.UPLOADING:
+        raise SnapshotError(
+            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
+        )
+    digest = hashlib.sha256()
+    size = 0
+
+    class _Hashing:
+        def read(self, n=-1):
+            nonlocal size
+            chunk = stream.read(CHUNK if n is None or n < 0 else n)
+            digest.update(chunk)
+            size += len(chunk)
+            return chunk
+
+    if snapshot.archive:
+        snapshot.archive.delete(save=False)
+    snapshot.archive.save(f"snapshot-{snapshot.pk}.tar.gz", File(_Hashing(), name="a"), save=False)
+    snapshot.sha256 = digest.hexdigest()
+    snapshot.size_bytes = size
+    DataSnapshot.objects.filter(pk=snapshot.pk).update(
+        archive=snapshot.archive.name, sha256=snapshot.sha256, size_bytes=size
+    )
+    return snapshot.sha256, size
+
+
+def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, size_bytes: int):
+    from workers.lifecycle import on_final_snapshot
+
+    if snapshot.status != DataSnapshot.UPLOADING:
+        raise SnapshotError(
+            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
+        )
+    if not snapshot.archive or not snapshot.sha256:
+        raise SnapshotError("invalid_request", "Upload the archive before finalizing.")
+    if snapshot.sha256 != sha256.lower() or snapshot.size_bytes != size_bytes:
+        raise SnapshotError(
+            "checksum_mismatch",
+            "The uploaded archive's SHA-256 or size differs from the one given.",
+        )
+    config = RuntimeConfig.get()
+    now = timezone.now()
+    with transaction.atomic():
+        DataSnapshot.objects.filter(pk=snapshot.pk).update(
+            status=DataSnapshot.READY,
+            completed_at=now,
+            expires_at=now + dt.timedelta(seconds=config.snapshot_retention_seconds),
+        )
+        snapshot.refresh_from_db()
+        on_final_snapshot(worker, snapshot)
+    return snapshot
+
+
+def fail_snapshot(snapshot: DataSnapshot, error: str) -> DataSnapshot:
+    if snapshot.status != DataSnapshot.UPLOADING:
+        raise SnapshotError(
+            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
+        )
+    DataSnapshot.objects.filter(pk=snapshot.pk).update(
+        status=DataSnapshot.FAILED, error=(error or "")[:5000], completed_at=timezone.now()
+    )
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def latest_snapshot(workspace_id: str, agent_key: str, conversation_id: str) -> DataSnapshot | None:
+    """The newest ready, unexpired snapshot of the triple (skipping failed newer ones)."""
+    now = timezone.now()
+    return (
+        DataSnapshot.objects.filter(
+            workspace_id=workspace_id,
+            agent_key=agent_key,
+            conversation_id=conversation_id,
+            status=DataSnapshot.READY,
+        )
+        .exclude(expires_at__lte=now)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def worker_may_access_conversation(worker: Worker, conversation_id: str) -> bool:
+    """Assigned to it now, or held a lease in it (the warm-workspace rule, SPEC §7)."""
+    if worker.assigned_conversation_id and worker.assigned_conversation.conversation_id == (
+        conversation_id
+    ):
+        return True
+    return Message.objects.filter(
+        conversation__conversation_id=conversation_id, claimed_by=worker.worker_id
+    ).exists()
+
+
+def expire_old_snapshots(now: dt.datetime | None = None) -> dict:
+    """Expire snapshots past retention (and abandoned uploads after a day); delete files."""
+    now = now or timezone.now()
+    stale_uploads = now - dt.timedelta(days=1)
+    expired = 0
+    files_deleted = 0
+    candidates = DataSnapshot.objects.filter(
+        status=DataSnapshot.READY, expires_at__lte=now
+    ) | DataSnapshot.objects.filter(
+        status__in=[DataSnapshot.UPLOADING, DataSnapshot.FAILED], created_at__lte=stale_uploads
+    )
+    for snapshot in candidates.order_by("id")[:1000]:
+        if snapshot.archive:
+            snapshot.archive.delete(save=False)
+            files_deleted += 1
+        DataSnapshot.objects.filter(pk=snapshot.pk).update(status=DataSnapshot.EXPIRED, archive="")
+        expired += 1
+    return {"expired": expired, "files_deleted": files_deleted}

@@ -1,0 +1,55 @@
+"""Worker bearer tokens: random, shown once, stored as a keyed hash (SPEC §7).
+
+A token looks like ``wk_<prefix>_<secret>``. The prefix finds the worker row with an index;
+the HMAC-SHA256 of the whole token under ``SECRET_KEY`` is compared in constant time, so a
+database leak does not leak usable tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.conf import settings
+from django.utils import timezone
+
+from workers.models import Worker
+
+TOKEN_PREFIX = "wk_"
+
+
+def _digest(raw: str) -> str:
+    return hmac.new(settings.SECRET_KEY.encode(), raw.encode(), hashlib.sha256).hexdigest()
+
+
+def mint_worker_token(worker: Worker) -> str:
+    """Give ``worker`` a new token (replacing any earlier one) and return the plaintext."""
+    prefix = secrets.token_hex(6)
+    raw = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    Worker.objects.filter(pk=worker.pk).update(
+        token_prefix=prefix, token_hash=_digest(raw), token_revoked_at=None
+    )
+    worker.token_prefix, worker.token_hash, worker.token_revoked_at = prefix, _digest(raw), None
+    return raw
+
+
+def revoke_worker_token(worker: Worker) -> None:
+    now = timezone.now()
+    Worker.objects.filter(pk=worker.pk).update(token_hash="", token_revoked_at=now)
+    worker.token_hash, worker.token_revoked_at = "", now
+
+
+def authenticate(raw: str) -> Worker | None:
+    """The worker owning ``raw``, or None for a malformed, unknown or revoked token."""
+    if not isinstance(raw, str) or not raw.startswith(TOKEN_PREFIX):
+        return None
+    prefix, _, rest = raw[len(TOKEN_PREFIX) :].partition("_")
+    if not prefix or not rest:
+        return None
+    worker = Worker.objects.filter(token_prefix=prefix, token_revoked_at__isnull=True).first()
+    if worker is None or not worker.token_hash:
+        return None
+    if not hmac.compare_digest(worker.token_hash, _digest(raw)):
+        return None
+    return worker
