@@ -6,6 +6,8 @@ import sys
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["run_worker"]:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.worker_settings")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

@@ -208,4 +208,16 @@ if not DEBUG:
 
 # Idempotent management commands the main job (run_embedded) runs after migrating:
 # schedule registration, the Telegram sandbox set-up, …
-AGENT_FACTORY_STARTUP_COMMANDS: list[str] = []
+AGENT_FACTORY_STARTUP_COMMANDS: list[str] = ["register_schedules"]
+
+# Worker providers by RuntimeConfig.provider_kind (dotted paths: workers never imports fly).
+AGENT_FACTORY_PROVIDERS = {
+    "local": "workers.providers.local.LocalProvider",
+    "fly": "fly.provider.FlyProvider",
+    "none": "workers.providers.base.NoProvider",
+}
+# The API URL spawned workers call back to (defaults to PUBLIC_BASE_URL).
+AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="").rstrip("/")
+# Override the local worker command (tests use a stand-in); empty = manage.py run_worker.
+AGENT_FACTORY_LOCAL_WORKER_COMMAND: list[str] = []
+AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 10.0

@@ -65,6 +65,7 @@ def job_body(job: leases.ClaimedJob) -> dict:
         "lease_expires_at": iso(job.lease_expires_at),
         "attempt": job.attempt,
         "payload": message.payload,
+        "delivered_at": iso(message.delivered_at),
     }
 
 

@@ -1,0 +1,166 @@
+"""Telegram Bot API client (SPEC §5.4). No model imports: the reference worker uses it too.
+
+Every call goes through ``TelegramClient._call``: explicit timeouts, 429 honoured with the
+``retry_after`` Telegram sends, bounded retries with backoff for 5xx and network errors, and
+``ok: false`` raised as ``TelegramApiError``. The token is part of every URL, so neither the
+URL nor the underlying exception text ever reaches a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
+MAX_ATTEMPTS = 4
+MAX_RETRY_AFTER = 60
+MESSAGE_LIMIT = 4096
+
+
+class TelegramError(Exception):
+    """Base class; messages never contain the bot token."""
+
+
+class TelegramApiError(TelegramError):
+    def __init__(self, method: str, error_code: int | None, description: str):
+        self.method = method
+        self.error_code = error_code
+        self.description = description
+        super().__init__(f"Telegram {method} failed ({error_code}): {description}")
+
+
+class TelegramNetworkError(TelegramError):
+    pass
+
+
+@dataclass(frozen=True)
+class BotInfo:
+    id: int
+    username: str
+    first_name: str
+
+
+def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Split ``text`` into chunks of at most ``limit`` characters, preferring line breaks,
+    then spaces, so words and lines stay whole where possible."""
+    if len(text) <= limit:
+        return [text]
+    chunks = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut < limit // 2:
+            cut = limit
+        chunks.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n") if rest[cut : cut + 1] == "\n" else rest[cut:]
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
+class TelegramClient:
+    def __init__(self, token: str, *, base_url: str | None = None, session=None, sleep=time.sleep):
+        if not token or not isinstance(token, str):
+            raise TelegramError("A bot token is required.")
+        self._token = token
+        self._base_url = (base_url or settings.TELEGRAM_API_BASE_URL).rstrip("/")
+        self._session = session or requests.Session()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:  # never show the token
+        return f"<TelegramClient base_url={self._base_url!r}>"
+
+    def _call(self, method: str, payload: dict | None = None) -> object:
+        url = f"{self._base_url}/bot{self._token}/{method}"
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = self._session.post(
+                    url, json=payload or {}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+                )
+            except requests.RequestException as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise TelegramNetworkError(
+                        f"Telegram {method} failed: network error ({type(exc).__name__})"
+                    ) from None
+                self._sleep(min(2 ** (attempt - 1), 8))
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            if response.status_code == 429 and attempt < MAX_ATTEMPTS:
+                retry_after = (body.get("parameters") or {}).get("retry_after", 1)
+                self._sleep(min(max(float(retry_after), 0.0), MAX_RETRY_AFTER))
+                continue
+            if response.status_code >= 500 and attempt < MAX_ATTEMPTS:
+                self._sleep(min(2 ** (attempt - 1), 8))
+                continue
+            if not isinstance(body, dict) or not body.get("ok"):
+                description = body.get("description") if isinstance(body, dict) else None
+                code = body.get("error_code") if isinstance(body, dict) else None
+                raise TelegramApiError(
+                    method, code or response.status_code, str(description or "no description")
+                )
+            return body.get("result")
+        raise TelegramApiError(method, None, "gave up after retries")  # pragma: no cover
+
+    def get_me(self) -> BotInfo:
+        result = self._call("getMe")
+        if not isinstance(result, dict) or not isinstance(result.get("id"), int):
+            raise TelegramApiError("getMe", None, "unexpected response shape")
+        return BotInfo(
+            id=result["id"],
+            username=str(result.get("username") or ""),
+            first_name=str(result.get("first_name") or ""),
+        )
+
+    def set_webhook(self, url: str, secret_token: str, allowed_updates: list[str]) -> bool:
+        return bool(
+            self._call(
+                "setWebhook",
+                {"url": url, "secret_token": secret_token, "allowed_updates": allowed_updates},
+            )
+        )
+
+    def get_webhook_info(self) -> dict:
+        result = self._call("getWebhookInfo")
+        return result if isinstance(result, dict) else {}
+
+    def send_message(self, chat_id: int | str, text: str, **options) -> list[dict]:
+        """Send ``text``, split into ≤ 4096-character messages; returns the sent messages."""
+        sent = []
+        for chunk in split_message(text or " "):
+            sent.append(self._call("sendMessage", {"chat_id": chat_id, "text": chunk, **options}))
+        return sent
+
+    def get_file(self, file_id: str) -> dict:
+        result = self._call("getFile", {"file_id": file_id})
+        return result if isinstance(result, dict) else {}
+
+    def download_file(self, file_path: str, max_bytes: int) -> bytes:
+        url = f"{self._base_url}/file/bot{self._token}/{file_path.lstrip('/')}"
+        try:
+            response = self._session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True)
+        except requests.RequestException as exc:
+            raise TelegramNetworkError(
+                f"Telegram file download failed: network error ({type(exc).__name__})"
+            ) from None
+        if response.status_code != 200:
+            raise TelegramApiError("downloadFile", response.status_code, "download refused")
+        data = bytearray()
+        for chunk in response.iter_content(64 * 1024):
+            data.extend(chunk)
+            if len(data) > max_bytes:
+                response.close()
+                raise TelegramApiError("downloadFile", None, f"file larger than {max_bytes} bytes")
+        return bytes(data)

@@ -1,0 +1,63 @@
+"""The small interface every provider implements: spawn, observe, teardown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.models import Worker
+
+
+class ProviderError(Exception):
+    """A provider call failed. The message is safe to store and show (no tokens)."""
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    worker_id: str
+    token: str
+    api_url: str
+    conversation_id: str | None
+    agent_key: str | None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    machine_id: str = ""
+    machine_app: str = ""
+    region: str = ""
+    volume_id: str = ""
+    process_id: int | None = None
+
+
+class Provider:
+    name = "base"
+    #: Whether reconcile spawns workers at all (the "none" provider does not).
+    autoscale = True
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        raise NotImplementedError
+
+    def is_gone(self, worker: Worker) -> bool:
+        """True when the worker's process or machine no longer exists."""
+        raise NotImplementedError
+
+    def teardown(self, worker: Worker, *, force: bool = False) -> None:
+        """Stop and remove what the worker runs on; 'already gone' is success."""
+        raise NotImplementedError
+
+
+class NoProvider(Provider):
+    """Workers are started by hand (issue_worker_token + run_worker); nothing to manage."""
+
+    name = "none"
+    autoscale = False
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        raise ProviderError("The 'none' provider does not spawn workers.")
+
+    def is_gone(self, worker: Worker) -> bool:
+        return False
+
+    def teardown(self, worker: Worker, *, force: bool = False) -> None:
+        return None

@@ -1,0 +1,227 @@
+"""The reference worker loop (SPEC §12).
+
+Per job: claim → hydration → heartbeat thread → handler → deliver → ``delivered`` → append
+history → complete. A 409 on the heartbeat aborts the job (no reply is sent, nothing else
+is called for it: the lease belongs to someone else now). A job whose message was already
+delivered (a retry after a crash between delivery and completion) is completed without
+sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from telegram.client import TelegramClient, TelegramError
+from workers.runtime.api_client import ApiError, LeaseLostError, WorkerApiClient
+from workers.runtime.archive import make_archive, restore_archive
+from workers.runtime.handlers import JobContext
+
+logger = logging.getLogger("agent_factory.worker")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_UNAUTHORIZED = 3
+
+
+@dataclass
+class WorkerSettings:
+    api_url: str
+    token: str
+    worker_id: str
+    data_dir: Path
+    conversation_id: str | None = None
+    agent_key: str | None = None
+    workspace_id: str = "default"
+    handler: str = "echo"
+    skills_channel: str = "stable"
+    idle_exit_seconds: float | None = None
+    poll_seconds: float = 2.0
+    heartbeat_seconds: float = 10.0
+
+
+class Heartbeat(threading.Thread):
+    """Extends the lease every ``interval`` seconds; a 409 marks the job as aborted."""
+
+    def __init__(self, client: WorkerApiClient, job: dict, interval: float):
+        super().__init__(daemon=True, name=f"heartbeat-{job['message_id']}")
+        self.client = client
+        self.job = job
+        self.interval = interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.client.heartbeat(self.job)
+            except LeaseLostError:
+                logger.warning("Lease lost for message %s: aborting it.", self.job["message_id"])
+                self.lost.set()
+                return
+            except ApiError as exc:
+                logger.warning("Heartbeat failed (will retry): %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        client: WorkerApiClient,
+        handler,
+        *,
+        telegram_factory=TelegramClient,
+    ):
+        self.settings = settings
+        self.client = client
+        self.handler = handler
+        self.telegram_factory = telegram_factory
+        self.stop_requested = threading.Event()
+        self.conversation_id = settings.conversation_id
+        self.agent_key = settings.agent_key
+        self.restored_for: str | None = None
+        self.jobs_done = 0
+
+    # Lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_args) -> None:
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.materialise_skills()
+        if self.conversation_id and self.agent_key:
+            self.restore_snapshot(self.conversation_id, self.agent_key)
+        idle_since = time.monotonic()
+        reason = "signal"
+        while not self.stop_requested.is_set():
+            control = self.client.control()
+            if control.get("should_stop"):
+                logger.info("Server says stop: %s", control.get("reason"))
+                reason = "drain"
+                break
+            job = self.client.claim(self.settings.conversation_id)
+            if job is None:
+                idle = time.monotonic() - idle_since
+                if self.settings.idle_exit_seconds and idle >= self.settings.idle_exit_seconds:
+                    logger.info("Idle for %.0f s: exiting.", idle)
+                    reason = "drain"
+                    break
+                self.stop_requested.wait(self.settings.poll_seconds)
+                continue
+            self.process(job)
+            idle_since = time.monotonic()
+        self.snapshot(reason)
+        return EXIT_OK
+
+    # One job ---------------------------------------------------------------------------
+    def process(self, job: dict) -> str:
+        """Run one job; returns what happened (done, aborted, failed, redelivered)."""
+        self.conversation_id = job["conversation_id"]
+        self.agent_key = job["agent_key"]
+        if self.restored_for != self.conversation_id:
+            self.restore_snapshot(self.conversation_id, self.agent_key)
+        heartbeat = Heartbeat(self.client, job, self.settings.heartbeat_seconds)
+        heartbeat.start()
+        try:
+            bundle = self.client.hydration(job)
+            if job.get("delivered_at"):
+                # Delivered before a crash: never send twice, just finish the job.
+                self.client.complete(job)
+                return "redelivered"
+            reply = self.handler(
+                JobContext(job=job, bundle=bundle, data_dir=self.settings.data_dir)
+            )
+            if heartbeat.lost.is_set():
+                return "aborted"
+            self.deliver(job, bundle, reply)
+            if heartbeat.lost.is_set():
+                return "aborted"
+            self.client.delivered(job)
+            self.client.append_messages(job, self.history_entries(job, reply))
+            self.client.complete(job)
+            self.jobs_done += 1
+            return "done"
+        except LeaseLostError:
+            logger.warning("Lease lost for message %s.", job["message_id"])
+            return "aborted"
+        except Exception as exc:  # the handler or delivery failed: report it, keep running
+            logger.exception("Job %s failed.", job["message_id"])
+            if heartbeat.lost.is_set():
+                return "aborted"
+            try:
+                self.client.fail(job, f"{type(exc).__name__}: {exc}")
+            except ApiError as fail_exc:
+                logger.warning("Could not report the failure: %s", fail_exc)
+            return "failed"
+        finally:
+            heartbeat.stop()
+
+    def history_entries(self, job: dict, reply: str) -> list[dict]:
+        text = (job.get("payload") or {}).get("message_text") or ""
+        return [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+
+    def deliver(self, job: dict, bundle: dict, reply: str) -> None:
+        payload = job.get("payload") or {}
+        chat_id = (payload.get("metadata") or {}).get("telegram_chat_id")
+        token = bundle.get("telegram_bot_token")
+        if payload.get("provider") != "telegram" or not chat_id or not token:
+            return  # not a Telegram conversation: the reply lives in the history only
+        try:
+            self.telegram_factory(token).send_message(chat_id, reply)
+        except TelegramError as exc:
+            raise RuntimeError(f"Telegram delivery failed: {exc}") from None
+
+    # Snapshots and skills ---------------------------------------------------------------
+    def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:
+        self.restored_for = conversation_id
+        try:
+            snapshot = self.client.latest_snapshot(
+                self.settings.workspace_id, agent_key, conversation_id
+            )
+            if not snapshot:
+                return False
+            data = self.client.download(snapshot["download_url"])
+            restore_archive(data, snapshot["sha256"], self.settings.data_dir)
+        except (ApiError, ValueError, OSError) as exc:
+            logger.warning("Snapshot restore skipped: %s", exc)
+            return False
+        logger.info("Restored snapshot %s for %s.", snapshot["snapshot_id"], conversation_id)
+        return True
+
+    def snapshot(self, reason: str) -> int | None:
+        if not self.conversation_id or not self.agent_key or not self.jobs_done:
+            return None
+        archive, sha256 = make_archive(self.settings.data_dir)
+        try:
+            snapshot_id = self.client.upload_snapshot(
+                workspace_id=self.settings.workspace_id,
+                agent_key=self.agent_key,
+                conversation_id=self.conversation_id,
+                reason=reason,
+                archive=archive,
+                sha256=sha256,
+            )
+        except ApiError as exc:
+            logger.warning("Snapshot upload failed: %s", exc)
+            return None
+        logger.info("Snapshot %s stored (%d bytes).", snapshot_id, len(archive))
+        return snapshot_id
+
+    def materialise_skills(self) -> None:
+        from workers.runtime.skills import materialise_skills
+
+        try:
+            materialise_skills(
+                self.client,
+                self.settings.data_dir / "skills",
+                channel=self.settings.skills_channel,
+                workspace_id=self.settings.workspace_id,
+            )
+        except Exception as exc:  # a broken manifest must not keep the worker from serving
+            logger.warning("Skills not materialised: %s", exc)
