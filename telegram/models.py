@@ -1,1 +1,152 @@
-"""Models of this app."""
+"""Telegram bots, pairing codes, identity bindings and update dedupe (SPEC §3, §5)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from agents.models import AgentProfile
+
+
+class Bot(models.Model):
+    """The Telegram bot of one agent. Token and webhook secret live in the secret store."""
+
+    agent = models.OneToOneField(AgentProfile, on_delete=models.CASCADE, related_name="bot")
+    bot_identity = models.CharField(max_length=32, unique=True, help_text="Numeric id from getMe.")
+    username = models.CharField(max_length=64, blank=True)
+    webhook_url = models.URLField(max_length=500, blank=True)
+    webhook_configured_at = models.DateTimeField(null=True, blank=True)
+    webhook_info = models.JSONField(default=dict, blank=True)
+    webhook_info_at = models.DateTimeField(null=True, blank=True)
+    webhook_verified = models.BooleanField(default=False)
+    last_error_message = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    # During a secret rotation the previous secret stays valid until this moment.
+    previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["agent__agent_key"]
+
+    def __str__(self) -> str:
+        return f"@{self.username or self.bot_identity} ({self.agent.agent_key})"
+
+    @property
+    def token_ref(self) -> str:
+        return token_ref(self.agent.agent_key)
+
+    @property
+    def webhook_secret_ref(self) -> str:
+        return webhook_secret_ref(self.agent.agent_key)
+
+
+def token_ref(agent_key: str) -> str:
+    return f"telegram.botToken.{agent_key}"
+
+
+def webhook_secret_ref(agent_key: str) -> str:
+    return f"telegram.webhookSecret.{agent_key}"
+
+
+class PairingCode(models.Model):
+    PENDING, USED, EXPIRED = "pending", "used", "expired"
+    STATUS_CHOICES = [(s, s) for s in (PENDING, USED, EXPIRED)]
+
+    code = models.CharField(max_length=16, unique=True)
+    consumer_user_id = models.CharField(max_length=255, db_index=True)
+    agent = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="pairing_codes")
+    bot_identity = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    telegram_user_id = models.CharField(max_length=32, blank=True)
+    telegram_chat_id = models.CharField(max_length=32, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.status})"
+
+
+class IdentityBinding(models.Model):
+    ACTIVE, REVOKED = "active", "revoked"
+    STATUS_CHOICES = [(s, s) for s in (ACTIVE, REVOKED)]
+    SOURCE_CHOICES = [(s, s) for s in ("manual", "telegram_pairing", "api")]
+
+    consumer_user_id = models.CharField(max_length=255)
+    agent = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="bindings")
+    conversation_id = models.CharField(max_length=255)
+    bot_identity = models.CharField(max_length=32, null=True, blank=True)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=ACTIVE)
+    source = models.CharField(max_length=20, choices=SOURCE_CHOICES, default="manual")
+    telegram_user_id = models.CharField(max_length=32, blank=True)
+    telegram_chat_id = models.CharField(max_length=32, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    bound_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-bound_at"]
+        indexes = [
+            models.Index(
+                fields=["bot_identity", "telegram_user_id", "status"], name="binding_bot_user_idx"
+            ),
+            models.Index(
+                fields=["bot_identity", "telegram_chat_id", "status"], name="binding_bot_chat_idx"
+            ),
+            models.Index(fields=["consumer_user_id", "status"], name="binding_consumer_idx"),
+        ]
+        constraints = [
+            # "1 user → 1 bot": at most one active binding per consumer user.
+            models.UniqueConstraint(
+                fields=["consumer_user_id"],
+                condition=models.Q(status="active"),
+                name="binding_one_active_per_consumer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer_user_id} → {self.agent.agent_key} ({self.status})"
+
+
+class TelegramUpdate(models.Model):
+    """Every update we answered, so a redelivery is recognised (kept ≥ 48 h)."""
+
+    bot_identity = models.CharField(max_length=32)
+    update_id = models.BigIntegerField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    outcome = models.CharField(max_length=20)
+    detail = models.CharField(max_length=300, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot_identity", "update_id"], name="update_once_per_bot"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bot_identity}#{self.update_id} {self.outcome}"
+
+
+class IngressIssue(models.Model):
+    """Updates we could not route (unbound user, missing or disabled agent), for admins."""
+
+    bot_identity = models.CharField(max_length=32)
+    kind = models.CharField(max_length=20)  # unbound | unroutable
+    detail = models.CharField(max_length=300)
+    telegram_user_id = models.CharField(max_length=32, blank=True)
+    telegram_chat_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"

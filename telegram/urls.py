@@ -1,5 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from telegram import views
 
 app_name = "telegram"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("webhook/<str:bot_identity>/", views.webhook, name="webhook"),
+]

@@ -1,0 +1,257 @@
+"""From a Telegram update to a pairing, a refusal or a queued message (SPEC §5.3 steps 4–7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import RuntimeConfig
+from telegram.models import Bot, IngressIssue, TelegramUpdate
+from telegram.services import (
+    PairingError,
+    chat_conversation_id,
+    consume_pairing_code,
+    resolve_binding,
+)
+from workers.models import Message
+from workers.queue import EnqueueError, enqueue_message
+
+MEDIA_KINDS = ("photo", "video", "audio", "voice", "document")
+# A message with media waits this long at most for its files before it is claimable anyway.
+MEDIA_HOLD = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    text: str
+    user_id: str
+    chat_id: str
+    message_id: str | None
+    attachments: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    status: str
+    extra: dict = field(default_factory=dict)
+
+
+def _id(value) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip() and len(value) <= 32:
+        return value.strip()
+    return None
+
+
+def _attachments(message: dict) -> list[dict]:
+    found = []
+    photos = message.get("photo")
+    if isinstance(photos, list) and photos:
+        sizes = [p for p in photos if isinstance(p, dict) and isinstance(p.get("file_id"), str)]
+        if sizes:
+            # The largest rendition: by pixel count, then by file size.
+            best = max(
+                sizes,
+                key=lambda p: (
+                    (p.get("width") or 0) * (p.get("height") or 0)
+                    if isinstance(p.get("width"), int) and isinstance(p.get("height"), int)
+                    else 0,
+                    p.get("file_size") if isinstance(p.get("file_size"), int) else 0,
+                ),
+            )
+            found.append(_attachment("photo", best))
+    for kind in MEDIA_KINDS[1:]:
+        item = message.get(kind)
+        if isinstance(item, dict) and isinstance(item.get("file_id"), str):
+            found.append(_attachment(kind, item))
+    return found
+
+
+def _attachment(kind: str, item: dict) -> dict:
+    size = item.get("file_size")
+    return {
+        "kind": kind,
+        "status": "pending",
+        "telegram_file_id": item["file_id"][:255],
+        "file_name": str(item.get("file_name") or "")[:255],
+        "mime_type": str(item.get("mime_type") or "")[:100],
+        "size_bytes": size if isinstance(size, int) and not isinstance(size, bool) else None,
+    }
+
+
+def extract(update: dict) -> Incoming | None:
+    """The parts we handle, or None for update types and shapes we ignore."""
+    message = update.get("message") or update.get("edited_message")
+    text_override = None
+    if message is None and isinstance(update.get("callback_query"), dict):
+        query = update["callback_query"]
+        message = query.get("message")
+        if isinstance(message, dict):
+            message = {**message, "from": query.get("from")}
+        data = query.get("data")
+        text_override = data if isinstance(data, str) else None
+    if not isinstance(message, dict):
+        return None
+    sender = message.get("from")
+    chat = message.get("chat")
+    if not isinstance(sender, dict) or not isinstance(chat, dict):
+        return None
+    user_id, chat_id = _id(sender.get("id")), _id(chat.get("id"))
+    if user_id is None or chat_id is None:
+        return None
+    text = text_override
+    if text is None:
+        raw = message.get("text")
+        if not isinstance(raw, str):
+            raw = message.get("caption")
+        text = raw if isinstance(raw, str) else ""
+    attachments = _attachments(message)
+    if not text.strip() and not attachments:
+        return None
+    return Incoming(
+        text=text[:20_000],
+        user_id=user_id,
+        chat_id=chat_id,
+        message_id=_id(message.get("message_id")),
+        attachments=attachments,
+    )
+
+
+def _record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None) -> None:
+    TelegramUpdate.objects.create(
+        bot_identity=bot.bot_identity,
+        update_id=update["update_id"],
+        outcome=outcome,
+        detail=detail[:300],
+        message_id=message_id,
+    )
+
+
+def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
+    from django_q.tasks import async_task
+
+    agent_key = bot.agent.agent_key
+    transaction.on_commit(
+        lambda: async_task(
+            "telegram.tasks.send_text", agent_key, chat_id, text, task_name="telegram-reply"
+        )
+    )
+
+
+def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+    text = incoming.text.strip()
+    if text.startswith("/start") and len(text.split()) == 2 and text.split()[0] == "/start":
+        return _pair(bot, update, incoming, text.split()[1])
+    binding = resolve_binding(bot.bot_identity, incoming.user_id, incoming.chat_id)
+    agent = bot.agent
+    with transaction.atomic():
+        if binding is None and agent.require_telegram_binding:
+            _record(bot, update, "unbound")
+            IngressIssue.objects.create(
+                bot_identity=bot.bot_identity,
+                kind="unbound",
+                detail=f"Telegram user {incoming.user_id} is not paired with '{agent.agent_key}'.",
+                telegram_user_id=incoming.user_id,
+                telegram_chat_id=incoming.chat_id,
+            )
+            _reply_after_commit(
+                bot,
+                incoming.chat_id,
+                "This bot only talks to paired users. Ask for a pairing link to get started.",
+            )
+            return RouteResult("unbound")
+        if not agent.enabled:
+            return _unroutable(bot, update, incoming, f"Agent '{agent.agent_key}' is disabled.")
+        conversation_id = (
+            binding.conversation_id
+            if binding is not None
+            else chat_conversation_id(bot.bot_identity, incoming.chat_id)
+        )
+        try:
+            result = enqueue_message(
+                conversation_id=conversation_id,
+                agent_key=agent.agent_key,
+                payload=_payload(bot, update, incoming, binding),
+                scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
+            )
+        except EnqueueError as exc:
+            return _unroutable(bot, update, incoming, str(exc))
+        _record(bot, update, "enqueued", message_id=result.message.pk)
+        if incoming.attachments:
+            _fetch_media_after_commit(result.message)
+    return RouteResult("enqueued", {"message_id": result.message.pk})
+
+
+def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> RouteResult:
+    _record(bot, update, "unroutable", detail)
+    IngressIssue.objects.create(
+        bot_identity=bot.bot_identity,
+        kind="unroutable",
+        detail=detail[:300],
+        telegram_user_id=incoming.user_id,
+        telegram_chat_id=incoming.chat_id,
+    )
+    return RouteResult("unroutable")
+
+
+def _payload(bot: Bot, update: dict, incoming: Incoming, binding) -> dict:
+    retention = RuntimeConfig.get().telegram_attachment_retention_seconds
+    expires = (timezone.now() + dt.timedelta(seconds=retention)).isoformat()
+    metadata = {
+        "bot_identity": bot.bot_identity,
+        "telegram_chat_id": incoming.chat_id,
+        "telegram_user_id": incoming.user_id,
+        "update_id": str(update["update_id"]),
+    }
+    if binding is not None:
+        metadata["consumer_user_id"] = binding.consumer_user_id
+    payload = {
+        "provider": "telegram",
+        "provider_user_id": incoming.user_id,
+        "message_text": incoming.text,
+        "metadata": metadata,
+        "raw_update": update,
+    }
+    if incoming.message_id:
+        payload["external_message_id"] = incoming.message_id
+    if incoming.attachments:
+        payload["attachments"] = [{**a, "expires_at": expires} for a in incoming.attachments]
+    return payload
+
+
+def _fetch_media_after_commit(message: Message) -> None:
+    from django_q.tasks import async_task
+
+    message_id = message.pk
+    transaction.on_commit(
+        lambda: async_task(
+            "telegram.media.fetch_message_attachments", message_id, task_name="telegram-media"
+        )
+    )
+
+
+def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
+    try:
+        consume_pairing_code(
+            code,
+            bot_identity=bot.bot_identity,
+            telegram_user_id=incoming.user_id,
+            telegram_chat_id=incoming.chat_id,
+        )
+    except PairingError as exc:
+        with transaction.atomic():
+            _record(bot, update, "pairing_failed", str(exc))
+            _reply_after_commit(bot, incoming.chat_id, f"Pairing failed: {exc}.")
+        return RouteResult("pairing_failed", {"detail": str(exc)})
+    with transaction.atomic():
+        _record(bot, update, "paired")
+        _reply_after_commit(
+            bot, incoming.chat_id, "You are paired. Send a message to talk to your agent."
+        )
+    return RouteResult("paired")

@@ -1,0 +1,568 @@
+"""Telegram business rules shared by the admin, the commands and the webhook (SPEC §5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.audit import record_audit
+from agents.models import AgentProfile, RuntimeConfig, Secret
+from agents.secret_store import (
+    SecretStoreError,
+    get_active_secret,
+    get_active_secret_value,
+    has_active_secret,
+    import_secret,
+)
+from telegram.client import TelegramClient, TelegramError
+from telegram.models import Bot, IdentityBinding, PairingCode, token_ref, webhook_secret_ref
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+PAIRING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+PAIRING_CODE_LENGTH = 10
+PAIRING_TTL_DEFAULT = 15
+PAIRING_TTL_MIN, PAIRING_TTL_MAX = 1, 24 * 60
+SECRET_ROTATION_GRACE = dt.timedelta(minutes=10)
+
+
+class TelegramSetupError(Exception):
+    """An onboarding step failed; nothing was stored. Safe to show (never a token)."""
+
+
+class PairingError(Exception):
+    pass
+
+
+def get_agent(agent_key: str) -> AgentProfile:
+    agent = AgentProfile.objects.filter(agent_key=agent_key).first()
+    if agent is None:
+        raise TelegramSetupError(f"Agent profile '{agent_key}' not found")
+    return agent
+
+
+def client_for(agent_key: str) -> TelegramClient:
+    token = get_active_secret_value(token_ref(agent_key))
+    if not token:
+        raise TelegramSetupError(
+            f"No Telegram token imported for agent '{agent_key}': import one first."
+        )
+    return TelegramClient(token)
+
+
+# Onboarding ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    bot: Bot
+    rotated: bool
+    replaced_bot: str | None
+    revoked_bindings: int
+
+
+def import_telegram_token(
+    agent_key: str, token: str, *, actor: str, replace_bot: bool = False
+) -> ImportResult:
+    """Verify ``token`` with getMe, then store it and the bot identity (SPEC §5.1 item 1)."""
+    agent = get_agent(agent_key)
+    token = (token or "").strip()
+    if not token:
+        raise TelegramSetupError("Refusing an empty Telegram token.")
+    if any(c.isspace() for c in token) or len(token) > 200:
+        raise TelegramSetupError("That does not look like a Telegram bot token.")
+    try:
+        info = TelegramClient(token).get_me()  # outside any transaction: network I/O
+    except TelegramError as exc:
+        raise TelegramSetupError(f"Telegram rejected the token: {exc}")
+    identity = str(info.id)
+    revoked = 0
+    with transaction.atomic():
+        owner = Bot.objects.select_for_update().filter(bot_identity=identity).first()
+        if owner is not None and owner.agent_id != agent.pk:
+            raise TelegramSetupError(
+                f"Telegram bot identity '{identity}' is already assigned to agent "
+                f"'{owner.agent.agent_key}'"
+            )
+        current = Bot.objects.select_for_update().filter(agent=agent).first()
+        replaced = None
+        if current is not None and current.bot_identity != identity:
+            if not replace_bot:
+                raise TelegramSetupError(
+                    f"Agent '{agent_key}' already has bot "
+                    f"@{current.username or current.bot_identity}"
+                    f" ({current.bot_identity}); pass --replace-bot to switch to "
+                    f"@{info.username} ({identity}) and revoke the old bot's bindings."
+                )
+            replaced = current.bot_identity
+            revoked = IdentityBinding.objects.filter(
+                agent=agent, bot_identity=replaced, status=IdentityBinding.ACTIVE
+            ).update(status=IdentityBinding.REVOKED, revoked_at=timezone.now())
+            current.delete()
+            current = None
+        try:
+            import_secret(
+                token_ref(agent_key),
+                token,
+                actor=actor,
+                metadata={"bot_identity": identity, "username": info.username},
+            )
+        except SecretStoreError as exc:
+            raise TelegramSetupError(str(exc))
+        if current is None:
+            bot = Bot.objects.create(agent=agent, bot_identity=identity, username=info.username)
+        else:
+            bot = current
+            Bot.objects.filter(pk=bot.pk).update(username=info.username)
+            bot.username = info.username
+        record_audit(
+            actor,
+            "telegram.import_token",
+            bot,
+            agent_key=agent_key,
+            bot_identity=identity,
+            rotated=current is not None,
+            replaced_bot=replaced,
+            revoked_bindings=revoked,
+        )
+    result = ImportResult(
+        bot=bot, rotated=current is not None, replaced_bot=replaced, revoked_bindings=revoked
+    )
+    if result.rotated and bot.webhook_url:
+        # Same bot, new token (revoked in BotFather): point the webhook again with it.
+        configure_webhook(agent_key, actor=actor, keep_secret=True)
+    return result
+
+
+def webhook_url_for(bot_identity: str, base_url: str | None = None) -> str:
+    base = (base_url or settings.PUBLIC_BASE_URL).rstrip("/")
+    return f"{base}/telegram/webhook/{bot_identity}/"
+
+
+def configure_webhook(
+    agent_key: str,
+    *,
+    actor: str,
+    base_url: str | None = None,
+    keep_secret: bool = False,
+    rotating: bool = False,
+) -> dict:
+    """Set the webhook with a fresh secret and verify it (SPEC §5.1 items 2–3)."""
+    agent = get_agent(agent_key)
+    bot = Bot.objects.filter(agent=agent).first()
+    if bot is None:
+        raise TelegramSetupError(f"Agent '{agent_key}' has no bot yet: import its token first.")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise TelegramSetupError("--base-url must start with https:// (or http:// locally).")
+    client = client_for(agent_key)
+    url = webhook_url_for(bot.bot_identity, base_url)
+    try:
+        before = client.get_webhook_info()
+    except TelegramError as exc:
+        raise TelegramSetupError(f"getWebhookInfo failed: {exc}")
+    previous_url = before.get("url") or ""
+    existing_secret = get_active_secret_value(webhook_secret_ref(agent_key))
+    secret = existing_secret if (keep_secret and existing_secret) else secrets.token_urlsafe(32)
+    try:
+        client.set_webhook(url, secret, ALLOWED_UPDATES)
+        info = client.get_webhook_info()
+    except TelegramError as exc:
+        _record_bot_error(bot, str(exc))
+        raise TelegramSetupError(f"setWebhook failed: {exc}")
+    verified = info.get("url") == url
+    now = timezone.now()
+    with transaction.atomic():
+        if secret != existing_secret:
+            import_secret(
+                webhook_secret_ref(agent_key),
+                secret,
+                actor=actor,
+                metadata={"bot_identity": bot.bot_identity},
+            )
+        Bot.objects.filter(pk=bot.pk).update(
+            webhook_url=url,
+            webhook_configured_at=now,
+            webhook_info=info,
+            webhook_info_at=now,
+            webhook_verified=verified,
+            last_error_message=str(info.get("last_error_message") or ""),
+            previous_secret_valid_until=(
+                now + SECRET_ROTATION_GRACE if rotating and existing_secret else None
+            ),
+        )
+        record_audit(
+            actor,
+            "telegram.rotate_webhook_secret" if rotating else "telegram.configure_webhook",
+            bot,
+            url=url,
+            verified=verified,
+        )
+    warnings = []
+    if previous_url and previous_url != url:
+        warnings.append(
+            f"The bot's webhook pointed to another URL before ({previous_url}); another system "
+            "may have owned this bot."
+        )
+    if not verified:
+        warnings.append(f"getWebhookInfo reports {info.get('url')!r}, not {url!r}.")
+    return {
+        "agent_key": agent_key,
+        "webhook_url": url,
+        "verified": verified,
+        "previous_url": previous_url or None,
+        "warnings": warnings,
+    }
+
+
+def rotate_webhook_secret(agent_key: str, *, actor: str) -> dict:
+    bot = Bot.objects.filter(agent__agent_key=agent_key).first()
+    if bot is None or not bot.webhook_url:
+        raise TelegramSetupError(f"Agent '{agent_key}' has no webhook configured yet.")
+    base = bot.webhook_url.split("/telegram/webhook/")[0]
+    return configure_webhook(agent_key, actor=actor, base_url=base, rotating=True)
+
+
+def _record_bot_error(bot: Bot, message: str) -> None:
+    Bot.objects.filter(pk=bot.pk).update(
+        last_error_message=message[:2000], last_error_at=timezone.now()
+    )
+
+
+def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
+    agent = get_agent(agent_key)
+    client = client_for(agent_key)
+    try:
+        info = client.get_me()
+    except TelegramError as exc:
+        raise TelegramSetupError(f"getMe failed: {exc}")
+    identity = str(info.id)
+    with transaction.atomic():
+        other = Bot.objects.filter(bot_identity=identity).exclude(agent=agent).first()
+        if other is not None:
+            raise TelegramSetupError(
+                f"Telegram bot identity '{identity}' is already assigned to agent "
+                f"'{other.agent.agent_key}'"
+            )
+        bot, created = Bot.objects.get_or_create(
+            agent=agent, defaults={"bot_identity": identity, "username": info.username}
+        )
+        changed = created or bot.bot_identity != identity or bot.username != info.username
+        if not created and changed:
+            Bot.objects.filter(pk=bot.pk).update(bot_identity=identity, username=info.username)
+        secret = get_active_secret(token_ref(agent_key))
+        if secret and (secret.metadata or {}).get("bot_identity") != identity:
+            Secret.objects.filter(pk=secret.pk).update(
+                metadata={**(secret.metadata or {}), "bot_identity": identity}
+            )
+        if changed:
+            record_audit(
+                actor,
+                "telegram.reconcile_identity",
+                bot,
+                bot_identity=identity,
+                username=info.username,
+            )
+    return {
+        "agent_key": agent_key,
+        "bot_identity": identity,
+        "username": info.username,
+        "changed": changed,
+    }
+
+
+def accepted_webhook_secrets(bot: Bot, now: dt.datetime) -> list[str]:
+    """The current secret, plus the previous one during the rotation grace period."""
+    ref = webhook_secret_ref(bot.agent.agent_key)
+    versions = list(Secret.objects.filter(secret_ref=ref).order_by("-version")[:2])
+    from agents.secret_store import decrypt_secret
+
+    in_grace = bool(bot.previous_secret_valid_until and bot.previous_secret_valid_until > now)
+    return [decrypt_secret(s) for s in versions if s.active or in_grace]
+
+
+def secret_matches(given: str | None, accepted: list[str]) -> bool:
+    if not given:
+        return False
+    matched = False
+    for candidate in accepted:  # compare with every candidate: timing reveals nothing
+        matched |= hmac.compare_digest(given.encode(), candidate.encode())
+    return matched
+
+
+# Readiness ---------------------------------------------------------------------------------
+
+
+def readiness(agent_key: str) -> dict:
+    agent = get_agent(agent_key)
+    bot = Bot.objects.filter(agent=agent).first()
+    config = RuntimeConfig.get()
+    token = has_active_secret(token_ref(agent_key))
+    missing = [ref for ref in agent.secrets_ref if not has_active_secret(ref)]
+    provider_ok = config.provider_kind != "fly" or bool(config.app_name and config.image)
+    items = {
+        "token_imported": (token, "token stored" if token else "no bot token imported"),
+        "bot_identity_known": (
+            bool(bot),
+            f"bot {bot.bot_identity} (@{bot.username})" if bot else "run getMe first",
+        ),
+        "webhook_verified": (
+            bool(bot and bot.webhook_verified),
+            "getWebhookInfo matches" if bot and bot.webhook_verified else "webhook not set",
+        ),
+        "provider_configured": (
+            provider_ok,
+            f"provider '{config.provider_kind}'"
+            + ("" if provider_ok else ": Fly needs app name and image"),
+        ),
+        "required_secrets_present": (
+            not missing,
+            "all present" if not missing else f"missing: {', '.join(missing)}",
+        ),
+        "agent_enabled": (agent.enabled, "enabled" if agent.enabled else "agent disabled"),
+    }
+    has_binding = IdentityBinding.objects.filter(agent=agent, status="active").exists()
+    if not token or not bot:
+        next_action = "import_token"
+    elif not (bot and bot.webhook_verified):
+        next_action = "configure_webhook"
+    elif agent.require_telegram_binding and not has_binding:
+        pending = PairingCode.objects.filter(
+            agent=agent, status="pending", expires_at__gt=timezone.now()
+        ).exists()
+        next_action = "complete_pairing" if pending else "create_pairing"
+    else:
+        next_action = "ready"
+    return {
+        "agent_key": agent_key,
+        "items": {name: {"ok": ok, "reason": reason} for name, (ok, reason) in items.items()},
+        "next_action": next_action,
+        "ready": next_action == "ready" and all(ok for ok, _ in items.values()),
+    }
+
+
+# Pairing and bindings ---------------------------------------------------------------------
+
+
+def user_agent_conversation_id(agent_key: str, consumer_user_id: str) -> str:
+    return f"user-agent:{agent_key}:{consumer_user_id}"
+
+
+def chat_conversation_id(bot_identity: str, chat_id: str) -> str:
+    return f"telegram:{bot_identity}:{chat_id}"
+
+
+def deep_link(username: str, code: str) -> str:
+    return f"https://t.me/{username}?start={code}"
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(PAIRING_ALPHABET) for _ in range(PAIRING_CODE_LENGTH))
+
+
+def create_pairing_code(
+    consumer_user_id: str, agent_key: str, *, actor: str, ttl_minutes: int | None = None
+) -> PairingCode:
+    consumer_user_id = (consumer_user_id or "").strip()
+    if not consumer_user_id or len(consumer_user_id) > 255:
+        raise PairingError("consumer_user_id must be 1-255 characters.")
+    agent = AgentProfile.objects.filter(agent_key=agent_key, enabled=True).first()
+    if agent is None:
+        raise PairingError(f"Agent profile '{agent_key}' not found or disabled")
+    bot = Bot.objects.filter(agent=agent).first()
+    if bot is None:
+        raise PairingError(
+            f"Agent '{agent_key}' has no Telegram bot identity: import its token first."
+        )
+    ttl = PAIRING_TTL_DEFAULT if ttl_minutes is None else ttl_minutes
+    ttl = min(PAIRING_TTL_MAX, max(PAIRING_TTL_MIN, int(ttl)))
+    now = timezone.now()
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                PairingCode.objects.filter(
+                    consumer_user_id=consumer_user_id, agent=agent, status=PairingCode.PENDING
+                ).update(status=PairingCode.EXPIRED)
+                code = PairingCode.objects.create(
+                    code=new_code(),
+                    consumer_user_id=consumer_user_id,
+                    agent=agent,
+                    bot_identity=bot.bot_identity,
+                    created_at=now,
+                    expires_at=now + dt.timedelta(minutes=ttl),
+                )
+                record_audit(
+                    actor,
+                    "telegram.create_pairing_code",
+                    code,
+                    consumer_user_id=consumer_user_id,
+                    agent_key=agent_key,
+                )
+                return code
+        except IntegrityError:
+            continue  # a code collision (1 in 31^10): draw again
+    raise PairingError("Failed to generate unique pairing code")
+
+
+def consume_pairing_code(
+    code: str, *, bot_identity: str, telegram_user_id: str, telegram_chat_id: str
+) -> IdentityBinding:
+    """Checks in order: not found, not pending, expired (persisted), wrong bot (SPEC §5.2)."""
+    now = timezone.now()
+    with transaction.atomic():
+        pairing = PairingCode.objects.select_for_update().filter(code=code.strip().upper()).first()
+        if pairing is None:
+            raise PairingError("Pairing code not found")
+        if pairing.status != PairingCode.PENDING:
+            raise PairingError("Pairing code already used or expired")
+        if pairing.expires_at <= now:
+            PairingCode.objects.filter(pk=pairing.pk).update(status=PairingCode.EXPIRED)
+            expired = True
+        else:
+            expired = False
+    if expired:  # committed above, so the expiry sticks
+        raise PairingError("Pairing code expired")
+    with transaction.atomic():
+        pairing = PairingCode.objects.select_for_update().get(pk=pairing.pk)
+        if pairing.status != PairingCode.PENDING:
+            raise PairingError("Pairing code already used or expired")
+        if pairing.bot_identity != bot_identity:
+            raise PairingError("Pairing code belongs to a different Telegram bot")
+        binding = bind_identity(
+            pairing.consumer_user_id,
+            pairing.agent,
+            bot_identity=bot_identity,
+            telegram_user_id=telegram_user_id,
+            telegram_chat_id=telegram_chat_id,
+            source="telegram_pairing",
+            actor=f"telegram:{telegram_user_id}",
+        )
+        PairingCode.objects.filter(pk=pairing.pk).update(
+            status=PairingCode.USED,
+            used_at=now,
+            telegram_user_id=telegram_user_id,
+            telegram_chat_id=telegram_chat_id,
+        )
+        return binding
+
+
+def bind_identity(
+    consumer_user_id: str,
+    agent: AgentProfile,
+    *,
+    bot_identity: str | None,
+    telegram_user_id: str = "",
+    telegram_chat_id: str = "",
+    source: str = "manual",
+    actor: str,
+) -> IdentityBinding:
+    """Create an active binding, revoking whatever collides with "1 user → 1 bot"."""
+    now = timezone.now()
+    with transaction.atomic():
+        collisions = Q(consumer_user_id=consumer_user_id)
+        if bot_identity and telegram_user_id:
+            collisions |= Q(bot_identity=bot_identity, telegram_user_id=telegram_user_id)
+        if bot_identity and telegram_chat_id:
+            collisions |= Q(bot_identity=bot_identity, telegram_chat_id=telegram_chat_id)
+        revoked = IdentityBinding.objects.filter(collisions, status=IdentityBinding.ACTIVE).update(
+            status=IdentityBinding.REVOKED, revoked_at=now
+        )
+        binding = IdentityBinding.objects.create(
+            consumer_user_id=consumer_user_id,
+            agent=agent,
+            conversation_id=user_agent_conversation_id(agent.agent_key, consumer_user_id),
+            bot_identity=bot_identity,
+            source=source,
+            telegram_user_id=telegram_user_id,
+            telegram_chat_id=telegram_chat_id,
+            bound_at=now,
+        )
+        record_audit(
+            actor,
+            "telegram.bind",
+            binding,
+            consumer_user_id=consumer_user_id,
+            agent_key=agent.agent_key,
+            revoked=revoked,
+        )
+        return binding
+
+
+def resolve_binding(bot_identity: str, telegram_user_id: str, chat_id: str):
+    """Active binding for (bot, user), else (bot, chat); legacy rows (no bot) never match."""
+    active = IdentityBinding.objects.select_related("agent").filter(
+        status=IdentityBinding.ACTIVE, bot_identity=bot_identity
+    )
+    if telegram_user_id:
+        binding = active.filter(telegram_user_id=telegram_user_id).order_by("-bound_at").first()
+        if binding:
+            return binding
+    if chat_id:
+        return active.filter(telegram_chat_id=chat_id).order_by("-bound_at").first()
+    return None
+
+
+def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:
+    with transaction.atomic():
+        changed = IdentityBinding.objects.filter(
+            pk=binding.pk, status=IdentityBinding.ACTIVE
+        ).update(status=IdentityBinding.REVOKED, revoked_at=timezone.now())
+        if changed:
+            record_audit(
+                actor, "telegram.revoke_binding", binding, consumer_user_id=binding.consumer_user_id
+            )
+        return bool(changed)
+
+
+# Legacy migration -------------------------------------------------------------------------
+
+
+def soft_reset_legacy(
+    *, apply: bool, revoke_bindings: bool, expire_pairings: bool, actor: str
+) -> dict:
+    """Bindings/codes from before bot identities: dry run by default, idempotent on apply."""
+    legacy_bindings = IdentityBinding.objects.filter(source="telegram_pairing").filter(
+        Q(bot_identity__isnull=True) | Q(bot_identity="")
+    )
+    legacy_pairings = PairingCode.objects.filter(status=PairingCode.PENDING, bot_identity="")
+    report = {
+        "revoked_bindings": 0,
+        "annotated_bindings": 0,
+        "expired_pairings": 0,
+        "pending_pairings_missing_bot_identity": legacy_pairings.count(),
+        "legacy_bindings_missing_bot_identity": legacy_bindings.count(),
+        "profiles_missing_bot_identity": AgentProfile.objects.filter(bot__isnull=True).count(),
+        "applied": apply,
+    }
+    if not apply:
+        return report
+    now = timezone.now()
+    with transaction.atomic():
+        for binding in legacy_bindings.select_for_update():
+            already = (binding.metadata or {}).get("soft_reset_reason") == "missing_bot_identity"
+            revoke = revoke_bindings and binding.status == IdentityBinding.ACTIVE
+            if already and not revoke:
+                continue  # idempotent: a second apply changes nothing
+            binding.metadata = {
+                **(binding.metadata or {}),
+                "soft_reset_reason": "missing_bot_identity",
+                "soft_reset_at": now.isoformat(),
+            }
+            fields = ["metadata"]
+            if revoke:
+                binding.status, binding.revoked_at = IdentityBinding.REVOKED, now
+                fields += ["status", "revoked_at"]
+                report["revoked_bindings"] += 1
+            else:
+                report["annotated_bindings"] += 1
+            binding.save(update_fields=fields)
+        if expire_pairings:
+            report["expired_pairings"] = legacy_pairings.update(status=PairingCode.EXPIRED)
+        if report["revoked_bindings"] or report["annotated_bindings"] or report["expired_pairings"]:
+            record_audit(actor, "telegram.soft_reset", None, **report)
+    return report

@@ -1,0 +1,93 @@
+"""Webhook ingress: ``POST /telegram/webhook/<bot_identity>/`` (SPEC §5.3).
+
+The view never calls Telegram: replies to the user go through django-q2 after commit.
+Everything after authentication answers 200 unless the body is malformed (400) or the
+database is unavailable (503), because Telegram redelivers anything else for a day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.db import DatabaseError, IntegrityError, transaction
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from telegram import ingress
+from telegram.models import Bot, TelegramUpdate
+from telegram.services import accepted_webhook_secrets, secret_matches
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _answer(status: str, http_status: int = 200, **extra) -> JsonResponse:
+    return JsonResponse({"ok": True, "status": status, **extra}, status=http_status)
+
+
+def _error(code: str, http_status: int) -> JsonResponse:
+    return JsonResponse({"error": code}, status=http_status)
+
+
+@csrf_exempt
+@require_POST
+def webhook(request, bot_identity: str):
+    try:
+        return _handle(request, bot_identity)
+    except DatabaseError:
+        logger.exception("Database unavailable while handling a Telegram update.")
+        return _error("unavailable", 503)
+
+
+def _handle(request, bot_identity: str):
+    now = timezone.now()
+    bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
+    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+    if bot is None or not secret_matches(given, accepted_webhook_secrets(bot, now)):
+        return _error("invalid_secret_token", 403)
+
+    update = _parse(request)
+    if update is None:
+        return _error("invalid_update", 400)
+    update_id = update["update_id"]
+    if TelegramUpdate.objects.filter(bot_identity=bot_identity, update_id=update_id).exists():
+        return _answer("duplicate")
+
+    incoming = ingress.extract(update)
+    try:
+        if incoming is None:
+            _record(bot_identity, update_id, "ignored")
+            return _answer("ignored")
+        result = ingress.route(bot, update, incoming)
+    except IntegrityError:
+        # The same update arrived twice at once: the other request recorded it.
+        return _answer("duplicate")
+    return _answer(result.status, **result.extra)
+
+
+def _parse(request) -> dict | None:
+    if len(request.body) > MAX_BODY_BYTES:
+        return None
+    try:
+        update = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(update, dict):
+        return None
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        return None
+    if not -(2**63) <= update_id < 2**63:
+        return None
+    return update
+
+
+def _record(bot_identity: str, update_id: int, outcome: str, detail: str = "") -> None:
+    with transaction.atomic():
+        TelegramUpdate.objects.create(
+            bot_identity=bot_identity, update_id=update_id, outcome=outcome, detail=detail[:300]
+        )
