@@ -1,0 +1,46 @@
+import sys
+
+from django.core.management.base import CommandError
+
+from agents.audit import actor_name
+from telegram.management.commands._base import TelegramCommand
+from telegram.services import import_telegram_token
+
+
+class Command(TelegramCommand):
+    help = "Verify a bot token (read from stdin) with getMe and store it for AGENT_KEY."
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("agent_key")
+        parser.add_argument(
+            "--replace-bot",
+            action="store_true",
+            help="Switch the agent to a different bot, revoking its bindings.",
+        )
+
+    def handle(self, *args, agent_key, replace_bot, **options):
+        token = sys.stdin.read().strip()
+        if not token:
+            raise CommandError("No token on stdin: pipe the bot token into this command.")
+        result = import_telegram_token(
+            agent_key,
+            token,
+            actor=actor_name(command="import_telegram_token"),
+            replace_bot=replace_bot,
+        )
+        bot = result.bot
+        data = {
+            "agent_key": agent_key,
+            "bot_identity": bot.bot_identity,
+            "username": bot.username,
+            "rotated": result.rotated,
+            "replaced_bot": result.replaced_bot,
+            "revoked_bindings": result.revoked_bindings,
+        }
+        self.emit(
+            options,
+            data,
+            f"Stored token for @{bot.username} ({bot.bot_identity}) "
+            f"on agent '{agent_key}'" + (" (rotation)." if result.rotated else "."),
+        )
