@@ -22,7 +22,7 @@ def check_encryption_keys(app_configs, **kwargs):
                 hint="Each key is base64 of 32 random bytes, comma-separated.",
             )
         ]
-    if not keys and settings.DEBUG:
+    if not keys and settings.DEBUG and kwargs.get("include_deployment_checks"):
         errors.append(
             checks.Warning(
                 "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "

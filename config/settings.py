@@ -196,12 +196,26 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_bot_tokens"],
+        },
+        # runserver's access log (the sandbox's paths carry the sandbox bot token).
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_bot_tokens"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # urllib3 logs request paths at DEBUG, and Telegram's paths contain the bot token.
         "urllib3": {"level": "WARNING"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
     },
 }
 
@@ -225,3 +239,10 @@ AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="
 # Override the local worker command (tests use a stand-in); empty = manage.py run_worker.
 AGENT_FACTORY_LOCAL_WORKER_COMMAND: list[str] = []
 AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 10.0
+
+# Serve a fake Telegram Bot API at /sandbox/telegram/ (point TELEGRAM_API_BASE_URL at it).
+AGENT_FACTORY_TELEGRAM_SANDBOX = env.bool("AGENT_FACTORY_TELEGRAM_SANDBOX", default=DEBUG)
+# Commands the main job runs once the web server answers (e.g. the sandbox demo set-up).
+AGENT_FACTORY_POSTSTART_COMMANDS: list[str] = (
+    ["setup_sandbox_demo"] if AGENT_FACTORY_TELEGRAM_SANDBOX else []
+)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
@@ -9,3 +10,7 @@ urlpatterns = [
     path("telegram/", include("telegram.urls")),
     path("", include("agents.urls")),
 ]
+
+if settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
+    # The offline fake of the Telegram Bot API (see telegram/sandbox.py).
+    urlpatterns.append(path("sandbox/telegram/", include("telegram.sandbox")))

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: sets up .venv, installs, migrates, creates the demo
-# admin, then runs the web server, the django-q2 cluster and the local worker pool.
+# admin, then runs the web server, the django-q2 cluster (schedules, triggers) and, through
+# the local provider, the worker pool. Telegram is the built-in offline sandbox unless
+# TELEGRAM_API_BASE_URL says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 export DEBUG="${DEBUG:-1}"
-exec .venv/bin/python manage.py run_embedded "$@"
+port="${PORT:-8000}"
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:${port}}"
+export TELEGRAM_API_BASE_URL="${TELEGRAM_API_BASE_URL:-${PUBLIC_BASE_URL}/sandbox/telegram}"
+exec .venv/bin/python manage.py run_embedded --port "$port" "$@"

@@ -150,3 +150,31 @@ class IngressIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
+
+
+class SandboxMessage(models.Model):
+    """A message 'sent' through the built-in fake Bot API (DEBUG sandbox), for the admin."""
+
+    bot_id = models.CharField(max_length=32, db_index=True)
+    chat_id = models.CharField(max_length=64)
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"bot {self.bot_id} → chat {self.chat_id}: {self.text[:40]}"
+
+
+class SandboxWebhook(models.Model):
+    """The webhook URL a sandbox bot was given (the secret is never kept here: it lives in
+    the secret store, and simulate_update signs with it from there)."""
+
+    bot_id = models.CharField(max_length=32, unique=True)
+    url = models.URLField(max_length=500, blank=True)
+    allowed_updates = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sandbox webhook of bot {self.bot_id}"

@@ -74,19 +74,49 @@ class Command(BaseCommand):
             children.append(subprocess.Popen([python, manage, "qcluster"]))
 
         base = f"http://{host}:{port}"
+        if self._wait_until_serving(base, children):
+            self._run_poststart_hooks()
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nAgent Factory is starting at {base}/admin/\n"
+                f"\nAgent Factory is running at {base}/admin/\n"
                 f"  demo admin: {username} / {password}\n"
-                "Press Ctrl+C to stop.\n"
             )
         )
+        if settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
+            self.stdout.write(
+                "  Telegram sandbox: try\n"
+                "    .venv/bin/python manage.py simulate_update demo 'hello'\n"
+                "  and watch the reply under Telegram > Sandbox messages in the admin.\n"
+            )
+        self.stdout.write("Press Ctrl+C to stop.\n")
         self._supervise(children)
 
     def _run_setup_hooks(self) -> None:
         """Idempotent start-up steps other apps register (schedules, the Telegram sandbox)."""
         for name in getattr(settings, "AGENT_FACTORY_STARTUP_COMMANDS", []):
             call_command(name, verbosity=0)
+
+    def _wait_until_serving(self, base: str, children, timeout: float = 60) -> bool:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if children[0].poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{base}/healthz/", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return True
+            except OSError:
+                time.sleep(0.3)
+        return False
+
+    def _run_poststart_hooks(self) -> None:
+        for name in settings.AGENT_FACTORY_POSTSTART_COMMANDS:
+            try:
+                call_command(name, verbosity=0, stdout=self.stdout)
+            except CommandError as exc:
+                self.stderr.write(f"{name}: {exc}")
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
         stopping = False
