@@ -22,3 +22,10 @@ CSRF_COOKIE_SECURE = False
 SECURE_PROXY_SSL_HEADER = None
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 AGENT_FACTORY_TELEGRAM_SANDBOX = True
+
+# End-to-end tests run a live server thread and real worker processes: SQLite then needs a
+# file database (each thread its own connection), not the shared in-memory one.
+from config.settings import DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
