@@ -22,15 +22,6 @@ def check_encryption_keys(app_configs, **kwargs):
                 hint="Each key is base64 of 32 random bytes, comma-separated.",
             )
         ]
-    if not keys and settings.DEBUG and kwargs.get("include_deployment_checks"):
-        errors.append(
-            checks.Warning(
-                "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "
-                f"key kept in {settings.AGENT_FACTORY_DEV_KEY_FILE}.",
-                hint="Set AGENT_FACTORY_ENCRYPTION_KEYS before storing real secrets.",
-                id="agents.W001",
-            )
-        )
     if len(set(keys)) != len(keys):
         errors.append(
             checks.Warning(
@@ -81,3 +72,24 @@ def check_q_cluster(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_dev_key_in_use(app_configs, **kwargs):
+    """Only under ``check --deploy``: the embedded default uses the dev key on purpose."""
+    from agents.secret_store import parse_keys
+
+    try:
+        keys = parse_keys(settings.AGENT_FACTORY_ENCRYPTION_KEYS)
+    except ImproperlyConfigured:
+        return []  # reported by agents.E001
+    if keys:
+        return []
+    return [
+        checks.Warning(
+            "No AGENT_FACTORY_ENCRYPTION_KEYS set: secrets are encrypted with a development "
+            f"key kept in {settings.AGENT_FACTORY_DEV_KEY_FILE}.",
+            hint="Set AGENT_FACTORY_ENCRYPTION_KEYS before storing real secrets.",
+            id="agents.W001",
+        )
+    ]

@@ -47,7 +47,10 @@ def validate_bridge_config(value: object) -> None:
             raise ValidationError(f"Bridge config '{key}' must be a {expected.__name__}.")
     for key in ("service_key_secret_ref", "app_base_url_map_json_secret_ref"):
         if value.get(key):
-            secret_ref_validator(value[key])
+            try:
+                secret_ref_validator(value[key])
+            except ValidationError as exc:
+                raise ValidationError(f"Bridge config '{key}': {exc.messages[0]}", code="bad_ref")
     base_url = value.get("base_url")
     if base_url and not base_url.startswith(("http://", "https://")):
         raise ValidationError("Bridge config 'base_url' must start with http:// or https://.")
@@ -59,7 +62,11 @@ def validate_secret_refs(value: object) -> None:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValidationError("secrets_ref must be a list of secret refs.")
     for item in value:
-        secret_ref_validator(item)
+        try:
+            secret_ref_validator(item)
+        except ValidationError as exc:
+            # A distinct code: JSONField would replace an "invalid" message with its own.
+            raise ValidationError(f"{exc.messages[0]} (got {item!r})", code="bad_secret_ref")
 
 
 class AgentProfile(models.Model):

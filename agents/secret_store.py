@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 12
 MAX_SECRET_BYTES = 64 * 1024
-IMPORT_RETRIES = 5
+IMPORT_RETRIES = 20
 
 
 class SecretStoreError(Exception):

@@ -8,132 +8,389 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AgentProfile',
+            name="AgentProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_key', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$', "Agent key must be a slug: 1-64 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.")])),
-                ('version', models.PositiveIntegerField(default=1, help_text='Bumped on every change.')),
-                ('secrets_ref', models.JSONField(blank=True, default=list, help_text='Secret refs this agent uses (checked by readiness).', validators=[agents.models.validate_secret_refs])),
-                ('bridge_config', models.JSONField(blank=True, default=dict, validators=[agents.models.validate_bridge_config])),
-                ('enabled', models.BooleanField(default=True)),
-                ('require_telegram_binding', models.BooleanField(default=False, help_text='Off: unpaired senders reach the agent in a per-chat conversation. On: only paired users.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "agent_key",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
+                                "Agent key must be a slug: 1-64 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "version",
+                    models.PositiveIntegerField(default=1, help_text="Bumped on every change."),
+                ),
+                (
+                    "secrets_ref",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Secret refs this agent uses (checked by readiness).",
+                        validators=[agents.models.validate_secret_refs],
+                    ),
+                ),
+                (
+                    "bridge_config",
+                    models.JSONField(
+                        blank=True, default=dict, validators=[agents.models.validate_bridge_config]
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "require_telegram_binding",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Off: unpaired senders reach the agent in a per-chat conversation. On: only paired users.",
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['agent_key'],
+                "ordering": ["agent_key"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(help_text="Username, 'command:<name>' or 'system'.", max_length=150)),
-                ('action', models.CharField(db_index=True, max_length=80)),
-                ('target_type', models.CharField(blank=True, max_length=80)),
-                ('target_id', models.CharField(blank=True, max_length=255)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, editable=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "actor",
+                    models.CharField(
+                        help_text="Username, 'command:<name>' or 'system'.", max_length=150
+                    ),
+                ),
+                ("action", models.CharField(db_index=True, max_length=80)),
+                ("target_type", models.CharField(blank=True, max_length=80)),
+                ("target_id", models.CharField(blank=True, max_length=255)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_index=True, default=django.utils.timezone.now, editable=False
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RuntimeConfig',
+            name="RuntimeConfig",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider_kind', models.CharField(choices=[('local', 'Local processes'), ('fly', 'Fly Machines'), ('none', 'None (workers started by hand)')], default='local', max_length=10)),
-                ('app_name', models.CharField(blank=True, max_length=100)),
-                ('organization_slug', models.CharField(blank=True, max_length=100)),
-                ('image', models.CharField(blank=True, max_length=300)),
-                ('region', models.CharField(blank=True, default='iad', max_length=20)),
-                ('fallback_regions', models.JSONField(blank=True, default=list)),
-                ('volume_name', models.CharField(blank=True, default='agent_data', max_length=30)),
-                ('volume_path', models.CharField(blank=True, default='/data', max_length=200)),
-                ('volume_size_gb', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(500)])),
-                ('guest_cpus', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(16)])),
-                ('guest_memory_mb', models.PositiveIntegerField(default=1024, validators=[django.core.validators.MinValueValidator(256), django.core.validators.MaxValueValidator(131072)])),
-                ('fly_cleanup_nightly', models.BooleanField(default=False, help_text='Destroy every machine and volume of the app at 03:00 UTC.')),
-                ('system_prompt', models.TextField(blank=True)),
-                ('telegram_attachment_retention_seconds', models.PositiveIntegerField(default=604800, validators=[django.core.validators.MinValueValidator(60)])),
-                ('max_workers', models.PositiveIntegerField(default=4, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1000)])),
-                ('spawn_step', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
-                ('idle_timeout_seconds', models.PositiveIntegerField(default=1800, validators=[django.core.validators.MinValueValidator(10)])),
-                ('lease_seconds', models.PositiveIntegerField(default=360, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(86400)])),
-                ('stale_after_seconds', models.PositiveIntegerField(default=420, validators=[django.core.validators.MinValueValidator(5)])),
-                ('snapshot_timeout_seconds', models.PositiveIntegerField(default=600, validators=[django.core.validators.MinValueValidator(0)])),
-                ('max_attempts', models.PositiveIntegerField(default=5, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
-                ('retry_base_seconds', models.FloatField(default=1.0, validators=[django.core.validators.MinValueValidator(0.0)])),
-                ('retry_factor', models.FloatField(default=2.0, validators=[django.core.validators.MinValueValidator(1.0)])),
-                ('retry_max_seconds', models.FloatField(default=120.0, validators=[django.core.validators.MinValueValidator(0.0)])),
-                ('snapshot_retention_seconds', models.PositiveIntegerField(default=604800, validators=[django.core.validators.MinValueValidator(60)])),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "provider_kind",
+                    models.CharField(
+                        choices=[
+                            ("local", "Local processes"),
+                            ("fly", "Fly Machines"),
+                            ("none", "None (workers started by hand)"),
+                        ],
+                        default="local",
+                        max_length=10,
+                    ),
+                ),
+                ("app_name", models.CharField(blank=True, max_length=100)),
+                ("organization_slug", models.CharField(blank=True, max_length=100)),
+                ("image", models.CharField(blank=True, max_length=300)),
+                ("region", models.CharField(blank=True, default="iad", max_length=20)),
+                ("fallback_regions", models.JSONField(blank=True, default=list)),
+                ("volume_name", models.CharField(blank=True, default="agent_data", max_length=30)),
+                ("volume_path", models.CharField(blank=True, default="/data", max_length=200)),
+                (
+                    "volume_size_gb",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(500),
+                        ],
+                    ),
+                ),
+                (
+                    "guest_cpus",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(16),
+                        ],
+                    ),
+                ),
+                (
+                    "guest_memory_mb",
+                    models.PositiveIntegerField(
+                        default=1024,
+                        validators=[
+                            django.core.validators.MinValueValidator(256),
+                            django.core.validators.MaxValueValidator(131072),
+                        ],
+                    ),
+                ),
+                (
+                    "fly_cleanup_nightly",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Destroy every machine and volume of the app at 03:00 UTC.",
+                    ),
+                ),
+                ("system_prompt", models.TextField(blank=True)),
+                (
+                    "telegram_attachment_retention_seconds",
+                    models.PositiveIntegerField(
+                        default=604800, validators=[django.core.validators.MinValueValidator(60)]
+                    ),
+                ),
+                (
+                    "max_workers",
+                    models.PositiveIntegerField(
+                        default=4,
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "spawn_step",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                (
+                    "idle_timeout_seconds",
+                    models.PositiveIntegerField(
+                        default=1800, validators=[django.core.validators.MinValueValidator(10)]
+                    ),
+                ),
+                (
+                    "lease_seconds",
+                    models.PositiveIntegerField(
+                        default=360,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(86400),
+                        ],
+                    ),
+                ),
+                (
+                    "stale_after_seconds",
+                    models.PositiveIntegerField(
+                        default=420, validators=[django.core.validators.MinValueValidator(5)]
+                    ),
+                ),
+                (
+                    "snapshot_timeout_seconds",
+                    models.PositiveIntegerField(
+                        default=600, validators=[django.core.validators.MinValueValidator(0)]
+                    ),
+                ),
+                (
+                    "max_attempts",
+                    models.PositiveIntegerField(
+                        default=5,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                (
+                    "retry_base_seconds",
+                    models.FloatField(
+                        default=1.0, validators=[django.core.validators.MinValueValidator(0.0)]
+                    ),
+                ),
+                (
+                    "retry_factor",
+                    models.FloatField(
+                        default=2.0, validators=[django.core.validators.MinValueValidator(1.0)]
+                    ),
+                ),
+                (
+                    "retry_max_seconds",
+                    models.FloatField(
+                        default=120.0, validators=[django.core.validators.MinValueValidator(0.0)]
+                    ),
+                ),
+                (
+                    "snapshot_retention_seconds",
+                    models.PositiveIntegerField(
+                        default=604800, validators=[django.core.validators.MinValueValidator(60)]
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'runtime config',
-                'verbose_name_plural': 'runtime config',
+                "verbose_name": "runtime config",
+                "verbose_name_plural": "runtime config",
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('conversation_id', models.CharField(max_length=255, unique=True)),
-                ('pending_tool_calls', models.JSONField(blank=True, default=list)),
-                ('hydration_cache', models.JSONField(blank=True, default=dict)),
-                ('hydration_fingerprint', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='conversations', to='agents.agentprofile')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("conversation_id", models.CharField(max_length=255, unique=True)),
+                ("pending_tool_calls", models.JSONField(blank=True, default=list)),
+                ("hydration_cache", models.JSONField(blank=True, default=dict)),
+                ("hydration_fingerprint", models.CharField(blank=True, max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="conversations",
+                        to="agents.agentprofile",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='ConversationEntry',
+            name="ConversationEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('system', 'system'), ('user', 'user'), ('assistant', 'assistant'), ('tool', 'tool')], max_length=10)),
-                ('content', models.TextField()),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('source_message_id', models.BigIntegerField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='entries', to='agents.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("system", "system"),
+                            ("user", "user"),
+                            ("assistant", "assistant"),
+                            ("tool", "tool"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("content", models.TextField()),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("source_message_id", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="entries",
+                        to="agents.conversation",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'conversation entries',
-                'ordering': ['conversation', 'at', 'id'],
-                'indexes': [models.Index(fields=['conversation', '-at', '-id'], name='entry_history_idx')],
+                "verbose_name_plural": "conversation entries",
+                "ordering": ["conversation", "at", "id"],
+                "indexes": [
+                    models.Index(fields=["conversation", "-at", "-id"], name="entry_history_idx")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Secret',
+            name="Secret",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('secret_ref', models.CharField(max_length=200, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,199}$', "Secret ref must be 1-200 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit.")])),
-                ('version', models.PositiveIntegerField()),
-                ('ciphertext', models.BinaryField()),
-                ('nonce', models.BinaryField()),
-                ('key_id', models.CharField(max_length=16)),
-                ('algorithm', models.CharField(default='aes-256-gcm', max_length=32)),
-                ('active', models.BooleanField(default=True)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('rotated_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.secret')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "secret_ref",
+                    models.CharField(
+                        max_length=200,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,199}$",
+                                "Secret ref must be 1-200 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("ciphertext", models.BinaryField()),
+                ("nonce", models.BinaryField()),
+                ("key_id", models.CharField(max_length=16)),
+                ("algorithm", models.CharField(default="aes-256-gcm", max_length=32)),
+                ("active", models.BooleanField(default=True)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "rotated_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.secret",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['secret_ref', '-version'],
-                'constraints': [models.UniqueConstraint(fields=('secret_ref', 'version'), name='secret_ref_version_unique'), models.UniqueConstraint(condition=models.Q(('active', True)), fields=('secret_ref',), name='secret_one_active_version_per_ref')],
+                "ordering": ["secret_ref", "-version"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("secret_ref", "version"), name="secret_ref_version_unique"
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("active", True)),
+                        fields=("secret_ref",),
+                        name="secret_one_active_version_per_ref",
+                    ),
+                ],
             },
         ),
     ]

@@ -1,0 +1,66 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.audit import actor_name
+from agents.services import ConfigurationError, configure_agent, parse_bridge_json
+
+
+class Command(BaseCommand):
+    help = "Create or update an agent profile."
+
+    def add_arguments(self, parser):
+        parser.add_argument("agent_key")
+        parser.add_argument(
+            "--secrets-ref",
+            action="append",
+            dest="secrets_ref",
+            metavar="REF",
+            help="A secret ref the agent uses (repeat for several).",
+        )
+        state = parser.add_mutually_exclusive_group()
+        state.add_argument("--disable", action="store_const", const=False, dest="enabled")
+        state.add_argument("--enable", action="store_const", const=True, dest="enabled")
+        parser.add_argument("--bridge-json", help="Bridge config as a JSON object.")
+        binding = parser.add_mutually_exclusive_group()
+        binding.add_argument(
+            "--require-telegram-binding",
+            action="store_const",
+            const=True,
+            dest="require_telegram_binding",
+        )
+        binding.add_argument(
+            "--no-require-telegram-binding",
+            action="store_const",
+            const=False,
+            dest="require_telegram_binding",
+        )
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, agent_key, **options):
+        try:
+            bridge = parse_bridge_json(options["bridge_json"]) if options["bridge_json"] else None
+            profile, created = configure_agent(
+                agent_key,
+                actor=actor_name(command="configure_agent"),
+                secrets_ref=options["secrets_ref"],
+                enabled=options["enabled"],
+                bridge_config=bridge,
+                require_telegram_binding=options["require_telegram_binding"],
+            )
+        except ConfigurationError as exc:
+            raise CommandError(str(exc))
+        data = {
+            "agent_key": profile.agent_key,
+            "version": profile.version,
+            "created": created,
+            "enabled": profile.enabled,
+            "secrets_ref": profile.secrets_ref,
+            "bridge_config": profile.bridge_config,
+            "require_telegram_binding": profile.require_telegram_binding,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(data))
+        else:
+            verb = "Created" if created else "Updated"
+            self.stdout.write(f"{verb} agent '{profile.agent_key}' (version {profile.version}).")

@@ -1,0 +1,72 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.audit import actor_name
+from agents.services import ConfigurationError, configure_runtime, runtime_config_dict
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError
+    return number
+
+
+class Command(BaseCommand):
+    help = "Change the runtime config (provider, scaling, leases, prompt) and print it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--provider", choices=["local", "fly", "none"], dest="provider_kind")
+        parser.add_argument("--app-name", dest="app_name")
+        parser.add_argument("--org", dest="organization_slug")
+        parser.add_argument("--image")
+        parser.add_argument("--region")
+        parser.add_argument("--fallback-regions", help="Comma-separated regions, in order.")
+        parser.add_argument("--volume-name")
+        parser.add_argument("--volume-path")
+        parser.add_argument("--volume-size-gb", type=positive)
+        parser.add_argument("--max-workers", type=positive)
+        parser.add_argument("--spawn-step", type=positive)
+        parser.add_argument("--idle-timeout-seconds", type=positive)
+        parser.add_argument("--lease-seconds", type=positive)
+        parser.add_argument("--stale-after-seconds", type=positive)
+        parser.add_argument("--max-attempts", type=positive)
+        parser.add_argument("--system-prompt")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, **options):
+        as_json = options.pop("json")
+        regions = options.pop("fallback_regions")
+        changes = {
+            key: options[key]
+            for key in (
+                "provider_kind",
+                "app_name",
+                "organization_slug",
+                "image",
+                "region",
+                "volume_name",
+                "volume_path",
+                "volume_size_gb",
+                "max_workers",
+                "spawn_step",
+                "idle_timeout_seconds",
+                "lease_seconds",
+                "stale_after_seconds",
+                "max_attempts",
+                "system_prompt",
+            )
+        }
+        if regions is not None:
+            changes["fallback_regions"] = [r.strip() for r in regions.split(",") if r.strip()]
+        try:
+            config = configure_runtime(actor=actor_name(command="configure_runtime"), **changes)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc))
+        data = runtime_config_dict(config)
+        if as_json:
+            self.stdout.write(json.dumps(data))
+        else:
+            for key, value in data.items():
+                self.stdout.write(f"{key}: {value}")

@@ -1,0 +1,30 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.audit import actor_name
+from agents.secret_store import rotate_encryption_key
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every secret under the first key of AGENT_FACTORY_ENCRYPTION_KEYS. "
+        "Idempotent; keep the old keys listed until this reports no failures."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, **options):
+        report = rotate_encryption_key(actor=actor_name(command="rotate_encryption_key"))
+        if options["json"]:
+            self.stdout.write(json.dumps(report))
+        else:
+            self.stdout.write(
+                f"Re-encrypted {report['rotated']} secret version(s) under key "
+                f"{report['primary_key_id']}; {report['already_current']} already current."
+            )
+        if report["failed"]:
+            for error in report["errors"]:
+                self.stderr.write(error)
+            raise CommandError(f"{report['failed']} secret version(s) could not be decrypted.")
