@@ -16,6 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AGENT_FACTORY_VAR_DIR", default=str(BASE_DIR / "var")))
 
+# var/ holds the embedded SQLite database, media and the dev key; a fresh clone lacks it.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
 env = environ.Env()
 # An optional .env file beside manage.py; real environment variables win.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
