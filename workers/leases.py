@@ -222,7 +222,9 @@ def _release_expired(message: Message, now: dt.datetime) -> str:
     if attempts >= message.max_attempts:
         fields.update(status=Message.DEAD_LETTER, dead_lettered_at=now)
     else:
-        fields.update(status=Message.QUEUED, scheduled_for=now, next_retry_at=None)
+        # scheduled_for is left as it was (already due): the job is ready at once and keeps
+        # its place ahead of later messages of its conversation.
+        fields.update(status=Message.QUEUED, next_retry_at=None)
     Message.objects.filter(pk=message.pk).update(**fields)
     return fields["status"]
 

@@ -91,19 +91,24 @@ def reconcile(*, actor: str = "system", now: dt.datetime | None = None) -> Recon
         _advance_lifecycles(config, provider, gone, now, report)
         to_spawn = _plan_spawns(config, provider, now, report)
         to_teardown = list(Worker.objects.filter(status=Worker.STOPPING, provider=provider.name))
-        if report.changed:
-            record_audit(actor, "workers.reconcile", None, **_audit_summary(report))
     for worker, token in to_spawn:
         _spawn(provider, worker, token, report)
     for worker in to_teardown:
         _teardown(provider, worker, report)
+    if report.changed or report.errors:
+        with transaction.atomic():
+            record_audit(actor, "workers.reconcile", None, **_audit_summary(report))
     return report
 
 
 def _audit_summary(report: ReconcileReport) -> dict:
     return {
         "spawned": report.spawned,
+        "spawn_failed": report.spawn_failed,
         "drained": report.drained,
+        "stopped": report.stopped,
+        "teardown_failed": report.teardown_failed,
+        "errors": report.errors,
         "stopping": report.stopping,
         "swept": report.swept,
         "demand": report.demand,

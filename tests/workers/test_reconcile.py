@@ -1,0 +1,270 @@
+"""Autoscaling reconcile and the worker lifecycle (SPEC §10), with a recording provider."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+
+import pytest
+import time_machine
+from django.core.management import call_command
+from django.db import connections
+from django.utils import timezone
+
+from agents.models import AgentProfile, AuditEvent, RuntimeConfig
+from workers.lifecycle import InvalidTransition, transition_worker
+from workers.models import DataSnapshot, Message, Worker
+from workers.providers.base import Provider, ProviderError, SpawnResult
+from workers.reconcile import reconcile
+from workers.tokens import authenticate
+
+
+class RecordingProvider(Provider):
+    name = "fake"
+    spawned: list = []
+    torn_down: list = []
+    gone: set = set()
+    fail_spawn = False
+    fail_teardown = False
+
+    def spawn(self, request):
+        if RecordingProvider.fail_spawn:
+            raise ProviderError("no capacity")
+        RecordingProvider.spawned.append(request)
+        return SpawnResult(machine_id=f"m-{request.worker_id}", region="ams")
+
+    def is_gone(self, worker):
+        return worker.worker_id in RecordingProvider.gone
+
+    def teardown(self, worker, *, force=False):
+        if RecordingProvider.fail_teardown:
+            raise ProviderError("api down")
+        RecordingProvider.torn_down.append((worker.worker_id, force))
+
+
+@pytest.fixture
+def fake_provider(settings, runtime_config):
+    settings.AGENT_FACTORY_PROVIDERS = {
+        **settings.AGENT_FACTORY_PROVIDERS,
+        "fake": "tests.workers.test_reconcile.RecordingProvider",
+    }
+    RecordingProvider.spawned = []
+    RecordingProvider.torn_down = []
+    RecordingProvider.gone = set()
+    RecordingProvider.fail_spawn = False
+    RecordingProvider.fail_teardown = False
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="fake")
+    return RecordingProvider
+
+
+def spawned_conversations(provider):
+    return sorted(r.conversation_id for r in provider.spawned)
+
+
+def test_demand_counts_conversations_not_messages(fake_provider, alpha_agent, enqueue):
+    for n in range(10):
+        enqueue("conv-1", "alpha", f"m{n}")
+    RuntimeConfig.objects.filter(pk=1).update(spawn_step=4)
+    report = reconcile()
+    assert report.spawned and len(report.spawned) == 1
+    assert spawned_conversations(fake_provider) == ["conv-1"]
+    worker = Worker.objects.get()
+    assert worker.assigned_conversation.conversation_id == "conv-1"
+    assert worker.machine_id == f"m-{worker.worker_id}" and worker.machine_region == "ams"
+    assert authenticate(fake_provider.spawned[0].token) == worker
+    assert reconcile().spawned == []  # covered now
+
+
+def test_spawn_limited_by_step_and_max_workers(fake_provider, alpha_agent, enqueue):
+    for n in range(6):
+        enqueue(f"conv-{n}", "alpha")
+    RuntimeConfig.objects.filter(pk=1).update(spawn_step=2, max_workers=3)
+    assert len(reconcile().spawned) == 2
+    assert len(reconcile().spawned) == 1  # max_workers reached
+    assert len(reconcile().spawned) == 0
+    assert Worker.objects.count() == 3
+
+
+def test_spawn_failure_records_error_and_stops_row(fake_provider, alpha_agent, enqueue):
+    enqueue("conv-1", "alpha")
+    fake_provider.fail_spawn = True
+    report = reconcile()
+    assert report.spawn_failed and "no capacity" in report.errors[0]
+    worker = Worker.objects.get()
+    assert worker.status == "stopped" and worker.last_error == "no capacity"
+    assert worker.token_hash == "" and worker.token_revoked_at is not None
+    fake_provider.fail_spawn = False
+    assert len(reconcile().spawned) == 1  # demand still there: retried next pass
+
+
+def test_stale_worker_is_drained_then_stopped(fake_provider, runtime_config):
+    now = timezone.now()
+    worker = Worker.objects.create(
+        worker_id="w1",
+        provider="fake",
+        machine_id="m1",
+        heartbeat_at=now - dt.timedelta(seconds=421),
+    )
+    report = reconcile()
+    worker.refresh_from_db()
+    # Never claimed: nothing to snapshot, so it goes straight on to teardown.
+    assert report.drained == ["w1"] and worker.status == "stopped"
+    assert fake_provider.torn_down == [("w1", False)]
+    assert worker.status_reason == "never claimed: nothing to snapshot"
+
+
+def test_heartbeat_exactly_at_cutoff_is_still_live(fake_provider, runtime_config):
+    with time_machine.travel(timezone.now(), tick=False):
+        now = timezone.now()
+        Worker.objects.create(
+            worker_id="w1",
+            provider="fake",
+            machine_id="m1",
+            heartbeat_at=now - dt.timedelta(seconds=420),
+        )
+        assert reconcile().drained == []
+
+
+def test_idle_worker_drained_after_deadline_not_before(fake_provider, runtime_config):
+    now = timezone.now()
+    worker = Worker.objects.create(
+        worker_id="w1",
+        provider="fake",
+        machine_id="m1",
+        heartbeat_at=now,
+        scheduled_shutdown_at=now + dt.timedelta(minutes=30),
+        last_claim_at=now,
+    )
+    assert reconcile().drained == []
+    with time_machine.travel(now + dt.timedelta(minutes=30), tick=False):
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+        assert reconcile().drained == ["w1"]
+    worker.refresh_from_db()
+    assert worker.status == "draining"  # it claimed before: waits for its final snapshot
+
+
+def test_draining_worker_waits_for_snapshot_then_times_out(fake_provider, runtime_config):
+    now = timezone.now()
+    worker = Worker.objects.create(
+        worker_id="w1", provider="fake", machine_id="m1", heartbeat_at=now, last_claim_at=now
+    )
+    transition_worker(worker, "draining", reason="idle timeout", now=now)
+    with time_machine.travel(now + dt.timedelta(seconds=599), tick=False):
+        reconcile()
+        assert Worker.objects.get(pk=worker.pk).status == "draining"
+    with time_machine.travel(now + dt.timedelta(seconds=601), tick=False):
+        reconcile()
+    worker.refresh_from_db()
+    assert worker.status == "stopped" and worker.status_reason == "final snapshot timed out"
+
+
+def test_final_snapshot_lets_draining_worker_proceed(fake_provider, runtime_config):
+    now = timezone.now()
+    worker = Worker.objects.create(
+        worker_id="w1", provider="fake", machine_id="m1", heartbeat_at=now, last_claim_at=now
+    )
+    transition_worker(worker, "draining", reason="idle timeout")
+    DataSnapshot.objects.create(
+        agent_key="a", worker_id="w1", conversation_id="c", reason="drain", status="ready"
+    )
+    reconcile()
+    assert Worker.objects.get(pk=worker.pk).status == "stopped"
+
+
+def test_machine_gone_skips_snapshot_wait_and_teardown(fake_provider, runtime_config):
+    now = timezone.now()
+    Worker.objects.create(
+        worker_id="w1", provider="fake", machine_id="m1", heartbeat_at=now, last_claim_at=now
+    )
+    fake_provider.gone = {"w1"}
+    report = reconcile()
+    assert report.drained == ["w1"]
+    assert Worker.objects.get().status == "stopped"
+    assert fake_provider.torn_down == []
+
+
+def test_teardown_failure_is_retried_with_force(fake_provider, runtime_config):
+    Worker.objects.create(worker_id="w1", provider="fake", machine_id="m1", status="stopping")
+    fake_provider.fail_teardown = True
+    report = reconcile()
+    assert report.teardown_failed == ["w1"]
+    assert Worker.objects.get().status == "stopping"
+    fake_provider.fail_teardown = False
+    reconcile()
+    assert fake_provider.torn_down == [("w1", True)]
+    assert Worker.objects.get().status == "stopped"
+
+
+def test_lifecycle_never_goes_back(db):
+    worker = Worker.objects.create(worker_id="w1", status="stopped")
+    with pytest.raises(InvalidTransition, match="cannot transition from 'stopped' to 'active'"):
+        transition_worker(worker, "active", reason="x")
+
+
+def test_query_count_is_constant_in_queue_size(
+    fake_provider, alpha_agent, django_assert_max_num_queries
+):
+    from agents.models import Conversation
+
+    def seed(n, offset):
+        conversations = Conversation.objects.bulk_create(
+            Conversation(conversation_id=f"c{offset + i}", agent=alpha_agent) for i in range(n)
+        )
+        Message.objects.bulk_create(
+            Message(conversation=c, agent_key="alpha", payload={}) for c in conversations
+        )
+
+    RuntimeConfig.objects.filter(pk=1).update(max_workers=0)  # decision only, no spawns
+    seed(10, 0)
+    with django_assert_max_num_queries(40) as small:
+        reconcile()
+    seed(1000, 100)
+    with django_assert_max_num_queries(40) as large:
+        reconcile()
+    assert len(large.captured_queries) == len(small.captured_queries)
+
+
+def test_reconcile_command_json_and_audit(fake_provider, alpha_agent, enqueue):
+    enqueue("conv-1", "alpha")
+    out = io.StringIO()
+    call_command("reconcile_workers", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert len(data["spawned"]) == 1 and data["demand"] == 1
+    assert AuditEvent.objects.filter(action="workers.reconcile").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_reconciles_spawn_once(fake_provider):
+    AgentProfile.objects.create(agent_key="alpha")
+    from workers.queue import enqueue_message
+
+    enqueue_message(
+        conversation_id="c1",
+        agent_key="alpha",
+        payload={"provider": "t", "provider_user_id": "u", "message_text": "x"},
+    )
+    RuntimeConfig.objects.filter(pk=1).update(spawn_step=4, max_workers=4)
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run():
+        try:
+            barrier.wait()
+            for _ in range(3):
+                reconcile()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert Worker.objects.count() == 1
+    assert len(fake_provider.spawned) == 1
