@@ -68,7 +68,8 @@ def test_spawn_observe_and_stop(db, provider):
     local, spawned = provider
     worker = spawn(provider, spawned)
     assert worker.process_id and not local.is_gone(worker)
-    environ = open(f"/proc/{worker.process_id}/environ", "rb").read().split(b"\0")
+    with open(f"/proc/{worker.process_id}/environ", "rb") as handle:
+        environ = handle.read().split(b"\0")
     assert b"AGENT_FACTORY_WORKER_TOKEN=wk_x_y" in environ
     assert b"AGENT_FACTORY_CONVERSATION_ID=c1" in environ
     local.teardown(worker)
