@@ -1,0 +1,151 @@
+"""Billing protection: destroy every machine and volume of one Fly app (SPEC §11).
+
+Dry run by default. One failing machine or volume never stops the others; every failure is
+reported, and a verification pass lists what is still there.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from agents.audit import record_audit
+from agents.models import RuntimeConfig
+from fly.client import FlyApiError, FlyClient, FlyConfigurationError
+from workers.lifecycle import transition_worker
+from workers.models import Worker
+
+
+class CleanupError(Exception):
+    pass
+
+
+def resolve_app(app: str | None) -> str:
+    config = RuntimeConfig.get()
+    target = (app or config.app_name or "").strip()
+    if not target:
+        raise CleanupError(
+            "Fly cleanup requires a non-empty Fly app name (configure one or --app)."
+        )
+    if app is None and config.provider_kind != "fly":
+        raise CleanupError("Fly cleanup requires a Fly provider configuration (or --app).")
+    return target
+
+
+def run_fly_cleanup(
+    *,
+    app: str | None = None,
+    apply: bool = False,
+    actor: str = "system",
+    client: FlyClient | None = None,
+) -> dict:
+    target = resolve_app(app)
+    try:
+        client = client or FlyClient()
+    except FlyConfigurationError as exc:
+        raise CleanupError(str(exc))
+    try:
+        client.get_app(target)  # access check before anything is destroyed
+        machines = client.list_machines(target)
+    except FlyApiError as exc:
+        raise CleanupError(str(exc))
+    report = {
+        "app_name": target,
+        "dry_run": not apply,
+        "machines_found": len(machines),
+        "machines_deleted": 0,
+        "machines_remaining": 0,
+        "machine_ids_found": [m.get("id") for m in machines],
+        "machine_ids_deleted": [],
+        "machine_ids_remaining": [],
+        "volumes_found": 0,
+        "volumes_deleted": 0,
+        "volumes_remaining": 0,
+        "volume_ids_found": [],
+        "volume_ids_deleted": [],
+        "volume_ids_remaining": [],
+        "workers_stopped": 0,
+        "warnings": [],
+        "errors": [],
+    }
+    if apply:
+        for machine in machines:
+            _destroy_machine(client, target, machine["id"], report)
+    try:
+        remaining = client.list_machines(target) if apply else machines
+        volumes = client.list_volumes(target)
+    except FlyApiError as exc:
+        report["errors"].append(str(exc))
+        remaining, volumes = machines, []
+    report["volumes_found"] = len(volumes)
+    report["volume_ids_found"] = [v.get("id") for v in volumes]
+    if apply:
+        _report_remaining(report, "machine", remaining)
+        for volume in volumes:
+            _destroy_volume(client, target, volume["id"], report)
+        try:
+            _report_remaining(report, "volume", client.list_volumes(target))
+        except FlyApiError as exc:
+            report["errors"].append(str(exc))
+        report["workers_stopped"] = _stop_worker_rows(target, report["machine_ids_deleted"])
+        with transaction.atomic():
+            record_audit(actor, "fly.cleanup", target, **report)
+    return report
+
+
+def _destroy_machine(client: FlyClient, app: str, machine_id: str, report: dict) -> None:
+    for label, step in (("cordon", client.cordon_machine), ("stop", client.stop_machine)):
+        try:
+            step(app, machine_id)
+        except FlyApiError as exc:
+            if exc.not_found:
+                report["machines_deleted"] += 1
+                report["machine_ids_deleted"].append(machine_id)
+                return
+            report["warnings"].append(f"Machine {machine_id}: {label} warning ({exc})")
+    try:
+        client.destroy_machine(app, machine_id, force=True)
+    except FlyApiError as exc:
+        if not exc.not_found:
+            report["errors"].append(f"Machine {machine_id}: destroy failed ({exc})")
+            return
+    report["machines_deleted"] += 1
+    report["machine_ids_deleted"].append(machine_id)
+
+
+def _destroy_volume(client: FlyClient, app: str, volume_id: str, report: dict) -> None:
+    try:
+        client.delete_volume(app, volume_id)
+    except FlyApiError as exc:
+        if not exc.not_found:
+            report["errors"].append(f"Volume {volume_id}: destroy failed ({exc})")
+            return
+    report["volumes_deleted"] += 1
+    report["volume_ids_deleted"].append(volume_id)
+
+
+def _report_remaining(report: dict, kind: str, items: list[dict]) -> None:
+    ids = [item.get("id") for item in items]
+    report[f"{kind}s_remaining"] = len(ids)
+    report[f"{kind}_ids_remaining"] = ids
+    if ids:
+        report["warnings"].append(
+            f"Fly cleanup left {len(ids)} {kind}(s) after verification: {', '.join(ids)}"
+        )
+
+
+def _stop_worker_rows(app: str, machine_ids: list[str]) -> int:
+    stopped = 0
+    for worker in Worker.objects.filter(machine_id__in=machine_ids).exclude(status="stopped"):
+        if worker.machine_app and worker.machine_app != app:
+            continue
+        transition_worker(worker, Worker.STOPPED, reason="removed by Fly cleanup")
+        stopped += 1
+    return stopped
+
+
+def run_scheduled_cleanup() -> dict | None:
+    """The nightly schedule: only when enabled in the runtime config."""
+    config = RuntimeConfig.get()
+    if not config.fly_cleanup_nightly or config.provider_kind != "fly":
+        return None
+    return run_fly_cleanup(apply=True, actor="schedule:fly-cleanup-nightly")

@@ -1,0 +1,187 @@
+"""The Fly provider: one volume and one machine per worker (SPEC §11)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from agents.models import AgentProfile, RuntimeConfig
+from agents.secret_store import get_active_secret_value
+from fly.client import FlyApiError, FlyClient, FlyConfigurationError
+from workers.hydration import service_key_candidates
+from workers.models import Worker
+from workers.providers.base import Provider, ProviderError, SpawnRequest, SpawnResult
+
+GONE_STATES = {"destroyed", "destroying", "failed", "launch_failed", "replaced", "migrated"}
+
+
+def volume_name(prefix: str, worker_id: str) -> str:
+    """A Fly volume name (≤ 30 chars of [a-z0-9_]) unique to the worker."""
+    clean = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", prefix.lower())).strip("_") or "agent"
+    digest = hashlib.sha256(worker_id.encode()).hexdigest()[:8]
+    return f"{clean[:21]}_{digest}"
+
+
+def runtime_env(config: RuntimeConfig, request: SpawnRequest) -> dict[str, str]:
+    data = config.volume_path or "/data"
+    env = {
+        "AGENT_FACTORY_WORKER_ID": request.worker_id,
+        "AGENT_FACTORY_WORKER_TOKEN": request.token,
+        "AGENT_FACTORY_API_URL": request.api_url,
+        "AGENT_FACTORY_DATA_DIR": data,
+        "AGENT_FACTORY_IDLE_EXIT_SECONDS": str(config.idle_timeout_seconds),
+        "OPENCLAW_STATE_DIR": f"{data}/.clawdbot",
+        "OPENCLAW_WORKSPACE_DIR": f"{data}/workspace",
+        "OPENCLAW_SKILLS_DIR": f"{data}/workspace/skills",
+        "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:18789",
+        "SKILLS_RELEASE_CHANNEL": "stable",
+        "AGENT_FACTORY_CONVERSATION_ID": request.conversation_id or "",
+        "AGENT_FACTORY_AGENT_KEY": request.agent_key or "",
+        "OPENCLAW_CONVERSATION_ID": request.conversation_id or "",
+        "OPENCLAW_AGENT_KEY": request.agent_key or "",
+    }
+    env.update(forwarded_bridge_env(request.agent_key))
+    env.update(request.env)
+    return {key: value for key, value in env.items() if value and str(value).strip()}
+
+
+def forwarded_bridge_env(agent_key: str | None) -> dict[str, str]:
+    """OPENCLAW_SERVICE_ID / _SERVICE_KEY / _LINKING_SHARED_SECRET, when they resolve."""
+    if not agent_key:
+        return {}
+    profile = AgentProfile.objects.filter(agent_key=agent_key).first()
+    bridge = (profile.bridge_config if profile else {}) or {}
+    env = {}
+    if bridge.get("service_id"):
+        env["OPENCLAW_SERVICE_ID"] = bridge["service_id"]
+    for ref in service_key_candidates(agent_key, bridge.get("service_key_secret_ref")):
+        value = get_active_secret_value(ref)
+        if value:
+            env["OPENCLAW_SERVICE_KEY"] = value
+            break
+    for ref in (
+        f"agent-bridge.linkingSharedSecret.{agent_key}",
+        "agent-bridge.linkingSharedSecret",
+    ):
+        value = get_active_secret_value(ref)
+        if value:
+            env["OPENCLAW_LINKING_SHARED_SECRET"] = value
+            break
+    return env
+
+
+class FlyProvider(Provider):
+    name = "fly"
+
+    def __init__(self, client: FlyClient | None = None):
+        self._client = client
+
+    @property
+    def client(self) -> FlyClient:
+        if self._client is None:
+            try:
+                self._client = FlyClient()
+            except FlyConfigurationError as exc:
+                raise ProviderError(str(exc))
+        return self._client
+
+    def _config(self) -> RuntimeConfig:
+        config = RuntimeConfig.get()
+        if not config.app_name or not config.image:
+            raise ProviderError("The Fly provider needs an app name and an image (runtime config).")
+        return config
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        config = self._config()
+        regions = [config.region] + [r for r in config.fallback_regions if r != config.region]
+        errors = []
+        for region in regions:
+            volume_id = None
+            try:
+                volume = self.client.create_volume(
+                    config.app_name,
+                    name=volume_name(config.volume_name, request.worker_id),
+                    region=region,
+                    size_gb=config.volume_size_gb,
+                )
+                volume_id = volume["id"]
+                machine = self.client.create_machine(
+                    config.app_name, self._machine_body(config, request, region, volume_id)
+                )
+                return SpawnResult(
+                    machine_id=machine["id"],
+                    machine_app=config.app_name,
+                    region=machine.get("region") or region,
+                    volume_id=volume_id,
+                )
+            except FlyApiError as exc:
+                if volume_id:
+                    self._delete_volume_quietly(config.app_name, volume_id, errors)
+                if exc.capacity:
+                    errors.append(f"{region}: {exc}")
+                    continue
+                raise ProviderError(str(exc))
+        raise ProviderError("No capacity in any region: " + "; ".join(errors))
+
+    def _delete_volume_quietly(self, app: str, volume_id: str, errors: list[str]) -> None:
+        try:
+            self.client.delete_volume(app, volume_id)
+        except FlyApiError as exc:
+            if not exc.not_found:
+                errors.append(f"volume {volume_id} left behind: {exc}")
+
+    def _machine_body(self, config, request: SpawnRequest, region: str, volume_id: str) -> dict:
+        return {
+            "name": request.worker_id,
+            "region": region,
+            "config": {
+                "image": config.image,
+                "guest": {
+                    "cpu_kind": "shared",
+                    "cpus": config.guest_cpus,
+                    "memory_mb": config.guest_memory_mb,
+                },
+                "mounts": [{"volume": volume_id, "path": config.volume_path or "/data"}],
+                "env": runtime_env(config, request),
+                "auto_destroy": False,
+                "restart": {"policy": "on-failure", "max_retries": 3},
+            },
+        }
+
+    def is_gone(self, worker: Worker) -> bool:
+        if not worker.machine_id:
+            return False
+        try:
+            machine = self.client.get_machine(
+                worker.machine_app or self._config().app_name, worker.machine_id
+            )
+        except FlyApiError as exc:
+            if exc.not_found:
+                return True
+            raise ProviderError(str(exc))
+        return machine.get("state") in GONE_STATES
+
+    def teardown(self, worker: Worker, *, force: bool = False) -> None:
+        app = worker.machine_app or self._config().app_name
+        if worker.machine_id:
+            gone = False
+            for step in (self.client.cordon_machine, self.client.stop_machine):
+                try:
+                    step(app, worker.machine_id)
+                except FlyApiError as exc:
+                    if exc.not_found:
+                        gone = True
+                        break
+                    # cordon/stop failures are not fatal: destroy (forced on retry) follows
+            if not gone:
+                try:
+                    self.client.destroy_machine(app, worker.machine_id, force=force)
+                except FlyApiError as exc:
+                    if not exc.not_found:
+                        raise ProviderError(str(exc))
+        if worker.volume_id:
+            try:
+                self.client.delete_volume(app, worker.volume_id)
+            except FlyApiError as exc:
+                if not exc.not_found:
+                    raise ProviderError(str(exc))
