@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from agents.audit import actor_name, record_audit
 from agents.models import (
@@ -49,10 +51,26 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(AuditedModelAdmin):
-    list_display = ["agent_key", "enabled", "require_telegram_binding", "version", "updated_at"]
+    list_display = [
+        "agent_key",
+        "enabled",
+        "require_telegram_binding",
+        "version",
+        "updated_at",
+        "onboarding",
+    ]
     list_filter = ["enabled", "require_telegram_binding"]
     search_fields = ["agent_key"]
     readonly_fields = ["version", "created_at", "updated_at"]
+
+    @admin.display(description="Telegram")
+    def onboarding(self, obj):
+        # Resolved by name: the telegram app stands above agents and registers the page.
+        try:
+            url = reverse("admin:telegram_onboarding", args=[obj.pk])
+        except NoReverseMatch:
+            return "-"
+        return format_html('<a href="{}">onboarding</a>', url)
 
     def save_model(self, request, obj, form, change):
         if change and form.changed_data:

@@ -1,0 +1,78 @@
+"""Fly cleanup in the admin: past runs, and a dry-run preview before a confirmed apply."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from agents.audit import actor_name
+from fly.cleanup import CleanupError, run_fly_cleanup
+from fly.models import FlyCleanupRun
+
+
+@admin.register(FlyCleanupRun)
+class FlyCleanupRunAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "actor", "target_id", "summary"]
+    change_list_template = "admin/fly/cleanup_changelist.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(action="fly.cleanup")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Report")
+    def summary(self, obj):
+        d = obj.details
+        return format_html(
+            "machines {}/{} deleted, volumes {}/{} deleted, {} error(s)",
+            d.get("machines_deleted"),
+            d.get("machines_found"),
+            d.get("volumes_deleted"),
+            d.get("volumes_found"),
+            len(d.get("errors", [])),
+        )
+
+    def get_urls(self):
+        return [
+            path("run/", self.admin_site.admin_view(self.run_view), name="fly_cleanup_run"),
+        ] + super().get_urls()
+
+    def run_view(self, request):
+        app = request.POST.get("app") or request.GET.get("app") or None
+        try:
+            if request.method == "POST" and request.POST.get("confirm") == "yes":
+                report = run_fly_cleanup(app=app, apply=True, actor=actor_name(request.user))
+                level = messages.ERROR if report["errors"] else messages.SUCCESS
+                self.message_user(
+                    request,
+                    f"Cleanup of {report['app_name']}: "
+                    f"{report['machines_deleted']} machine(s), "
+                    f"{report['volumes_deleted']} volume(s) destroyed; "
+                    f"{len(report['errors'])} error(s).",
+                    level,
+                )
+                return redirect(reverse("admin:fly_flycleanuprun_changelist"))
+            report = run_fly_cleanup(app=app, apply=False)
+        except CleanupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect(reverse("admin:fly_flycleanuprun_changelist"))
+        return TemplateResponse(
+            request,
+            "admin/fly/cleanup_preview.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Destroy every machine and volume of {report['app_name']}?",
+                "report": report,
+                "opts": self.model._meta,
+            },
+        )

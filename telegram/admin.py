@@ -1,0 +1,305 @@
+"""Telegram in the admin: bots, pairing codes, bindings, ingress issues, the sandbox, and an
+onboarding page per agent (import token → verify → webhook → pairing code → readiness)."""
+
+from __future__ import annotations
+
+import io
+
+import qrcode
+import qrcode.image.svg
+from django import forms
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from agents.audit import actor_name
+from agents.models import AgentProfile
+from telegram import services
+from telegram.models import (
+    Bot,
+    IdentityBinding,
+    IngressIssue,
+    PairingCode,
+    SandboxMessage,
+    TelegramUpdate,
+)
+
+
+def qr_svg(text: str) -> str:
+    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return buffer.getvalue().decode()
+
+
+class TokenForm(forms.Form):
+    token = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        strip=True,
+        help_text="From BotFather. Verified with getMe; never shown again.",
+    )
+    replace_bot = forms.BooleanField(
+        required=False, help_text="Switch to a different bot (revokes bindings)."
+    )
+
+
+class PairingForm(forms.Form):
+    consumer_user_id = forms.CharField(max_length=255)
+    ttl_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=15)
+
+
+def onboarding_view(model_admin, request, agent_id: int):
+    agent = get_object_or_404(AgentProfile, pk=agent_id)
+    actor = actor_name(request.user)
+    token_form, pairing_form, pairing = TokenForm(), PairingForm(), None
+    if request.method == "POST":
+        step = request.POST.get("step")
+        try:
+            if step == "import_token":
+                token_form = TokenForm(request.POST)
+                if token_form.is_valid():
+                    result = services.import_telegram_token(
+                        agent.agent_key,
+                        token_form.cleaned_data["token"],
+                        actor=actor,
+                        replace_bot=token_form.cleaned_data["replace_bot"],
+                    )
+                    messages.success(request, f"Token verified: @{result.bot.username}.")
+                    return redirect(request.path)
+            elif step == "configure_webhook":
+                result = services.configure_webhook(agent.agent_key, actor=actor)
+                for warning in result["warnings"]:
+                    messages.warning(request, warning)
+                messages.success(request, f"Webhook set to {result['webhook_url']}.")
+                return redirect(request.path)
+            elif step == "reconcile_identity":
+                services.reconcile_bot_identity(agent.agent_key, actor=actor)
+                messages.success(request, "Bot identity refreshed from getMe.")
+                return redirect(request.path)
+            elif step == "rotate_secret":
+                services.rotate_webhook_secret(agent.agent_key, actor=actor)
+                messages.success(request, "Webhook secret rotated (old one valid 10 more minutes).")
+                return redirect(request.path)
+            elif step == "create_pairing":
+                pairing_form = PairingForm(request.POST)
+                if pairing_form.is_valid():
+                    pairing = services.create_pairing_code(
+                        pairing_form.cleaned_data["consumer_user_id"],
+                        agent.agent_key,
+                        actor=actor,
+                        ttl_minutes=pairing_form.cleaned_data["ttl_minutes"],
+                    )
+        except (services.TelegramSetupError, services.PairingError) as exc:
+            messages.error(request, str(exc))
+    bot = Bot.objects.filter(agent=agent).first()
+    link = services.deep_link(bot.username, pairing.code) if pairing and bot else None
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Onboard Telegram for {agent.agent_key}",
+        "agent": agent,
+        "bot": bot,
+        "token_form": token_form,
+        "pairing_form": pairing_form,
+        "pairing": pairing,
+        "deep_link": link,
+        "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
+        "readiness": services.readiness(agent.agent_key),
+        "opts": AgentProfile._meta,
+    }
+    return TemplateResponse(request, "admin/telegram/onboarding.html", context)
+
+
+@admin.register(Bot)
+class BotAdmin(admin.ModelAdmin):
+    list_display = [
+        "username",
+        "bot_identity",
+        "agent",
+        "webhook_verified",
+        "webhook_info_at",
+        "onboarding_link",
+    ]
+    list_filter = ["webhook_verified"]
+    search_fields = ["username", "bot_identity", "agent__agent_key"]
+    list_select_related = ["agent"]
+    readonly_fields = [
+        "agent",
+        "bot_identity",
+        "username",
+        "webhook_url",
+        "webhook_configured_at",
+        "webhook_info",
+        "webhook_info_at",
+        "webhook_verified",
+        "last_error_message",
+        "last_error_at",
+        "previous_secret_valid_until",
+        "created_at",
+    ]
+    actions = ["reconcile_identity", "rotate_secret"]
+
+    def has_add_permission(self, request):
+        return False  # bots are added by importing a token (onboarding page)
+
+    @admin.display(description="Onboarding")
+    def onboarding_link(self, obj):
+        url = reverse("admin:telegram_onboarding", args=[obj.agent_id])
+        return format_html('<a href="{}">open</a>', url)
+
+    def get_urls(self):
+        return [
+            path(
+                "onboarding/<int:agent_id>/",
+                self.admin_site.admin_view(
+                    lambda request, agent_id: onboarding_view(self, request, agent_id)
+                ),
+                name="telegram_onboarding",
+            ),
+        ] + super().get_urls()
+
+    @admin.action(description="Reconcile bot identity (getMe)")
+    def reconcile_identity(self, request, queryset):
+        for bot in queryset.select_related("agent"):
+            try:
+                services.reconcile_bot_identity(bot.agent.agent_key, actor=actor_name(request.user))
+            except services.TelegramSetupError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, f"{queryset.count()} bot(s) reconciled.")
+
+    @admin.action(description="Rotate webhook secret")
+    def rotate_secret(self, request, queryset):
+        for bot in queryset.select_related("agent"):
+            try:
+                services.rotate_webhook_secret(bot.agent.agent_key, actor=actor_name(request.user))
+            except services.TelegramSetupError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, "Webhook secret(s) rotated.")
+
+
+@admin.register(PairingCode)
+class PairingCodeAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "consumer_user_id",
+        "agent",
+        "status",
+        "created_at",
+        "expires_at",
+        "used_at",
+    ]
+    list_filter = ["status", "agent"]
+    search_fields = ["code", "consumer_user_id", "telegram_user_id"]
+    list_select_related = ["agent"]
+    readonly_fields = [f.name for f in PairingCode._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(IdentityBinding)
+class IdentityBindingAdmin(admin.ModelAdmin):
+    list_display = [
+        "consumer_user_id",
+        "agent",
+        "bot_identity",
+        "telegram_user_id",
+        "status",
+        "source",
+        "bound_at",
+        "revoked_at",
+    ]
+    list_filter = ["status", "source", "agent"]
+    search_fields = ["consumer_user_id", "telegram_user_id", "telegram_chat_id", "bot_identity"]
+    list_select_related = ["agent"]
+    readonly_fields = [f.name for f in IdentityBinding._meta.fields]
+    actions = ["revoke", "soft_reset"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected bindings")
+    def revoke(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/telegram/confirm.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Revoke bindings?",
+                    "action": "revoke",
+                    "objects": queryset,
+                    "opts": self.model._meta,
+                },
+            )
+        revoked = sum(services.revoke_binding(b, actor=actor_name(request.user)) for b in queryset)
+        self.message_user(request, f"{revoked} binding(s) revoked.")
+        return None
+
+    @admin.action(description="Soft-reset legacy bindings (preview first)")
+    def soft_reset(self, request, queryset):
+        actor = actor_name(request.user)
+        if request.POST.get("confirm") == "yes":
+            report = services.soft_reset_legacy(
+                apply=True,
+                revoke_bindings="revoke_bindings" in request.POST,
+                expire_pairings="expire_pairings" in request.POST,
+                actor=actor,
+            )
+            self.message_user(request, f"Soft reset applied: {report}")
+            return None
+        preview = services.soft_reset_legacy(
+            apply=False, revoke_bindings=False, expire_pairings=False, actor=actor
+        )
+        return TemplateResponse(
+            request,
+            "admin/telegram/soft_reset.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Soft-reset legacy Telegram bindings",
+                "preview": preview,
+                "objects": queryset,
+                "opts": self.model._meta,
+            },
+        )
+
+
+@admin.register(TelegramUpdate)
+class TelegramUpdateAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "bot_identity", "update_id", "outcome", "detail", "message_id"]
+    list_filter = ["outcome"]
+    search_fields = ["bot_identity", "update_id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IngressIssue)
+class IngressIssueAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "detail"]
+    list_filter = ["kind"]
+    search_fields = ["bot_identity", "telegram_user_id", "detail"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SandboxMessage)
+class SandboxMessageAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "bot_id", "chat_id", "text"]
+    search_fields = ["chat_id", "text"]
+    list_filter = ["bot_id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

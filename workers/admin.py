@@ -1,0 +1,228 @@
+"""The queue, workers and snapshots in the admin, and the dashboard's data."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from agents.audit import actor_name, record_audit
+from workers.leases import requeue_dead_letters
+from workers.lifecycle import InvalidTransition, transition_worker
+from workers.models import DataSnapshot, Message, MessageAttachment, Worker
+
+
+class DeadLetter(Message):
+    class Meta:
+        proxy = True
+        verbose_name = "dead-lettered message"
+
+
+class ExpiredLease(Message):
+    class Meta:
+        proxy = True
+        verbose_name = "message with an expired lease"
+
+
+def confirm_page(model_admin, request, queryset, *, action: str, title: str):
+    return TemplateResponse(
+        request,
+        "admin/telegram/confirm.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "action": action,
+            "objects": queryset,
+            "opts": model_admin.model._meta,
+        },
+    )
+
+
+class AttachmentInline(admin.TabularInline):
+    model = MessageAttachment
+    extra = 0
+    fields = ["kind", "status", "file_name", "mime_type", "size_bytes", "expires_at", "error"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "conversation",
+        "agent_key",
+        "status",
+        "priority",
+        "attempts",
+        "scheduled_for",
+        "claimed_by",
+        "lease_expires_at",
+        "short_error",
+    ]
+    list_filter = ["status", "agent_key"]
+    search_fields = ["conversation__conversation_id", "agent_key", "claimed_by", "last_error"]
+    list_select_related = ["conversation"]
+    readonly_fields = [f.name for f in Message._meta.fields]
+    inlines = [AttachmentInline]
+    actions = ["requeue"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Last error")
+    def short_error(self, obj):
+        return (obj.last_error or "")[:80]
+
+    @admin.action(description="Requeue selected dead letters (attempts reset)")
+    def requeue(self, request, queryset):
+        queryset = queryset.filter(status=Message.DEAD_LETTER)
+        if request.POST.get("confirm") != "yes":
+            return confirm_page(
+                self,
+                request,
+                queryset,
+                action="requeue",
+                title="Requeue these dead-lettered messages?",
+            )
+        count = requeue_dead_letters(
+            list(queryset.values_list("pk", flat=True)), actor=actor_name(request.user)
+        )
+        self.message_user(request, f"{count} message(s) requeued.")
+        return None
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(MessageAdmin):
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=Message.DEAD_LETTER)
+
+
+@admin.register(ExpiredLease)
+class ExpiredLeaseAdmin(MessageAdmin):
+    actions = []
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .filter(status=Message.PROCESSING, lease_expires_at__lte=timezone.now())
+        )
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = [
+        "worker_id",
+        "provider",
+        "status",
+        "status_reason",
+        "machine",
+        "heartbeat_age",
+        "assigned_conversation",
+        "load",
+        "last_claim_at",
+        "created_at",
+    ]
+    list_filter = ["status", "provider"]
+    search_fields = ["worker_id", "machine_id", "assigned_conversation__conversation_id"]
+    list_select_related = ["assigned_conversation"]
+    exclude = ["token_hash", "token_prefix"]
+    readonly_fields = [
+        f.name for f in Worker._meta.fields if f.name not in ("token_hash", "token_prefix")
+    ]
+    actions = ["drain"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Machine")
+    def machine(self, obj):
+        if obj.machine_id:
+            return f"{obj.machine_app or '-'}/{obj.machine_id} {obj.machine_region}".strip()
+        return f"pid {obj.process_id}" if obj.process_id else "-"
+
+    @admin.display(description="Heartbeat age")
+    def heartbeat_age(self, obj):
+        if not obj.heartbeat_at:
+            return "never"
+        return f"{int((timezone.now() - obj.heartbeat_at).total_seconds())} s"
+
+    @admin.action(description="Drain selected workers")
+    def drain(self, request, queryset):
+        queryset = queryset.filter(status=Worker.ACTIVE)
+        if request.POST.get("confirm") != "yes":
+            return confirm_page(
+                self,
+                request,
+                queryset,
+                action="drain",
+                title="Drain these workers? They finish their job and stop.",
+            )
+        drained = 0
+        for worker in queryset:
+            try:
+                transition_worker(worker, Worker.DRAINING, reason="drained by admin")
+            except InvalidTransition as exc:
+                self.message_user(request, str(exc))
+                continue
+            record_audit(actor_name(request.user), "worker.drain", worker)
+            drained += 1
+        self.message_user(request, f"{drained} worker(s) draining.")
+        return None
+
+
+@admin.register(DataSnapshot)
+class DataSnapshotAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "conversation_id",
+        "agent_key",
+        "worker_id",
+        "reason",
+        "status",
+        "size_bytes",
+        "created_at",
+        "expires_at",
+    ]
+    list_filter = ["status", "reason", "agent_key"]
+    search_fields = ["conversation_id", "worker_id", "sha256"]
+    readonly_fields = [f.name for f in DataSnapshot._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+def dashboard_data(now: dt.datetime | None = None) -> dict:
+    """Queue depth by status, oldest waiting message, workers by status, recent errors."""
+    from django.db.models import Count, Min
+
+    now = now or timezone.now()
+    by_status = dict(Message.objects.values_list("status").annotate(n=Count("id")))
+    oldest = Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now).aggregate(
+        oldest=Min("scheduled_for")
+    )["oldest"]
+    workers = dict(Worker.objects.values_list("status").annotate(n=Count("id")))
+    peak = max([1, *by_status.values()])
+    queue = [
+        {
+            "status": status,
+            "count": by_status.get(status, 0),
+            "width": int(100 * by_status.get(status, 0) / peak),
+        }
+        for status, _ in Message.STATUS_CHOICES
+    ]
+    return {
+        "queue": queue,
+        "oldest_wait_seconds": int((now - oldest).total_seconds()) if oldest else None,
+        "workers": [{"status": s, "count": workers.get(s, 0)} for s, _ in Worker.STATUS_CHOICES],
+        "dead_letters": by_status.get(Message.DEAD_LETTER, 0),
+        "recent_errors": list(
+            Message.objects.exclude(last_error="")
+            .order_by("-id")
+            .values("id", "agent_key", "status", "last_error")[:5]
+        ),
+    }
