@@ -14,6 +14,9 @@ from agents.models import (
     AuditEvent,
     Conversation,
     ConversationEntry,
+    GlobalSkill,
+    GlobalSkillRelease,
+    GlobalSkillVersion,
     RuntimeConfig,
     Secret,
 )
@@ -262,4 +265,117 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class GlobalSkillVersionInline(admin.TabularInline):
+    model = GlobalSkillVersion
+    extra = 0
+    fields = ["version", "module_format", "entry_point", "bundle_sha256", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(GlobalSkill)
+class GlobalSkillAdmin(AuditedModelAdmin):
+    list_display = ["slug", "name", "status", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["slug", "name"]
+    inlines = [GlobalSkillVersionInline]
+
+
+class PublishSkillForm(forms.Form):
+    slug = forms.CharField(max_length=128)
+    version = forms.CharField(max_length=64)
+    channel = forms.ChoiceField(choices=GlobalSkillRelease.CHANNEL_CHOICES)
+    module_format = forms.ChoiceField(choices=GlobalSkillVersion.FORMAT_CHOICES)
+    bundle_json = forms.CharField(
+        widget=forms.Textarea, help_text="The output of 'manage.py skill_bundle DIR'."
+    )
+
+
+@admin.register(GlobalSkillVersion)
+class GlobalSkillVersionAdmin(admin.ModelAdmin):
+    """Versions are immutable: publish new ones, then activate a release per channel."""
+
+    list_display = ["skill", "version", "module_format", "bundle_sha256", "created_at"]
+    list_filter = ["skill", "module_format"]
+    readonly_fields = [
+        "skill",
+        "version",
+        "module_format",
+        "entry_point",
+        "files",
+        "bundle_sha256",
+        "created_by",
+        "created_at",
+    ]
+    actions = ["activate_stable", "activate_canary"]
+
+    def has_change_permission(self, request, obj=None):
+        return request.method != "POST" and super().has_change_permission(request, obj)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        import json
+
+        from django.shortcuts import redirect
+        from django.template.response import TemplateResponse
+
+        from agents.skills import SkillError, publish_skill
+
+        form = PublishSkillForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                files = json.loads(form.cleaned_data["bundle_json"]).get("files")
+                version = publish_skill(
+                    form.cleaned_data["slug"],
+                    form.cleaned_data["version"],
+                    files,
+                    actor=actor_name(request.user),
+                    channel=form.cleaned_data["channel"],
+                    module_format=form.cleaned_data["module_format"],
+                )
+            except (ValueError, AttributeError, SkillError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Published {version}.")
+                return redirect("admin:agents_globalskillversion_changelist")
+        return TemplateResponse(
+            request,
+            "admin/agents/publish_skill.html",
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "title": "Publish a global skill version",
+                "opts": self.model._meta,
+            },
+        )
+
+    def _activate(self, request, queryset, channel):
+        from agents.skills import activate_release
+
+        for version in queryset:
+            activate_release(version, channel=channel, actor=actor_name(request.user))
+        self.message_user(request, f"{queryset.count()} release(s) activated on {channel}.")
+
+    @admin.action(description="Activate on the stable channel")
+    def activate_stable(self, request, queryset):
+        self._activate(request, queryset, "stable")
+
+    @admin.action(description="Activate on the canary channel")
+    def activate_canary(self, request, queryset):
+        self._activate(request, queryset, "canary")
+
+
+@admin.register(GlobalSkillRelease)
+class GlobalSkillReleaseAdmin(admin.ModelAdmin):
+    list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
+    list_filter = ["channel", "active"]
+    list_select_related = ["skill", "version"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

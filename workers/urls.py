@@ -1,10 +1,12 @@
 from django.urls import path
 
+from workers import api_skills
 from workers.api import views
 
 app_name = "workers"
 
 urlpatterns = [
+    path("skills/manifest/", api_skills.SkillsManifestView.as_view(), name="skills-manifest"),
     path("control/", views.ControlView.as_view(), name="control"),
     path("claim/", views.ClaimView.as_view(), name="claim"),
     path("jobs/<int:message_id>/hydration/", views.HydrationView.as_view(), name="hydration"),

@@ -1,0 +1,57 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.audit import actor_name
+from agents.skills import SkillError, bundle_from_directory, publish_skill
+
+
+class Command(BaseCommand):
+    help = "Validate a skill directory and store it as an immutable version (released by default)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory")
+        parser.add_argument(
+            "--skill-version", dest="skill_version", required=True, help="Semantic version, e.g. 1.2.0."
+        )
+        parser.add_argument("--slug", help="Default: the directory name.")
+        parser.add_argument("--channel", default="stable", choices=["stable", "canary"])
+        parser.add_argument("--module-format", default="esm", choices=["esm", "cjs"])
+        parser.add_argument("--entry-point", default="default")
+        parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--no-activate", action="store_true", help="Store the version without releasing it."
+        )
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args, directory, **options):
+        path = Path(directory)
+        try:
+            version = publish_skill(
+                options["slug"] or path.resolve().name,
+                options["skill_version"],
+                bundle_from_directory(path),
+                actor=actor_name(command="publish_skill"),
+                module_format=options["module_format"],
+                entry_point=options["entry_point"],
+                channel=options["channel"],
+                name=options["name"],
+                activate=not options["no_activate"],
+            )
+        except SkillError as exc:
+            raise CommandError(str(exc))
+        data = {
+            "slug": version.skill.slug,
+            "version": version.version,
+            "bundle_sha256": version.bundle_sha256,
+            "files": len(version.files),
+            "channel": None if options["no_activate"] else options["channel"],
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(data))
+        else:
+            self.stdout.write(
+                f"Published {data['slug']}@{data['version']} "
+                f"({data['files']} files, sha256 {data['bundle_sha256'][:12]}…)."
+            )
