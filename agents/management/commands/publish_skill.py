@@ -13,7 +13,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("directory")
         parser.add_argument(
-            "--skill-version", dest="skill_version", required=True, help="Semantic version, e.g. 1.2.0."
+            "--skill-version",
+            dest="skill_version",
+            required=True,
+            help="Semantic version, e.g. 1.2.0.",
         )
         parser.add_argument("--slug", help="Default: the directory name.")
         parser.add_argument("--channel", default="stable", choices=["stable", "canary"])
