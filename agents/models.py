@@ -210,6 +210,10 @@ class RuntimeConfig(models.Model):
     def __str__(self) -> str:
         return "Runtime config"
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        _RUNTIME_CONFIG_CACHE.clear()
+
     def clean(self) -> None:
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValidationError({"retry_max_seconds": "Must be at least the retry base."})
@@ -229,6 +233,22 @@ class RuntimeConfig(models.Model):
                 pk=1, defaults={"provider_kind": settings.WORKER_PROVIDER}
             )
         return config
+
+    @classmethod
+    def get_cached(cls, max_age: float = 2.0) -> RuntimeConfig:
+        """The row as read at most ``max_age`` seconds ago in this process, for hot paths
+        (webhook ingest) where a setting change may take a moment to apply."""
+        import time
+
+        cached = _RUNTIME_CONFIG_CACHE.get("config")
+        now = time.monotonic()
+        if cached is None or now - cached[0] > max_age:
+            cached = (now, cls.get())
+            _RUNTIME_CONFIG_CACHE["config"] = cached
+        return cached[1]
+
+
+_RUNTIME_CONFIG_CACHE: dict = {}
 
 
 class Conversation(models.Model):

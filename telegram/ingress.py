@@ -179,6 +179,7 @@ def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
                 agent_key=agent.agent_key,
                 payload=_payload(bot, update, incoming, binding),
                 scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
+                agent=agent if binding is None or binding.agent_id == agent.pk else None,
             )
         except EnqueueError as exc:
             return _unroutable(bot, update, incoming, str(exc))
@@ -201,7 +202,7 @@ def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> Rout
 
 
 def _payload(bot: Bot, update: dict, incoming: Incoming, binding) -> dict:
-    retention = RuntimeConfig.get().telegram_attachment_retention_seconds
+    retention = RuntimeConfig.get_cached().telegram_attachment_retention_seconds
     expires = (timezone.now() + dt.timedelta(seconds=retention)).isoformat()
     metadata = {
         "bot_identity": bot.bot_identity,

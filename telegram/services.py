@@ -276,14 +276,52 @@ def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
     }
 
 
-def accepted_webhook_secrets(bot: Bot, now: dt.datetime) -> list[str]:
-    """The current secret, plus the previous one during the rotation grace period."""
-    ref = webhook_secret_ref(bot.agent.agent_key)
-    versions = list(Secret.objects.filter(secret_ref=ref).order_by("-version")[:2])
+_SECRET_CACHE: dict[str, tuple] = {}
+# A rotation done in another process is seen at the latest after this long.
+SECRET_CACHE_SECONDS = 30
+
+
+def webhook_secret_matches(bot: Bot, given: str | None, now: dt.datetime) -> bool:
+    """Constant-time check of the header against the bot's accepted secrets.
+
+    The decrypted secrets (each with the time it stops being valid) are kept in process
+    memory per bot; a header that does not match the cached set triggers a reload from the
+    store, so a rotation is seen at once and the store is not read for every update.
+    """
+    if not given:
+        return False
+    import time
+
+    cached = _SECRET_CACHE.get(bot.bot_identity)
+    fresh = cached and cached[0] == bot.pk and time.monotonic() - cached[2] < SECRET_CACHE_SECONDS
+    if fresh and secret_matches(given, _valid(cached[1], now)):
+        return True
+    candidates = webhook_secret_candidates(bot)
+    _SECRET_CACHE[bot.bot_identity] = (bot.pk, candidates, time.monotonic())
+    return secret_matches(given, _valid(candidates, now))
+
+
+def _valid(candidates: list[tuple[str, dt.datetime | None]], now: dt.datetime) -> list[str]:
+    return [secret for secret, until in candidates if until is None or until > now]
+
+
+def webhook_secret_candidates(bot: Bot) -> list[tuple[str, dt.datetime | None]]:
+    """The active secret (no end) and the previous one with the end of its grace period."""
     from agents.secret_store import decrypt_secret
 
-    in_grace = bool(bot.previous_secret_valid_until and bot.previous_secret_valid_until > now)
-    return [decrypt_secret(s) for s in versions if s.active or in_grace]
+    ref = webhook_secret_ref(bot.agent.agent_key)
+    versions = list(Secret.objects.filter(secret_ref=ref).order_by("-version")[:2])
+    candidates = []
+    for secret in versions:
+        if secret.active:
+            candidates.append((decrypt_secret(secret), None))
+        elif bot.previous_secret_valid_until:
+            candidates.append((decrypt_secret(secret), bot.previous_secret_valid_until))
+    return candidates
+
+
+def accepted_webhook_secrets(bot: Bot, now: dt.datetime) -> list[str]:
+    return _valid(webhook_secret_candidates(bot), now)
 
 
 def secret_matches(given: str | None, accepted: list[str]) -> bool:
@@ -495,15 +533,25 @@ def bind_identity(
 
 def resolve_binding(bot_identity: str, telegram_user_id: str, chat_id: str):
     """Active binding for (bot, user), else (bot, chat); legacy rows (no bot) never match."""
-    active = IdentityBinding.objects.select_related("agent").filter(
-        status=IdentityBinding.ACTIVE, bot_identity=bot_identity
-    )
+    match = Q()
     if telegram_user_id:
-        binding = active.filter(telegram_user_id=telegram_user_id).order_by("-bound_at").first()
-        if binding:
-            return binding
+        match |= Q(telegram_user_id=telegram_user_id)
     if chat_id:
-        return active.filter(telegram_chat_id=chat_id).order_by("-bound_at").first()
+        match |= Q(telegram_chat_id=chat_id)
+    if not match:
+        return None
+    # One query for both; the user match wins over the chat match.
+    candidates = list(
+        IdentityBinding.objects.select_related("agent")
+        .filter(match, status=IdentityBinding.ACTIVE, bot_identity=bot_identity)
+        .order_by("-bound_at")[:10]
+    )
+    for binding in candidates:
+        if telegram_user_id and binding.telegram_user_id == telegram_user_id:
+            return binding
+    for binding in candidates:
+        if chat_id and binding.telegram_chat_id == chat_id:
+            return binding
     return None
 
 

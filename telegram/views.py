@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from telegram import ingress
 from telegram.models import Bot, TelegramUpdate
-from telegram.services import accepted_webhook_secrets, secret_matches
+from telegram.services import webhook_secret_matches
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _handle(request, bot_identity: str):
     now = timezone.now()
     bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
-    if bot is None or not secret_matches(given, accepted_webhook_secrets(bot, now)):
+    if bot is None or not webhook_secret_matches(bot, given, now):
         return _error("invalid_secret_token", 403)
 
     update = _parse(request)

@@ -94,6 +94,7 @@ def enqueue_message(
     priority: int | None = None,
     scheduled_for: dt.datetime | None = None,
     max_attempts: int | None = None,
+    agent: AgentProfile | None = None,
 ) -> EnqueueResult:
     """Validate and insert one queue row (and its conversation, if new) atomically.
 
@@ -111,31 +112,40 @@ def enqueue_message(
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise EnqueueError("priority must be an integer between 0 and 100.")
     priority = min(100, max(0, priority))
+    config = RuntimeConfig.get_cached()
     if max_attempts is None:
-        max_attempts = RuntimeConfig.get().max_attempts
+        max_attempts = config.max_attempts
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
         raise EnqueueError("max_attempts must be an integer of at least 1.")
     now = timezone.now()
     if scheduled_for is not None and timezone.is_naive(scheduled_for):
         raise EnqueueError("scheduled_for must be timezone-aware.")
 
-    with transaction.atomic():
+    # Refusals happen before anything is written, so a caller's transaction stays usable.
+    if agent is None or agent.agent_key != agent_key:
         agent = AgentProfile.objects.filter(agent_key=agent_key, enabled=True).first()
-        if agent is None:
-            raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
-        conversation, created = Conversation.objects.get_or_create(
-            conversation_id=conversation_id, defaults={"agent": agent}
-        )
-        if conversation.agent_id != agent.pk:
-            raise EnqueueError(
-                f"Conversation '{conversation_id}' is already bound to agent "
-                f"'{conversation.agent.agent_key}', cannot enqueue for '{agent_key}'."
+    if agent is None or not agent.enabled:
+        raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
+    existing = (
+        Conversation.objects.filter(conversation_id=conversation_id).select_related("agent").first()
+    )
+    if existing is not None and existing.agent_id != agent.pk:
+        raise _agent_mismatch(conversation_id, existing, agent_key)
+    # No savepoint of our own inside a caller's transaction (the webhook's): an error past
+    # this point aborts the whole transaction, which is what the caller wants.
+    with transaction.atomic(savepoint=False):
+        conversation, created = existing, False
+        if conversation is None:
+            conversation, created = Conversation.objects.get_or_create(
+                conversation_id=conversation_id, defaults={"agent": agent}
             )
+            if conversation.agent_id != agent.pk:  # created concurrently for another agent
+                raise _agent_mismatch(conversation_id, conversation, agent_key)
         provider_user_id = payload["provider_user_id"].strip()
         stored_payload = {
             **payload,
             "message_text": apply_system_prompt(
-                payload.get("message_text", ""), RuntimeConfig.get().system_prompt
+                payload.get("message_text", ""), config.system_prompt
             ),
             "provider_user_id": provider_user_id,
             "metadata": {**(payload.get("metadata") or {}), "provider_user_id": provider_user_id},
@@ -162,6 +172,13 @@ def enqueue_message(
             )
         transaction.on_commit(_request_reconcile)
     return EnqueueResult(message=message, conversation_created=created)
+
+
+def _agent_mismatch(conversation_id: str, conversation, agent_key: str) -> EnqueueError:
+    return EnqueueError(
+        f"Conversation '{conversation_id}' is already bound to agent "
+        f"'{conversation.agent.agent_key}', cannot enqueue for '{agent_key}'."
+    )
 
 
 def _request_reconcile() -> None:

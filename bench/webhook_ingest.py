@@ -1,0 +1,132 @@
+"""Webhook ingest under load (issue 3).
+
+gunicorn (2 workers) on PostgreSQL; 5,000 distinct updates from 16 concurrent clients, each
+update sent twice (the second must be answered "duplicate"). Baseline in the same run: a
+minimal view that inserts one row. Prints updates/s, p50/p99 and the checks.
+
+    .venv/bin/python bench/webhook_ingest.py [--updates 5000] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+from _common import Server, percentile, reset_database, setup_django
+
+
+def drive(url_for, bodies, headers, clients: int) -> tuple[float, list[float], list]:
+    import requests
+
+    latencies: list[float] = []
+    answers: list = []
+    lock = threading.Lock()
+    cursor = iter(range(len(bodies)))
+    cursor_lock = threading.Lock()
+
+    def run():
+        session = requests.Session()
+        mine_lat, mine_ans = [], []
+        while True:
+            with cursor_lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            started = time.perf_counter()
+            response = session.post(url_for(index), data=bodies[index], headers=headers, timeout=30)
+            mine_lat.append(time.perf_counter() - started)
+            mine_ans.append((response.status_code, response.content))
+        with lock:
+            latencies.extend(mine_lat)
+            answers.extend(mine_ans)
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, latencies, answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+
+    reset_database()
+    setup_django()
+    from agents.models import AgentProfile
+    from agents.secret_store import import_secret
+    from telegram.models import Bot, TelegramUpdate
+    from workers.models import Message
+
+    agent = AgentProfile.objects.create(agent_key="bench")
+    import_secret(
+        "telegram.botToken.bench",
+        "900:BENCH-TOKEN-xxxxxxxx",
+        actor="bench",
+        metadata={"bot_identity": "900"},
+    )
+    secret = "w" * 43
+    import_secret("telegram.webhookSecret.bench", secret, actor="bench")
+    Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
+
+    updates = []
+    for n in range(args.updates):
+        update = {
+            "update_id": n + 1,
+            "message": {
+                "message_id": n,
+                "from": {"id": 1000 + n % 500},
+                "chat": {"id": 1000 + n % 500},
+                "date": 0,
+                "text": f"message {n}",
+            },
+        }
+        updates.append(json.dumps(update))
+    bodies = updates + updates  # every update twice
+    headers = {"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"}
+
+    with Server(workers=2) as server:
+        # Warm both workers' connections, then measure the baseline and the webhook.
+        drive(lambda i: f"{server.url}/bench/baseline/", ["{}"] * 50, {}, 4)
+        base_elapsed, base_lat, _ = drive(
+            lambda i: f"{server.url}/bench/baseline/", ["{}"] * len(bodies), {}, args.clients
+        )
+        elapsed, lat, answers = drive(
+            lambda i: f"{server.url}/telegram/webhook/900/", bodies, headers, args.clients
+        )
+
+    statuses = {}
+    for code, content in answers:
+        key = (code, json.loads(content).get("status") if code == 200 else content[:40])
+        statuses[key] = statuses.get(key, 0) + 1
+    messages = Message.objects.count()
+    distinct = Message.objects.values("payload__metadata__update_id").distinct().count()
+    recorded = TelegramUpdate.objects.count()
+    rate = len(bodies) / elapsed
+    base_rate = len(bodies) / base_elapsed
+    print(f"requests: {len(bodies)} ({args.updates} updates x2) from {args.clients} clients")
+    print(
+        f"webhook:  {rate:8.1f} req/s  p50 {percentile(lat, 50) * 1000:6.1f} ms  "
+        f"p99 {percentile(lat, 99) * 1000:6.1f} ms"
+    )
+    print(
+        f"baseline: {base_rate:8.1f} req/s  p50 {percentile(base_lat, 50) * 1000:6.1f} ms  "
+        f"p99 {percentile(base_lat, 99) * 1000:6.1f} ms"
+    )
+    print(f"throughput ratio webhook/baseline: {rate / base_rate:.2f} (target >= 0.60)")
+    print(f"answers: {statuses}")
+    print(
+        f"queued messages: {messages}, distinct update ids: {distinct}, "
+        f"recorded updates: {recorded}"
+    )
+    print(f"lost: {args.updates - distinct}, duplicated: {messages - distinct}")
+
+
+if __name__ == "__main__":
+    main()
