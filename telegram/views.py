@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import JsonResponse
@@ -45,10 +46,13 @@ def webhook(request, bot_identity: str):
 
 def _handle(request, bot_identity: str):
     now = timezone.now()
-    bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+    bot = _cached_bot(bot_identity)
     if bot is None or not webhook_secret_matches(bot, given, now):
-        return _error("invalid_secret_token", 403)
+        # Maybe the cached row is stale (a rotation, a new bot): decide on fresh data.
+        bot = _load_bot(bot_identity)
+        if bot is None or not webhook_secret_matches(bot, given, now):
+            return _error("invalid_secret_token", 403)
 
     update = _parse(request)
     if update is None:
@@ -67,6 +71,27 @@ def _handle(request, bot_identity: str):
         # The same update arrived twice at once: the other request recorded it.
         return _answer("duplicate")
     return _answer(result.status, **result.extra)
+
+
+# Bots (with their agent) as read at most this long ago in this process: every update needs
+# them, and a changed flag (agent disabled, binding required) may take that long to apply.
+BOT_CACHE_SECONDS = 2.0
+_BOT_CACHE: dict[str, tuple[float, Bot | None]] = {}
+
+
+def _cached_bot(bot_identity: str) -> Bot | None:
+    cached = _BOT_CACHE.get(bot_identity)
+    if cached and time.monotonic() - cached[0] < BOT_CACHE_SECONDS:
+        return cached[1]
+    return _load_bot(bot_identity)
+
+
+def _load_bot(bot_identity: str) -> Bot | None:
+    bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
+    if len(_BOT_CACHE) > 10_000:  # unknown identities must not grow it without bound
+        _BOT_CACHE.clear()
+    _BOT_CACHE[bot_identity] = (time.monotonic(), bot)
+    return bot
 
 
 def _parse(request) -> dict | None:

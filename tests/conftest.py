@@ -75,3 +75,16 @@ def enqueue(db):
         ).message
 
     return do
+
+
+@pytest.fixture(autouse=True)
+def clear_process_caches():
+    """Hot-path caches (bots, webhook secrets, runtime config) live per process; tests
+    create and drop rows freely, so each test starts with them empty."""
+    from agents.models import _RUNTIME_CONFIG_CACHE
+    from telegram import services, views
+
+    _RUNTIME_CONFIG_CACHE.clear()
+    views._BOT_CACHE.clear()
+    services._SECRET_CACHE.clear()
+    yield
