@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
@@ -29,6 +29,9 @@ from workers.models import Message, Worker
 LEASE_EXPIRED_ERROR = "lease expired"
 SWEEP_BATCH = 500
 CLAIM_CANDIDATE_TRIES = 8
+# A job heartbeat refreshes the worker's own liveness only when it is older than this (far
+# below stale_after), saving a write on most heartbeats.
+LIVENESS_REFRESH = dt.timedelta(seconds=30)
 
 
 class LeaseLost(Exception):
@@ -90,18 +93,22 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     A worker keeps to the conversation it is assigned to (its warm workspace); an unassigned
     worker takes the best candidate of the whole queue, or of ``conversation_id`` when given.
     """
-    config = RuntimeConfig.get()
+    config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
+        # Lock the worker row: two claims with one token never take two jobs, and the
+        # status and assignment are read fresh.
         worker = Worker.objects.select_for_update().get(pk=worker.pk)
         if worker.status != Worker.ACTIVE:
             return None
         if worker.assigned_conversation_id is not None:
-            assigned = worker.assigned_conversation.conversation_id
-            if conversation_id is not None and conversation_id != assigned:
+            # Waiting for the lock (not skipping) is right: this conversation is ours to serve.
+            conversation = Conversation.objects.select_for_update().get(
+                pk=worker.assigned_conversation_id
+            )
+            if conversation_id is not None and conversation_id != conversation.conversation_id:
                 return None
-            conversation = worker.assigned_conversation
-            job = _claim_in_conversation(worker, conversation, now, config)
+            job = _claim_in_conversation(worker, conversation, now, config, locked=True)
         elif conversation_id is not None:
             conversation = Conversation.objects.filter(conversation_id=conversation_id).first()
             job = (
@@ -109,7 +116,8 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
             )
         else:
             job = _claim_anywhere(worker, now, config)
-        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+        if job is None:  # a successful claim refreshed liveness already
+            Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
         return job
 
 
@@ -187,25 +195,31 @@ def _claim_in_conversation(
         return None
     lease_id = secrets.token_hex(16)
     lease_expires_at = now + dt.timedelta(seconds=config.lease_seconds)
-    Message.objects.filter(pk=message.pk).update(
-        status=Message.PROCESSING,
-        claimed_by=worker.worker_id,
-        lease_id=lease_id,
-        lease_expires_at=lease_expires_at,
-        claimed_at=now,
-        next_retry_at=None,
-    )
-    message.refresh_from_db()
-    Worker.objects.filter(pk=worker.pk).update(
-        load=1,
-        last_claim_at=now,
-        heartbeat_at=now,
-        scheduled_shutdown_at=None,
-        assigned_conversation=conversation,
-        assigned_agent_key=message.agent_key,
-        assigned_lease_id=lease_id,
-        assigned_at=F("assigned_at") if worker.assigned_conversation_id else now,
-    )
+    fields = {
+        "status": Message.PROCESSING,
+        "claimed_by": worker.worker_id,
+        "lease_id": lease_id,
+        "lease_expires_at": lease_expires_at,
+        "claimed_at": now,
+        "next_retry_at": None,
+    }
+    Message.objects.filter(pk=message.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.conversation = conversation
+    worker_fields = {
+        "load": 1,
+        "last_claim_at": now,
+        "heartbeat_at": now,
+        "scheduled_shutdown_at": None,
+        "assigned_conversation_id": conversation.pk,
+        "assigned_agent_key": message.agent_key,
+        "assigned_lease_id": lease_id,
+        "assigned_at": worker.assigned_at if worker.assigned_conversation_id else now,
+    }
+    Worker.objects.filter(pk=worker.pk).update(**worker_fields)
+    for name, value in worker_fields.items():  # callers may keep using this instance
+        setattr(worker, name, value)
     return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
 
 
@@ -282,18 +296,19 @@ def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Messag
 
 
 def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:
-    config = RuntimeConfig.get()
-    with transaction.atomic():
-        now = timezone.now()
-        expires = now + dt.timedelta(seconds=config.lease_seconds)
-        if _fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
-            raise LeaseLost()
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    expires = now + dt.timedelta(seconds=config.lease_seconds)
+    # One conditional UPDATE: it lands only while the lease is held and alive.
+    if _fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
+        raise LeaseLost()
+    if worker.heartbeat_at is None or now - worker.heartbeat_at > LIVENESS_REFRESH:
         Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
     return expires
 
 
-def complete_job(worker: Worker, message_id: int, lease_id: str) -> Message:
-    config = RuntimeConfig.get()
+def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
+    config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
         updated = _fenced(worker, message_id, lease_id, now).update(
@@ -302,11 +317,10 @@ def complete_job(worker: Worker, message_id: int, lease_id: str) -> Message:
         if updated != 1:
             raise LeaseLost()
         _after_job(worker, now, config)
-        return Message.objects.get(pk=message_id)
 
 
 def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Message:
-    config = RuntimeConfig.get()
+    config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
         message = _fenced(worker, message_id, lease_id, now).select_for_update().first()
@@ -343,12 +357,15 @@ def mark_delivered(worker: Worker, message_id: int, lease_id: str) -> dt.datetim
 
 def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
     # The worker keeps its conversation (warm workspace) and goes idle until the deadline.
-    Worker.objects.filter(pk=worker.pk).update(
-        load=0,
-        heartbeat_at=now,
-        assigned_lease_id="",
-        scheduled_shutdown_at=now + dt.timedelta(seconds=config.idle_timeout_seconds),
-    )
+    fields = {
+        "load": 0,
+        "heartbeat_at": now,
+        "assigned_lease_id": "",
+        "scheduled_shutdown_at": now + dt.timedelta(seconds=config.idle_timeout_seconds),
+    }
+    Worker.objects.filter(pk=worker.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(worker, name, value)
 
 
 def requeue_dead_letters(message_ids, *, actor: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from agents.models import AgentProfile, Conversation, RuntimeConfig
 from workers.models import Message, MessageAttachment
@@ -68,10 +69,11 @@ def _validate_payload(payload: Any) -> dict:
         raise EnqueueError("payload.message_text must be a string.")
     if len(message_text) > MAX_MESSAGE_TEXT:
         raise EnqueueError(f"payload.message_text is longer than {MAX_MESSAGE_TEXT} characters.")
-    metadata = payload.get("metadata") or {}
-    if not isinstance(metadata, dict):
+    metadata = payload.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
         raise EnqueueError("payload.metadata must be an object.")
-    attachments = payload.get("attachments") or []
+    attachments = payload.get("attachments")
+    attachments = [] if attachments is None else attachments
     if not isinstance(attachments, list):
         raise EnqueueError("payload.attachments must be a list.")
     for index, attachment in enumerate(attachments):
@@ -80,10 +82,30 @@ def _validate_payload(payload: Any) -> dict:
                 f"payload.attachments[{index}].kind must be one of "
                 f"{', '.join(sorted(ATTACHMENT_KINDS))}."
             )
+        _validate_attachment_fields(index, attachment)
     external_id = payload.get("external_message_id")
     if external_id is not None and not isinstance(external_id, str):
         raise EnqueueError("payload.external_message_id must be a string.")
     return payload
+
+
+def _validate_attachment_fields(index: int, attachment: dict) -> None:
+    where = f"payload.attachments[{index}]"
+    for key in ("telegram_file_id", "file_name", "mime_type"):
+        if not isinstance(attachment.get(key, ""), str):
+            raise EnqueueError(f"{where}.{key} must be a string.")
+    size = attachment.get("size_bytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise EnqueueError(f"{where}.size_bytes must be a non-negative integer.")
+    status = attachment.get("status", MessageAttachment.READY)
+    if status not in {MessageAttachment.READY, MessageAttachment.PENDING}:
+        raise EnqueueError(f"{where}.status must be ready or pending.")
+    expires_at = attachment.get("expires_at")
+    if expires_at is not None:
+        if isinstance(expires_at, str):
+            expires_at = parse_datetime(expires_at)
+        if not isinstance(expires_at, dt.datetime) or timezone.is_naive(expires_at):
+            raise EnqueueError(f"{where}.expires_at must be a timezone-aware ISO-8601 time.")
 
 
 def enqueue_message(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import FileResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +22,14 @@ from workers.api.auth import IsWorker, WorkerTokenAuthentication
 from workers.hydration import build_hydration_bundle
 from workers.lifecycle import should_stop
 from workers.models import DataSnapshot, MessageAttachment, Worker
+
+
+def get_or_404(queryset, what: str, **lookup):
+    """DRF's NotFound (not Django's Http404), so the error body keeps the §19 shape."""
+    found = queryset.filter(**lookup).first()
+    if found is None:
+        raise NotFound(f"No such {what}.")
+    return found
 
 
 def iso(value):
@@ -189,7 +197,7 @@ class SnapshotPrepareView(WorkerView):
 
 
 def own_snapshot(worker: Worker, snapshot_id: int) -> DataSnapshot:
-    return get_object_or_404(DataSnapshot, pk=snapshot_id, worker_id=worker.worker_id)
+    return get_or_404(DataSnapshot.objects, "snapshot", pk=snapshot_id, worker_id=worker.worker_id)
 
 
 SNAPSHOT_ERROR_STATUS = {"conflict": 409, "checksum_mismatch": 400, "invalid_request": 400}
@@ -256,7 +264,9 @@ class SnapshotLatestView(WorkerView):
 class SnapshotDownloadView(WorkerView):
     @extend_schema(responses={200: bytes})
     def get(self, request, snapshot_id: int):
-        snapshot = get_object_or_404(DataSnapshot, pk=snapshot_id, status=DataSnapshot.READY)
+        snapshot = get_or_404(
+            DataSnapshot.objects, "snapshot", pk=snapshot_id, status=DataSnapshot.READY
+        )
         if not snapshots.worker_may_access_conversation(self.worker, snapshot.conversation_id):
             return error_response(
                 "forbidden", "Only a worker assigned to this conversation may download it.", 403
@@ -267,8 +277,9 @@ class SnapshotDownloadView(WorkerView):
 class AttachmentDownloadView(WorkerView):
     @extend_schema(responses={200: bytes})
     def get(self, request, attachment_id: int):
-        attachment = get_object_or_404(
+        attachment = get_or_404(
             MessageAttachment.objects.select_related("message__conversation"),
+            "attachment",
             pk=attachment_id,
             status=MessageAttachment.READY,
         )

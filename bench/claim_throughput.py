@@ -1,0 +1,176 @@
+"""Queue throughput and claim latency over HTTP (issue 4), gunicorn on PostgreSQL.
+
+(a) 8 concurrent HTTP workers, each working through its own conversation of 500 messages
+    (claim + heartbeat + complete per message), against the requests/s of a trivial
+    authenticated endpoint on the same server, measured in the same run.
+(b) Claim latency for a worker whose conversation has ready work while 1,000 and then
+    100,000 messages of other conversations are queued ahead of it; and the query plans.
+
+    .venv/bin/python bench/claim_throughput.py [--per-worker 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+from _common import Server, percentile, reset_database, setup_django
+
+
+def seed(agent, conversation_ids, per_conversation, priority=50):
+    from django.utils import timezone
+
+    from agents.models import Conversation
+    from workers.models import Message
+
+    now = timezone.now()
+    for start in range(0, len(conversation_ids), 5000):
+        chunk = conversation_ids[start : start + 5000]
+        conversations = Conversation.objects.bulk_create(
+            Conversation(conversation_id=c, agent=agent) for c in chunk
+        )
+        Message.objects.bulk_create(
+            Message(conversation=c, agent_key=agent.agent_key, payload={"seq": n},
+                    priority=priority, scheduled_for=now, created_at=now)
+            for n in range(per_conversation) for c in conversations
+        )
+
+
+def token_for(worker_id: str) -> str:
+    from django.utils import timezone
+
+    from workers.models import Worker
+    from workers.tokens import mint_worker_token
+
+    worker = Worker.objects.create(worker_id=worker_id, heartbeat_at=timezone.now())
+    return mint_worker_token(worker)
+
+
+def cycles(url, token, conversation_id, stats):
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    api = f"{url}/api/v1/worker"
+    done = 0
+    while True:
+        job = session.post(f"{api}/claim/", json={"conversation_id": conversation_id}).json()["job"]
+        if job is None:
+            break
+        lease = {"lease_id": job["lease_id"]}
+        assert session.post(f"{api}/jobs/{job['message_id']}/heartbeat/", json=lease).ok
+        assert session.post(f"{api}/jobs/{job['message_id']}/complete/", json=lease).ok
+        done += 1
+    stats.append(done)
+
+
+def trivial(url, token, count, stats):
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    for _ in range(count):
+        assert session.post(f"{url}/bench/trivial/", json={}).ok
+    stats.append(count)
+
+
+def run_parallel(target, args_list):
+    threads = [threading.Thread(target=target, args=a) for a in args_list]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def claim_latencies(url, token, conversation_id, samples):
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    api = f"{url}/api/v1/worker"
+    latencies = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        job = session.post(f"{api}/claim/", json={}).json()["job"]
+        latencies.append(time.perf_counter() - started)
+        assert job and job["conversation_id"] == conversation_id, job
+        session.post(f"{api}/jobs/{job['message_id']}/complete/",
+                     json={"lease_id": job["lease_id"]})
+    return latencies
+
+
+def explain(conversation_pk):
+    from django.utils import timezone
+
+    from workers.leases import CLAIM_ORDER, _ready
+
+    now = timezone.now()
+    restricted = _ready(now).filter(conversation_id=conversation_pk).order_by(*CLAIM_ORDER)[:1]
+    return restricted.explain()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-worker", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    reset_database()
+    setup_django()
+    from django.db import connection
+
+    from agents.models import AgentProfile, Conversation, RuntimeConfig
+
+    agent = AgentProfile.objects.create(agent_key="bench")
+    RuntimeConfig.get()
+    seed(agent, [f"own-{n}" for n in range(8)], args.per_worker)
+    tokens = [token_for(f"w-{n}") for n in range(8)]
+    trivial_token = token_for("w-trivial")
+
+    with Server(workers=2, threads=4) as server:
+        per_trivial = args.per_worker * 3 // 2
+        trivial_stats: list[int] = []
+        trivial_elapsed = run_parallel(
+            trivial, [(server.url, trivial_token, per_trivial, trivial_stats) for _ in range(8)])
+        trivial_rps = sum(trivial_stats) / trivial_elapsed
+        cycle_stats: list[int] = []
+        elapsed = run_parallel(cycles, [(server.url, tokens[n], f"own-{n}", cycle_stats)
+                                        for n in range(8)])
+        total = sum(cycle_stats)
+        print(f"(a) {total} cycles by 8 workers in {elapsed:.1f} s: {total / elapsed:.1f} "
+              f"cycles/s = {3 * total / elapsed:.1f} queue requests/s")
+        print(f"    trivial authenticated endpoint: {trivial_rps:.1f} requests/s")
+        print(f"    ratio queue/trivial: {3 * total / elapsed / trivial_rps:.2f} (target >= 0.50)")
+
+        results = {}
+        seed(agent, ["target"], args.samples)
+        target_pk = Conversation.objects.get(conversation_id="target").pk
+        for ahead in (1_000, 100_000):
+            have = Conversation.objects.filter(conversation_id__startswith="ahead-").count()
+            seed(agent, [f"ahead-{n}" for n in range(have, ahead)], 1, priority=100)
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+            from workers.models import Message
+
+            Message.objects.filter(conversation_id=target_pk).update(status="queued")
+            token = token_for(f"w-latency-{ahead}")
+            from workers.models import Worker
+
+            # A worker warm on the target conversation (as after its first claim).
+            Worker.objects.filter(worker_id=f"w-latency-{ahead}").update(
+                assigned_conversation_id=target_pk)
+            latencies = claim_latencies(server.url, token, "target", args.samples)
+            results[ahead] = latencies
+            print(f"(b) {ahead:>6} queued ahead: claim p50 {percentile(latencies, 50) * 1000:.2f}"
+                  f" ms, p99 {percentile(latencies, 99) * 1000:.2f} ms")
+        ratio = percentile(results[100_000], 99) / percentile(results[1_000], 99)
+        print(f"    p99 ratio 100k/1k: {ratio:.2f} (target <= 1.3)")
+        print("    plan of the claim query for an assigned worker:")
+        for line in explain(target_pk).splitlines():
+            print(f"      {line}")
+
+
+if __name__ == "__main__":
+    main()

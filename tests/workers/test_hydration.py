@@ -1,0 +1,184 @@
+"""Hydration bundle (SPEC §8): lease holder only, key resolution order, history window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.files.base import ContentFile
+from django.utils import timezone
+
+from agents.models import AuditEvent, Conversation, ConversationEntry
+from agents.secret_store import import_secret
+from workers.models import MessageAttachment
+
+API = "/api/v1/worker"
+BOT_TOKEN = "777:PLAINTEXT-BOT-TOKEN"
+SERVICE_KEY = "svc-PLAINTEXT-SERVICE-KEY"
+
+
+@pytest.fixture
+def holder(alpha_agent, make_worker, worker_api, enqueue):
+    message = enqueue("conv-h", "alpha", "hello")
+    worker, token = make_worker("w-holder", heartbeat_at=timezone.now())
+    api = worker_api(token)
+    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    return message, worker, api, job
+
+
+def bundle(api, job):
+    response = api.get(f"{API}/jobs/{job['message_id']}/hydration/", {"lease_id": job["lease_id"]})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def enable_bridge(agent, **extra):
+    agent.bridge_config = {
+        "enabled": True,
+        "base_url": "https://bridge.test",
+        "service_id": "svc-1",
+        "app_key": "app-1",
+        **extra,
+    }
+    agent.save()
+
+
+def test_bundle_fields_and_disabled_bridge_is_null(holder):
+    message, worker, api, job = holder
+    body = bundle(api, job)
+    assert body["message_id"] == message.pk
+    assert body["conversation_id"] == "conv-h"
+    assert body["agent_key"] == "alpha"
+    assert body["payload"]["message_text"].endswith("hello")
+    assert body["telegram_bot_token"] is None and body["bot_identity"] is None
+    assert body["bridge"] is None
+    assert body["conversation"]["pending_tool_calls"] is not None
+
+
+def test_bot_token_and_identity_come_from_the_secret_store(holder):
+    _, _, api, job = holder
+    import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "777"})
+    body = bundle(api, job)
+    assert body["telegram_bot_token"] == BOT_TOKEN
+    assert body["bot_identity"] == "777"
+
+
+@pytest.mark.parametrize(
+    "stored, expected_ref",
+    [
+        (["custom.ref", "agent-bridge.serviceKey.alpha", "agent-bridge.serviceKey"], "custom.ref"),
+        (
+            ["agent-bridge.serviceKey.alpha", "agent-bridge.serviceKey"],
+            "agent-bridge.serviceKey.alpha",
+        ),
+        (["agent-bridge.serviceKey"], "agent-bridge.serviceKey"),
+    ],
+)
+def test_service_key_resolution_order(holder, alpha_agent, stored, expected_ref):
+    _, _, api, job = holder
+    enable_bridge(alpha_agent, service_key_secret_ref="custom.ref")
+    for ref in stored:
+        import_secret(ref, f"value-of-{ref}", actor="t")
+    bridge = bundle(api, job)["bridge"]
+    assert bridge["service_key_secret_ref"] == expected_ref
+    assert bridge["service_key"] == f"value-of-{expected_ref}"
+    assert bridge["base_url"] == "https://bridge.test"
+    assert (bridge["service_id"], bridge["app_key"]) == ("svc-1", "app-1")
+
+
+def test_missing_service_key_is_null_not_an_error(holder, alpha_agent):
+    _, _, api, job = holder
+    enable_bridge(alpha_agent)
+    bridge = bundle(api, job)["bridge"]
+    assert bridge["service_key"] is None and bridge["service_key_secret_ref"] is None
+
+
+def test_history_is_the_last_64_entries_in_order(holder):
+    _, _, api, job = holder
+    conversation = Conversation.objects.get(conversation_id="conv-h")
+    start = timezone.now() - dt.timedelta(hours=1)
+    ConversationEntry.objects.bulk_create(
+        ConversationEntry(
+            conversation=conversation,
+            role="user",
+            content=f"m{n}",
+            at=start + dt.timedelta(seconds=n),
+        )
+        for n in range(100)
+    )
+    history = bundle(api, job)["conversation"]["history"]
+    assert [e["content"] for e in history] == [f"m{n}" for n in range(36, 100)]
+
+
+def test_attachment_download_only_for_the_conversations_worker(
+    holder, make_worker, worker_api, enqueue
+):
+    message, _, api, job = holder
+    attachment = MessageAttachment.objects.create(
+        message=message, kind="document", status="ready", file_name="a.txt", mime_type="text/plain"
+    )
+    attachment.file.save("a.txt", ContentFile(b"attached bytes"))
+    body = bundle(api, job)
+    url = body["payload"]["attachments"][0]["download_url"]
+    path = urlsplit(url).path
+    assert path == f"{API}/attachments/{attachment.pk}/download/"
+    response = api.get(path)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"attached bytes"
+    _, other = make_worker("w-other", heartbeat_at=timezone.now())
+    denied = worker_api(other).get(path)
+    assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
+    assert worker_api(None).get(path).status_code == 401
+    missing = api.get(f"{API}/attachments/999999/download/")
+    assert missing.status_code == 404
+
+
+def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
+    holder, alpha_agent, make_worker, worker_api, admin_client, caplog
+):
+    """Every other answer, admin page, audit row and log line is free of the plaintext."""
+    caplog.set_level(logging.DEBUG)
+    message, worker, api, job = holder
+    import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "7"})
+    import_secret("agent-bridge.serviceKey", SERVICE_KEY, actor="t")
+    enable_bridge(alpha_agent)
+    secrets_ = (BOT_TOKEN.encode(), SERVICE_KEY.encode())
+
+    good = api.get(f"{API}/jobs/{job['message_id']}/hydration/", {"lease_id": job["lease_id"]})
+    assert all(s in good.content for s in secrets_)
+
+    _, intruder_token = make_worker("w-intruder", heartbeat_at=timezone.now())
+    intruder = worker_api(intruder_token)
+    hydration = f"{API}/jobs/{job['message_id']}/hydration/"
+    others = [
+        intruder.get(hydration, {"lease_id": job["lease_id"]}),
+        worker_api(None).get(hydration, {"lease_id": job["lease_id"]}),
+        api.get(hydration, {"lease_id": "not-the-lease"}),
+        api.get(hydration),
+        intruder.post(f"{API}/claim/", {}, format="json"),
+        api.post(f"{API}/control/", {}, format="json"),
+        api.post(
+            f"{API}/jobs/{job['message_id']}/heartbeat/",
+            {"lease_id": job["lease_id"]},
+            format="json",
+        ),
+        admin_client.get("/admin/workers/message/"),
+        admin_client.get(f"/admin/workers/message/{message.pk}/change/"),
+        admin_client.get("/admin/workers/worker/"),
+        admin_client.get("/admin/"),
+    ]
+    assert [r.status_code for r in others[:4]] == [409, 401, 409, 400]
+    for response in others:
+        assert all(s not in response.content for s in secrets_), response
+    # After the lease is gone, the former holder gets nothing either.
+    api.post(
+        f"{API}/jobs/{job['message_id']}/complete/", {"lease_id": job["lease_id"]}, format="json"
+    )
+    late = api.get(hydration, {"lease_id": job["lease_id"]})
+    assert late.status_code == 409
+    assert all(s not in late.content for s in secrets_)
+    for details in AuditEvent.objects.values_list("details", flat=True):
+        assert BOT_TOKEN not in str(details) and SERVICE_KEY not in str(details)
+    assert BOT_TOKEN not in caplog.text and SERVICE_KEY not in caplog.text

@@ -1,0 +1,146 @@
+"""Snapshots (SPEC §9): scoping, failure paths, retention that deletes files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+import time_machine
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from workers.models import DataSnapshot, Worker
+from workers.snapshots import expire_old_snapshots, latest_snapshot
+
+API = "/api/v1/worker"
+TRIPLE = {"workspace_id": "default", "agent_key": "alpha", "conversation_id": "conv-s"}
+
+
+@pytest.fixture
+def leased(alpha_agent, make_worker, worker_api, enqueue):
+    enqueue("conv-s", "alpha")
+    worker, token = make_worker("w-snap", heartbeat_at=timezone.now())
+    api = worker_api(token)
+    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    return worker, api, job
+
+
+def upload(api, data=b"tarball", **overrides):
+    prep = api.post(f"{API}/snapshots/", {**TRIPLE, "reason": "drain", **overrides}, format="json")
+    assert prep.status_code == 201, prep.content
+    snapshot_id = prep.json()["snapshot_id"]
+    put = api.put(
+        f"{API}/snapshots/{snapshot_id}/upload/", data, content_type="application/octet-stream"
+    )
+    assert put.status_code == 200, put.content
+    return snapshot_id
+
+
+def finalize(api, snapshot_id, data=b"tarball"):
+    return api.post(
+        f"{API}/snapshots/{snapshot_id}/finalize/",
+        {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)},
+        format="json",
+    )
+
+
+def test_prepare_refuses_a_conversation_the_worker_never_served(leased):
+    _, api, _ = leased
+    response = api.post(
+        f"{API}/snapshots/",
+        {**TRIPLE, "conversation_id": "someone-else", "reason": "drain"},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert not DataSnapshot.objects.exists()
+
+
+def test_prepare_validates_its_body(leased):
+    _, api, _ = leased
+    response = api.post(f"{API}/snapshots/", {**TRIPLE, "reason": "whim"}, format="json")
+    assert response.status_code == 400
+    assert "reason" in response.json()["fields"]
+    assert not DataSnapshot.objects.exists()
+
+
+def test_another_workers_snapshot_is_404(leased, make_worker, worker_api):
+    _, api, _ = leased
+    snapshot_id = upload(api)
+    _, other = make_worker("w-other")
+    response = worker_api(other).post(
+        f"{API}/snapshots/{snapshot_id}/fail/", {"error": "x"}, format="json"
+    )
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert DataSnapshot.objects.get(pk=snapshot_id).status == DataSnapshot.UPLOADING
+
+
+def test_failed_snapshot_cannot_be_finalized_and_is_never_restored(leased):
+    _, api, _ = leased
+    snapshot_id = upload(api)
+    assert api.post(
+        f"{API}/snapshots/{snapshot_id}/fail/", {"error": "disk full"}, format="json"
+    ).json() == {"status": "failed"}
+    late = finalize(api, snapshot_id)
+    assert late.status_code == 409
+    assert DataSnapshot.objects.get(pk=snapshot_id).error == "disk full"
+    assert latest_snapshot(**TRIPLE) is None
+
+
+def test_finalize_before_upload_is_refused(leased):
+    _, api, _ = leased
+    prep = api.post(f"{API}/snapshots/", {**TRIPLE, "reason": "manual"}, format="json")
+    response = finalize(api, prep.json()["snapshot_id"])
+    assert response.status_code == 400
+    assert DataSnapshot.objects.get().status == DataSnapshot.UPLOADING
+
+
+def test_latest_is_scoped_to_the_whole_triple(leased):
+    _, api, _ = leased
+    mine = upload(api)
+    finalize(api, mine)
+    other_workspace = upload(api, workspace_id="ws-2")
+    finalize(api, other_workspace)
+    assert latest_snapshot(**TRIPLE).pk == mine
+    assert latest_snapshot(**{**TRIPLE, "workspace_id": "ws-2"}).pk == other_workspace
+    assert latest_snapshot(**{**TRIPLE, "agent_key": "beta"}) is None
+    missing = api.get(f"{API}/snapshots/latest/", {"workspace_id": "default"})
+    assert missing.status_code == 400
+
+
+def test_finalizing_a_draining_workers_snapshot_moves_it_to_stopping(leased):
+    worker, api, _ = leased
+    snapshot_id = upload(api)
+    Worker.objects.filter(pk=worker.pk).update(status=Worker.DRAINING)
+    assert finalize(api, snapshot_id).status_code == 200
+    worker.refresh_from_db()
+    assert worker.status == Worker.STOPPING
+
+
+def test_retention_expires_rows_and_deletes_their_files(leased, runtime_config):
+    _, api, _ = leased
+    snapshot_id = upload(api)
+    finalize(api, snapshot_id)
+    snapshot = DataSnapshot.objects.get(pk=snapshot_id)
+    name = snapshot.archive.name
+    assert default_storage.exists(name)
+    assert expire_old_snapshots() == {"expired": 0, "files_deleted": 0}
+    retention = dt.timedelta(seconds=runtime_config.snapshot_retention_seconds)
+    with time_machine.travel(snapshot.expires_at - dt.timedelta(seconds=1)):
+        assert latest_snapshot(**TRIPLE).pk == snapshot_id
+        assert expire_old_snapshots()["expired"] == 0
+    with time_machine.travel(snapshot.completed_at + retention + dt.timedelta(seconds=1)):
+        assert latest_snapshot(**TRIPLE) is None
+        assert expire_old_snapshots() == {"expired": 1, "files_deleted": 1}
+    assert not default_storage.exists(name)
+    snapshot.refresh_from_db()
+    assert snapshot.status == DataSnapshot.EXPIRED and not snapshot.archive
+
+
+def test_abandoned_upload_is_cleaned_after_a_day(leased):
+    _, api, _ = leased
+    snapshot_id = upload(api)
+    name = DataSnapshot.objects.get(pk=snapshot_id).archive.name
+    with time_machine.travel(timezone.now() + dt.timedelta(days=1, minutes=1)):
+        assert expire_old_snapshots()["expired"] == 1
+    assert not default_storage.exists(name)
