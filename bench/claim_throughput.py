@@ -152,9 +152,12 @@ def main() -> None:
             seed(agent, [f"ahead-{n}" for n in range(have, ahead)], 1, priority=100)
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE")
-            from workers.models import Message
+            from workers.models import Message, Worker
 
             Message.objects.filter(conversation_id=target_pk).update(status="queued")
+            # The previous round's worker leaves the conversation to this round's.
+            Worker.objects.filter(worker_id__startswith="w-latency-").update(
+                status="stopped", assigned_conversation=None)
             token = token_for(f"w-latency-{ahead}")
             from workers.models import Worker
 

@@ -48,6 +48,27 @@ class AttachmentInline(admin.TabularInline):
     can_delete = False
 
 
+class ConversationFilter(admin.SimpleListFilter):
+    """Conversations with unfinished work (a full list would be unbounded)."""
+
+    title = "conversation"
+    parameter_name = "conversation"
+    LIMIT = 30
+
+    def lookups(self, request, model_admin):
+        from agents.models import Conversation
+
+        busy = Conversation.objects.filter(
+            messages__status__in=[Message.QUEUED, Message.PROCESSING]
+        ).distinct()
+        return [(c.conversation_id, c.conversation_id) for c in busy.order_by("-id")[: self.LIMIT]]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(conversation__conversation_id=self.value())
+        return queryset
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = [
@@ -62,7 +83,7 @@ class MessageAdmin(admin.ModelAdmin):
         "lease_expires_at",
         "short_error",
     ]
-    list_filter = ["status", "agent_key"]
+    list_filter = ["status", "agent_key", ConversationFilter]
     search_fields = ["conversation__conversation_id", "agent_key", "claimed_by", "last_error"]
     list_select_related = ["conversation"]
     readonly_fields = [f.name for f in Message._meta.fields]

@@ -51,6 +51,13 @@ class Message(models.Model):
                 condition=models.Q(status="queued"),
                 name="msg_ready_queue_idx",
             ),
+            # Claim for a worker warm on one conversation: its ready messages in claim
+            # order, read straight off the index (no sort), however long the queue is.
+            models.Index(
+                fields=["conversation", "-priority", "scheduled_for", "id"],
+                condition=models.Q(status="queued"),
+                name="msg_conversation_ready_idx",
+            ),
             # Claim restricted to one conversation, and "is anything processing here?".
             models.Index(fields=["conversation", "status"], name="msg_conversation_status_idx"),
             # Lease sweeper: processing rows by lease expiry.
