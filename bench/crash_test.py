@@ -7,7 +7,7 @@ replaces them with fresh identities, runs the lease sweep every second (as the s
 would), and watches that no conversation ever has two processing messages. At the end every
 message must be done exactly once, or dead-lettered with its reason.
 
-    .venv/bin/python bench/crash_test.py [--pool 12] [--kills 6] [--lease 3] [--stale 5]
+    .venv/bin/python bench/crash_test.py [--pool 12] [--kill-share 0.33] [--lease 3] [--stale 5]
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def double_processing() -> list:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pool", type=int, default=12, help="live worker processes")
-    parser.add_argument("--kills", type=int, default=6, help="SIGKILLs (a third of all started)")
+    parser.add_argument(
+        "--kill-share", type=float, default=1 / 3, help="share of started workers to SIGKILL"
+    )
     parser.add_argument("--lease", type=int, default=3, help="lease seconds")
     parser.add_argument("--stale", type=int, default=5, help="worker stale-after seconds")
     args = parser.parse_args()
@@ -162,11 +164,11 @@ def main() -> None:
             while remaining and len(live) < args.pool:
                 start_worker(server.url)
             now = time.monotonic()
-            if len(killed) < args.kills and now >= next_kill and live:
+            if len(killed) < args.kill_share * started_count and now >= next_kill and live:
                 victim = random.choice(sorted(live))
                 live.pop(victim).send_signal(signal.SIGKILL)
                 killed.append(victim)
-                next_kill = now + random.uniform(1, 3)
+                next_kill = now + random.uniform(0.3, 1.5)
             if now >= next_sweep:
                 sweeps.update(sweep_expired_leases())
                 next_sweep = now + 1
@@ -200,6 +202,8 @@ def main() -> None:
         "logged_complete_but_not_done": len(logged_not_done),
         "lost": statuses.get("queued", 0) + statuses.get("processing", 0),
         "two_processing_in_a_conversation_seen": len(violations),
+        "messages_retried_after_a_kill": Message.objects.filter(attempts__gt=0).count(),
+        "max_attempts_seen": max(Message.objects.values_list("attempts", flat=True)),
         "controller_sweeps": dict(sweeps),
     }
     print(json.dumps(report, indent=2))
