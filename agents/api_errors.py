@@ -62,6 +62,14 @@ def exception_handler(exc, context):
     if isinstance(exc, DatabaseError) and not isinstance(exc, exceptions.APIException):
         # The database is down or overloaded: a retryable answer, never a traceback.
         return error_response("unavailable", Unavailable.default_detail, 503)
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404
+
+    # Django's own exceptions carry no .detail: turn them into DRF's first.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

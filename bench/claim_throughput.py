@@ -116,6 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-worker", type=int, default=500)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument(
+        "--threads", type=int, default=8, help="gunicorn threads per process (I/O-bound requests)"
+    )
     args = parser.parse_args()
     reset_database()
     setup_django()
@@ -129,7 +132,7 @@ def main() -> None:
     tokens = [token_for(f"w-{n}") for n in range(8)]
     trivial_token = token_for("w-trivial")
 
-    with Server(workers=2, threads=4) as server:
+    with Server(workers=2, threads=args.threads) as server:
         per_trivial = args.per_worker * 3 // 2
         trivial_stats: list[int] = []
         trivial_elapsed = run_parallel(

@@ -302,7 +302,8 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
     # One conditional UPDATE: it lands only while the lease is held and alive.
     if _fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
         raise LeaseLost()
-    if worker.heartbeat_at is None or now - worker.heartbeat_at > LIVENESS_REFRESH:
+    refresh = min(LIVENESS_REFRESH, dt.timedelta(seconds=config.stale_after_seconds / 4))
+    if worker.heartbeat_at is None or now - worker.heartbeat_at > refresh:
         Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
     return expires
 

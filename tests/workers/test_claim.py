@@ -191,3 +191,25 @@ def test_claim_queries_use_indexes(alpha_agent, enqueue):
             cursor.execute("SET enable_seqscan = on")
     assert "msg_ready_queue_idx" in whole, whole
     assert "Index" in mine and "Seq Scan" not in mine, mine
+
+
+def test_heartbeats_keep_a_long_jobs_worker_live_under_a_short_stale_window(
+    alpha_agent, enqueue, live, runtime_config
+):
+    runtime_config.stale_after_seconds = 20
+    runtime_config.lease_seconds = 60
+    runtime_config.save()
+    from agents.models import _RUNTIME_CONFIG_CACHE
+
+    _RUNTIME_CONFIG_CACHE.clear()
+    enqueue("conv-1", "alpha")
+    worker = live("w-long")
+    job = leases.claim_next_job(worker)
+    start = timezone.now()
+    for step in range(1, 5):  # a heartbeat every 10 s for 40 s of work
+        with time_machine.travel(start + dt.timedelta(seconds=10 * step)):
+            worker.refresh_from_db()
+            leases.heartbeat_job(worker, job.message.pk, job.lease_id)
+            worker.refresh_from_db()
+            age = (timezone.now() - worker.heartbeat_at).total_seconds()
+            assert age < runtime_config.stale_after_seconds

@@ -1,0 +1,120 @@
+"""Claim latency for an UNASSIGNED worker when the queue ahead belongs to busy conversations.
+
+Every conversation ahead has a live lease (one processing message) and queued messages of a
+higher priority; one free conversation at the back has a low-priority job. The claim must
+skip the busy ones; this prints how its cost grows with that backlog (in-process, PostgreSQL),
+and the plan of the candidate query.
+
+    .venv/bin/python bench/claim_busy_backlog.py [--samples 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+
+os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/af_queue_busy")
+
+from _common import percentile, reset_database, setup_django  # noqa: E402
+
+PER_CONVERSATION = 10
+
+
+def add_busy(agent, start: int, stop: int) -> None:
+    from django.utils import timezone
+
+    from agents.models import Conversation
+    from workers.models import Message
+
+    now = timezone.now()
+    for chunk in range(start, stop, 2000):
+        conversations = Conversation.objects.bulk_create(
+            Conversation(conversation_id=f"busy-{n}", agent=agent)
+            for n in range(chunk, min(stop, chunk + 2000))
+        )
+        rows = []
+        for c in conversations:
+            rows.append(
+                Message(
+                    conversation=c,
+                    agent_key=agent.agent_key,
+                    payload={},
+                    priority=100,
+                    status="processing",
+                    lease_id="x",
+                    claimed_by="ghost",
+                    lease_expires_at=now + dt.timedelta(hours=1),
+                    scheduled_for=now,
+                )
+            )
+            rows += [
+                Message(
+                    conversation=c,
+                    agent_key=agent.agent_key,
+                    payload={},
+                    priority=100,
+                    scheduled_for=now,
+                )
+                for _ in range(PER_CONVERSATION)
+            ]
+        Message.objects.bulk_create(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    reset_database()
+    setup_django()
+    from django.db import connection
+    from django.utils import timezone
+
+    from agents.models import AgentProfile, Conversation
+    from workers import leases
+    from workers.models import Message, Worker
+
+    agent = AgentProfile.objects.create(agent_key="busy")
+    free = Conversation.objects.create(conversation_id="free", agent=agent)
+    Message.objects.create(
+        conversation=free, agent_key="busy", payload={}, priority=0, scheduled_for=timezone.now()
+    )
+    have = 0
+    results = {}
+    for busy in (100, 1_000, 10_000):
+        add_busy(agent, have, busy)
+        have = busy
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        latencies = []
+        for n in range(args.samples):
+            worker = Worker.objects.create(worker_id=f"u-{busy}-{n}", heartbeat_at=timezone.now())
+            started = time.perf_counter()
+            job = leases.claim_next_job(worker)
+            latencies.append(time.perf_counter() - started)
+            assert job and job.message.conversation_id == free.pk, job
+            Message.objects.filter(pk=job.message.pk).update(
+                status="queued", lease_id="", lease_expires_at=None
+            )
+            Worker.objects.filter(pk=worker.pk).update(status="stopped", assigned_conversation=None)
+        results[busy] = latencies
+        print(
+            f"{busy:>6} busy conversations ({busy * PER_CONVERSATION:>7} queued ahead): "
+            f"claim p50 {percentile(latencies, 50) * 1000:.2f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.2f} ms",
+            flush=True,
+        )
+    worker = Worker.objects.create(worker_id="u-plan", heartbeat_at=timezone.now())
+    now = timezone.now()
+    query = (
+        leases._ready(now)
+        .exclude(leases._has_live_lease(now))
+        .exclude(leases._owned_by_other_live_worker(worker, now, leases.RuntimeConfig.get()))
+        .order_by(*leases.CLAIM_ORDER)[:1]
+    )
+    print(query.explain(analyze=True))
+
+
+if __name__ == "__main__":
+    main()
