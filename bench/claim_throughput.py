@@ -31,9 +31,16 @@ def seed(agent, conversation_ids, per_conversation, priority=50):
             Conversation(conversation_id=c, agent=agent) for c in chunk
         )
         Message.objects.bulk_create(
-            Message(conversation=c, agent_key=agent.agent_key, payload={"seq": n},
-                    priority=priority, scheduled_for=now, created_at=now)
-            for n in range(per_conversation) for c in conversations
+            Message(
+                conversation=c,
+                agent_key=agent.agent_key,
+                payload={"seq": n},
+                priority=priority,
+                scheduled_for=now,
+                created_at=now,
+            )
+            for n in range(per_conversation)
+            for c in conversations
         )
 
 
@@ -97,8 +104,9 @@ def claim_latencies(url, token, conversation_id, samples):
         job = session.post(f"{api}/claim/", json={}).json()["job"]
         latencies.append(time.perf_counter() - started)
         assert job and job["conversation_id"] == conversation_id, job
-        session.post(f"{api}/jobs/{job['message_id']}/complete/",
-                     json={"lease_id": job["lease_id"]})
+        session.post(
+            f"{api}/jobs/{job['message_id']}/complete/", json={"lease_id": job["lease_id"]}
+        )
     return latencies
 
 
@@ -136,14 +144,18 @@ def main() -> None:
         per_trivial = args.per_worker * 3 // 2
         trivial_stats: list[int] = []
         trivial_elapsed = run_parallel(
-            trivial, [(server.url, trivial_token, per_trivial, trivial_stats) for _ in range(8)])
+            trivial, [(server.url, trivial_token, per_trivial, trivial_stats) for _ in range(8)]
+        )
         trivial_rps = sum(trivial_stats) / trivial_elapsed
         cycle_stats: list[int] = []
-        elapsed = run_parallel(cycles, [(server.url, tokens[n], f"own-{n}", cycle_stats)
-                                        for n in range(8)])
+        elapsed = run_parallel(
+            cycles, [(server.url, tokens[n], f"own-{n}", cycle_stats) for n in range(8)]
+        )
         total = sum(cycle_stats)
-        print(f"(a) {total} cycles by 8 workers in {elapsed:.1f} s: {total / elapsed:.1f} "
-              f"cycles/s = {3 * total / elapsed:.1f} queue requests/s")
+        print(
+            f"(a) {total} cycles by 8 workers in {elapsed:.1f} s: {total / elapsed:.1f} "
+            f"cycles/s = {3 * total / elapsed:.1f} queue requests/s"
+        )
         print(f"    trivial authenticated endpoint: {trivial_rps:.1f} requests/s")
         print(f"    ratio queue/trivial: {3 * total / elapsed / trivial_rps:.2f} (target >= 0.50)")
 
@@ -160,17 +172,21 @@ def main() -> None:
             Message.objects.filter(conversation_id=target_pk).update(status="queued")
             # The previous round's worker leaves the conversation to this round's.
             Worker.objects.filter(worker_id__startswith="w-latency-").update(
-                status="stopped", assigned_conversation=None)
+                status="stopped", assigned_conversation=None
+            )
             token = token_for(f"w-latency-{ahead}")
             from workers.models import Worker
 
             # A worker warm on the target conversation (as after its first claim).
             Worker.objects.filter(worker_id=f"w-latency-{ahead}").update(
-                assigned_conversation_id=target_pk)
+                assigned_conversation_id=target_pk
+            )
             latencies = claim_latencies(server.url, token, "target", args.samples)
             results[ahead] = latencies
-            print(f"(b) {ahead:>6} queued ahead: claim p50 {percentile(latencies, 50) * 1000:.2f}"
-                  f" ms, p99 {percentile(latencies, 99) * 1000:.2f} ms")
+            print(
+                f"(b) {ahead:>6} queued ahead: claim p50 {percentile(latencies, 50) * 1000:.2f}"
+                f" ms, p99 {percentile(latencies, 99) * 1000:.2f} ms"
+            )
         ratio = percentile(results[100_000], 99) / percentile(results[1_000], 99)
         print(f"    p99 ratio 100k/1k: {ratio:.2f} (target <= 1.3)")
         print("    plan of the claim query for an assigned worker:")

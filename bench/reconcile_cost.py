@@ -36,8 +36,12 @@ def main() -> None:
     now = timezone.now()
     # Four live workers use up max_workers, so the pass decides but spawns nothing.
     for n in range(4):
-        Worker.objects.create(worker_id=f"busy-{n}", provider="local", heartbeat_at=now,
-                              scheduled_shutdown_at=now + timezone.timedelta(hours=1))
+        Worker.objects.create(
+            worker_id=f"busy-{n}",
+            provider="local",
+            heartbeat_at=now,
+            scheduled_shutdown_at=now + timezone.timedelta(hours=1),
+        )
     results = []
     have = 0
     for size in SIZES:
@@ -63,14 +67,19 @@ def main() -> None:
                 started = time.perf_counter()
                 report = reconcile()
                 timings.append(time.perf_counter() - started)
-        results.append((size, statistics.median(timings), len(queries.captured_queries),
-                        report.demand))
+        results.append(
+            (size, statistics.median(timings), len(queries.captured_queries), report.demand)
+        )
     for size, seconds, queries, demand in results:
-        print(f"{size:>7} queued: {seconds * 1000:7.2f} ms median of 7, {queries} queries, "
-              f"demand seen {demand}")
+        print(
+            f"{size:>7} queued: {seconds * 1000:7.2f} ms median of 7, {queries} queries, "
+            f"demand seen {demand}"
+        )
     ratio = results[-1][1] / results[0][1]
-    print(f"time ratio 100k/100: {ratio:.2f} (target <= 3.0); query counts "
-          f"{'constant' if len({r[2] for r in results}) == 1 else 'NOT constant'}")
+    print(
+        f"time ratio 100k/100: {ratio:.2f} (target <= 3.0); query counts "
+        f"{'constant' if len({r[2] for r in results}) == 1 else 'NOT constant'}"
+    )
 
 
 if __name__ == "__main__":

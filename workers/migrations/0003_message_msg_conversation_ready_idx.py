@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0002_globalskill_globalskillversion_globalskillrelease_and_more'),
-        ('workers', '0002_deadletter_expiredlease'),
+        ("agents", "0002_globalskill_globalskillversion_globalskillrelease_and_more"),
+        ("workers", "0002_deadletter_expiredlease"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['conversation', '-priority', 'scheduled_for', 'id'], name='msg_conversation_ready_idx'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status", "queued")),
+                fields=["conversation", "-priority", "scheduled_for", "id"],
+                name="msg_conversation_ready_idx",
+            ),
         ),
     ]

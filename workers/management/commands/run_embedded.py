@@ -22,6 +22,23 @@ from django.core.management.base import BaseCommand, CommandError
 DEMO_USERNAME = "admin"
 
 
+def stop_local_workers() -> int:
+    """Send SIGTERM to the local worker processes this machine still runs: they finish or
+    release their job and snapshot, instead of outliving the server they talk to."""
+    from workers.models import Worker
+    from workers.providers.local import process_alive
+
+    stopped = 0
+    for worker in Worker.objects.filter(provider="local").exclude(status="stopped"):
+        if process_alive(worker.process_id, worker.worker_id):
+            try:
+                os.killpg(worker.process_id, signal.SIGTERM)
+                stopped += 1
+            except ProcessLookupError:
+                pass
+    return stopped
+
+
 def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
     """Create the demo superuser once; its password lives in var/ so every start can print it."""
     user_model = get_user_model()
@@ -142,6 +159,9 @@ class Command(BaseCommand):
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
+        stopped = stop_local_workers()
+        if stopped:
+            self.stdout.write(f"Stopped {stopped} local worker process(es).")
         failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
         if failed and not stopping:
             raise CommandError("A child process exited unexpectedly; everything was stopped.")
