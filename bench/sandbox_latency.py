@@ -11,6 +11,7 @@ worker spawn; the median is over the next N, served by the warm worker.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import statistics
@@ -71,8 +72,8 @@ def main() -> None:
                 f"ping {n}",
                 "--telegram-user",
                 "777",
-                stdout=open(os.devnull, "w"),
-            )  # noqa: SIM115
+                stdout=io.StringIO(),
+            )
             while SandboxMessage.objects.filter(chat_id="777").count() <= before:
                 if time.perf_counter() - started > 120:
                     raise RuntimeError(f"no reply to message {n}")
