@@ -9,6 +9,7 @@ import qrcode
 import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -67,7 +68,21 @@ def onboarding_view(model_admin, request, agent_id: int):
                         actor=actor,
                         replace_bot=token_form.cleaned_data["replace_bot"],
                     )
-                    messages.success(request, f"Token verified: @{result.bot.username}.")
+                    messages.success(
+                        request,
+                        f"Token verified: @{result.bot.username}"
+                        + (" (same bot: token rotated)." if result.rotated else "."),
+                    )
+                    if result.replaced_bot:
+                        messages.warning(
+                            request,
+                            f"Replaced bot {result.replaced_bot}: {result.revoked_bindings} "
+                            f"binding(s) revoked, {result.expired_pairings} code(s) expired.",
+                        )
+                    if result.webhook_error:
+                        messages.error(
+                            request, f"Token stored, but the webhook: {result.webhook_error}"
+                        )
                     return redirect(request.path)
             elif step == "configure_webhook":
                 result = services.configure_webhook(agent.agent_key, actor=actor)
@@ -76,8 +91,10 @@ def onboarding_view(model_admin, request, agent_id: int):
                 messages.success(request, f"Webhook set to {result['webhook_url']}.")
                 return redirect(request.path)
             elif step == "reconcile_identity":
-                services.reconcile_bot_identity(agent.agent_key, actor=actor)
+                result = services.reconcile_bot_identity(agent.agent_key, actor=actor)
                 messages.success(request, "Bot identity refreshed from getMe.")
+                for warning in result["warnings"]:
+                    messages.warning(request, warning)
                 return redirect(request.path)
             elif step == "rotate_secret":
                 services.rotate_webhook_secret(agent.agent_key, actor=actor)
@@ -162,21 +179,33 @@ class BotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reconcile bot identity (getMe)")
     def reconcile_identity(self, request, queryset):
+        done = 0
         for bot in queryset.select_related("agent"):
+            key = bot.agent.agent_key
             try:
-                services.reconcile_bot_identity(bot.agent.agent_key, actor=actor_name(request.user))
+                result = services.reconcile_bot_identity(key, actor=actor_name(request.user))
             except services.TelegramSetupError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-        self.message_user(request, f"{queryset.count()} bot(s) reconciled.")
+                self.message_user(request, f"{key}: {exc}", messages.ERROR)
+                continue
+            done += 1
+            for warning in result["warnings"]:
+                self.message_user(request, f"{key}: {warning}", messages.WARNING)
+        self.message_user(request, f"{done} bot(s) reconciled.")
 
     @admin.action(description="Rotate webhook secret")
     def rotate_secret(self, request, queryset):
+        done = 0
         for bot in queryset.select_related("agent"):
+            key = bot.agent.agent_key
             try:
-                services.rotate_webhook_secret(bot.agent.agent_key, actor=actor_name(request.user))
+                services.rotate_webhook_secret(key, actor=actor_name(request.user))
             except services.TelegramSetupError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-        self.message_user(request, "Webhook secret(s) rotated.")
+                self.message_user(request, f"{key}: {exc}", messages.ERROR)
+                continue
+            done += 1
+        self.message_user(
+            request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
+        )
 
 
 @admin.register(PairingCode)
@@ -199,6 +228,24 @@ class PairingCodeAdmin(admin.ModelAdmin):
         return False
 
 
+class LegacyBindingFilter(admin.SimpleListFilter):
+    """Rows from before bot identities: the ones the soft reset is about."""
+
+    title = "bot identity"
+    parameter_name = "has_bot"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "known"), ("no", "missing (legacy)")]
+
+    def queryset(self, request, queryset):
+        legacy = Q(bot_identity__isnull=True) | Q(bot_identity="")
+        if self.value() == "no":
+            return queryset.filter(legacy)
+        if self.value() == "yes":
+            return queryset.exclude(legacy)
+        return queryset
+
+
 @admin.register(IdentityBinding)
 class IdentityBindingAdmin(admin.ModelAdmin):
     list_display = [
@@ -211,7 +258,7 @@ class IdentityBindingAdmin(admin.ModelAdmin):
         "bound_at",
         "revoked_at",
     ]
-    list_filter = ["status", "source", "agent"]
+    list_filter = ["status", "source", LegacyBindingFilter, "agent"]
     search_fields = ["consumer_user_id", "telegram_user_id", "telegram_chat_id", "bot_identity"]
     list_select_related = ["agent"]
     readonly_fields = [f.name for f in IdentityBinding._meta.fields]
@@ -250,8 +297,9 @@ class IdentityBindingAdmin(admin.ModelAdmin):
             )
             self.message_user(request, f"Soft reset applied: {report}")
             return None
+        # The preview shows what the form's defaults (both boxes ticked) would change.
         preview = services.soft_reset_legacy(
-            apply=False, revoke_bindings=False, expire_pairings=False, actor=actor
+            apply=False, revoke_bindings=True, expire_pairings=True, actor=actor
         )
         return TemplateResponse(
             request,

@@ -68,14 +68,32 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return chunks
 
 
+def _sleep(seconds: float) -> None:
+    # Looked up when a client is built, so tests can replace it for clients made deep
+    # inside services and tasks.
+    time.sleep(seconds)
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(2 ** (attempt - 1), 8))
+
+
+def _retry_after(body: dict) -> float:
+    parameters = body.get("parameters")
+    value = parameters.get("retry_after") if isinstance(parameters, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 1.0
+    return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+
+
 class TelegramClient:
-    def __init__(self, token: str, *, base_url: str | None = None, session=None, sleep=time.sleep):
+    def __init__(self, token: str, *, base_url: str | None = None, session=None, sleep=None):
         if not token or not isinstance(token, str):
             raise TelegramError("A bot token is required.")
         self._token = token
         self._base_url = (base_url or settings.TELEGRAM_API_BASE_URL).rstrip("/")
         self._session = session or requests.Session()
-        self._sleep = sleep
+        self._sleep = sleep or _sleep
 
     def __repr__(self) -> str:  # never show the token
         return f"<TelegramClient base_url={self._base_url!r}>"
@@ -88,28 +106,35 @@ class TelegramClient:
                     url, json=payload or {}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
                 )
             except requests.RequestException as exc:
+                # requests puts the URL (and so the token) in its message: only the type
+                # name is kept, and the original is not chained.
                 if attempt == MAX_ATTEMPTS:
                     raise TelegramNetworkError(
                         f"Telegram {method} failed: network error ({type(exc).__name__})"
                     ) from None
-                self._sleep(min(2 ** (attempt - 1), 8))
+                self._sleep(_backoff(attempt))
                 continue
             try:
                 body = response.json()
             except ValueError:
+                body = None
+            if not isinstance(body, dict):
                 body = {}
             if response.status_code == 429 and attempt < MAX_ATTEMPTS:
-                retry_after = (body.get("parameters") or {}).get("retry_after", 1)
-                self._sleep(min(max(float(retry_after), 0.0), MAX_RETRY_AFTER))
+                self._sleep(_retry_after(body))
                 continue
             if response.status_code >= 500 and attempt < MAX_ATTEMPTS:
-                self._sleep(min(2 ** (attempt - 1), 8))
+                self._sleep(_backoff(attempt))
                 continue
-            if not isinstance(body, dict) or not body.get("ok"):
-                description = body.get("description") if isinstance(body, dict) else None
-                code = body.get("error_code") if isinstance(body, dict) else None
+            if not body.get("ok"):
+                code = body.get("error_code")
+                if isinstance(code, bool) or not isinstance(code, int):
+                    code = response.status_code
+                description = body.get("description")
                 raise TelegramApiError(
-                    method, code or response.status_code, str(description or "no description")
+                    method,
+                    code,
+                    str(description)[:500] if description else "no description",
                 )
             return body.get("result")
         raise TelegramApiError(method, None, "gave up after retries")  # pragma: no cover
@@ -158,9 +183,16 @@ class TelegramClient:
         if response.status_code != 200:
             raise TelegramApiError("downloadFile", response.status_code, "download refused")
         data = bytearray()
-        for chunk in response.iter_content(64 * 1024):
-            data.extend(chunk)
-            if len(data) > max_bytes:
-                response.close()
-                raise TelegramApiError("downloadFile", None, f"file larger than {max_bytes} bytes")
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                data.extend(chunk)
+                if len(data) > max_bytes:
+                    response.close()
+                    raise TelegramApiError(
+                        "downloadFile", None, f"file larger than {max_bytes} bytes"
+                    )
+        except requests.RequestException as exc:
+            raise TelegramNetworkError(
+                f"Telegram file download failed: network error ({type(exc).__name__})"
+            ) from None
         return bytes(data)

@@ -144,12 +144,27 @@ def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
     )
 
 
+def pairing_code_in(text: str, bot_username: str) -> str | None:
+    """The code of ``/start <code>`` (also ``/start@<this bot> <code>``, as sent in groups)."""
+    parts = text.strip().split()
+    if len(parts) != 2:
+        return None
+    command = parts[0]
+    if "@" in command:
+        command, _, addressee = command.partition("@")
+        if not bot_username or addressee.lower() != bot_username.lower():
+            return None
+    return parts[1] if command == "/start" else None
+
+
 def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
-    text = incoming.text.strip()
-    if text.startswith("/start") and len(text.split()) == 2 and text.split()[0] == "/start":
-        return _pair(bot, update, incoming, text.split()[1])
+    code = pairing_code_in(incoming.text, bot.username)
+    if code is not None:
+        return _pair(bot, update, incoming, code)
     binding = resolve_binding(bot.bot_identity, incoming.user_id, incoming.chat_id)
-    agent = bot.agent
+    # A bound user talks to the agent of their binding (its conversation belongs to it);
+    # everyone else to the bot's own agent.
+    agent = binding.agent if binding is not None else bot.agent
     with transaction.atomic():
         if binding is None and agent.require_telegram_binding:
             _record(bot, update, "unbound")
@@ -179,7 +194,7 @@ def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
                 agent_key=agent.agent_key,
                 payload=_payload(bot, update, incoming, binding),
                 scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
-                agent=agent if binding is None or binding.agent_id == agent.pk else None,
+                agent=agent,
             )
         except EnqueueError as exc:
             return _unroutable(bot, update, incoming, str(exc))
@@ -238,19 +253,22 @@ def _fetch_media_after_commit(message: Message) -> None:
 
 
 def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
-    try:
-        consume_pairing_code(
-            code,
-            bot_identity=bot.bot_identity,
-            telegram_user_id=incoming.user_id,
-            telegram_chat_id=incoming.chat_id,
-        )
-    except PairingError as exc:
-        with transaction.atomic():
+    # One transaction for the pairing and the update record: a concurrent redelivery
+    # fails on the record's unique key and rolls back with nothing written. An expired code
+    # is marked in its own (committed) savepoint inside consume_pairing_code, so that
+    # survives the refusal.
+    with transaction.atomic():
+        try:
+            consume_pairing_code(
+                code,
+                bot_identity=bot.bot_identity,
+                telegram_user_id=incoming.user_id,
+                telegram_chat_id=incoming.chat_id,
+            )
+        except PairingError as exc:
             _record(bot, update, "pairing_failed", str(exc))
             _reply_after_commit(bot, incoming.chat_id, f"Pairing failed: {exc}.")
-        return RouteResult("pairing_failed", {"detail": str(exc)})
-    with transaction.atomic():
+            return RouteResult("pairing_failed", {"detail": str(exc)})
         _record(bot, update, "paired")
         _reply_after_commit(
             bot, incoming.chat_id, "You are paired. Send a message to talk to your agent."

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 
+from django.core.exceptions import SuspiciousOperation
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import get_valid_filename
 
 from agents.secret_store import get_active_secret_value
 from telegram.client import TelegramClient, TelegramError
@@ -36,25 +39,39 @@ def fetch_message_attachments(message_id: int) -> dict:
         try:
             if not token:
                 raise TelegramError("no bot token")
+            if (attachment.size_bytes or 0) > MAX_DOWNLOAD_BYTES:
+                # The Bot API serves files up to 20 MB only; do not even ask.
+                raise TelegramError(f"file larger than {MAX_DOWNLOAD_BYTES} bytes")
             client = TelegramClient(token)
             info = client.get_file(attachment.telegram_file_id)
             path = info.get("file_path")
             if not isinstance(path, str) or not path:
                 raise TelegramError("getFile returned no file_path")
+            if (info.get("file_size") or 0) > MAX_DOWNLOAD_BYTES:
+                raise TelegramError(f"file larger than {MAX_DOWNLOAD_BYTES} bytes")
             data = client.download_file(path, MAX_DOWNLOAD_BYTES)
-            name = attachment.file_name or path.rsplit("/", 1)[-1]
-            attachment.file.save(name, ContentFile(data), save=False)
+            attachment.file.save(
+                _safe_name(attachment.file_name, path), ContentFile(data), save=False
+            )
             MessageAttachment.objects.filter(pk=attachment.pk).update(
                 file=attachment.file.name, status=MessageAttachment.READY, size_bytes=len(data)
             )
             fetched += 1
-        except TelegramError as exc:
+        except (TelegramError, OSError, SuspiciousOperation, ValueError, TypeError) as exc:
+            # Whatever goes wrong with one file, the message is still released below.
             MessageAttachment.objects.filter(pk=attachment.pk).update(
                 status=MessageAttachment.FAILED, error=str(exc)[:1000]
             )
             failed += 1
     release_message(message)
     return {"fetched": fetched, "failed": failed}
+
+
+def _safe_name(file_name: str, file_path: str) -> str:
+    """A plain file name: the sender chooses ``file_name``, so no directories in it."""
+    name = os.path.basename((file_name or "").replace("\\", "/")) or os.path.basename(file_path)
+    name = get_valid_filename(name) if name.strip(". ") else ""
+    return name[:100] or "file"
 
 
 def release_message(message: Message) -> None:

@@ -21,7 +21,7 @@ from agents.secret_store import (
     has_active_secret,
     import_secret,
 )
-from telegram.client import TelegramClient, TelegramError
+from telegram.client import TelegramClient, TelegramError, TelegramNetworkError
 from telegram.models import Bot, IdentityBinding, PairingCode, token_ref, webhook_secret_ref
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
@@ -65,6 +65,11 @@ class ImportResult:
     rotated: bool
     replaced_bot: str | None
     revoked_bindings: int
+    expired_pairings: int = 0
+    # A rotation sets the webhook again with the new token; if Telegram refuses that, the
+    # token is still stored (it was verified) and the reason is reported here.
+    webhook: dict | None = None
+    webhook_error: str | None = None
 
 
 def import_telegram_token(
@@ -79,10 +84,12 @@ def import_telegram_token(
         raise TelegramSetupError("That does not look like a Telegram bot token.")
     try:
         info = TelegramClient(token).get_me()  # outside any transaction: network I/O
+    except TelegramNetworkError as exc:
+        raise TelegramSetupError(f"Could not reach Telegram to verify the token: {exc}")
     except TelegramError as exc:
         raise TelegramSetupError(f"Telegram rejected the token: {exc}")
     identity = str(info.id)
-    revoked = 0
+    revoked = expired = 0
     with transaction.atomic():
         owner = Bot.objects.select_for_update().filter(bot_identity=identity).first()
         if owner is not None and owner.agent_id != agent.pk:
@@ -104,6 +111,10 @@ def import_telegram_token(
             revoked = IdentityBinding.objects.filter(
                 agent=agent, bot_identity=replaced, status=IdentityBinding.ACTIVE
             ).update(status=IdentityBinding.REVOKED, revoked_at=timezone.now())
+            # Codes minted for the old bot could never be consumed on the new one.
+            expired = PairingCode.objects.filter(
+                agent=agent, bot_identity=replaced, status=PairingCode.PENDING
+            ).update(status=PairingCode.EXPIRED)
             current.delete()
             current = None
         try:
@@ -130,13 +141,22 @@ def import_telegram_token(
             rotated=current is not None,
             replaced_bot=replaced,
             revoked_bindings=revoked,
+            expired_pairings=expired,
         )
     result = ImportResult(
-        bot=bot, rotated=current is not None, replaced_bot=replaced, revoked_bindings=revoked
+        bot=bot,
+        rotated=current is not None,
+        replaced_bot=replaced,
+        revoked_bindings=revoked,
+        expired_pairings=expired,
     )
     if result.rotated and bot.webhook_url:
-        # Same bot, new token (revoked in BotFather): point the webhook again with it.
-        configure_webhook(agent_key, actor=actor, keep_secret=True)
+        # Same bot, new token (revoked in BotFather): point the webhook again with it, after
+        # the token is committed, keeping the webhook secret so no update is refused.
+        try:
+            result.webhook = configure_webhook(agent_key, actor=actor, keep_secret=True)
+        except TelegramSetupError as exc:
+            result.webhook_error = str(exc)
     return result
 
 
@@ -153,29 +173,35 @@ def configure_webhook(
     keep_secret: bool = False,
     rotating: bool = False,
 ) -> dict:
-    """Set the webhook with a fresh secret and verify it (SPEC §5.1 items 2–3)."""
+    """Set the webhook with a fresh secret and verify it (SPEC §5.1 items 2–3).
+
+    Order matters: the new secret is stored the moment ``setWebhook`` accepted it (Telegram
+    signs with it from then on), before ``getWebhookInfo``, so a failing verification can
+    never leave Telegram with a secret we do not know.
+    """
     agent = get_agent(agent_key)
     bot = Bot.objects.filter(agent=agent).first()
     if bot is None:
         raise TelegramSetupError(f"Agent '{agent_key}' has no bot yet: import its token first.")
-    if base_url and not base_url.startswith(("http://", "https://")):
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise TelegramSetupError("--base-url must start with https:// (or http:// locally).")
     client = client_for(agent_key)
     url = webhook_url_for(bot.bot_identity, base_url)
     try:
         before = client.get_webhook_info()
     except TelegramError as exc:
+        _record_bot_error(bot, str(exc))
         raise TelegramSetupError(f"getWebhookInfo failed: {exc}")
     previous_url = before.get("url") or ""
     existing_secret = get_active_secret_value(webhook_secret_ref(agent_key))
+    # Fresh randomness every time (never derived from the bot id or anything public):
+    # 32 bytes → 43 characters of A-Za-z0-9_-.
     secret = existing_secret if (keep_secret and existing_secret) else secrets.token_urlsafe(32)
     try:
         client.set_webhook(url, secret, ALLOWED_UPDATES)
-        info = client.get_webhook_info()
     except TelegramError as exc:
         _record_bot_error(bot, str(exc))
         raise TelegramSetupError(f"setWebhook failed: {exc}")
-    verified = info.get("url") == url
     now = timezone.now()
     with transaction.atomic():
         if secret != existing_secret:
@@ -188,10 +214,7 @@ def configure_webhook(
         Bot.objects.filter(pk=bot.pk).update(
             webhook_url=url,
             webhook_configured_at=now,
-            webhook_info=info,
-            webhook_info_at=now,
-            webhook_verified=verified,
-            last_error_message=str(info.get("last_error_message") or ""),
+            webhook_verified=False,
             previous_secret_valid_until=(
                 now + SECRET_ROTATION_GRACE if rotating and existing_secret else None
             ),
@@ -201,23 +224,55 @@ def configure_webhook(
             "telegram.rotate_webhook_secret" if rotating else "telegram.configure_webhook",
             bot,
             url=url,
-            verified=verified,
+            previous_url=previous_url or None,
         )
+    _SECRET_CACHE.pop(bot.bot_identity, None)  # this process sees the new secret at once
     warnings = []
     if previous_url and previous_url != url:
         warnings.append(
             f"The bot's webhook pointed to another URL before ({previous_url}); another system "
             "may have owned this bot."
         )
-    if not verified:
-        warnings.append(f"getWebhookInfo reports {info.get('url')!r}, not {url!r}.")
+    try:
+        info = client.get_webhook_info()
+    except TelegramError as exc:
+        _record_bot_error(bot, f"getWebhookInfo after setWebhook failed: {exc}")
+        info = None
+        warnings.append(f"The webhook was set, but getWebhookInfo failed: {exc}")
+    verified = bool(info) and info.get("url") == url
+    if info is not None:
+        store_webhook_info(bot, info, verified=verified)
+        if not verified:
+            warnings.append(f"getWebhookInfo reports {info.get('url')!r}, not {url!r}.")
     return {
         "agent_key": agent_key,
         "webhook_url": url,
         "verified": verified,
         "previous_url": previous_url or None,
+        "rotated": rotating,
+        "grace_until": (
+            (now + SECRET_ROTATION_GRACE).isoformat() if rotating and existing_secret else None
+        ),
+        "last_error_message": (info or {}).get("last_error_message") or None,
         "warnings": warnings,
     }
+
+
+def store_webhook_info(bot: Bot, info: dict, *, verified: bool) -> None:
+    """Keep what getWebhookInfo said, including Telegram's own last delivery error."""
+    error_date = info.get("last_error_date")
+    error_at = (
+        dt.datetime.fromtimestamp(error_date, tz=dt.UTC)
+        if isinstance(error_date, int) and not isinstance(error_date, bool) and error_date > 0
+        else None
+    )
+    Bot.objects.filter(pk=bot.pk).update(
+        webhook_info=info,
+        webhook_info_at=timezone.now(),
+        webhook_verified=verified,
+        last_error_message=str(info.get("last_error_message") or "")[:2000],
+        last_error_at=error_at,
+    )
 
 
 def rotate_webhook_secret(agent_key: str, *, actor: str) -> dict:
@@ -252,9 +307,14 @@ def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
         bot, created = Bot.objects.get_or_create(
             agent=agent, defaults={"bot_identity": identity, "username": info.username}
         )
+        previous_identity = None if created else bot.bot_identity
         changed = created or bot.bot_identity != identity or bot.username != info.username
         if not created and changed:
-            Bot.objects.filter(pk=bot.pk).update(bot_identity=identity, username=info.username)
+            fields = {"bot_identity": identity, "username": info.username}
+            if previous_identity != identity:
+                # The webhook URL carries the old identity: it must be configured again.
+                fields["webhook_verified"] = False
+            Bot.objects.filter(pk=bot.pk).update(**fields)
         secret = get_active_secret(token_ref(agent_key))
         if secret and (secret.metadata or {}).get("bot_identity") != identity:
             Secret.objects.filter(pk=secret.pk).update(
@@ -268,11 +328,18 @@ def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
                 bot_identity=identity,
                 username=info.username,
             )
+    warnings = []
+    if previous_identity and previous_identity != identity:
+        warnings.append(
+            f"The token now belongs to bot {identity}, not {previous_identity}: "
+            "configure the webhook again."
+        )
     return {
         "agent_key": agent_key,
         "bot_identity": identity,
         "username": info.username,
         "changed": changed,
+        "warnings": warnings,
     }
 
 
@@ -418,7 +485,9 @@ def create_pairing_code(
             f"Agent '{agent_key}' has no Telegram bot identity: import its token first."
         )
     ttl = PAIRING_TTL_DEFAULT if ttl_minutes is None else ttl_minutes
-    ttl = min(PAIRING_TTL_MAX, max(PAIRING_TTL_MIN, int(ttl)))
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise PairingError("ttl_minutes must be a whole number of minutes.")
+    ttl = min(PAIRING_TTL_MAX, max(PAIRING_TTL_MIN, ttl))  # clamped, as upstream: 1 min … 24 h
     now = timezone.now()
     for _ in range(5):
         try:
@@ -573,7 +642,12 @@ def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:
 def soft_reset_legacy(
     *, apply: bool, revoke_bindings: bool, expire_pairings: bool, actor: str
 ) -> dict:
-    """Bindings/codes from before bot identities: dry run by default, idempotent on apply."""
+    """Bindings/codes from before bot identities (SPEC §5.2, reference identity.md §9.1).
+
+    A dry run (the default) writes nothing and reports what an apply with the same flags
+    would change. An apply is idempotent: rows it already handled are not touched again,
+    so a second apply reports 0 changes (upstream re-annotated every run).
+    """
     legacy_bindings = IdentityBinding.objects.filter(source="telegram_pairing").filter(
         Q(bot_identity__isnull=True) | Q(bot_identity="")
     )
@@ -582,35 +656,50 @@ def soft_reset_legacy(
         "revoked_bindings": 0,
         "annotated_bindings": 0,
         "expired_pairings": 0,
-        "pending_pairings_missing_bot_identity": legacy_pairings.count(),
-        "legacy_bindings_missing_bot_identity": legacy_bindings.count(),
+        "pending_pairings_missing_bot_identity": 0,
+        "legacy_bindings_missing_bot_identity": 0,
         "profiles_missing_bot_identity": AgentProfile.objects.filter(bot__isnull=True).count(),
         "applied": apply,
     }
-    if not apply:
-        return report
     now = timezone.now()
     with transaction.atomic():
-        for binding in legacy_bindings.select_for_update():
+        if apply:
+            legacy_bindings = legacy_bindings.select_for_update()
+        bindings = list(legacy_bindings)
+        pairings = list(legacy_pairings.select_for_update() if apply else legacy_pairings)
+        report["legacy_bindings_missing_bot_identity"] = len(bindings)
+        report["pending_pairings_missing_bot_identity"] = len(pairings)
+        for binding in bindings:
             already = (binding.metadata or {}).get("soft_reset_reason") == "missing_bot_identity"
             revoke = revoke_bindings and binding.status == IdentityBinding.ACTIVE
             if already and not revoke:
                 continue  # idempotent: a second apply changes nothing
+            report["revoked_bindings" if revoke else "annotated_bindings"] += 1
+            if not apply:
+                continue
             binding.metadata = {
                 **(binding.metadata or {}),
                 "soft_reset_reason": "missing_bot_identity",
                 "soft_reset_at": now.isoformat(),
+                "soft_reset_mode": "telegram_bot_identity_v1",
             }
             fields = ["metadata"]
             if revoke:
                 binding.status, binding.revoked_at = IdentityBinding.REVOKED, now
                 fields += ["status", "revoked_at"]
-                report["revoked_bindings"] += 1
-            else:
-                report["annotated_bindings"] += 1
             binding.save(update_fields=fields)
         if expire_pairings:
-            report["expired_pairings"] = legacy_pairings.update(status=PairingCode.EXPIRED)
-        if report["revoked_bindings"] or report["annotated_bindings"] or report["expired_pairings"]:
+            report["expired_pairings"] = len(pairings)
+            if apply:
+                for pairing in pairings:
+                    pairing.status = PairingCode.EXPIRED
+                    pairing.metadata = {
+                        **(pairing.metadata or {}),
+                        "soft_reset_reason": "missing_bot_identity",
+                        "soft_reset_at": now.isoformat(),
+                    }
+                    pairing.save(update_fields=["status", "metadata"])
+        changed = report["revoked_bindings"] + report["annotated_bindings"]
+        if apply and changed + report["expired_pairings"]:
             record_audit(actor, "telegram.soft_reset", None, **report)
     return report

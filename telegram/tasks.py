@@ -22,3 +22,23 @@ def send_text(agent_key: str, chat_id: str, text: str) -> bool:
         logger.warning("Reply to chat %s failed: %s", chat_id, exc)
         return False
     return True
+
+
+# Telegram redelivers an update for up to 24 h; keeping the dedupe rows three days (SPEC:
+# at least 48 h) leaves a wide margin while the table stays bounded.
+UPDATE_RETENTION_HOURS = 72
+
+
+def prune_old_updates(now=None, keep_hours: int = UPDATE_RETENTION_HOURS) -> dict:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from telegram.models import IngressIssue, TelegramUpdate
+
+    keep_hours = max(48, keep_hours)
+    cutoff = (now or timezone.now()) - dt.timedelta(hours=keep_hours)
+    updates, _ = TelegramUpdate.objects.filter(received_at__lt=cutoff).delete()
+    # Routing problems stay visible to admins longer than the dedupe rows.
+    issues, _ = IngressIssue.objects.filter(created_at__lt=cutoff - dt.timedelta(days=27)).delete()
+    return {"deleted_updates": updates, "deleted_issues": issues}

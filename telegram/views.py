@@ -15,7 +15,6 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from telegram import ingress
 from telegram.models import Bot, TelegramUpdate
@@ -35,8 +34,11 @@ def _error(code: str, http_status: int) -> JsonResponse:
 
 
 @csrf_exempt
-@require_POST
 def webhook(request, bot_identity: str):
+    if request.method != "POST":
+        response = _error("method_not_allowed", 405)
+        response["Allow"] = "POST"
+        return response
     try:
         return _handle(request, bot_identity)
     except DatabaseError:
@@ -58,7 +60,9 @@ def _handle(request, bot_identity: str):
     if update is None:
         return _error("invalid_update", 400)
     update_id = update["update_id"]
-    if TelegramUpdate.objects.filter(bot_identity=bot_identity, update_id=update_id).exists():
+    # A cheap early answer for the common redelivery. The guarantee is not this check but
+    # the unique (bot, update_id) row written in the same transaction as the queue row.
+    if already_seen(bot_identity, update_id):
         return _answer("duplicate")
 
     incoming = ingress.extract(update)
@@ -68,9 +72,20 @@ def _handle(request, bot_identity: str):
             return _answer("ignored")
         result = ingress.route(bot, update, incoming)
     except IntegrityError:
-        # The same update arrived twice at once: the other request recorded it.
-        return _answer("duplicate")
+        # Everything of this update was rolled back. Usually the same update arrived twice
+        # at once and the other request recorded it; if not, some other race lost it, and a
+        # 503 makes Telegram deliver it again rather than drop it.
+        if already_seen(bot_identity, update_id):
+            return _answer("duplicate")
+        logger.warning(
+            "Update %s of bot %s hit a conflict; asking for redelivery.", update_id, bot_identity
+        )
+        return _error("unavailable", 503)
     return _answer(result.status, **result.extra)
+
+
+def already_seen(bot_identity: str, update_id: int) -> bool:
+    return TelegramUpdate.objects.filter(bot_identity=bot_identity, update_id=update_id).exists()
 
 
 # Bots (with their agent) as read at most this long ago in this process: every update needs

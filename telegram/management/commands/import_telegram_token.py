@@ -37,6 +37,9 @@ class Command(TelegramCommand):
             "rotated": result.rotated,
             "replaced_bot": result.replaced_bot,
             "revoked_bindings": result.revoked_bindings,
+            "expired_pairings": result.expired_pairings,
+            "webhook_verified": (result.webhook or {}).get("verified"),
+            "webhook_error": result.webhook_error,
         }
         self.emit(
             options,
@@ -44,3 +47,10 @@ class Command(TelegramCommand):
             f"Stored token for @{bot.username} ({bot.bot_identity}) "
             f"on agent '{agent_key}'" + (" (rotation)." if result.rotated else "."),
         )
+        for warning in (result.webhook or {}).get("warnings", []):
+            self.stderr.write(f"Warning: {warning}")
+        if result.webhook_error:
+            raise CommandError(
+                f"Token stored, but setting the webhook again failed ({result.webhook_error}); "
+                "run configure_telegram_webhook."
+            )

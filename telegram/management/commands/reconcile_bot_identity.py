@@ -36,6 +36,9 @@ class Command(TelegramCommand):
             for r in results
         ]
         lines += [f"{e['agent_key']}: {e['error']}" for e in errors]
+        for result in results:
+            for warning in result["warnings"]:
+                self.stderr.write(f"Warning: {result['agent_key']}: {warning}")
         self.emit(options, {"results": results, "errors": errors}, "\n".join(lines) or "No bots.")
         if errors:
             raise CommandError(f"{len(errors)} agent(s) failed.")
