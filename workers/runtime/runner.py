@@ -1,15 +1,24 @@
 """The reference worker loop (SPEC §12).
 
-Per job: claim → hydration → heartbeat thread → handler → deliver → ``delivered`` → append
-history → complete. A 409 on the heartbeat aborts the job (no reply is sent, nothing else
-is called for it: the lease belongs to someone else now). A job whose message was already
-delivered (a retry after a crash between delivery and completion) is completed without
-sending again.
+Loop: control → claim; when there is no job, wait ``poll_seconds`` (2 s) and poll again.
+Per job: heartbeat thread (every ``heartbeat_seconds``, 10 s) → hydration → handler →
+deliver → ``delivered`` → append history → complete. A 409 on the heartbeat aborts the job
+(no reply is sent, nothing else is called for it: the lease belongs to someone else now). A
+job whose message was already delivered (a retry after a crash between delivery and
+completion) is completed without sending again.
+
+On start: restore the conversation's latest snapshot into the data dir, then materialise
+the global skills into ``<data dir>/skills``. On SIGTERM, ``should_stop`` or idle exit:
+finish the current job, snapshot the data dir (tar.gz), return ``EXIT_OK``.
+
+Exit codes (``manage.py run_worker``): 0 normal stop; 2 bad configuration; 3 the server
+refused the worker token (401: revoked, or never valid).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +26,7 @@ from pathlib import Path
 
 from telegram.client import TelegramClient, TelegramError
 from workers.runtime.api_client import ApiError, LeaseLostError, WorkerApiClient
-from workers.runtime.archive import make_archive, restore_archive
+from workers.runtime.archive import SKIP_DIRS, make_archive, restore_archive
 from workers.runtime.handlers import JobContext
 
 logger = logging.getLogger("agent_factory.worker")
@@ -52,10 +61,11 @@ class Heartbeat(threading.Thread):
         self.job = job
         self.interval = interval
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        # Not ``_stop``: that name is threading.Thread's own method (join() calls it).
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 self.client.heartbeat(self.job)
             except LeaseLostError:
@@ -66,7 +76,10 @@ class Heartbeat(threading.Thread):
                 logger.warning("Heartbeat failed (will retry): %s", exc)
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop and wait for an in-flight heartbeat, so none lands after complete/fail."""
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=35)  # bounded by the API client's own timeouts
 
 
 class WorkerRuntime:
@@ -94,25 +107,38 @@ class WorkerRuntime:
 
     def run(self) -> int:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.materialise_skills()
+        # Restore first, then skills: the skills dir is never part of a snapshot, and the
+        # manifest (not an old archive) decides which skills this worker has.
         if self.conversation_id and self.agent_key:
             self.restore_snapshot(self.conversation_id, self.agent_key)
+        self.materialise_skills()
         idle_since = time.monotonic()
         reason = "signal"
+        failures = 0
         while not self.stop_requested.is_set():
-            control = self.client.control()
-            if control.get("should_stop"):
-                logger.info("Server says stop: %s", control.get("reason"))
-                reason = "drain"
-                break
-            job = self.client.claim(self.settings.conversation_id)
+            try:
+                control = self.client.control()
+                job = None
+                if control.get("should_stop"):
+                    logger.info("Server says stop: %s", control.get("reason"))
+                    reason = "drain"
+                    break
+                job = self.client.claim(self.settings.conversation_id)
+                failures = 0
+            except ApiError as exc:
+                if not _transient(exc):
+                    raise  # 401 (token refused) and other 4xx: the command maps them
+                # The server is restarting or unreachable: keep the workspace, back off.
+                failures += 1
+                logger.warning("Worker API unavailable (%s); retrying.", exc.code)
+                job = None
             if job is None:
                 idle = time.monotonic() - idle_since
                 if self.settings.idle_exit_seconds and idle >= self.settings.idle_exit_seconds:
                     logger.info("Idle for %.0f s: exiting.", idle)
                     reason = "drain"
                     break
-                self.stop_requested.wait(self.settings.poll_seconds)
+                self.stop_requested.wait(self.settings.poll_seconds * min(2**failures, 8))
                 continue
             self.process(job)
             idle_since = time.monotonic()
@@ -122,16 +148,17 @@ class WorkerRuntime:
     # One job ---------------------------------------------------------------------------
     def process(self, job: dict) -> str:
         """Run one job; returns what happened (done, aborted, failed, redelivered)."""
+        if self.restored_for != job["conversation_id"]:
+            self.switch_conversation(job["conversation_id"], job["agent_key"])
         self.conversation_id = job["conversation_id"]
         self.agent_key = job["agent_key"]
-        if self.restored_for != self.conversation_id:
-            self.restore_snapshot(self.conversation_id, self.agent_key)
         heartbeat = Heartbeat(self.client, job, self.settings.heartbeat_seconds)
         heartbeat.start()
         try:
             bundle = self.client.hydration(job)
             if job.get("delivered_at"):
                 # Delivered before a crash: never send twice, just finish the job.
+                heartbeat.stop()
                 self.client.complete(job)
                 return "redelivered"
             reply = self.handler(
@@ -142,8 +169,11 @@ class WorkerRuntime:
             self.deliver(job, bundle, reply)
             if heartbeat.lost.is_set():
                 return "aborted"
+            # Recorded before anything else: from here on a crash, a retry or a lost lease
+            # never sends this reply again (the next claim sees delivered_at).
             self.client.delivered(job)
             self.client.append_messages(job, self.history_entries(job, reply))
+            heartbeat.stop()  # no heartbeat may land after the lease is released
             self.client.complete(job)
             self.jobs_done += 1
             return "done"
@@ -152,6 +182,7 @@ class WorkerRuntime:
             return "aborted"
         except Exception as exc:  # the handler or delivery failed: report it, keep running
             logger.exception("Job %s failed.", job["message_id"])
+            heartbeat.stop()
             if heartbeat.lost.is_set():
                 return "aborted"
             try:
@@ -178,6 +209,23 @@ class WorkerRuntime:
             raise RuntimeError(f"Telegram delivery failed: {exc}") from None
 
     # Snapshots and skills ---------------------------------------------------------------
+    def switch_conversation(self, conversation_id: str, agent_key: str) -> None:
+        """Give the data dir to another conversation: save the previous one's workspace,
+        empty the data dir (one conversation's files must never reach another's agent),
+        then restore the new conversation's latest snapshot."""
+        if self.restored_for is not None or self.jobs_done:
+            self.snapshot("drain")
+            self.jobs_done = 0
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            for child in self.settings.data_dir.iterdir():
+                if child.name in SKIP_DIRS:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        self.restore_snapshot(conversation_id, agent_key)
+
     def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:
         self.restored_for = conversation_id
         try:
@@ -213,15 +261,33 @@ class WorkerRuntime:
         logger.info("Snapshot %s stored (%d bytes).", snapshot_id, len(archive))
         return snapshot_id
 
-    def materialise_skills(self) -> None:
+    def materialise_skills(self) -> dict | None:
         from workers.runtime.skills import materialise_skills
 
         try:
-            materialise_skills(
+            result = materialise_skills(
                 self.client,
                 self.settings.data_dir / "skills",
                 channel=self.settings.skills_channel,
                 workspace_id=self.settings.workspace_id,
             )
+        except ApiError as exc:
+            if exc.status == 401:
+                raise  # the token is refused: exit 3, not "serve without skills"
+            logger.warning("Skills not materialised: %s", exc)
+            return None
         except Exception as exc:  # a broken manifest must not keep the worker from serving
             logger.warning("Skills not materialised: %s", exc)
+            return None
+        logger.info(
+            "Skills: %d installed, %d rejected, %d removed.",
+            len(result["installed"]),
+            len(result["rejected"]),
+            len(result["removed"]),
+        )
+        return result
+
+
+def _transient(exc: ApiError) -> bool:
+    """Network errors and 5xx are worth waiting out; 4xx answers are not."""
+    return exc.status == 0 or exc.status >= 500

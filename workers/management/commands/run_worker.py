@@ -1,15 +1,24 @@
 """``manage.py run_worker``: the reference worker (SPEC §12).
 
-Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 2 bad configuration;
-3 the server refused the token.
+Configuration comes from flags or the matching environment variables:
+``AGENT_FACTORY_API_URL``, ``AGENT_FACTORY_WORKER_TOKEN``, ``AGENT_FACTORY_WORKER_ID`` (all
+three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
+``AGENT_FACTORY_DATA_DIR``, ``AGENT_FACTORY_WORKER_HANDLER`` (``echo``, ``http`` or a dotted
+path), ``AGENT_FACTORY_SKILLS_CHANNEL``, ``AGENT_FACTORY_IDLE_EXIT_SECONDS``,
+``AGENT_FACTORY_POLL_SECONDS`` (2) and ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10).
+
+Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 2 bad configuration (missing
+or invalid setting, unknown handler); 3 the server refused the token (401).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -29,6 +38,22 @@ def _env(name: str, default=None):
     return value if value not in (None, "") else default
 
 
+def _seconds(*, allow_zero: bool):
+    """An argparse type: a number of seconds (argparse also applies it to env defaults, so
+    a bad environment variable is reported like a bad flag, with exit code 2)."""
+
+    def parse(raw):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+        if value < 0 or (value == 0 and not allow_zero) or value != value:
+            raise argparse.ArgumentTypeError(f"{raw!r} must be a positive number of seconds")
+        return value
+
+    return parse
+
+
 class Command(BaseCommand):
     help = "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit."
 
@@ -46,16 +71,21 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--idle-exit-seconds",
-            type=float,
-            default=float(_env("AGENT_FACTORY_IDLE_EXIT_SECONDS", 0)) or None,
+            type=_seconds(allow_zero=True),
+            default=_env("AGENT_FACTORY_IDLE_EXIT_SECONDS", "0"),
+            help="Exit after this long without a job (0: never).",
         )
         parser.add_argument(
-            "--poll-seconds", type=float, default=float(_env("AGENT_FACTORY_POLL_SECONDS", 2.0))
+            "--poll-seconds",
+            type=_seconds(allow_zero=False),
+            default=_env("AGENT_FACTORY_POLL_SECONDS", "2"),
+            help="Wait between control/claim polls while idle (SPEC: 2 s).",
         )
         parser.add_argument(
             "--heartbeat-seconds",
-            type=float,
-            default=float(_env("AGENT_FACTORY_HEARTBEAT_SECONDS", 10.0)),
+            type=_seconds(allow_zero=False),
+            default=_env("AGENT_FACTORY_HEARTBEAT_SECONDS", "10"),
+            help="Lease heartbeat interval while a job runs (SPEC: 10 s).",
         )
 
     def handle(self, *args, **options):
@@ -67,6 +97,9 @@ class Command(BaseCommand):
                 + ", ".join(f"--{m.replace('_', '-')}" for m in missing)
                 + " (or the AGENT_FACTORY_* environment variables)."
             )
+            raise SystemExit(EXIT_CONFIG)
+        if urlsplit(options["api_url"]).scheme not in ("http", "https"):
+            self.stderr.write("--api-url must be an http(s) URL.")
             raise SystemExit(EXIT_CONFIG)
         try:
             handler = load_handler(options["handler"])
@@ -86,15 +119,24 @@ class Command(BaseCommand):
             workspace_id=options["workspace_id"],
             handler=options["handler"],
             skills_channel=options["skills_channel"],
-            idle_exit_seconds=options["idle_exit_seconds"],
+            idle_exit_seconds=options["idle_exit_seconds"] or None,
             poll_seconds=options["poll_seconds"],
             heartbeat_seconds=options["heartbeat_seconds"],
         )
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.stderr.write(f"Cannot create the data dir {data_dir}: {exc.strerror}.")
+            raise SystemExit(EXIT_CONFIG)
         runtime = WorkerRuntime(
             worker_settings, WorkerApiClient(options["api_url"], options["token"]), handler
         )
-        signal.signal(signal.SIGTERM, runtime.request_stop)
-        signal.signal(signal.SIGINT, runtime.request_stop)
+        # SIGTERM/SIGINT only ask the loop to stop: the job in hand is finished, then the
+        # data dir is snapshotted. The previous handlers come back afterwards.
+        previous = {
+            signum: signal.signal(signum, runtime.request_stop)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             code = runtime.run()
         except ApiError as exc:
@@ -102,4 +144,7 @@ class Command(BaseCommand):
                 self.stderr.write("The server refused this worker's token (401).")
                 raise SystemExit(EXIT_UNAUTHORIZED)
             raise
+        finally:
+            for signum, handler_before in previous.items():
+                signal.signal(signum, handler_before)
         raise SystemExit(code)

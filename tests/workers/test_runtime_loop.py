@@ -1,0 +1,643 @@
+"""The reference worker's loop, delivery, snapshots, handlers and exit codes (SPEC §12).
+
+A stateful fake of the worker API stands in for the server; Telegram is the real client
+against ``responses``; the HTTP handler talks to a fake endpoint on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import responses
+from django.core.management import call_command
+
+from telegram.client import TelegramClient
+from workers.runtime.api_client import ApiError, LeaseLostError
+from workers.runtime.archive import make_archive
+from workers.runtime.handlers import JobContext, http_forward, load_handler
+from workers.runtime.runner import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_UNAUTHORIZED,
+    Heartbeat,
+    WorkerRuntime,
+    WorkerSettings,
+)
+
+TG = "https://tg.test"
+TOKEN = "123:SECRET-bot-token-abcdef"
+
+
+class Crash(BaseException):
+    """Stands in for the process dying (not an Exception: the worker must not catch it)."""
+
+
+class FakeServer:
+    """Just enough server-side state: a queue of jobs, delivered marks, snapshots."""
+
+    def __init__(self, jobs=(), *, stop_after_jobs=False):
+        self.jobs = list(jobs)
+        self.delivered_ids: set[int] = set()
+        self.calls: list = []
+        self.snapshots: dict[str, tuple[bytes, str]] = {}
+        self.uploads: list[dict] = []
+        self.stop_after_jobs = stop_after_jobs
+        self.crash_on: str | None = None
+        self.control_errors = 0
+        self.heartbeats = 0
+        self.manifest = {"skills": []}
+
+    def _maybe_crash(self, name):
+        if self.crash_on == name:
+            self.crash_on = None
+            raise Crash(name)
+
+    def control(self):
+        self.calls.append("control")
+        if self.control_errors:
+            self.control_errors -= 1
+            raise ApiError(0, "network_error", "ConnectionError")
+        stop = self.stop_after_jobs and not self.jobs
+        return {"should_stop": stop, "reason": "draining" if stop else None}
+
+    def claim(self, conversation_id=None):
+        self.calls.append(("claim", conversation_id))
+        if not self.jobs:
+            return None
+        job = dict(self.jobs.pop(0))
+        if job["message_id"] in self.delivered_ids:
+            job["delivered_at"] = "2026-12-01T10:00:00Z"
+        return job
+
+    def hydration(self, job):
+        self.calls.append("hydration")
+        return {"telegram_bot_token": TOKEN}
+
+    def heartbeat(self, job):
+        self.heartbeats += 1
+        self.calls.append("heartbeat")
+
+    def delivered(self, job):
+        self.calls.append("delivered")
+        self.delivered_ids.add(job["message_id"])
+        self._maybe_crash("delivered")
+
+    def append_messages(self, job, messages):
+        self.calls.append(("append", tuple((m["role"], m["content"]) for m in messages)))
+        self._maybe_crash("append")
+
+    def complete(self, job):
+        self.calls.append("complete")
+
+    def fail(self, job, error):
+        self.calls.append(("fail", error))
+
+    def latest_snapshot(self, workspace_id, agent_key, conversation_id):
+        self.calls.append(("latest_snapshot", conversation_id))
+        if conversation_id not in self.snapshots:
+            return None
+        _, sha = self.snapshots[conversation_id]
+        return {"snapshot_id": 1, "sha256": sha, "download_url": f"mem://{conversation_id}"}
+
+    def download(self, url):
+        return self.snapshots[url.removeprefix("mem://")][0]
+
+    def upload_snapshot(self, **kwargs):
+        self.calls.append(("snapshot", kwargs["conversation_id"], kwargs["reason"]))
+        self.uploads.append(kwargs)
+        self.snapshots[kwargs["conversation_id"]] = (kwargs["archive"], kwargs["sha256"])
+        return len(self.uploads)
+
+    def skills_manifest(self, channel, workspace_id):
+        self.calls.append("skills_manifest")
+        return self.manifest
+
+
+def make_job(message_id=7, conversation="c1", text="hi", chat="55"):
+    return {
+        "message_id": message_id,
+        "lease_id": f"L{message_id}",
+        "conversation_id": conversation,
+        "agent_key": "alpha",
+        "payload": {
+            "provider": "telegram",
+            "message_text": text,
+            "metadata": {"telegram_chat_id": chat},
+        },
+    }
+
+
+def telegram_factory(sleeps):
+    return lambda token: TelegramClient(token, base_url=TG, sleep=sleeps.append)
+
+
+def make_runtime(server, tmp_path, handler=None, sleeps=None, **settings):
+    worker_settings = WorkerSettings(
+        api_url="http://srv", token="t", worker_id="w", data_dir=tmp_path / "data", **settings
+    )
+    return WorkerRuntime(
+        worker_settings,
+        server,
+        handler or (lambda ctx: f"echo: {ctx.text}"),
+        telegram_factory=telegram_factory([] if sleeps is None else sleeps),
+    )
+
+
+class RecordingStop:
+    """Replaces ``stop_requested``: records every idle wait and stops after ``limit`` waits."""
+
+    def __init__(self, limit):
+        self.waits: list[float] = []
+        self.limit = limit
+        self._set = False
+
+    def is_set(self):
+        return self._set
+
+    def set(self):
+        self._set = True
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        if len(self.waits) >= self.limit:
+            self._set = True
+        return self._set
+
+
+def sent_texts():
+    return [
+        json.loads(c.request.body)["text"]
+        for c in responses.calls
+        if "sendMessage" in c.request.url
+    ]
+
+
+# Loop intervals ----------------------------------------------------------------------------
+def test_idle_loop_polls_control_then_claim_every_two_seconds(tmp_path):
+    server = FakeServer()
+    rt = make_runtime(server, tmp_path)
+    rt.stop_requested = RecordingStop(limit=3)
+    assert rt.run() == EXIT_OK
+    assert rt.stop_requested.waits == [2.0, 2.0, 2.0]
+    polls = [
+        c for c in server.calls if c == "control" or (isinstance(c, tuple) and c[0] == "claim")
+    ]
+    assert polls == ["control", ("claim", None)] * 3
+    assert server.uploads == []  # no job ran: nothing worth a snapshot
+
+
+def test_command_defaults_are_the_spec_intervals(monkeypatch):
+    from workers.management.commands.run_worker import Command
+
+    for name in ("AGENT_FACTORY_POLL_SECONDS", "AGENT_FACTORY_HEARTBEAT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    options = Command().create_parser("manage.py", "run_worker").parse_args([])
+    assert (options.poll_seconds, options.heartbeat_seconds) == (2.0, 10.0)
+    assert options.idle_exit_seconds == 0  # never idle-exit unless told
+    assert (
+        WorkerSettings("u", "t", "w", None).poll_seconds,
+        WorkerSettings("u", "t", "w", None).heartbeat_seconds,
+    ) == (2.0, 10.0)
+
+
+def test_heartbeat_runs_in_background_at_its_interval_and_stops_with_the_job(tmp_path):
+    server = FakeServer()
+
+    def slow(ctx):
+        time.sleep(0.55)
+        return "done"
+
+    with responses.RequestsMock() as mock:
+        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+        rt = make_runtime(server, tmp_path, handler=slow, heartbeat_seconds=0.1)
+        assert rt.process(make_job()) == "done"
+    beats = server.heartbeats
+    assert 2 <= beats <= 8  # ~5 beats in 0.55 s at 0.1 s (loose: CI machines are busy)
+    time.sleep(0.3)
+    assert server.heartbeats == beats  # stopped (and joined) when the job ended
+    assert server.calls.index("complete") > max(
+        i for i, c in enumerate(server.calls) if c == "heartbeat"
+    )
+
+
+def test_heartbeat_thread_can_be_joined():
+    # Regression: an attribute named ``_stop`` shadowed Thread._stop and broke join().
+    beat = Heartbeat(FakeServer(), make_job(), interval=0.01)
+    beat.start()
+    beat.stop()
+    assert not beat.is_alive()
+
+
+def test_lease_lost_mid_job_means_nothing_is_sent_or_recorded(tmp_path):
+    class LosingServer(FakeServer):
+        def heartbeat(self, job):
+            raise LeaseLostError(409, "lease_lost", "taken")
+
+    server = LosingServer()
+    gate = threading.Event()
+    with responses.RequestsMock() as mock:  # any Telegram call would fail the test
+        rt = make_runtime(
+            server, tmp_path, handler=lambda ctx: gate.wait(1) and "x", heartbeat_seconds=0.02
+        )
+        threading.Timer(0.2, gate.set).start()
+        assert rt.process(make_job()) == "aborted"
+        assert len(mock.calls) == 0
+    assert not {"delivered", "complete"} & {c for c in server.calls if isinstance(c, str)}
+    assert not any(isinstance(c, tuple) and c[0] in ("append", "fail") for c in server.calls)
+
+
+def test_api_outage_is_waited_out_with_backoff(tmp_path):
+    server = FakeServer(jobs=[make_job()], stop_after_jobs=True)
+    server.control_errors = 2
+    rt = make_runtime(server, tmp_path, poll_seconds=0.01)
+    with responses.RequestsMock() as mock:
+        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+        rt.stop_requested = RecordingStop(limit=100)
+        assert rt.run() == EXIT_OK
+    assert rt.stop_requested.waits[:2] == [0.02, 0.04]  # doubling, capped at 8x
+    assert "complete" in server.calls
+
+
+def test_unauthorized_control_propagates(tmp_path):
+    class Refusing(FakeServer):
+        def control(self):
+            raise ApiError(401, "unauthorized", "bad token")
+
+    rt = make_runtime(Refusing(), tmp_path)
+    with pytest.raises(ApiError) as info:
+        rt.run()
+    assert info.value.status == 401
+
+
+# Delivery ----------------------------------------------------------------------------------
+@responses.activate
+def test_long_reply_is_split_at_4096_characters(tmp_path):
+    responses.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+    reply = ("word " * 2000).strip()  # 9999 characters
+    server = FakeServer()
+    rt = make_runtime(server, tmp_path, handler=lambda ctx: reply)
+    assert rt.process(make_job()) == "done"
+    texts = sent_texts()
+    assert len(texts) == 3 and all(len(t) <= 4096 for t in texts)
+    assert "".join(texts).replace(" ", "") == reply.replace(" ", "")
+    assert all(json.loads(c.request.body)["chat_id"] == "55" for c in responses.calls)
+    assert server.calls[-3:] == [
+        "delivered",
+        ("append", (("user", "hi"), ("assistant", reply))),
+        "complete",
+    ]
+
+
+@responses.activate
+def test_429_is_honoured_with_retry_after_then_sent_once(tmp_path):
+    url = f"{TG}/bot{TOKEN}/sendMessage"
+    responses.post(
+        url,
+        status=429,
+        json={
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests",
+            "parameters": {"retry_after": 3},
+        },
+    )
+    responses.post(url, json={"ok": True, "result": {"message_id": 1}})
+    sleeps: list[float] = []
+    server = FakeServer()
+    rt = make_runtime(server, tmp_path, sleeps=sleeps)
+    assert rt.process(make_job()) == "done"
+    assert sleeps == [3.0]
+    assert sent_texts() == ["echo: hi", "echo: hi"]  # refused once, accepted once
+    assert responses.calls[1].response.status_code == 200
+    assert server.calls.index("delivered") < server.calls.index("complete")
+
+
+@responses.activate
+def test_telegram_refusal_fails_the_job_without_leaking_the_token(tmp_path):
+    responses.post(
+        f"{TG}/bot{TOKEN}/sendMessage",
+        status=400,
+        json={"ok": False, "error_code": 400, "description": "Bad Request: chat not found"},
+    )
+    server = FakeServer()
+    assert make_runtime(server, tmp_path).process(make_job()) == "failed"
+    (error,) = [c[1] for c in server.calls if isinstance(c, tuple) and c[0] == "fail"]
+    assert "chat not found" in error and TOKEN not in error
+    assert "delivered" not in server.calls
+
+
+@responses.activate
+def test_crash_after_delivered_never_sends_twice(tmp_path):
+    responses.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+    server = FakeServer()
+    server.crash_on = "delivered"  # the process dies right after recording delivery
+    rt = make_runtime(server, tmp_path)
+    with pytest.raises(Crash):
+        rt.process(make_job())
+    assert "complete" not in server.calls
+    # The lease expires, the job is claimed again (by a fresh worker) with delivered_at set.
+    server.jobs = [make_job()]
+    fresh = make_runtime(server, tmp_path, handler=lambda ctx: pytest.fail("must not rerun"))
+    assert fresh.process(server.claim()) == "redelivered"
+    assert sent_texts() == ["echo: hi"]  # exactly one reply reached the user
+    assert server.calls[-1] == "complete"
+
+
+@responses.activate
+def test_reply_is_sent_before_delivered_is_recorded(tmp_path):
+    order = []
+
+    def send(request):
+        order.append("telegram")
+        return 200, {}, json.dumps({"ok": True, "result": {}})
+
+    responses.add_callback(responses.POST, f"{TG}/bot{TOKEN}/sendMessage", callback=send)
+
+    class Ordered(FakeServer):
+        def delivered(self, job):
+            order.append("delivered")
+
+        def complete(self, job):
+            order.append("complete")
+
+    make_runtime(Ordered(), tmp_path).process(make_job())
+    assert order == ["telegram", "delivered", "complete"]
+
+
+def test_non_telegram_job_is_not_delivered_but_history_is_kept(tmp_path):
+    job = make_job()
+    job["payload"] = {"provider": "api", "message_text": "ping"}
+    server = FakeServer()
+    with responses.RequestsMock():
+        assert make_runtime(server, tmp_path).process(job) == "done"
+    assert ("append", (("user", "ping"), ("assistant", "echo: ping"))) in server.calls
+
+
+# Snapshots ---------------------------------------------------------------------------------
+def _with_telegram(fn):
+    with responses.RequestsMock() as mock:
+        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+        return fn()
+
+
+def writing_handler(ctx):
+    (ctx.data_dir / "workspace").mkdir(parents=True, exist_ok=True)
+    with open(ctx.data_dir / "workspace" / "notes.txt", "a") as handle:
+        handle.write(ctx.text + "\n")
+    return "ok"
+
+
+def test_should_stop_snapshots_the_data_dir_as_tar_gz(tmp_path):
+    import io
+    import tarfile
+
+    server = FakeServer(jobs=[make_job(text="apples")], stop_after_jobs=True)
+    rt = make_runtime(server, tmp_path, handler=writing_handler)
+    assert _with_telegram(rt.run) == EXIT_OK
+    (upload,) = server.uploads
+    assert (upload["conversation_id"], upload["agent_key"], upload["reason"]) == (
+        "c1",
+        "alpha",
+        "drain",
+    )
+    with tarfile.open(fileobj=io.BytesIO(upload["archive"]), mode="r:gz") as tar:
+        member = tar.extractfile("workspace/notes.txt")
+        assert member.read() == b"apples\n"
+        assert not any(name.startswith("skills") for name in tar.getnames())
+
+
+def test_idle_exit_snapshots(tmp_path):
+    server = FakeServer(jobs=[make_job()])
+    rt = make_runtime(
+        server, tmp_path, handler=writing_handler, idle_exit_seconds=0.05, poll_seconds=0.02
+    )
+    assert _with_telegram(rt.run) == EXIT_OK
+    assert [u["reason"] for u in server.uploads] == ["drain"]
+
+
+def test_sigterm_finishes_the_job_then_snapshots(tmp_path):
+    server = FakeServer(jobs=[make_job()])
+    started = threading.Event()
+
+    def slow(ctx):
+        started.set()
+        time.sleep(0.3)
+        return writing_handler(ctx)
+
+    rt = make_runtime(server, tmp_path, handler=slow, poll_seconds=0.02)
+    # SIGTERM arrives mid-job (the command wires the signal to request_stop).
+    threading.Thread(
+        target=lambda: started.wait(5) and rt.request_stop(signal.SIGTERM, None)
+    ).start()
+    assert _with_telegram(rt.run) == EXIT_OK
+    assert "complete" in server.calls  # the job in hand was finished, not dropped
+    assert [u["reason"] for u in server.uploads] == ["signal"]
+    assert server.calls[-1] == ("snapshot", "c1", "signal")
+
+
+def test_start_restores_the_latest_snapshot_then_materialises_skills(tmp_path):
+    source = tmp_path / "old"
+    (source / "workspace").mkdir(parents=True)
+    (source / "workspace" / "notes.txt").write_text("from the previous worker\n")
+    server = FakeServer()
+    server.snapshots["c1"] = make_archive(source)
+    rt = make_runtime(server, tmp_path, conversation_id="c1", agent_key="alpha")
+    rt.stop_requested = RecordingStop(limit=1)
+    rt.run()
+    data = tmp_path / "data"
+    assert (data / "workspace" / "notes.txt").read_text() == "from the previous worker\n"
+    assert server.calls.index(("latest_snapshot", "c1")) < server.calls.index("skills_manifest")
+    assert ("claim", "c1") in server.calls  # a pinned worker only claims its conversation
+
+
+def test_a_tampered_snapshot_is_not_restored(tmp_path):
+    source = tmp_path / "old"
+    (source / "workspace").mkdir(parents=True)
+    (source / "workspace" / "notes.txt").write_text("x")
+    archive, _ = make_archive(source)
+    server = FakeServer()
+    server.snapshots["c1"] = (archive, "0" * 64)
+    rt = make_runtime(server, tmp_path)
+    assert rt.restore_snapshot("c1", "alpha") is False
+    assert not (tmp_path / "data" / "workspace").exists()
+
+
+def test_switching_conversation_saves_then_empties_the_workspace(tmp_path):
+    server = FakeServer(jobs=[make_job(7, "c1", "secret of c1"), make_job(8, "c2", "hello")])
+    seen = {}
+
+    def handler(ctx):
+        notes = ctx.data_dir / "workspace" / "notes.txt"
+        seen[ctx.job["conversation_id"]] = notes.read_text() if notes.exists() else ""
+        return writing_handler(ctx)
+
+    rt = make_runtime(server, tmp_path, handler=handler)
+
+    def two_jobs():
+        rt.process(server.claim())
+        rt.process(server.claim())
+
+    _with_telegram(two_jobs)
+    assert seen == {"c1": "", "c2": ""}  # c2's agent never sees c1's files
+    assert ("snapshot", "c1", "drain") in server.calls
+    rt.snapshot("drain")
+    assert b"secret" not in gzip.decompress(server.snapshots["c2"][0])
+
+
+# Handlers ----------------------------------------------------------------------------------
+def test_handler_by_dotted_path_and_unknown_names():
+    from tests.e2e.handlers import slow_echo
+
+    assert load_handler("tests.e2e.handlers.slow_echo") is slow_echo
+    assert load_handler("http") is http_forward and load_handler("openclaw") is http_forward
+    with pytest.raises(RuntimeError, match="Unknown handler 'nope'"):
+        load_handler("nope")
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    answers: list = []
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Gateway.received.append((dict(self.headers), json.loads(body)))
+        status, payload = _Gateway.answers.pop(0)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gateway(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Gateway.answers, _Gateway.received = [], []
+    url = f"http://127.0.0.1:{server.server_address[1]}/agent"
+    monkeypatch.delenv("AGENT_FACTORY_HANDLER_URL", raising=False)
+    monkeypatch.setenv("OPENCLAW_GATEWAY_URL", url)
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", "gw-token")
+    yield _Gateway
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_forwarder_posts_the_job_and_returns_the_reply(gateway, tmp_path):
+    gateway.answers.append((200, {"reply": "from the gateway"}))
+    bundle = {"telegram_bot_token": TOKEN, "conversation": {"history": []}, "bridge": None}
+    context = JobContext(job=make_job(text="question"), bundle=bundle, data_dir=tmp_path)
+    assert http_forward(context) == "from the gateway"
+    ((headers, body),) = gateway.received
+    assert headers["Authorization"] == "Bearer gw-token"
+    assert body["job"]["payload"]["message_text"] == "question"
+    assert body["conversation"] == {"history": []}
+    assert TOKEN not in json.dumps(body)  # the bot token stays with the worker
+
+
+def test_http_forwarder_errors_are_clear(gateway, tmp_path, monkeypatch):
+    context = JobContext(job=make_job(), bundle={}, data_dir=tmp_path)
+    gateway.answers.append((502, {"error": "down"}))
+    with pytest.raises(RuntimeError, match="answered 502"):
+        http_forward(context)
+    gateway.answers.append((200, {"text": "wrong shape"}))
+    with pytest.raises(RuntimeError, match="without a 'reply' string"):
+        http_forward(context)
+    monkeypatch.delenv("OPENCLAW_GATEWAY_URL")
+    with pytest.raises(RuntimeError, match="needs AGENT_FACTORY_HANDLER_URL"):
+        http_forward(context)
+
+
+def test_http_forwarder_failure_fails_the_job_in_the_worker(gateway, tmp_path):
+    gateway.answers.append((500, {}))
+    server = FakeServer()
+    with responses.RequestsMock(passthru_prefixes=("http://127.0.0.1",)):
+        assert make_runtime(server, tmp_path, handler=http_forward).process(make_job()) == "failed"
+    assert ("fail", "RuntimeError: Handler endpoint answered 500.") in server.calls
+
+
+# Exit codes (manage.py run_worker) ---------------------------------------------------------
+API = "http://api.test/api/v1/worker"
+WORKER_TOKEN = "wk-SECRET-9f3a71"
+
+
+@pytest.fixture
+def worker_env(monkeypatch, tmp_path):
+    for name in ("AGENT_FACTORY_API_URL", "AGENT_FACTORY_WORKER_TOKEN", "AGENT_FACTORY_WORKER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    yield [
+        "--api-url",
+        "http://api.test",
+        "--token",
+        WORKER_TOKEN,
+        "--worker-id",
+        "w1",
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == previous
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGINT, previous[1])
+
+
+def run_command(*args):
+    with pytest.raises(SystemExit) as info:
+        call_command("run_worker", *args)
+    return info.value.code
+
+
+def test_exit_2_when_required_settings_are_missing(worker_env, capsys):
+    assert run_command("--api-url", "http://api.test") == EXIT_CONFIG
+    assert "needs --token, --worker-id" in capsys.readouterr().err
+
+
+def test_exit_2_for_an_unknown_handler_or_a_bad_url(worker_env, capsys):
+    assert run_command(*worker_env, "--handler", "no.such.handler") == EXIT_CONFIG
+    assert "Unknown handler" in capsys.readouterr().err
+    assert run_command(*worker_env[2:], "--api-url", "api.test") == EXIT_CONFIG
+    assert "http(s) URL" in capsys.readouterr().err
+
+
+def test_exit_2_for_a_bad_interval_in_the_environment(worker_env, monkeypatch, capsys):
+    from workers.management.commands.run_worker import Command
+
+    monkeypatch.setenv("AGENT_FACTORY_POLL_SECONDS", "soon")
+    with pytest.raises(SystemExit) as info:
+        Command().run_from_argv(["manage.py", "run_worker", *worker_env])
+    assert info.value.code == EXIT_CONFIG
+    assert "'soon' is not a number of seconds" in capsys.readouterr().err
+
+
+@responses.activate
+def test_exit_3_when_the_token_is_refused(worker_env, capsys):
+    responses.get(f"{API}/skills/manifest/", status=401, json={"error": "unauthorized"})
+    responses.post(f"{API}/control/", status=401, json={"error": "unauthorized"})
+    assert run_command(*worker_env) == EXIT_UNAUTHORIZED
+    err = capsys.readouterr().err
+    assert "refused this worker's token" in err and WORKER_TOKEN not in err
+
+
+@responses.activate
+def test_exit_0_when_the_server_says_stop(worker_env):
+    responses.get(f"{API}/skills/manifest/", json={"skills": []})
+    responses.post(
+        f"{API}/control/", json={"should_stop": True, "reason": "draining", "status": "draining"}
+    )
+    assert run_command(*worker_env) == EXIT_OK
+    assert responses.calls[-1].request.headers["Authorization"] == f"Bearer {WORKER_TOKEN}"
+    assert [c.request.url.split("/worker/")[1] for c in responses.calls] == [
+        "skills/manifest/?channel=stable&workspace_id=default",
+        "control/",
+    ]
