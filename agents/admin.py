@@ -5,8 +5,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from agents.audit import actor_name, record_audit
 from agents.models import (
@@ -20,34 +22,39 @@ from agents.models import (
     RuntimeConfig,
     Secret,
 )
-from agents.secret_store import SecretStoreError, import_secret
+from agents.secret_store import SecretStoreError, import_secret, validate_secret_input
+from agents.services import save_agent_profile, save_runtime_config
 
 
 class AuditedModelAdmin(admin.ModelAdmin):
     """Writes an AuditEvent for every add, change and delete made through the admin."""
+
+    # Action names are "<audit_prefix>.add|change|delete"; the model name by default.
+    audit_prefix: str | None = None
+
+    def audit_action(self, verb: str) -> str:
+        return f"{self.audit_prefix or self.model._meta.model_name}.{verb}"
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             record_audit(
                 actor_name(request.user),
-                f"{obj._meta.model_name}.{'change' if change else 'add'}",
+                self.audit_action("change" if change else "add"),
                 obj,
                 changed_fields=sorted(form.changed_data),
             )
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            record_audit(
-                actor_name(request.user), f"{obj._meta.model_name}.delete", obj, label=str(obj)
-            )
+            record_audit(actor_name(request.user), self.audit_action("delete"), obj, label=str(obj))
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for obj in queryset:
                 record_audit(
-                    actor_name(request.user), f"{obj._meta.model_name}.delete", obj, label=str(obj)
+                    actor_name(request.user), self.audit_action("delete"), obj, label=str(obj)
                 )
             super().delete_queryset(request, queryset)
 
@@ -75,10 +82,13 @@ class AgentProfileAdmin(AuditedModelAdmin):
             return "-"
         return format_html('<a href="{}">onboarding</a>', url)
 
+    audit_prefix = "agent"
+
     def save_model(self, request, obj, form, change):
-        if change and form.changed_data:
-            obj.version += 1
-        super().save_model(request, obj, form, change)
+        # The same rule as configure_agent: version bump on a real change, audit row.
+        save_agent_profile(
+            obj, actor=actor_name(request.user), created=not change, changed=form.changed_data
+        )
 
 
 class SecretAdminForm(forms.ModelForm):
@@ -94,14 +104,33 @@ class SecretAdminForm(forms.ModelForm):
         model = Secret
         fields = ["secret_ref"]
 
+    def clean(self):
+        cleaned = super().clean()
+        ref, value = cleaned.get("secret_ref"), cleaned.get("value")
+        if ref and value is not None:
+            # The store's own rules (empty, too large), shown on the form instead of a
+            # half-finished save; the messages never contain the value.
+            try:
+                validate_secret_input(ref, value)
+            except SecretStoreError as exc:
+                raise forms.ValidationError(str(exc))
+        return cleaned
+
 
 @admin.register(Secret)
-class SecretAdmin(admin.ModelAdmin):
+class SecretAdmin(AuditedModelAdmin):
     form = SecretAdminForm
     list_display = ["secret_ref", "version", "active", "key_id", "updated_at"]
     list_filter = ["active", "key_id"]
     search_fields = ["secret_ref"]
     ordering = ["secret_ref", "-version"]
+    audit_prefix = "secret"
+
+    @admin.display(description="New value")
+    def set_new_value(self, obj):
+        # Versions are immutable: a new value is a new version, made on the add form.
+        url = reverse("admin:agents_secret_add") + "?" + urlencode({"secret_ref": obj.secret_ref})
+        return format_html('<a href="{}">Set a new value (creates a new version)</a>', url)
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -115,6 +144,7 @@ class SecretAdmin(admin.ModelAdmin):
             "metadata",
             "created_at",
             "updated_at",
+            "set_new_value",
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -136,6 +166,7 @@ class SecretAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
+        # A new version through the store (which audits it); existing rows never change.
         try:
             secret = import_secret(
                 form.cleaned_data["secret_ref"],
@@ -148,6 +179,17 @@ class SecretAdmin(admin.ModelAdmin):
             return
         obj.pk = secret.pk
         obj.version = secret.version
+        obj.active = secret.active
+
+    def log_addition(self, request, obj, message):
+        if obj.pk is not None:  # the import failed and said so; there is nothing to log
+            return super().log_addition(request, obj, message)
+        return None
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if obj.pk is None:
+            return redirect(reverse("admin:agents_secret_add"))
+        return super().response_add(request, obj, post_url_continue)
 
     def delete_model(self, request, obj):
         with transaction.atomic():
@@ -157,8 +199,9 @@ class SecretAdmin(admin.ModelAdmin):
                 obj,
                 secret_ref=obj.secret_ref,
                 version=obj.version,
+                was_active=obj.active,
             )
-            super().delete_model(request, obj)
+            super(AuditedModelAdmin, self).delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
@@ -169,8 +212,9 @@ class SecretAdmin(admin.ModelAdmin):
                     obj,
                     secret_ref=obj.secret_ref,
                     version=obj.version,
+                    was_active=obj.active,
                 )
-            super().delete_queryset(request, queryset)
+            super(AuditedModelAdmin, self).delete_queryset(request, queryset)
 
 
 @admin.register(RuntimeConfig)
@@ -217,15 +261,17 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
     ]
 
     def has_add_permission(self, request):
-        return not RuntimeConfig.objects.exists()
+        # The one row (pk=1) is created by RuntimeConfig.get(), which the list page calls.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        # The same rule as configure_runtime: validate, save, one audit row per change.
+        save_runtime_config(obj, actor=actor_name(request.user), changed=form.changed_data)
 
     def has_delete_permission(self, request, obj=None):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        from django.shortcuts import redirect
-        from django.urls import reverse
-
         config = RuntimeConfig.get()
         return redirect(reverse("admin:agents_runtimeconfig_change", args=[config.pk]))
 
@@ -241,7 +287,7 @@ class ConversationEntryInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AuditedModelAdmin):
     list_display = ["conversation_id", "agent", "created_at", "updated_at"]
     list_filter = ["agent"]
     list_select_related = ["agent"]
@@ -296,7 +342,7 @@ class PublishSkillForm(forms.Form):
 
 
 @admin.register(GlobalSkillVersion)
-class GlobalSkillVersionAdmin(admin.ModelAdmin):
+class GlobalSkillVersionAdmin(AuditedModelAdmin):
     """Versions are immutable: publish new ones, then activate a release per channel."""
 
     list_display = ["skill", "version", "module_format", "bundle_sha256", "created_at"]
@@ -369,7 +415,7 @@ class GlobalSkillVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(GlobalSkillRelease)
-class GlobalSkillReleaseAdmin(admin.ModelAdmin):
+class GlobalSkillReleaseAdmin(AuditedModelAdmin):
     list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
     list_filter = ["channel", "active"]
     list_select_related = ["skill", "version"]

@@ -31,36 +31,55 @@ def configure_agent(
     bridge_config: dict | None = None,
     require_telegram_binding: bool | None = None,
 ) -> tuple[AgentProfile, bool]:
-    """Create or update a profile; bumps its version on every change. Validates first."""
+    """Create or update a profile. ``None`` leaves a setting as it is. Validates before
+    saving, so bad input changes nothing; a call that changes nothing writes nothing."""
     with transaction.atomic():
         profile = AgentProfile.objects.select_for_update().filter(agent_key=agent_key).first()
         created = profile is None
         if created:
             profile = AgentProfile(agent_key=agent_key)
-        changes = {
+        requested = {
             "secrets_ref": secrets_ref,
             "enabled": enabled,
             "bridge_config": bridge_config,
             "require_telegram_binding": require_telegram_binding,
         }
-        changed = [name for name, value in changes.items() if value is not None]
+        changed = [
+            name
+            for name, value in requested.items()
+            if value is not None and (created or getattr(profile, name) != value)
+        ]
         for name in changed:
-            setattr(profile, name, changes[name])
-        if not created and changed:
-            profile.version += 1
-        try:
-            profile.full_clean()
-        except ValidationError as exc:
-            raise ConfigurationError(_validation_message(exc))
+            setattr(profile, name, requested[name])
+        save_agent_profile(profile, actor=actor, created=created, changed=changed)
+    return profile, created
+
+
+def save_agent_profile(
+    profile: AgentProfile, *, actor: str, created: bool, changed: list[str]
+) -> bool:
+    """The one place a profile is saved (command and admin): validate, bump ``version`` on
+    a real change, save and audit. Returns False when there was nothing to save."""
+    if not created and not changed:
+        return False
+    if not created:
+        profile.version += 1
+    try:
+        profile.full_clean()
+    except ValidationError as exc:
+        if not created:
+            profile.version -= 1
+        raise ConfigurationError(_validation_message(exc))
+    with transaction.atomic():
         profile.save()
         record_audit(
             actor,
             "agent.create" if created else "agent.update",
             profile,
-            agent_key=agent_key,
-            changed=changed,
+            agent_key=profile.agent_key,
+            changed=sorted(changed),
         )
-    return profile, created
+    return True
 
 
 def parse_bridge_json(raw: str) -> dict:
@@ -97,23 +116,38 @@ RUNTIME_FIELDS = {
 
 
 def configure_runtime(*, actor: str, **changes) -> RuntimeConfig:
+    """Change runtime settings; ``None`` leaves one as it is. Validates every value before
+    saving, so bad input changes nothing; a call that changes nothing writes nothing."""
     unknown = set(changes) - RUNTIME_FIELDS
     if unknown:
         raise ConfigurationError(f"Unknown runtime setting(s): {', '.join(sorted(unknown))}.")
     with transaction.atomic():
         RuntimeConfig.get()
         config = RuntimeConfig.objects.select_for_update().get(pk=1)
-        changed = [name for name, value in changes.items() if value is not None]
+        changed = [
+            name
+            for name, value in changes.items()
+            if value is not None and getattr(config, name) != value
+        ]
         for name in changed:
             setattr(config, name, changes[name])
-        try:
-            config.full_clean()
-        except ValidationError as exc:
-            raise ConfigurationError(_validation_message(exc))
-        config.save()
-        if changed:
-            record_audit(actor, "runtime_config.update", config, changed=sorted(changed))
+        save_runtime_config(config, actor=actor, changed=changed)
     return config
+
+
+def save_runtime_config(config: RuntimeConfig, *, actor: str, changed: list[str]) -> bool:
+    """The one place the runtime config is saved (command and admin): validate, save,
+    audit. Returns False when there was nothing to save."""
+    if not changed:
+        return False
+    try:
+        config.full_clean()
+    except ValidationError as exc:
+        raise ConfigurationError(_validation_message(exc))
+    with transaction.atomic():
+        config.save()
+        record_audit(actor, "runtime_config.update", config, changed=sorted(changed))
+    return True
 
 
 def runtime_config_dict(config: RuntimeConfig) -> dict:

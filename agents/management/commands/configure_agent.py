@@ -1,22 +1,24 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agents.audit import actor_name
+from agents.management.base import Command as BaseCommand
 from agents.services import ConfigurationError, configure_agent, parse_bridge_json
 
 
 class Command(BaseCommand):
-    help = "Create or update an agent profile."
+    help = "Create or update an agent profile; options not given keep their value."
 
     def add_arguments(self, parser):
         parser.add_argument("agent_key")
         parser.add_argument(
             "--secrets-ref",
-            action="append",
+            action="extend",
+            nargs="+",
             dest="secrets_ref",
             metavar="REF",
-            help="A secret ref the agent uses (repeat for several).",
+            help="The secret refs the agent uses (replaces the list; several or repeated).",
         )
         state = parser.add_mutually_exclusive_group()
         state.add_argument("--disable", action="store_const", const=False, dest="enabled")

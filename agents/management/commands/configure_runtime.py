@@ -1,15 +1,21 @@
+import argparse
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agents.audit import actor_name
+from agents.management.base import Command as BaseCommand
 from agents.services import ConfigurationError, configure_runtime, runtime_config_dict
 
 
-def positive(value: str) -> int:
-    number = int(value)
+def whole_number(value: str) -> int:
+    """Shape only (argparse); the ranges are the model's validators, shared with the admin."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
     if number < 0:
-        raise ValueError
+        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
     return number
 
 
@@ -25,13 +31,13 @@ class Command(BaseCommand):
         parser.add_argument("--fallback-regions", help="Comma-separated regions, in order.")
         parser.add_argument("--volume-name")
         parser.add_argument("--volume-path")
-        parser.add_argument("--volume-size-gb", type=positive)
-        parser.add_argument("--max-workers", type=positive)
-        parser.add_argument("--spawn-step", type=positive)
-        parser.add_argument("--idle-timeout-seconds", type=positive)
-        parser.add_argument("--lease-seconds", type=positive)
-        parser.add_argument("--stale-after-seconds", type=positive)
-        parser.add_argument("--max-attempts", type=positive)
+        parser.add_argument("--volume-size-gb", type=whole_number)
+        parser.add_argument("--max-workers", type=whole_number)
+        parser.add_argument("--spawn-step", type=whole_number)
+        parser.add_argument("--idle-timeout-seconds", type=whole_number)
+        parser.add_argument("--lease-seconds", type=whole_number)
+        parser.add_argument("--stale-after-seconds", type=whole_number)
+        parser.add_argument("--max-attempts", type=whole_number)
         parser.add_argument("--system-prompt")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 

@@ -1,8 +1,9 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agents.audit import actor_name
+from agents.management.base import Command as BaseCommand
 from agents.secret_store import rotate_encryption_key
 
 
@@ -22,9 +23,14 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 f"Re-encrypted {report['rotated']} secret version(s) under key "
-                f"{report['primary_key_id']}; {report['already_current']} already current."
+                f"{report['primary_key_id']}; {report['already_current']} already current; "
+                f"{report['failed']} failed."
             )
-        if report["failed"]:
+            # The report (stdout) names each failed row; stderr keeps its one line.
             for error in report["errors"]:
-                self.stderr.write(error)
-            raise CommandError(f"{report['failed']} secret version(s) could not be decrypted.")
+                self.stdout.write(f"  failed: {error}")
+        if report["failed"]:
+            raise CommandError(
+                f"{report['failed']} secret version(s) could not be decrypted with the "
+                "configured keys and were left as they are."
+            )

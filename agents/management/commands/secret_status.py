@@ -1,18 +1,30 @@
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
 
+from agents.management.base import Command as BaseCommand
+from agents.models import secret_ref_validator
 from agents.secret_store import secret_status
 
 
 class Command(BaseCommand):
-    help = "List secret refs with their active version and update time (never values)."
+    help = (
+        "List secret refs (all, or the REFs given) with their active version, version count, "
+        "key id and update time. Never prints a value."
+    )
 
     def add_arguments(self, parser):
+        parser.add_argument("refs", nargs="*", metavar="REF", help="Only these refs.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
-    def handle(self, *args, **options):
-        rows = secret_status()
+    def handle(self, *args, refs, **options):
+        for ref in refs:
+            try:
+                secret_ref_validator(ref)
+            except ValidationError as exc:
+                raise CommandError(f"{exc.messages[0]} (got {ref!r})")
+        rows = secret_status(refs or None)
         if options["json"]:
             self.stdout.write(json.dumps({"secrets": rows}))
             return
