@@ -6,24 +6,36 @@ plaintext secrets leave the store (the other is the server's own API clients).
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
-from agents.models import AgentProfile, ConversationEntry
-from agents.secret_store import get_active_secret, get_active_secret_value
-from workers.models import Message, MessageAttachment
+from agents.models import AgentProfile, Conversation, ConversationEntry
+from agents.secret_store import decrypt_secret, get_active_secret, get_active_secret_value
+from workers import leases
+from workers.models import Message, MessageAttachment, Worker
 
 HISTORY_WINDOW = 64
+
+
+class AppendError(ValueError):
+    """The append was refused for a reason other than the lease; nothing was written."""
 
 
 def bot_token_ref(agent_key: str) -> str:
     return f"telegram.botToken.{agent_key}"
 
 
-def service_key_candidates(agent_key: str, preferred_ref: str | None) -> list[str]:
-    """Service key lookup order: the profile's ref, the per-agent ref, the global ref."""
-    refs = [preferred_ref] if preferred_ref else []
-    refs += [f"agent-bridge.serviceKey.{agent_key}", "agent-bridge.serviceKey"]
+def scoped_candidates(prefix: str, agent_key: str, preferred_ref: str | None = None) -> list[str]:
+    """Secret lookup order: the profile's own ref, then ``<prefix>.<agent>``, then ``<prefix>``."""
+    preferred = (preferred_ref or "").strip()
+    refs = [preferred] if preferred else []
+    refs += [f"{prefix}.{agent_key}", prefix]
     return list(dict.fromkeys(refs))
+
+
+def service_key_candidates(agent_key: str, preferred_ref: str | None) -> list[str]:
+    return scoped_candidates("agent-bridge.serviceKey", agent_key, preferred_ref)
 
 
 def _first_secret(refs: list[str]) -> tuple[str | None, str | None]:
@@ -38,21 +50,34 @@ def attachment_download_path(attachment: MessageAttachment) -> str:
     return reverse("workers:attachment-download", args=[attachment.pk])
 
 
+def _configured_or_secret(config: dict, field: str, prefix: str, agent_key: str) -> str | None:
+    """A plain profile value wins (even an empty one); else the scoped secret, else None."""
+    if config.get(field) is not None:
+        return config[field]
+    return _first_secret(scoped_candidates(prefix, agent_key))[1]
+
+
 def build_bridge(profile: AgentProfile, bot_identity: str | None) -> dict | None:
+    """The bridge block (reference queue.md §5.2): null unless the profile enables it."""
     config = profile.bridge_config or {}
     if not config.get("enabled"):
         return None
+    agent_key = profile.agent_key
     key_ref, service_key = _first_secret(
-        service_key_candidates(profile.agent_key, config.get("service_key_secret_ref"))
+        service_key_candidates(agent_key, config.get("service_key_secret_ref"))
     )
-    map_ref = config.get("app_base_url_map_json_secret_ref") or (
-        f"agent-bridge.appBaseUrlMapJson.{profile.agent_key}"
+    _, url_map = _first_secret(
+        scoped_candidates(
+            "agent-bridge.baseUrlMapJson", agent_key, config.get("app_base_url_map_json_secret_ref")
+        )
     )
     return {
-        "base_url": config.get("base_url"),
-        "app_base_url_map_json": get_active_secret_value(map_ref),
-        "service_id": config.get("service_id"),
-        "app_key": config.get("app_key"),
+        "base_url": _configured_or_secret(config, "base_url", "agent-bridge.baseUrl", agent_key),
+        "app_base_url_map_json": url_map,
+        "service_id": _configured_or_secret(
+            config, "service_id", "agent-bridge.serviceId", agent_key
+        ),
+        "app_key": _configured_or_secret(config, "app_key", "agent-bridge.appKey", agent_key),
         "service_key": service_key,
         "service_key_secret_ref": key_ref,
         "bot_identity": bot_identity,
@@ -103,7 +128,54 @@ def build_hydration_bundle(message: Message, *, base_url: str) -> dict:
             ],
             "pending_tool_calls": conversation.pending_tool_calls,
         },
-        "telegram_bot_token": get_active_secret_value(bot_token_ref(profile.agent_key)),
+        "telegram_bot_token": decrypt_secret(token_secret) if token_secret else None,
         "bot_identity": bot_identity,
         "bridge": build_bridge(profile, bot_identity),
     }
+
+
+def append_conversation_messages(
+    worker: Worker, *, conversation_id: str, message_id: int, lease_id: str, messages: list[dict]
+) -> int:
+    """Append history entries for the job ``message_id``, fenced by its live lease.
+
+    Returns how many entries were stored. A retried request (the same entries again, e.g.
+    after a lost answer) stores nothing the second time, so a network retry never doubles
+    the history; a different batch for the same job is appended after the first.
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        message = (
+            leases.fenced(worker, message_id, lease_id, now)
+            .select_related("conversation")
+            .select_for_update(of=("self",))
+            .first()
+        )
+        if message is None:
+            raise leases.LeaseLost()
+        if message.conversation.conversation_id != conversation_id:
+            raise AppendError("message_id does not belong to this conversation.")
+        # The conversation row lock orders concurrent appends (and their retry check).
+        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        batch = [(item["role"], item["content"]) for item in messages]
+        stored = list(
+            ConversationEntry.objects.filter(
+                conversation=conversation, source_message_id=message.pk
+            )
+            .order_by("id")
+            .values_list("role", "content")
+        )
+        if len(stored) >= len(batch) and stored[len(stored) - len(batch) :] == batch:
+            return 0
+        ConversationEntry.objects.bulk_create(
+            ConversationEntry(
+                conversation=conversation,
+                role=item["role"],
+                content=item["content"],
+                at=item.get("at") or now,
+                source_message_id=message.pk,
+            )
+            for item in messages
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    return len(batch)

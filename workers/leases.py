@@ -60,6 +60,37 @@ def live_worker_cutoff(now: dt.datetime, config: RuntimeConfig) -> dt.datetime:
     return now - dt.timedelta(seconds=config.stale_after_seconds)
 
 
+def is_stale(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> bool:
+    """Liveness older than ``stale_after``: the rest of the system already treats the worker
+    as dead (another worker may have taken over its conversation), so it must not come back.
+
+    A worker never seen yet (registered by hand, no call so far) counts from its creation.
+    """
+    seen = worker.heartbeat_at or worker.created_at
+    return seen < live_worker_cutoff(now, config)
+
+
+def control_state(worker: Worker) -> dict:
+    """What ``POST control`` answers, and the liveness refresh it implies (SPEC §7, §10).
+
+    Stop when the worker is not active, is past its idle deadline, or went stale. A stale
+    worker's liveness is *not* refreshed: reviving it would make two live workers claim one
+    conversation (the one that took over and this one), and each would block the other.
+    """
+    from workers.lifecycle import should_stop
+
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    worker = Worker.objects.get(pk=worker.pk)
+    stop, reason = should_stop(worker, now)
+    stale = is_stale(worker, now, config)
+    if stale and not stop:
+        stop, reason = True, "heartbeat stale"
+    if not stale:
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+    return {"should_stop": stop, "reason": reason, "status": worker.status}
+
+
 def _owned_by_other_live_worker(worker: Worker, now: dt.datetime, config: RuntimeConfig):
     return Exists(
         Worker.objects.filter(
@@ -99,7 +130,9 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
         # Lock the worker row: two claims with one token never take two jobs, and the
         # status and assignment are read fresh.
         worker = Worker.objects.select_for_update().get(pk=worker.pk)
-        if worker.status != Worker.ACTIVE:
+        # A stale worker is dead to everyone else: it gets nothing, and its poll does not
+        # revive it (see control_state); its next control call tells it to stop.
+        if worker.status != Worker.ACTIVE or is_stale(worker, now, config):
             return None
         if worker.assigned_conversation_id is not None:
             # Waiting for the lock (not skipping) is right: this conversation is ours to serve.
@@ -257,7 +290,10 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
             Message.objects.select_for_update(skip_locked=True)
             .filter(status=Message.PROCESSING)
             .filter(
-                Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True) | Q(lease_id="")
+                Q(lease_expires_at__lte=now)
+                | Q(lease_expires_at__isnull=True)
+                | Q(lease_id="")
+                | Q(claimed_by="")
             )
             .order_by("lease_expires_at")[:SWEEP_BATCH]
         )
@@ -275,8 +311,12 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
     return {"requeued": requeued, "dead_lettered": dead_lettered}
 
 
-def _fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
-    """The queryset that matches only while ``worker`` holds the live lease ``lease_id``."""
+def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
+    """The queryset that matches only while ``worker`` holds the live lease ``lease_id``.
+
+    Every lease-guarded write filters through it, so the check and the write are one
+    statement (or one locked read) and a lease cannot expire in between.
+    """
     if not lease_id or not isinstance(lease_id, str):
         raise LeaseLost()
     return Message.objects.filter(
@@ -289,7 +329,7 @@ def _fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
 
 
 def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Message:
-    message = _fenced(worker, message_id, lease_id, timezone.now()).first()
+    message = fenced(worker, message_id, lease_id, timezone.now()).first()
     if message is None:
         raise LeaseLost()
     return message
@@ -300,7 +340,7 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
     now = timezone.now()
     expires = now + dt.timedelta(seconds=config.lease_seconds)
     # One conditional UPDATE: it lands only while the lease is held and alive.
-    if _fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
+    if fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
         raise LeaseLost()
     refresh = min(LIVENESS_REFRESH, dt.timedelta(seconds=config.stale_after_seconds / 4))
     if worker.heartbeat_at is None or now - worker.heartbeat_at > refresh:
@@ -312,7 +352,7 @@ def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
-        updated = _fenced(worker, message_id, lease_id, now).update(
+        updated = fenced(worker, message_id, lease_id, now).update(
             status=Message.DONE, completed_at=now, lease_expires_at=None, last_error=""
         )
         if updated != 1:
@@ -324,7 +364,7 @@ def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Mess
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
-        message = _fenced(worker, message_id, lease_id, now).select_for_update().first()
+        message = fenced(worker, message_id, lease_id, now).select_for_update().first()
         if message is None:
             raise LeaseLost()
         attempts = message.attempts + 1
@@ -347,7 +387,7 @@ def mark_delivered(worker: Worker, message_id: int, lease_id: str) -> dt.datetim
     """Record that the reply reached the user; idempotent, keeps the first time."""
     with transaction.atomic():
         now = timezone.now()
-        message = _fenced(worker, message_id, lease_id, now).select_for_update().first()
+        message = fenced(worker, message_id, lease_id, now).select_for_update().first()
         if message is None:
             raise LeaseLost()
         if message.delivered_at is None:

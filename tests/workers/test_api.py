@@ -172,22 +172,101 @@ def test_bad_bodies_are_400_with_fields(setup):
     assert response.status_code == 400
 
 
-def test_control_refreshes_liveness_and_says_stop_when_draining(setup):
-    message, worker, api = setup
-    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now() - dt.timedelta(hours=1))
+def control(api):
     response = api.post(f"{API}/control/", {}, format="json")
-    assert response.json() == {"should_stop": False, "reason": None, "status": "active"}
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_control_refreshes_liveness_of_a_live_worker(setup, runtime_config):
+    message, worker, api = setup
+    almost = dt.timedelta(seconds=runtime_config.stale_after_seconds - 5)
+    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now() - almost)
+    assert control(api) == {"should_stop": False, "reason": None, "status": "active"}
     worker.refresh_from_db()
     assert timezone.now() - worker.heartbeat_at < dt.timedelta(seconds=5)
-    Worker.objects.filter(pk=worker.pk).update(status="draining", status_reason="idle")
-    body = api.post(f"{API}/control/", {}, format="json").json()
-    assert body["should_stop"] is True and body["status"] == "draining"
+
+
+def test_an_idle_worker_polling_control_is_never_taken_for_dead(
+    setup, runtime_config, make_worker, worker_api
+):
+    """Polling every 2 s for three stale windows: never told to stop, its conversation kept."""
+    message, worker, api = setup
+    job = claim(api)
+    done = api.post(
+        f"{API}/jobs/{job['message_id']}/complete/", {"lease_id": job["lease_id"]}, format="json"
+    )
+    assert done.status_code == 200
+    Worker.objects.filter(pk=worker.pk).update(scheduled_shutdown_at=None)
+    start = timezone.now()
+    polls = 3 * runtime_config.stale_after_seconds // 2
+    for n in range(1, polls + 1):
+        with time_machine.travel(start + dt.timedelta(seconds=2 * n), tick=False):
+            assert control(api)["should_stop"] is False
+    with time_machine.travel(start + dt.timedelta(seconds=2 * polls + 1), tick=False):
+        from workers.queue import enqueue_message
+
+        enqueue_message(
+            conversation_id="conv-1",
+            agent_key="alpha",
+            payload={"provider": "telegram", "provider_user_id": "u", "message_text": "x"},
+        )
+        _, other_token = make_worker("w-rival", heartbeat_at=timezone.now())
+        assert claim(worker_api(other_token)) is None  # still this worker's conversation
+        assert claim(api)["conversation_id"] == "conv-1"
+
+
+def test_control_says_stop_to_a_stale_worker_and_does_not_revive_it(setup, runtime_config):
+    message, worker, api = setup
+    stale_at = timezone.now() - dt.timedelta(seconds=runtime_config.stale_after_seconds + 1)
+    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=stale_at)
+    assert control(api) == {"should_stop": True, "reason": "heartbeat stale", "status": "active"}
+    # Nor does a claim bring it back: it gets nothing and stays stale.
+    assert claim(api) is None
+    worker.refresh_from_db()
+    assert worker.heartbeat_at == stale_at
+    assert Message.objects.get(pk=message.pk).status == Message.QUEUED
+    assert control(api)["should_stop"] is True
+
+
+def test_control_stale_boundary_is_exactly_stale_after(setup, runtime_config):
+    message, worker, api = setup
+    now = timezone.now()
+    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+    window = dt.timedelta(seconds=runtime_config.stale_after_seconds)
+    with time_machine.travel(now + window, tick=False):  # exactly stale_after: still live
+        assert control(api)["should_stop"] is False
+    with time_machine.travel(now + 2 * window + dt.timedelta(seconds=1), tick=False):
+        assert control(api)["reason"] == "heartbeat stale"
+
+
+@pytest.mark.parametrize("status", ["draining", "stopping"])
+def test_control_says_stop_when_not_active(setup, status):
+    message, worker, api = setup
+    Worker.objects.filter(pk=worker.pk).update(status=status, status_reason="idle timeout")
+    assert control(api) == {"should_stop": True, "reason": "idle timeout", "status": status}
+    worker.refresh_from_db()
+    assert timezone.now() - worker.heartbeat_at < dt.timedelta(seconds=5)
 
 
 def test_control_says_stop_past_scheduled_shutdown(setup):
     message, worker, api = setup
-    Worker.objects.filter(pk=worker.pk).update(scheduled_shutdown_at=timezone.now())
-    assert api.post(f"{API}/control/", {}, format="json").json()["should_stop"] is True
+    soon = timezone.now() + dt.timedelta(seconds=30)
+    Worker.objects.filter(pk=worker.pk).update(scheduled_shutdown_at=soon)
+    assert control(api)["should_stop"] is False
+    with time_machine.travel(soon, tick=False):
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+        assert control(api) == {"should_stop": True, "reason": "idle timeout", "status": "active"}
+
+
+def test_a_stopped_workers_token_is_revoked(setup):
+    from workers.lifecycle import transition_worker
+
+    message, worker, api = setup
+    assert control(api)["should_stop"] is False
+    transition_worker(worker, Worker.STOPPED, reason="test")
+    response = api.post(f"{API}/control/", {}, format="json")
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
 
 
 def test_hydration_only_for_lease_holder(setup, make_worker, worker_api):
@@ -218,10 +297,78 @@ def test_append_history_is_idempotent_per_job(setup):
     }
     path = f"{API}/conversations/conv-1/messages/"
     assert api.post(path, body, format="json").json() == {"appended": 2}
-    assert api.post(path, body, format="json").json() == {"appended": 0}
+    assert api.post(path, body, format="json").json() == {"appended": 0}  # a retried request
     assert ConversationEntry.objects.count() == 2
-    bad = {**body, "messages": [{"role": "robot", "content": "x"}]}
-    assert api.post(path, bad, format="json").status_code == 400
+    # A different batch for the same job is new history, not a retry.
+    more = {**body, "messages": [{"role": "tool", "content": "t", "at": "2030-01-01T00:00:00Z"}]}
+    assert api.post(path, more, format="json").json() == {"appended": 1}
+    entries = list(ConversationEntry.objects.order_by("id").values_list("role", "content"))
+    assert entries == [("user", "hi"), ("assistant", "yo"), ("tool", "t")]
+    assert ConversationEntry.objects.get(role="tool").at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"messages": [{"role": "robot", "content": "x"}]},
+        {"messages": []},
+        {"messages": [{"role": "user"}]},
+        {"messages": [{"role": "user", "content": "x", "at": "yesterday"}]},
+        {"message_id": "one"},
+        {"lease_id": ""},
+    ],
+)
+def test_append_bad_body_is_400_and_stores_nothing(setup, change):
+    message, worker, api = setup
+    job = claim(api)
+    body = {
+        "lease_id": job["lease_id"],
+        "message_id": job["message_id"],
+        "messages": [{"role": "user", "content": "hi"}],
+        **change,
+    }
+    response = api.post(f"{API}/conversations/conv-1/messages/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request" and response.json()["fields"]
+    assert not ConversationEntry.objects.exists()
+
+
+def test_append_to_another_conversation_is_400(setup, enqueue):
+    message, worker, api = setup
+    enqueue("conv-2", "alpha")
+    job = claim(api)
+    body = {"lease_id": job["lease_id"], "message_id": job["message_id"], "messages": []}
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    response = api.post(f"{API}/conversations/conv-2/messages/", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "message_id does not belong to this conversation.",
+    }
+    assert not ConversationEntry.objects.exists()
+
+
+def test_append_without_the_live_lease_is_409(setup, make_worker, worker_api):
+    message, worker, api = setup
+    job = claim(api)
+    body = {
+        "lease_id": job["lease_id"],
+        "message_id": job["message_id"],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    path = f"{API}/conversations/conv-1/messages/"
+    _, other_token = make_worker("w-other", heartbeat_at=timezone.now())
+    expires = dt.datetime.fromisoformat(job["lease_expires_at"])
+    answers = [
+        api.post(path, {**body, "lease_id": "not-the-lease"}, format="json"),
+        worker_api(other_token).post(path, body, format="json"),
+    ]
+    with time_machine.travel(expires, tick=False):
+        answers.append(api.post(path, body, format="json"))
+    for response in answers:
+        assert response.status_code == 409
+        assert response.json()["error"] == "lease_lost"
+    assert not ConversationEntry.objects.exists()
 
 
 def test_snapshot_flow_and_checksum(setup, worker_api, make_worker):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.http import FileResponse
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -15,12 +13,10 @@ from rest_framework.views import APIView
 
 from agents.api_errors import LeaseLost as LeaseLostError
 from agents.api_errors import error_response
-from agents.models import Conversation, ConversationEntry
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
-from workers.hydration import build_hydration_bundle
-from workers.lifecycle import should_stop
+from workers.hydration import AppendError, append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
 
 
@@ -56,11 +52,8 @@ class WorkerView(APIView):
 class ControlView(WorkerView):
     @extend_schema(request=s.EmptySerializer, responses={200: dict})
     def post(self, request):
-        worker = self.worker
-        stop, reason = should_stop(worker, timezone.now())
-        # Polling control proves the worker is alive, even when it has no job.
-        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
-        return Response({"should_stop": stop, "reason": reason, "status": worker.status})
+        # Polling control proves an idle worker is alive (unless it already went stale).
+        return Response(leases.control_state(self.worker))
 
 
 def job_body(job: leases.ClaimedJob) -> dict:
@@ -145,34 +138,18 @@ class AppendMessagesView(WorkerView):
     def post(self, request, conversation_id: str):
         data = self.valid(s.AppendMessagesSerializer, request.data)
         try:
-            message = leases.get_leased_message(self.worker, data["message_id"], data["lease_id"])
+            appended = append_conversation_messages(
+                self.worker,
+                conversation_id=conversation_id,
+                message_id=data["message_id"],
+                lease_id=data["lease_id"],
+                messages=data["messages"],
+            )
         except leases.LeaseLost:
             raise LeaseLostError()
-        if message.conversation.conversation_id != conversation_id:
-            return error_response(
-                "invalid_request", "message_id does not belong to this conversation.", 400
-            )
-        with transaction.atomic():
-            conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
-            # A retried append for the same job must not duplicate history.
-            if ConversationEntry.objects.filter(
-                conversation=conversation, source_message_id=message.pk
-            ).exists():
-                return Response({"appended": 0})
-            now = timezone.now()
-            entries = [
-                ConversationEntry(
-                    conversation=conversation,
-                    role=item["role"],
-                    content=item["content"],
-                    at=item.get("at") or now,
-                    source_message_id=message.pk,
-                )
-                for item in data["messages"]
-            ]
-            ConversationEntry.objects.bulk_create(entries)
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
-        return Response({"appended": len(entries)})
+        except AppendError as exc:
+            return error_response("invalid_request", str(exc), 400)
+        return Response({"appended": appended})
 
 
 class RawBytesParser(BaseParser):
