@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
 import threading
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 
 from agents.models import AuditEvent, Secret
 from agents.secret_store import (
@@ -19,8 +21,10 @@ from agents.secret_store import (
     _key_ring_for,
     decrypt_secret,
     get_active_secret_value,
+    get_key_ring,
     import_secret,
     key_id_for,
+    rotate_encryption_key,
 )
 
 PLAINTEXT = "sk-live-very-secret-VALUE-1234567890"
@@ -107,41 +111,209 @@ def test_rotation_reencrypts_and_old_key_still_decrypts_until_removed(db, settin
     assert get_active_secret_value("api.key") == PLAINTEXT
 
 
-def test_plaintext_never_in_database_admin_status_or_logs(admin_client, caplog):
-    caplog.set_level(logging.DEBUG)
-    response = admin_client.post(
-        "/admin/agents/secret/add/", {"secret_ref": "leak.check", "value": PLAINTEXT}
-    )
-    assert response.status_code == 302
-    secret = Secret.objects.get(secret_ref="leak.check")
-    assert decrypt_secret(secret) == PLAINTEXT
-    # Every column of every row, as the database stores it.
+def _scan_database_for(needle: bytes) -> list[str]:
+    """Every column of every row of every table, as the database stores it."""
+    found = []
     with connection.cursor() as cursor:
-        for model in (Secret, AuditEvent):
-            cursor.execute(f"SELECT * FROM {model._meta.db_table}")  # noqa: S608
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
             for row in cursor.fetchall():
                 for value in row:
                     raw = (
                         bytes(value)
-                        if isinstance(value, memoryview | bytes)
+                        if isinstance(value, memoryview | bytes | bytearray)
                         else str(value).encode()
                     )
-                    assert PLAINTEXT.encode() not in raw
+                    if needle in raw:
+                        found.append(table)
+    return found
+
+
+def test_plaintext_never_in_database_admin_status_or_logs(
+    admin_client, cli, caplog, settings, monkeypatch
+):
+    caplog.set_level(logging.DEBUG)
+    # Log every SQL statement with its parameters too: the widest net a log could cast.
+    caplog.set_level(logging.DEBUG, logger="django.db.backends")
+    monkeypatch.setattr(connections["default"], "force_debug_cursor", True)
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = OLD_KEY
+    # Every way a value comes in: the admin form, the command (stdin), a second version.
+    response = admin_client.post(
+        "/admin/agents/secret/add/", {"secret_ref": "leak.check", "value": PLAINTEXT}
+    )
+    assert response.status_code == 302
+    assert cli("import_secret", "leak.cli", stdin=PLAINTEXT + "\n").code == 0
+    response = admin_client.post(
+        "/admin/agents/secret/add/", {"secret_ref": "leak.check", "value": PLAINTEXT + "-2"}
+    )
+    assert response.status_code == 302
+    # A rejected form (bad ref) must not echo the value back either.
+    response = admin_client.post(
+        "/admin/agents/secret/add/", {"secret_ref": "bad ref", "value": PLAINTEXT}
+    )
+    assert response.status_code == 200 and b"Secret ref must be" in response.content
+    assert PLAINTEXT.encode() not in response.content
+    # Rotation rewrites every row; the value must stay encrypted through it.
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = f"{NEW_KEY},{OLD_KEY}"
+    assert cli("rotate_encryption_key").code == 0
+    secret = Secret.objects.get(secret_ref="leak.check", active=True)
+    assert decrypt_secret(secret) == PLAINTEXT + "-2"
+    assert get_active_secret_value("leak.cli") == PLAINTEXT
+    assert _scan_database_for(PLAINTEXT.encode()) == []
+    old = Secret.objects.get(secret_ref="leak.check", version=1)
+    event = AuditEvent.objects.filter(action="secret.import").first()
     pages = [
         "/admin/agents/secret/",
+        "/admin/agents/secret/?q=leak",
         f"/admin/agents/secret/{secret.pk}/change/",
+        f"/admin/agents/secret/{old.pk}/change/",
         f"/admin/agents/secret/{secret.pk}/history/",
+        f"/admin/agents/secret/{old.pk}/history/",
+        f"/admin/agents/secret/{secret.pk}/delete/",
         "/admin/agents/secret/add/",
         "/admin/agents/auditevent/",
+        f"/admin/agents/auditevent/{event.pk}/change/",
+        "/admin/",
     ]
     for page in pages:
-        content = admin_client.get(page).content.decode()
-        assert PLAINTEXT not in content, page
-    out = io.StringIO()
-    call_command("secret_status", stdout=out)
-    call_command("secret_status", "--json", stdout=out)
-    assert PLAINTEXT not in out.getvalue() and "leak.check" in out.getvalue()
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+        assert PLAINTEXT not in response.content.decode(), page
+    history = admin_client.get(f"/admin/agents/secret/{secret.pk}/history/").content.decode()
+    assert "Added." in history  # the history page does list the addition, without the value
+    status = cli("secret_status").out + cli("secret_status", "--json").out
+    assert "leak.check" in status and "leak.cli" in status
+    assert PLAINTEXT not in status
+    assert any("agents_secret" in r.getMessage() for r in caplog.records)  # SQL was logged
+    for record in caplog.records:
+        assert PLAINTEXT not in record.getMessage(), record.name
     assert PLAINTEXT not in caplog.text
+
+
+def test_errors_never_carry_the_value(db, settings):
+    secret = import_secret("err.check", PLAINTEXT, actor="t")
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = NEW_KEY  # the writing key removed
+    with pytest.raises(SecretDecryptionError) as exc:
+        get_active_secret_value("err.check")
+    assert "not in AGENT_FACTORY_ENCRYPTION_KEYS" in str(exc.value)
+    assert PLAINTEXT not in str(exc.value) and PLAINTEXT not in repr(exc.value.args)
+    with pytest.raises(SecretStoreError) as exc:
+        import_secret("bad ref", PLAINTEXT, actor="t")
+    assert PLAINTEXT not in str(exc.value)
+    assert Secret.objects.get().pk == secret.pk
+
+
+def test_database_allows_one_active_version_per_ref(db):
+    secret = import_secret("api.key", "one", actor="t")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Secret.objects.create(
+            secret_ref="api.key",
+            version=2,
+            ciphertext=b"x",
+            nonce=b"n" * 12,
+            key_id=secret.key_id,
+            active=True,
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Secret.objects.create(
+            secret_ref="api.key",
+            version=1,
+            ciphertext=b"x",
+            nonce=b"n" * 12,
+            key_id=secret.key_id,
+            active=False,
+        )
+    # Inactive versions may pile up; the constraint is only on the active one.
+    import_secret("api.key", "two", actor="t")
+    import_secret("api.key", "three", actor="t")
+    assert Secret.objects.filter(secret_ref="api.key").count() == 3
+    assert Secret.objects.filter(secret_ref="api.key", active=True).count() == 1
+
+
+def test_older_version_keeps_its_own_associated_data(db):
+    first = import_secret("api.key", "one", actor="t")
+    second = import_secret("api.key", "two", actor="t")
+    assert decrypt_secret(Secret.objects.get(pk=first.pk)) == "one"
+    # v1's ciphertext on the v2 row: same ref, other version -> refused, not "one".
+    Secret.objects.filter(pk=second.pk).update(ciphertext=first.ciphertext, nonce=first.nonce)
+    with pytest.raises(SecretDecryptionError, match="failed authentication"):
+        get_active_secret_value("api.key")
+
+
+def test_rotation_when_the_old_key_was_removed_too_early(db, settings):
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = OLD_KEY
+    stuck = import_secret("stuck", PLAINTEXT, actor="t")
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = NEW_KEY
+    fine = import_secret("fine", "other", actor="t")
+    report = rotate_encryption_key(actor="t")
+    assert report["rotated"] == 0 and report["already_current"] == 1 and report["failed"] == 1
+    assert report["errors"][0].startswith("stuck v1:") and PLAINTEXT not in report["errors"][0]
+    stuck.refresh_from_db()
+    assert stuck.key_id == key_id_for(b"o" * 32)  # untouched: it decrypts once the key is back
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = f"{NEW_KEY},{OLD_KEY}"
+    assert rotate_encryption_key(actor="t")["rotated"] == 1
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = NEW_KEY
+    assert get_active_secret_value("stuck") == PLAINTEXT
+    assert get_active_secret_value("fine") == "other" and fine.key_id == key_id_for(b"n" * 32)
+
+
+def test_rotation_keeps_every_version_readable(db, settings):
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = OLD_KEY
+    for n in range(3):
+        import_secret("multi", f"value-{n}", actor="t")
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = f"{NEW_KEY},{OLD_KEY}"
+    report = rotate_encryption_key(actor="t", batch_size=2)  # more than one batch
+    assert report["rotated"] == 3
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = NEW_KEY
+    assert [decrypt_secret(s) for s in Secret.objects.order_by("version")] == [
+        "value-0",
+        "value-1",
+        "value-2",
+    ]
+    assert get_active_secret_value("multi") == "value-2"
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("not base64!", "entry 1 is not valid base64"),
+        (f"{NEW_KEY},c2hvcnQ=", "entry 2 decodes to 5 bytes"),
+    ],
+)
+def test_bad_key_configuration_is_refused(db, settings, raw, message):
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = raw
+    with pytest.raises(ImproperlyConfigured, match=message):
+        import_secret("x", "v", actor="t")
+    assert Secret.objects.count() == 0
+
+
+def test_key_ring_first_key_encrypts_all_decrypt(settings):
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = f" {NEW_KEY} , {OLD_KEY} ,"
+    ring = get_key_ring()
+    assert ring.primary == b"n" * 32 and ring.key_by_id(key_id_for(b"o" * 32)) == b"o" * 32
+    assert ring.primary_id == hashlib.sha256(b"n" * 32).hexdigest()[:8]
+    assert ring.key_by_id("00000000") is None
+
+
+def test_dev_key_generated_once_with_a_warning_only_when_debug(settings, tmp_path, caplog):
+    key_file = tmp_path / "var" / "dev-encryption.key"
+    settings.AGENT_FACTORY_DEV_KEY_FILE = key_file
+    settings.AGENT_FACTORY_ENCRYPTION_KEYS = ""
+    settings.DEBUG = False
+    with pytest.raises(ImproperlyConfigured, match="AGENT_FACTORY_ENCRYPTION_KEYS is not set"):
+        get_key_ring()
+    assert not key_file.exists()
+    settings.DEBUG = True
+    with caplog.at_level(logging.WARNING, logger="agents.secret_store"):
+        first = get_key_ring().primary
+    assert "generated a development key" in caplog.text
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert base64.b64decode(key_file.read_text().strip()) == first
+    caplog.clear()
+    _key_ring_for.cache_clear()  # a new process: the same key is read back, not regenerated
+    with caplog.at_level(logging.WARNING, logger="agents.secret_store"):
+        assert get_key_ring().primary == first
+    assert "generated" not in caplog.text
 
 
 def test_admin_cannot_edit_an_existing_version(admin_client, db):
