@@ -116,9 +116,11 @@ def test_consume_checks_in_order_and_persists_expiry(make_bot):
         consume("NOSUCHCODE", bot="200")
     # 3 before 4: an expired code on the wrong bot reports expired, and is persisted so.
     code = create_pairing_code("u1", "alpha", actor="t", ttl_minutes=1)
-    with time_machine.travel(code.expires_at + dt.timedelta(seconds=1), tick=False):
-        with pytest.raises(PairingError, match="^Pairing code expired$"):
-            consume(code.code, bot="200")
+    with (
+        time_machine.travel(code.expires_at + dt.timedelta(seconds=1), tick=False),
+        pytest.raises(PairingError, match="^Pairing code expired$"),
+    ):
+        consume(code.code, bot="200")
     assert PairingCode.objects.get(pk=code.pk).status == "expired"
     # 2 before 3/4: now that it is stored expired, every retry says "already used or expired".
     for bot in ("100", "200"):
@@ -143,9 +145,11 @@ def test_consume_checks_in_order_and_persists_expiry(make_bot):
 def test_exactly_at_expiry_is_expired(make_bot):
     make_bot("alpha", "100")
     code = create_pairing_code("u1", "alpha", actor="t")
-    with time_machine.travel(code.expires_at, tick=False):
-        with pytest.raises(PairingError, match="^Pairing code expired$"):
-            consume(code.code)
+    with (
+        time_machine.travel(code.expires_at, tick=False),
+        pytest.raises(PairingError, match="^Pairing code expired$"),
+    ):
+        consume(code.code)
 
 
 def test_legacy_code_without_bot_identity_is_refused(make_bot):

@@ -329,7 +329,7 @@ def test_media_kinds_are_enqueued_with_file_ids(make_bot, post_update, kind, ite
 
 
 def test_attachment_expiry_follows_the_retention(make_bot, post_update, runtime_config):
-    from agents.models import RuntimeConfig, _RUNTIME_CONFIG_CACHE
+    from agents.models import _RUNTIME_CONFIG_CACHE, RuntimeConfig
 
     RuntimeConfig.objects.filter(pk=runtime_config.pk).update(
         telegram_attachment_retention_seconds=3600
