@@ -90,3 +90,77 @@ def test_webhook_never_5xx_never_partial(make_bot, post_update, update):
         else:  # exactly one update recorded; a message only when enqueued
             assert after[0] == before[0] + 1
             assert after[1] == before[1] + (1 if status == "enqueued" else 0)
+
+
+texts = st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda c: f"/start {c}", st.text(max_size=12)),
+    st.builds(lambda c: f"/start@alpha_bot {c}", st.sampled_from(["", "ABCDEFGHJK", "x" * 200])),
+    st.just("/start"),
+)
+shaped_updates = st.fixed_dictionaries(
+    {
+        "update_id": st.integers(0, 50),
+        "message": st.fixed_dictionaries(
+            {
+                "from": st.fixed_dictionaries({"id": st.integers(1, 4)}),
+                "chat": st.fixed_dictionaries({"id": st.integers(1, 4)}),
+            },
+            optional={
+                "text": texts,
+                "caption": texts,
+                "voice": st.fixed_dictionaries({"file_id": st.text(min_size=1, max_size=300)}),
+            },
+        ),
+    }
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    update=shaped_updates,
+    bot=st.sampled_from(["100", "200", "300"]),
+    secret_ok=st.booleans(),
+)
+def test_webhook_fuzz_keeps_every_table_consistent(make_bot, post_update, update, bot, secret_ok):
+    """Plausible updates on bots of every kind (open, binding required, disabled), with pairing
+    attempts: whatever the outcome, each recorded update has exactly the rows it implies."""
+    from telegram.models import Bot, IdentityBinding
+    from telegram.services import create_pairing_code
+
+    if not Bot.objects.exists():
+        make_bot("alpha", "100", username="alpha_bot")
+        make_bot("beta", "200", require_telegram_binding=True)
+        make_bot("gamma", "300", enabled=False)
+        create_pairing_code("u1", "beta", actor="t")
+    before_updates = TelegramUpdate.objects.count()
+    response = post_update(bot, update, secret="s" * 40 if secret_ok else "forged")
+    assert response.status_code < 500, response.content
+    if not secret_ok:
+        assert response.status_code == 403
+        assert TelegramUpdate.objects.count() == before_updates
+    else:
+        assert response.status_code == 200
+        status = response.json()["status"]
+        expected = 0 if status == "duplicate" else 1
+        assert TelegramUpdate.objects.count() == before_updates + expected
+    outcomes = list(TelegramUpdate.objects.values_list("outcome", "message_id"))
+    enqueued = [mid for outcome, mid in outcomes if outcome == "enqueued"]
+    assert Message.objects.count() == len(enqueued)
+    assert set(Message.objects.values_list("pk", flat=True)) == set(enqueued)
+    routed_issues = sum(1 for outcome, _ in outcomes if outcome in ("unbound", "unroutable"))
+    assert IngressIssue.objects.count() == routed_issues
+    paired = sum(1 for outcome, _ in outcomes if outcome == "paired")
+    assert IdentityBinding.objects.filter(source="telegram_pairing").count() == paired
+    text = update["message"].get("text")
+    if (
+        secret_ok
+        and isinstance(text, str)
+        and len(text.split()) == 2
+        and text.split()[0] == "/start"
+    ):
+        assert response.json()["status"] in ("paired", "pairing_failed", "duplicate")
