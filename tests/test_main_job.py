@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +18,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def free_port() -> int:
@@ -96,8 +104,22 @@ def test_readme_first_command_serves_admin(tmp_path):
         ):
             time.sleep(0.3)
         assert b"demo admin: admin /" in (tmp_path / "main.log").read_bytes()
+        # The django-q2 cluster (schedules, triggers) runs beside the web server.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not re.search(
+            rb"Q Cluster \S+ .*running", (tmp_path / "main.log").read_bytes()
+        ):
+            time.sleep(0.3)
+        assert re.search(rb"Q Cluster \S+ .*running", (tmp_path / "main.log").read_bytes())
+        # Stopping the main job (as Ctrl+C or a process manager would) stops its children.
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=45)
+        assert not port_open(port), "the web server outlived the main job"
+        assert re.search(rb"Q Cluster \S+ .*has stopped", (tmp_path / "main.log").read_bytes())
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        # Whatever is left of the process group (only after a failure above).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
