@@ -137,10 +137,13 @@ def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
     from django_q.tasks import async_task
 
     agent_key = bot.agent.agent_key
+    # robust: a broker that is down must not turn an update we already committed into a
+    # 5xx (the reply is lost, logged by Django; the update itself is safe).
     transaction.on_commit(
         lambda: async_task(
             "telegram.tasks.send_text", agent_key, chat_id, text, task_name="telegram-reply"
-        )
+        ),
+        robust=True,
     )
 
 
@@ -245,10 +248,13 @@ def _fetch_media_after_commit(message: Message) -> None:
     from django_q.tasks import async_task
 
     message_id = message.pk
+    # robust: if the task cannot be queued, the message is claimable anyway once MEDIA_HOLD
+    # has passed, with its attachments' file ids.
     transaction.on_commit(
         lambda: async_task(
             "telegram.media.fetch_message_attachments", message_id, task_name="telegram-media"
-        )
+        ),
+        robust=True,
     )
 
 

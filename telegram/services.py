@@ -89,6 +89,17 @@ def import_telegram_token(
     except TelegramError as exc:
         raise TelegramSetupError(f"Telegram rejected the token: {exc}")
     identity = str(info.id)
+    try:
+        return _store_imported_token(agent, token, info, actor=actor, replace_bot=replace_bot)
+    except IntegrityError:
+        # Another import claimed this bot identity between our check and our insert.
+        raise TelegramSetupError(
+            f"Telegram bot identity '{identity}' was just assigned concurrently; try again."
+        )
+
+
+def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) -> ImportResult:
+    agent_key, identity = agent.agent_key, str(info.id)
     revoked = expired = 0
     with transaction.atomic():
         owner = Bot.objects.select_for_update().filter(bot_identity=identity).first()

@@ -416,3 +416,20 @@ def test_pairing_code_parser():
     assert ingress.pairing_code_in("/start A B", "bot") is None
     assert ingress.pairing_code_in("/starter ABC", "bot") is None
     assert ingress.pairing_code_in("hello /start ABC", "bot") is None
+
+
+def test_broker_down_after_commit_is_not_a_5xx(
+    make_bot, post_update, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The update is committed before the reply task is queued: a broker failure then must
+    not answer 5xx (Telegram would redeliver an update we already handled)."""
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("redis unavailable")
+
+    monkeypatch.setattr("django_q.tasks.async_task", broker_down)
+    make_bot("alpha", "100", require_telegram_binding=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_update("100", text_update(1, "hi"))
+    assert response.status_code == 200 and response.json()["status"] == "unbound"
+    assert TelegramUpdate.objects.get().outcome == "unbound"
