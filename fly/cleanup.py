@@ -47,6 +47,9 @@ def run_fly_cleanup(
         client.get_app(target)  # access check before anything is destroyed
         machines = client.list_machines(target)
     except FlyApiError as exc:
+        if apply:  # an attempted destructive run leaves a trace even when it cannot start
+            with transaction.atomic():
+                record_audit(actor, "fly.cleanup_failed", target, app_name=target, error=str(exc))
         raise CleanupError(str(exc))
     report = {
         "app_name": target,
@@ -70,22 +73,31 @@ def run_fly_cleanup(
     if apply:
         for machine in machines:
             _destroy_machine(client, target, machine["id"], report)
+        # Verify: what Fly still lists is reported as remaining. If the list itself fails,
+        # assume everything found is still there (never report a clean app unchecked).
+        try:
+            remaining = client.list_machines(target)
+        except FlyApiError as exc:
+            report["errors"].append(f"Machine verification failed ({exc})")
+            remaining = machines
+        _report_remaining(report, "machine", remaining)
+    # Volumes are listed (and destroyed) even when machines failed: they bill on their own.
     try:
-        remaining = client.list_machines(target) if apply else machines
         volumes = client.list_volumes(target)
     except FlyApiError as exc:
-        report["errors"].append(str(exc))
-        remaining, volumes = machines, []
+        report["errors"].append(f"Volume listing failed ({exc})")
+        volumes = []
     report["volumes_found"] = len(volumes)
     report["volume_ids_found"] = [v.get("id") for v in volumes]
     if apply:
-        _report_remaining(report, "machine", remaining)
         for volume in volumes:
             _destroy_volume(client, target, volume["id"], report)
         try:
-            _report_remaining(report, "volume", client.list_volumes(target))
+            remaining_volumes = client.list_volumes(target)
         except FlyApiError as exc:
-            report["errors"].append(str(exc))
+            report["errors"].append(f"Volume verification failed ({exc})")
+            remaining_volumes = volumes
+        _report_remaining(report, "volume", remaining_volumes)
         report["workers_stopped"] = _stop_worker_rows(target, report["machine_ids_deleted"])
         with transaction.atomic():
             record_audit(actor, "fly.cleanup", target, **report)
@@ -149,3 +161,17 @@ def run_scheduled_cleanup() -> dict | None:
     if not config.fly_cleanup_nightly or config.provider_kind != "fly":
         return None
     return run_fly_cleanup(apply=True, actor="schedule:fly-cleanup-nightly")
+
+
+def sync_nightly_schedule(sender, instance, raw=False, **kwargs) -> None:
+    """post_save of the runtime config: (un)register the nightly cleanup schedule at once,
+    so switching ``fly_cleanup_nightly`` in the admin takes effect without a restart."""
+    if raw:
+        return
+
+    def register() -> None:
+        from workers.management.commands.register_schedules import register_schedules
+
+        register_schedules()
+
+    transaction.on_commit(register, robust=True)  # a schedule hiccup never fails a save

@@ -81,6 +81,11 @@ class FlyClient:
     def __repr__(self) -> str:
         return f"<FlyClient base_url={self._base_url!r}>"
 
+    def _redact(self, text: str | None) -> str:
+        # Error bodies are stored on worker rows, audited and shown: a proxy or API that
+        # echoes the Authorization header must not leak the token through them.
+        return (text or "").replace(self._token, "[redacted]")
+
     def request(self, method: str, path: str, body: dict | None = None, params=None):
         headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -106,7 +111,10 @@ class FlyClient:
                 continue
             if response.status_code >= 400:
                 raise FlyApiError(
-                    method, path, response.status_code, response.text or response.reason or ""
+                    method,
+                    path,
+                    response.status_code,
+                    self._redact(response.text or response.reason),
                 )
             if method == "DELETE" or response.status_code == 204 or not response.content:
                 return None

@@ -10,7 +10,13 @@ from agents.secret_store import get_active_secret_value
 from fly.client import FlyApiError, FlyClient, FlyConfigurationError
 from workers.hydration import service_key_candidates
 from workers.models import Worker
-from workers.providers.base import Provider, ProviderError, SpawnRequest, SpawnResult
+from workers.providers.base import (
+    Provider,
+    ProviderError,
+    SpawnFailed,
+    SpawnRequest,
+    SpawnResult,
+)
 
 GONE_STATES = {"destroyed", "destroying", "failed", "launch_failed", "replaced", "migrated"}
 
@@ -96,7 +102,7 @@ class FlyProvider(Provider):
         regions = [config.region] + [r for r in config.fallback_regions if r != config.region]
         errors = []
         for region in regions:
-            volume_id = None
+            volume_id = ""
             try:
                 volume = self.client.create_volume(
                     config.app_name,
@@ -104,7 +110,11 @@ class FlyProvider(Provider):
                     region=region,
                     size_gb=config.volume_size_gb,
                 )
-                volume_id = volume["id"]
+                volume_id = volume.get("id") or ""
+                if not volume_id:
+                    raise FlyApiError(
+                        "POST", f"/apps/{config.app_name}/volumes", 200, "response has no id"
+                    )
                 machine = self.client.create_machine(
                     config.app_name, self._machine_body(config, request, region, volume_id)
                 )
@@ -115,20 +125,67 @@ class FlyProvider(Provider):
                     volume_id=volume_id,
                 )
             except FlyApiError as exc:
-                if volume_id:
-                    self._delete_volume_quietly(config.app_name, volume_id, errors)
+                leftover, problems = self._undo_failed_create(
+                    config, request.worker_id, region, volume_id, exc
+                )
+                if leftover is not None:
+                    # Never move on (or give up) silently while something may still bill.
+                    raise SpawnFailed("; ".join([str(exc), *problems]), leftover)
                 if exc.capacity:
                     errors.append(f"{region}: {exc}")
                     continue
                 raise ProviderError(str(exc))
         raise ProviderError("No capacity in any region: " + "; ".join(errors))
 
-    def _delete_volume_quietly(self, app: str, volume_id: str, errors: list[str]) -> None:
+    def _undo_failed_create(
+        self, config, worker_id: str, region: str, volume_id: str, exc: FlyApiError
+    ) -> tuple[SpawnResult | None, list[str]]:
+        """Remove what a failed spawn created. Returns what is (maybe) left, and why.
+
+        A timeout or a 5xx may hide a create that did happen, so then the machine (named
+        after the worker) or the volume (named after it too) is looked up by name.
+        """
+        app = config.app_name
+        ambiguous = exc.status is None or exc.status >= 500
+        problems: list[str] = []
+        machine_left = ""
+        volume_ids = [volume_id] if volume_id else []
         try:
-            self.client.delete_volume(app, volume_id)
-        except FlyApiError as exc:
-            if not exc.not_found:
-                errors.append(f"volume {volume_id} left behind: {exc}")
+            if ambiguous and volume_id:  # the machine create was the uncertain call
+                for machine in self.client.list_machines(app):
+                    if machine.get("name") != worker_id:
+                        continue
+                    try:
+                        self.client.destroy_machine(app, machine["id"], force=True)
+                    except FlyApiError as destroy_exc:
+                        if not destroy_exc.not_found:
+                            machine_left = machine["id"]
+                            problems.append(f"machine {machine['id']} left behind: {destroy_exc}")
+            elif ambiguous:  # the volume create was the uncertain call
+                name = volume_name(config.volume_name, worker_id)
+                volume_ids += [
+                    v["id"]
+                    for v in self.client.list_volumes(app)
+                    if v.get("name") == name and v.get("region") == region
+                ]
+        except FlyApiError as list_exc:
+            problems.append(f"could not check for resources left behind: {list_exc}")
+        volume_left = ""
+        for vid in volume_ids:
+            try:
+                self.client.delete_volume(app, vid)
+            except FlyApiError as delete_exc:
+                if not delete_exc.not_found:
+                    volume_left = volume_left or vid
+                    problems.append(f"volume {vid} left behind: {delete_exc}")
+        if not problems:
+            return None, []
+        return (
+            SpawnResult(
+                machine_id=machine_left, machine_app=app, region=region, volume_id=volume_left
+            ),
+            problems,
+        )
 
     def _machine_body(self, config, request: SpawnRequest, region: str, volume_id: str) -> dict:
         return {
@@ -163,25 +220,47 @@ class FlyProvider(Provider):
 
     def teardown(self, worker: Worker, *, force: bool = False) -> None:
         app = worker.machine_app or self._config().app_name
-        if worker.machine_id:
-            gone = False
-            for step in (self.client.cordon_machine, self.client.stop_machine):
+        try:
+            # A row without ids (a reconcile that died mid-spawn) may still own a machine
+            # and a volume: both are named after the worker, so look them up by name.
+            machine_ids = (
+                [worker.machine_id]
+                if worker.machine_id
+                else self._named_machines(app, worker.worker_id)
+            )
+            for machine_id in machine_ids:
+                self._teardown_machine(app, machine_id, force=force)
+            volume_ids = (
+                [worker.volume_id]
+                if worker.volume_id
+                else self._named_volumes(app, worker.worker_id)
+            )
+            for volume_id in volume_ids:
                 try:
-                    step(app, worker.machine_id)
-                except FlyApiError as exc:
-                    if exc.not_found:
-                        gone = True
-                        break
-                    # cordon/stop failures are not fatal: destroy (forced on retry) follows
-            if not gone:
-                try:
-                    self.client.destroy_machine(app, worker.machine_id, force=force)
+                    self.client.delete_volume(app, volume_id)
                 except FlyApiError as exc:
                     if not exc.not_found:
-                        raise ProviderError(str(exc))
-        if worker.volume_id:
+                        raise
+        except FlyApiError as exc:
+            raise ProviderError(str(exc))
+
+    def _teardown_machine(self, app: str, machine_id: str, *, force: bool) -> None:
+        for step in (self.client.cordon_machine, self.client.stop_machine):
             try:
-                self.client.delete_volume(app, worker.volume_id)
+                step(app, machine_id)
             except FlyApiError as exc:
-                if not exc.not_found:
-                    raise ProviderError(str(exc))
+                if exc.not_found:
+                    return  # already gone: nothing to stop or destroy
+                # cordon/stop failures are not fatal: destroy (forced on retry) follows
+        try:
+            self.client.destroy_machine(app, machine_id, force=force)
+        except FlyApiError as exc:
+            if not exc.not_found:
+                raise
+
+    def _named_machines(self, app: str, worker_id: str) -> list[str]:
+        return [m["id"] for m in self.client.list_machines(app) if m.get("name") == worker_id]
+
+    def _named_volumes(self, app: str, worker_id: str) -> list[str]:
+        name = volume_name(RuntimeConfig.get().volume_name, worker_id)
+        return [v["id"] for v in self.client.list_volumes(app) if v.get("name") == name]

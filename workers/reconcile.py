@@ -1,19 +1,23 @@
 """The autoscaler (SPEC §10): sweep leases, advance lifecycles, spawn for demand, tear down.
 
-One reconcile runs at a time: on PostgreSQL a transaction-scoped advisory lock (a second
-reconcile that cannot take it returns at once), on SQLite the IMMEDIATE write transaction.
-Decisions are written in that one transaction; provider calls (spawn, teardown, which can
-take seconds and talk to Fly) run after it commits, each for a worker row that is already
+One reconcile runs at a time, for the whole pass including the provider calls: on
+PostgreSQL a session advisory lock, elsewhere (SQLite, one machine) an exclusive file lock.
+A reconcile that cannot take it returns at once (or waits a little, when asked).
+Decisions are written in one transaction; provider calls (spawn, teardown, which can take
+seconds and talk to Fly) run after it commits, each for a worker row that is already
 recorded — so a crash between the two never forgets a machine, and two reconciles never
 spawn for the same demand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -25,13 +29,17 @@ from agents.models import Conversation, RuntimeConfig
 from workers.leases import live_worker_cutoff, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, Worker
-from workers.providers import Provider, ProviderError, SpawnRequest, get_provider
+from workers.providers import Provider, ProviderError, SpawnFailed, SpawnRequest, get_provider
 from workers.tokens import mint_worker_token
 
 logger = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x4146_5243  # "AFRC": agent factory reconcile
 DEMAND_SCAN_ROWS = 64
+# Rows a reconcile created and has not handed to the provider yet: the spawn "claims" the
+# row by moving it off this reason, so a worker id is given to the provider at most once.
+SPAWN_PENDING = "spawn pending"
+SPAWNING = "spawning"
 
 
 @dataclass
@@ -64,41 +72,99 @@ class ReconcileReport:
         )
 
 
-def _take_lock() -> bool:
-    if connection.vendor != "postgresql":
-        return True  # SQLite: the IMMEDIATE transaction already serialises writers
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
+@contextlib.contextmanager
+def reconcile_lock(wait_seconds: float = 0.0):
+    """Yield True while holding the single-reconcile lock, False if it stayed taken.
+
+    Held for the whole pass, provider calls included, so two passes never tear down (or
+    observe) the same worker at once. A session-level lock dies with its connection, so a
+    crashed reconcile never leaves it held.
+    """
+    deadline = time.monotonic() + wait_seconds
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
+                held = bool(cursor.fetchone()[0])
+                if held or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
+        try:
+            yield held
+        finally:
+            if held:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+        return
+    import fcntl
+
+    path = Path(settings.VAR_DIR) / "reconcile.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            if held or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _worker_api_url() -> str:
     return settings.AGENT_FACTORY_WORKER_API_URL or settings.PUBLIC_BASE_URL
 
 
-def reconcile(*, actor: str = "system", now: dt.datetime | None = None) -> ReconcileReport:
+def reconcile(
+    *, actor: str = "system", now: dt.datetime | None = None, wait_seconds: float = 0.0
+) -> ReconcileReport:
+    report = ReconcileReport()
+    with reconcile_lock(wait_seconds) as held:
+        if not held:
+            report.skipped = "another reconcile is running"
+            return report
+        _reconcile_locked(actor, now, report)
+    return report
+
+
+def _reconcile_locked(actor: str, now: dt.datetime | None, report: ReconcileReport) -> None:
     config = RuntimeConfig.get()
     provider = get_provider(config.provider_kind)
-    report = ReconcileReport()
     # Observing processes/machines is I/O: do it before the transaction.
     gone = _observe_gone(provider)
     with transaction.atomic():
-        if not _take_lock():
-            report.skipped = "another reconcile is running"
-            return report
         now = now or timezone.now()
+        _expire_leases_of_gone(gone, now)
         report.swept = sweep_expired_leases(now)
         _advance_lifecycles(config, provider, gone, now, report)
         to_spawn = _plan_spawns(config, provider, now, report)
-        to_teardown = list(Worker.objects.filter(status=Worker.STOPPING, provider=provider.name))
+        to_teardown = list(Worker.objects.filter(status=Worker.STOPPING).order_by("pk"))
     for worker, token in to_spawn:
         _spawn(provider, worker, token, report)
+    providers = {provider.name: provider}
     for worker in to_teardown:
-        _teardown(provider, worker, report)
+        _teardown(providers, worker, report)
     if report.changed or report.errors:
         with transaction.atomic():
             record_audit(actor, "workers.reconcile", None, **_audit_summary(report))
-    return report
+
+
+def _expire_leases_of_gone(gone: set[int], now: dt.datetime) -> None:
+    """A worker whose process or machine is gone holds its leases for nobody: end them now,
+    so the sweep that follows requeues its job (an attempt counted) without waiting for the
+    lease to run out."""
+    if not gone:
+        return
+    worker_ids = list(Worker.objects.filter(pk__in=gone).values_list("worker_id", flat=True))
+    Message.objects.filter(
+        status=Message.PROCESSING, claimed_by__in=worker_ids, lease_expires_at__gt=now
+    ).update(lease_expires_at=now)
 
 
 def _audit_summary(report: ReconcileReport) -> dict:
@@ -163,10 +229,8 @@ def _advance_lifecycles(config, provider, gone: set[int], now, report: Reconcile
             _to_stopping(worker, "final snapshot stored", now, report)
         elif worker.draining_since and worker.draining_since <= snapshot_deadline:
             _to_stopping(worker, "final snapshot timed out", now, report)
-    # A stopping worker whose machine is already gone needs no teardown call.
-    for worker in Worker.objects.filter(status=Worker.STOPPING, pk__in=gone):
-        transition_worker(worker, Worker.STOPPED, reason="machine gone", now=now)
-        report.stopped.append(worker.worker_id)
+    # A worker whose machine is gone still goes through teardown: a dead or destroyed Fly
+    # machine can leave its volume behind (billed), and "not found" counts as done anyway.
 
 
 def _has_final_snapshot(worker: Worker) -> bool:
@@ -225,12 +289,29 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
             assigned_agent_key=agent_key,
             assigned_at=now,
             scheduled_shutdown_at=now + dt.timedelta(seconds=config.idle_timeout_seconds),
+            status_reason=SPAWN_PENDING,
         )
         planned.append((worker, mint_worker_token(worker)))
     return planned
 
 
+def _claim_spawn(worker: Worker) -> bool:
+    """Take the right to spawn ``worker`` (once per worker id, whoever asks)."""
+    return (
+        Worker.objects.filter(
+            pk=worker.pk,
+            status=Worker.ACTIVE,
+            status_reason=SPAWN_PENDING,
+            machine_id="",
+            process_id__isnull=True,
+        ).update(status_reason=SPAWNING)
+        == 1
+    )
+
+
 def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileReport) -> None:
+    if not _claim_spawn(worker):
+        return  # already spawned, being spawned, or drained meanwhile
     conversation_id = (
         Conversation.objects.filter(pk=worker.assigned_conversation_id)
         .values_list("conversation_id", flat=True)
@@ -247,9 +328,21 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         result = provider.spawn(request)
     except ProviderError as exc:
         logger.warning("Spawning worker %s failed: %s", worker.worker_id, exc)
-        Worker.objects.filter(pk=worker.pk).update(last_error=str(exc)[:2000])
-        worker.refresh_from_db()
-        transition_worker(worker, Worker.STOPPED, reason="spawn failed")
+        leftover = exc.leftover if isinstance(exc, SpawnFailed) else None
+        with transaction.atomic():
+            fields = {"last_error": str(exc)[:2000]}
+            if leftover is not None:
+                fields.update(
+                    machine_id=leftover.machine_id,
+                    machine_app=leftover.machine_app,
+                    machine_region=leftover.region,
+                    volume_id=leftover.volume_id,
+                )
+            Worker.objects.filter(pk=worker.pk).update(**fields)
+            worker.refresh_from_db()
+            # Something may be left (and billed): keep the row in teardown until it is gone.
+            target = Worker.STOPPING if leftover is not None else Worker.STOPPED
+            transition_worker(worker, target, reason="spawn failed")
         report.spawn_failed.append(worker.worker_id)
         report.errors.append(f"spawn {worker.worker_id}: {exc}")
         return
@@ -260,13 +353,19 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         volume_id=result.volume_id,
         process_id=result.process_id,
     )
+    Worker.objects.filter(pk=worker.pk, status_reason=SPAWNING).update(status_reason="spawned")
     report.spawned.append(worker.worker_id)
 
 
-def _teardown(provider: Provider, worker: Worker, report: ReconcileReport) -> None:
-    # A teardown that failed before is retried with force.
-    force = bool(worker.last_error and worker.last_error.startswith("teardown:"))
+def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
+    # Each worker is torn down by the provider that runs it, even after the configured
+    # provider changed: switching to Fly must not strand local processes (or vice versa).
     try:
+        if worker.provider not in providers:
+            providers[worker.provider] = get_provider(worker.provider)
+        provider = providers[worker.provider]
+        # A teardown that failed before is retried with force.
+        force = bool(worker.last_error and worker.last_error.startswith("teardown:"))
         provider.teardown(worker, force=force)
     except ProviderError as exc:
         Worker.objects.filter(pk=worker.pk).update(last_error=f"teardown: {exc}"[:2000])
@@ -274,16 +373,37 @@ def _teardown(provider: Provider, worker: Worker, report: ReconcileReport) -> No
         report.errors.append(f"teardown {worker.worker_id}: {exc}")
         return
     worker.refresh_from_db()
-    transition_worker(worker, Worker.STOPPED, reason=worker.status_reason or "torn down")
+    try:
+        transition_worker(worker, Worker.STOPPED, reason=worker.status_reason or "torn down")
+    except InvalidTransition as exc:
+        report.errors.append(str(exc))
+        return
     report.stopped.append(worker.worker_id)
 
 
-def run_reconcile_task() -> dict:
-    """Entry point for django-q2 (the one-minute schedule and the enqueue trigger)."""
-    from django.core.cache import cache
-
-    cache.delete(TRIGGER_CACHE_KEY)
-    return reconcile().as_dict()
+# The enqueue trigger is throttled per process for this long; the pass it queued runs once
+# more at the end of that window, so an enqueue that the throttle swallowed is still seen.
+TRIGGER_WINDOW_SECONDS = 2.0
+TRIGGER_WAIT_SECONDS = 30.0
 
 
-TRIGGER_CACHE_KEY = "agent-factory:reconcile-pending"
+def run_reconcile_task(triggered_at: float | None = None) -> dict:
+    """Entry point for django-q2: the one-minute schedule (no argument) and the enqueue
+    trigger (``triggered_at``: when the throttle window opened, wall-clock seconds)."""
+    from django_q.conf import Conf
+
+    if triggered_at is None:
+        return reconcile(actor="schedule:reconcile-workers").as_dict()
+    if Conf.SYNC:
+        # django-q2 "sync" (tests, debugging) runs this inline right after the enqueue
+        # committed, inside the caller: one pass, no waiting on a lock or a window.
+        return reconcile(actor="trigger:enqueue").as_dict()
+    # A trigger must not be lost to a pass already running: wait for it to finish.
+    report = reconcile(actor="trigger:enqueue", wait_seconds=TRIGGER_WAIT_SECONDS)
+    remaining = triggered_at + TRIGGER_WINDOW_SECONDS - time.time()
+    if remaining > 0:
+        time.sleep(remaining)
+    window_opened = dt.datetime.fromtimestamp(triggered_at - 5, tz=dt.UTC)
+    if Message.objects.filter(status=Message.QUEUED, created_at__gte=window_opened).exists():
+        report = reconcile(actor="trigger:enqueue", wait_seconds=TRIGGER_WAIT_SECONDS)
+    return report.as_dict()

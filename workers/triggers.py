@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.core.cache import cache
 
 logger = logging.getLogger(__name__)
 
-# A burst of enqueues asks for one reconcile: the flag lives until the task starts running
-# (it clears it first), or expires, so a lost task never blocks triggers for long.
-COALESCE_SECONDS = 10
+TRIGGER_CACHE_KEY = "agent-factory:reconcile-trigger"
 
 
 def request_reconcile() -> None:
-    """Ask for a reconcile pass soon. Coalesced: many enqueues in a burst cause one pass."""
+    """Ask for a reconcile pass soon. Coalesced: a burst of enqueues queues one task.
+
+    The throttle flag lives in this process's cache for the trigger window. Whoever finds it
+    set queues nothing, which is safe because the queued task runs a second pass once the
+    window has closed (see ``run_reconcile_task``): every enqueue that was swallowed here
+    committed before that second pass started. Nothing needs to clear the flag from the
+    task's process, so this works with a per-process cache too.
+    """
+    from django_q.conf import Conf
     from django_q.tasks import async_task
 
-    from workers.reconcile import TRIGGER_CACHE_KEY
+    from workers.reconcile import TRIGGER_WINDOW_SECONDS
 
-    if not cache.add(TRIGGER_CACHE_KEY, 1, timeout=COALESCE_SECONDS):
+    opened = time.time()
+    if not cache.add(TRIGGER_CACHE_KEY, opened, timeout=TRIGGER_WINDOW_SECONDS):
         return
     try:
-        async_task("workers.reconcile.run_reconcile_task", task_name="reconcile-trigger")
+        async_task("workers.reconcile.run_reconcile_task", opened, task_name="reconcile-trigger")
+        if Conf.SYNC:  # the pass already ran inline: nothing is pending
+            cache.delete(TRIGGER_CACHE_KEY)
     except Exception:  # the broker being down must never fail an enqueue that committed
         cache.delete(TRIGGER_CACHE_KEY)
         logger.exception("Could not queue a reconcile trigger; the schedule will catch up.")

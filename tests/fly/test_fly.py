@@ -1,7 +1,10 @@
 """Fly client, provider and cleanup against `responses`: the exact sequence of API calls.
 
-Every test uses a strict RequestsMock: an unexpected call fails (ConnectionError), and a
-registered call that never happens fails too (assert_all_requests_are_fired).
+Every test uses a strict mock: responses must be called in the order registered
+(OrderedRegistry), each call is matched on method, path, query string, JSON body (or no body)
+and the bearer token; a registered call that never happens fails
+(assert_all_requests_are_fired), and an unexpected call fails the test even where the code
+under test tolerates errors (the fixture checks that every recorded call was matched).
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ import io
 import json
 
 import pytest
+import requests
 import responses
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from responses import matchers
+from responses.registries import OrderedRegistry
 
 from agents.models import AuditEvent, RuntimeConfig
-from fly.cleanup import run_fly_cleanup
-from fly.client import FlyApiError, FlyClient
+from fly.cleanup import run_fly_cleanup, run_scheduled_cleanup
+from fly.client import TIMEOUT, FlyApiError, FlyClient
 from fly.provider import FlyProvider, volume_name
 from workers.models import Worker
-from workers.providers.base import ProviderError, SpawnRequest
+from workers.providers.base import ProviderError, SpawnFailed, SpawnRequest
 
 BASE = "http://fly.test/v1"
 TOKEN = "fly-secret-token-123"
 APP = "af-workers"
+A = f"{BASE}/apps/{APP}"
 
 
 @pytest.fixture
@@ -41,14 +47,53 @@ def fly_config(db, settings):
     )
 
 
+class StrictFly:
+    """Register expected calls; anything else (or out of order) fails."""
+
+    def __init__(self, mock: responses.RequestsMock):
+        self.mock = mock
+
+    def expect(self, method, url, *, body=None, query=None, status=200, json=None, text=None, **kw):
+        """``body``/``query``: what the request must carry (exactly); ``json``/``text``: the
+        response."""
+        match = [
+            matchers.query_param_matcher(query or {}),
+            matchers.header_matcher({"Authorization": f"Bearer {TOKEN}"}, strict_match=False),
+            matchers.json_params_matcher(body) if body is not None else _no_body,
+        ]
+        if json is not None:
+            kw["json"] = json
+        elif text is not None:
+            kw["body"] = text
+        elif status < 400:
+            kw["json"] = {}
+        self.mock.add(method, url, status=status, match=match, **kw)
+
+    @property
+    def calls(self) -> list[str]:
+        return [f"{c.request.method} {c.request.url.replace(BASE, '')}" for c in self.mock.calls]
+
+    def body(self, index: int) -> dict:
+        return json.loads(self.mock.calls[index].request.body)
+
+
+def _no_body(request):
+    return (not request.body, f"unexpected request body {request.body!r}")
+
+
 @pytest.fixture
 def fly():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-def calls(mock) -> list[str]:
-    return [f"{c.request.method} {c.request.url.replace(BASE, '')}" for c in mock.calls]
+    with responses.RequestsMock(
+        assert_all_requests_are_fired=True, registry=OrderedRegistry
+    ) as mock:
+        strict = StrictFly(mock)
+        yield strict
+        unmatched = [
+            f"{c.request.method} {c.request.url}"
+            for c in mock.calls
+            if isinstance(c.response, Exception)
+        ]
+        assert not unmatched, f"unexpected Fly calls: {unmatched}"
 
 
 def no_sleep(_):
@@ -69,26 +114,51 @@ def request(worker_id="w-1"):
     )
 
 
+def machine_body(worker_id="w-1", region="ams", volume_id="vol_1") -> dict:
+    return {
+        "name": worker_id,
+        "region": region,
+        "config": {
+            "image": "registry.fly.io/agent:1",
+            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 1024},
+            "mounts": [{"volume": volume_id, "path": "/data"}],
+            "env": {
+                "AGENT_FACTORY_WORKER_ID": worker_id,
+                "AGENT_FACTORY_WORKER_TOKEN": "wk_tok",
+                "AGENT_FACTORY_API_URL": "https://factory.test",
+                "AGENT_FACTORY_DATA_DIR": "/data",
+                "AGENT_FACTORY_IDLE_EXIT_SECONDS": "1800",
+                "OPENCLAW_STATE_DIR": "/data/.clawdbot",
+                "OPENCLAW_WORKSPACE_DIR": "/data/workspace",
+                "OPENCLAW_SKILLS_DIR": "/data/workspace/skills",
+                "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:18789",
+                "SKILLS_RELEASE_CHANNEL": "stable",
+                "AGENT_FACTORY_CONVERSATION_ID": "conv-1",
+                "AGENT_FACTORY_AGENT_KEY": "alpha",
+                "OPENCLAW_CONVERSATION_ID": "conv-1",
+                "OPENCLAW_AGENT_KEY": "alpha",
+            },
+            "auto_destroy": False,
+            "restart": {"policy": "on-failure", "max_retries": 3},
+        },
+    }
+
+
+def volume_body(worker_id="w-1", region="ams") -> dict:
+    return {"name": volume_name("agent_data", worker_id), "region": region, "size_gb": 2}
+
+
+# Spawn ---------------------------------------------------------------------------------
+
+
 def test_spawn_creates_volume_then_machine(fly_config, fly):
-    name = volume_name("agent_data", "w-1")
-    fly.post(
-        f"{BASE}/apps/{APP}/volumes",
-        json={"id": "vol_1"},
-        match=[matchers.json_params_matcher({"name": name, "region": "ams", "size_gb": 2})],
-    )
-    fly.post(f"{BASE}/apps/{APP}/machines", json={"id": "m_1", "region": "ams"})
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=machine_body(), json={"id": "m_1", "region": "ams"})
     result = FlyProvider(client()).spawn(request())
     assert (result.machine_id, result.volume_id, result.region) == ("m_1", "vol_1", "ams")
-    assert calls(fly) == [f"POST /apps/{APP}/volumes", f"POST /apps/{APP}/machines"]
-    body = json.loads(fly.calls[1].request.body)
-    assert body["name"] == "w-1" and body["region"] == "ams"
-    assert body["config"]["mounts"] == [{"volume": "vol_1", "path": "/data"}]
-    env = body["config"]["env"]
-    assert env["AGENT_FACTORY_WORKER_TOKEN"] == "wk_tok"
-    assert env["AGENT_FACTORY_CONVERSATION_ID"] == "conv-1"
-    assert env["AGENT_FACTORY_API_URL"] == "https://factory.test"
-    assert fly.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert len(name) <= 30
+    assert result.machine_app == APP
+    assert fly.calls == [f"POST /apps/{APP}/volumes", f"POST /apps/{APP}/machines"]
+    assert len(volume_name("agent_data", "w-1")) <= 30
 
 
 def test_spawn_forwards_bridge_secrets(fly_config, fly, alpha_agent):
@@ -98,56 +168,85 @@ def test_spawn_forwards_bridge_secrets(fly_config, fly, alpha_agent):
     alpha_agent.save()
     import_secret("agent-bridge.serviceKey", "svc-key", actor="t")
     import_secret("agent-bridge.linkingSharedSecret", "link-secret", actor="t")
-    fly.post(f"{BASE}/apps/{APP}/volumes", json={"id": "vol_1"})
-    fly.post(f"{BASE}/apps/{APP}/machines", json={"id": "m_1"})
+    expected = machine_body()
+    expected["config"]["env"].update(
+        OPENCLAW_SERVICE_ID="svc",
+        OPENCLAW_SERVICE_KEY="svc-key",
+        OPENCLAW_LINKING_SHARED_SECRET="link-secret",
+    )
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=expected, json={"id": "m_1"})
     FlyProvider(client()).spawn(request())
-    env = json.loads(fly.calls[1].request.body)["config"]["env"]
-    assert env["OPENCLAW_SERVICE_ID"] == "svc"
-    assert env["OPENCLAW_SERVICE_KEY"] == "svc-key"
-    assert env["OPENCLAW_LINKING_SHARED_SECRET"] == "link-secret"
+    assert fly.calls == [f"POST /apps/{APP}/volumes", f"POST /apps/{APP}/machines"]
 
 
 def test_spawn_failure_deletes_the_new_volume(fly_config, fly):
-    fly.post(f"{BASE}/apps/{APP}/volumes", json={"id": "vol_1"})
-    fly.post(f"{BASE}/apps/{APP}/machines", status=422, json={"error": "invalid image"})
-    fly.delete(f"{BASE}/apps/{APP}/volumes/vol_1")
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect(
+        "POST", f"{A}/machines", body=machine_body(), status=422, json={"error": "invalid image"}
+    )
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
     with pytest.raises(ProviderError) as exc:
         FlyProvider(client()).spawn(request())
+    assert not isinstance(exc.value, SpawnFailed)  # nothing left behind
     assert "422" in str(exc.value) and "invalid image" in str(exc.value)
     assert TOKEN not in str(exc.value)
-    assert calls(fly) == [
+    assert fly.calls == [
         f"POST /apps/{APP}/volumes",
         f"POST /apps/{APP}/machines",
         f"DELETE /apps/{APP}/volumes/vol_1",
     ]
 
 
+def test_spawn_failure_that_cannot_delete_the_volume_reports_the_leftover(fly_config, fly):
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=machine_body(), status=422, json={"error": "bad"})
+    fly.expect("DELETE", f"{A}/volumes/vol_1", status=403, json={"error": "forbidden"})
+    with pytest.raises(SpawnFailed) as exc:
+        FlyProvider(client()).spawn(request())
+    assert exc.value.leftover.volume_id == "vol_1" and exc.value.leftover.machine_app == APP
+    assert "volume vol_1 left behind" in str(exc.value)
+
+
+def test_ambiguous_machine_create_is_looked_up_by_name_and_destroyed(fly_config, fly):
+    """A create that times out or 5xxs may still have happened: find the machine by the
+    worker's name, destroy it, then delete the volume."""
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    for _ in range(4):  # retried, then given up
+        fly.expect("POST", f"{A}/machines", body=machine_body(), status=503)
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_x", "name": "w-1"}, {"id": "m_o"}])
+    fly.expect("DELETE", f"{A}/machines/m_x", query={"force": "true"})
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
+    with pytest.raises(ProviderError) as exc:
+        FlyProvider(client()).spawn(request())
+    assert "503" in str(exc.value) and not isinstance(exc.value, SpawnFailed)
+    assert fly.calls[-3:] == [
+        f"GET /apps/{APP}/machines",
+        f"DELETE /apps/{APP}/machines/m_x?force=true",
+        f"DELETE /apps/{APP}/volumes/vol_1",
+    ]
+
+
 def test_capacity_error_moves_to_next_region(fly_config, fly):
-    fly.post(
-        f"{BASE}/apps/{APP}/volumes",
-        json={"id": "vol_a"},
-        match=[matchers.json_params_matcher({"region": "ams"}, strict_match=False)],
-    )
-    fly.post(
-        f"{BASE}/apps/{APP}/machines",
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_a"})
+    fly.expect(
+        "POST",
+        f"{A}/machines",
+        body=machine_body(volume_id="vol_a"),
         status=412,
         json={"error": "insufficient resources"},
-        match=[matchers.json_params_matcher({"region": "ams"}, strict_match=False)],
     )
-    fly.delete(f"{BASE}/apps/{APP}/volumes/vol_a")
-    fly.post(
-        f"{BASE}/apps/{APP}/volumes",
-        json={"id": "vol_b"},
-        match=[matchers.json_params_matcher({"region": "fra"}, strict_match=False)],
-    )
-    fly.post(
-        f"{BASE}/apps/{APP}/machines",
+    fly.expect("DELETE", f"{A}/volumes/vol_a")
+    fly.expect("POST", f"{A}/volumes", body=volume_body(region="fra"), json={"id": "vol_b"})
+    fly.expect(
+        "POST",
+        f"{A}/machines",
+        body=machine_body(region="fra", volume_id="vol_b"),
         json={"id": "m_2", "region": "fra"},
-        match=[matchers.json_params_matcher({"region": "fra"}, strict_match=False)],
     )
     result = FlyProvider(client()).spawn(request())
     assert (result.machine_id, result.region, result.volume_id) == ("m_2", "fra", "vol_b")
-    assert calls(fly) == [
+    assert fly.calls == [
         f"POST /apps/{APP}/volumes",
         f"POST /apps/{APP}/machines",
         f"DELETE /apps/{APP}/volumes/vol_a",
@@ -156,16 +255,100 @@ def test_capacity_error_moves_to_next_region(fly_config, fly):
     ]
 
 
+def test_no_capacity_anywhere_is_an_error_and_leaves_nothing(fly_config, fly):
+    fly.expect(
+        "POST", f"{A}/volumes", body=volume_body(), status=400, json={"error": "no capacity"}
+    )
+    fly.expect(
+        "POST",
+        f"{A}/volumes",
+        body=volume_body(region="fra"),
+        status=403,
+        json={"error": "over the allowed quota"},
+    )
+    with pytest.raises(ProviderError, match="No capacity in any region: ams: .*; fra: "):
+        FlyProvider(client()).spawn(request())
+
+
 def test_429_then_success_is_retried(fly_config, fly):
-    fly.get(f"{BASE}/apps/{APP}/machines", status=429, headers={"Retry-After": "2"})
-    fly.get(f"{BASE}/apps/{APP}/machines", json=[{"id": "m_1"}])
+    fly.expect("GET", f"{A}/machines", status=429, headers={"Retry-After": "2"})
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_1"}])
     sleeps = []
     assert FlyClient(TOKEN, sleep=sleeps.append).list_machines(APP) == [{"id": "m_1"}]
     assert sleeps == [2.0]
+    assert fly.calls == [f"GET /apps/{APP}/machines"] * 2
 
 
-def test_teardown_sequence(fly_config, fly):
-    worker = Worker.objects.create(
+def test_429_during_spawn_is_retried_with_the_same_body(fly_config, fly):
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=machine_body(), status=429)
+    fly.expect("POST", f"{A}/machines", body=machine_body(), json={"id": "m_1"})
+    assert FlyProvider(client()).spawn(request()).machine_id == "m_1"
+    assert fly.calls == [
+        f"POST /apps/{APP}/volumes",
+        f"POST /apps/{APP}/machines",
+        f"POST /apps/{APP}/machines",
+    ]
+
+
+# Client mechanics -----------------------------------------------------------------------
+
+
+class RecordingSession:
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.kwargs = []
+
+    def request(self, method, url, **kwargs):
+        self.kwargs.append(kwargs)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def _response(status, text=""):
+    response = requests.Response()
+    response.status_code = status
+    response._content = text.encode()
+    return response
+
+
+def test_every_request_has_a_timeout_and_network_errors_are_retried(db):
+    session = RecordingSession(
+        [requests.ConnectTimeout("slow"), requests.ConnectionError("reset"), _response(200, "[]")]
+    )
+    sleeps = []
+    fly = FlyClient(TOKEN, base_url=BASE, session=session, sleep=sleeps.append)
+    assert fly.list_machines(APP) == []
+    assert [k["timeout"] for k in session.kwargs] == [TIMEOUT] * 3
+    assert sleeps == [1, 2]  # bounded exponential backoff
+
+
+def test_persistent_network_error_carries_no_status_and_no_token(db):
+    session = RecordingSession([requests.ConnectionError(f"Bearer {TOKEN}")] * 4)
+    fly = FlyClient(TOKEN, base_url=BASE, session=session, sleep=no_sleep)
+    with pytest.raises(FlyApiError) as exc:
+        fly.list_volumes(APP)
+    assert exc.value.status is None and "network error" in str(exc.value)
+    assert TOKEN not in str(exc.value)
+
+
+def test_errors_carry_status_and_body_but_never_the_token(fly_config, fly):
+    fly.expect("GET", f"{A}/machines", status=401, text=f"bad token Bearer {TOKEN} for app")
+    with pytest.raises(FlyApiError) as exc:
+        client().list_machines(APP)
+    assert exc.value.status == 401 and "bad token" in str(exc.value)
+    assert "[redacted]" in str(exc.value) and TOKEN not in str(exc.value)
+    assert TOKEN not in exc.value.body
+    assert TOKEN not in repr(client())
+
+
+# Teardown -------------------------------------------------------------------------------
+
+
+def fly_worker(**fields):
+    defaults = dict(
         worker_id="w-1",
         provider="fly",
         machine_app=APP,
@@ -173,12 +356,17 @@ def test_teardown_sequence(fly_config, fly):
         volume_id="vol_1",
         status="stopping",
     )
-    fly.post(f"{BASE}/apps/{APP}/machines/m_1/cordon", json={})
-    fly.post(f"{BASE}/apps/{APP}/machines/m_1/stop", json={})
-    fly.delete(f"{BASE}/apps/{APP}/machines/m_1")
-    fly.delete(f"{BASE}/apps/{APP}/volumes/vol_1")
+    return Worker.objects.create(**{**defaults, **fields})
+
+
+def test_teardown_sequence(fly_config, fly):
+    worker = fly_worker()
+    fly.expect("POST", f"{A}/machines/m_1/cordon")
+    fly.expect("POST", f"{A}/machines/m_1/stop")
+    fly.expect("DELETE", f"{A}/machines/m_1")  # no force on the first try
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
     FlyProvider(client()).teardown(worker)
-    assert calls(fly) == [
+    assert fly.calls == [
         f"POST /apps/{APP}/machines/m_1/cordon",
         f"POST /apps/{APP}/machines/m_1/stop",
         f"DELETE /apps/{APP}/machines/m_1",
@@ -187,100 +375,298 @@ def test_teardown_sequence(fly_config, fly):
 
 
 def test_teardown_with_404s_counts_as_gone(fly_config, fly):
-    worker = Worker.objects.create(
-        worker_id="w-1",
-        provider="fly",
-        machine_app=APP,
-        machine_id="m_1",
-        volume_id="vol_1",
-        status="stopping",
-    )
-    fly.post(f"{BASE}/apps/{APP}/machines/m_1/cordon", status=404, json={"error": "not found"})
-    fly.delete(f"{BASE}/apps/{APP}/volumes/vol_1", status=404, json={"error": "not found"})
+    worker = fly_worker()
+    fly.expect("POST", f"{A}/machines/m_1/cordon", status=404, json={"error": "not found"})
+    fly.expect("DELETE", f"{A}/volumes/vol_1", status=404, json={"error": "not found"})
     FlyProvider(client()).teardown(worker)
-    assert calls(fly) == [
+    assert fly.calls == [
         f"POST /apps/{APP}/machines/m_1/cordon",
         f"DELETE /apps/{APP}/volumes/vol_1",
     ]
 
 
+def test_teardown_destroy_404_counts_as_gone(fly_config, fly):
+    worker = fly_worker()
+    fly.expect("POST", f"{A}/machines/m_1/cordon")
+    fly.expect("POST", f"{A}/machines/m_1/stop", status=500, json={"error": "boom"})
+    fly.expect("POST", f"{A}/machines/m_1/stop", status=500, json={"error": "boom"})
+    fly.expect("POST", f"{A}/machines/m_1/stop", status=500, json={"error": "boom"})
+    fly.expect("POST", f"{A}/machines/m_1/stop", status=500, json={"error": "boom"})
+    fly.expect("DELETE", f"{A}/machines/m_1", status=404, text="")
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
+    FlyProvider(client()).teardown(worker)  # a failed stop is not fatal: destroy follows
+    assert fly.calls[-2:] == [
+        f"DELETE /apps/{APP}/machines/m_1",
+        f"DELETE /apps/{APP}/volumes/vol_1",
+    ]
+
+
+def test_teardown_failure_keeps_the_volume_for_the_retry(fly_config, fly):
+    worker = fly_worker()
+    fly.expect("POST", f"{A}/machines/m_1/cordon")
+    fly.expect("POST", f"{A}/machines/m_1/stop")
+    fly.expect(
+        "DELETE",
+        f"{A}/machines/m_1",
+        status=412,
+        json={"error": "failed_precondition: machine not currently stopped"},
+    )
+    with pytest.raises(ProviderError, match="412.*not currently stopped"):
+        FlyProvider(client()).teardown(worker)
+    assert f"DELETE /apps/{APP}/volumes/vol_1" not in fly.calls  # attached: not yet
+
+
 def test_teardown_retry_uses_force(fly_config, fly):
-    worker = Worker.objects.create(
-        worker_id="w-1", provider="fly", machine_app=APP, machine_id="m_1", status="stopping"
-    )
-    fly.post(f"{BASE}/apps/{APP}/machines/m_1/cordon", json={})
-    fly.post(f"{BASE}/apps/{APP}/machines/m_1/stop", json={})
-    fly.delete(
-        f"{BASE}/apps/{APP}/machines/m_1", match=[matchers.query_param_matcher({"force": "true"})]
-    )
+    worker = fly_worker()
+    fly.expect("POST", f"{A}/machines/m_1/cordon")
+    fly.expect("POST", f"{A}/machines/m_1/stop")
+    fly.expect("DELETE", f"{A}/machines/m_1", query={"force": "true"})
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
     FlyProvider(client()).teardown(worker, force=True)
+    assert fly.calls[2] == f"DELETE /apps/{APP}/machines/m_1?force=true"
 
 
-def cleanup_mocks(fly, *, failing_machine=None, leftovers=()):
-    fly.get(f"{BASE}/apps/{APP}", json={"name": APP})
-    fly.get(f"{BASE}/apps/{APP}/machines", json=[{"id": "m_1"}, {"id": "m_2"}])
+def test_teardown_of_a_row_without_ids_finds_its_machine_and_volume_by_name(fly_config, fly):
+    """A reconcile that died mid-spawn leaves a row with no ids: what it created is found
+    by the worker's name, so nothing keeps billing."""
+    worker = fly_worker(machine_id="", volume_id="", machine_app="")
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_9", "name": "w-1"}, {"id": "m_0"}])
+    fly.expect("POST", f"{A}/machines/m_9/cordon")
+    fly.expect("POST", f"{A}/machines/m_9/stop")
+    fly.expect("DELETE", f"{A}/machines/m_9")
+    fly.expect(
+        "GET",
+        f"{A}/volumes",
+        json=[{"id": "vol_9", "name": volume_name("agent_data", "w-1")}, {"id": "vol_0"}],
+    )
+    fly.expect("DELETE", f"{A}/volumes/vol_9")
+    FlyProvider(client()).teardown(worker)
+    assert len(fly.calls) == 6
+
+
+# Cleanup --------------------------------------------------------------------------------
+
+REPORT_KEYS = {
+    "app_name",
+    "dry_run",
+    "machines_found",
+    "machines_deleted",
+    "machines_remaining",
+    "machine_ids_found",
+    "machine_ids_deleted",
+    "machine_ids_remaining",
+    "volumes_found",
+    "volumes_deleted",
+    "volumes_remaining",
+    "volume_ids_found",
+    "volume_ids_deleted",
+    "volume_ids_remaining",
+    "workers_stopped",
+    "warnings",
+    "errors",
+}
+
+
+def cleanup_mocks(fly, *, app=APP, failing_machine=None, machines_left=(), volumes_left=()):
+    base = f"{BASE}/apps/{app}"
+    fly.expect("GET", base, json={"name": app})
+    fly.expect("GET", f"{base}/machines", json=[{"id": "m_1"}, {"id": "m_2"}])
     for machine in ("m_1", "m_2"):
-        fly.post(f"{BASE}/apps/{APP}/machines/{machine}/cordon", json={})
-        fly.post(f"{BASE}/apps/{APP}/machines/{machine}/stop", json={})
+        fly.expect("POST", f"{base}/machines/{machine}/cordon")
+        fly.expect("POST", f"{base}/machines/{machine}/stop")
         if machine == failing_machine:
-            fly.delete(
-                f"{BASE}/apps/{APP}/machines/{machine}",
+            fly.expect(
+                "DELETE",
+                f"{base}/machines/{machine}",
+                query={"force": "true"},
                 status=409,
                 json={"error": "failed_precondition"},
             )
         else:
-            fly.delete(f"{BASE}/apps/{APP}/machines/{machine}")
-    fly.get(f"{BASE}/apps/{APP}/machines", json=[{"id": m} for m in leftovers])
-    fly.get(f"{BASE}/apps/{APP}/volumes", json=[{"id": "vol_1"}])
-    fly.delete(f"{BASE}/apps/{APP}/volumes/vol_1")
-    fly.get(f"{BASE}/apps/{APP}/volumes", json=[])
+            fly.expect("DELETE", f"{base}/machines/{machine}", query={"force": "true"})
+    fly.expect("GET", f"{base}/machines", json=[{"id": m} for m in machines_left])
+    fly.expect("GET", f"{base}/volumes", json=[{"id": "vol_1"}, {"id": "vol_2"}])
+    fly.expect("DELETE", f"{base}/volumes/vol_1")
+    fly.expect("DELETE", f"{base}/volumes/vol_2")
+    fly.expect("GET", f"{base}/volumes", json=[{"id": v} for v in volumes_left])
+
+
+def cleanup_sequence(app=APP):
+    p = f"/apps/{app}"
+    return [
+        f"GET {p}",
+        f"GET {p}/machines",
+        f"POST {p}/machines/m_1/cordon",
+        f"POST {p}/machines/m_1/stop",
+        f"DELETE {p}/machines/m_1?force=true",
+        f"POST {p}/machines/m_2/cordon",
+        f"POST {p}/machines/m_2/stop",
+        f"DELETE {p}/machines/m_2?force=true",
+        f"GET {p}/machines",
+        f"GET {p}/volumes",
+        f"DELETE {p}/volumes/vol_1",
+        f"DELETE {p}/volumes/vol_2",
+        f"GET {p}/volumes",
+    ]
 
 
 def test_cleanup_dry_run_destroys_nothing(fly_config, fly):
-    fly.get(f"{BASE}/apps/{APP}", json={"name": APP})
-    fly.get(f"{BASE}/apps/{APP}/machines", json=[{"id": "m_1"}])
-    fly.get(f"{BASE}/apps/{APP}/volumes", json=[{"id": "vol_1"}])
-    report = run_fly_cleanup(client=client())
-    assert report["dry_run"] and report["machines_found"] == 1 and report["volumes_found"] == 1
-    assert report["machines_deleted"] == 0
-    assert all(c.request.method == "GET" for c in fly.calls)
+    fly.expect("GET", A, json={"name": APP})
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_1"}])
+    fly.expect("GET", f"{A}/volumes", json=[{"id": "vol_1"}])
+    out = io.StringIO()
+    call_command("run_fly_cleanup", "--json", stdout=out)  # exit 0: a preview
+    report = json.loads(out.getvalue())
+    assert set(report) == REPORT_KEYS
+    assert report["dry_run"] and report["machine_ids_found"] == ["m_1"]
+    assert report["volume_ids_found"] == ["vol_1"] and report["machines_deleted"] == 0
+    assert fly.calls == [
+        f"GET /apps/{APP}",
+        f"GET /apps/{APP}/machines",
+        f"GET /apps/{APP}/volumes",
+    ]
+    assert not AuditEvent.objects.filter(action="fly.cleanup").exists()
+
+
+def test_cleanup_happy_path_exact_sequence_and_report(fly_config, fly):
+    cleanup_mocks(fly)
+    report = run_fly_cleanup(apply=True, client=client(), actor="test")
+    assert fly.calls == cleanup_sequence()
+    assert set(report) == REPORT_KEYS
+    assert report == {
+        **report,
+        "app_name": APP,
+        "dry_run": False,
+        "machines_found": 2,
+        "machines_deleted": 2,
+        "machines_remaining": 0,
+        "machine_ids_deleted": ["m_1", "m_2"],
+        "machine_ids_remaining": [],
+        "volumes_found": 2,
+        "volumes_deleted": 2,
+        "volumes_remaining": 0,
+        "volume_ids_deleted": ["vol_1", "vol_2"],
+        "volume_ids_remaining": [],
+        "warnings": [],
+        "errors": [],
+    }
 
 
 def test_cleanup_one_failing_machine_does_not_stop_others(fly_config, fly):
+    Worker.objects.create(worker_id="w-1", provider="fly", machine_app=APP, machine_id="m_1")
     Worker.objects.create(worker_id="w-2", provider="fly", machine_app=APP, machine_id="m_2")
-    cleanup_mocks(fly, failing_machine="m_1", leftovers=["m_1"])
+    Worker.objects.create(worker_id="w-3", provider="fly", machine_app="other", machine_id="m_2")
+    cleanup_mocks(fly, failing_machine="m_1", machines_left=["m_1"])
     report = run_fly_cleanup(apply=True, client=client(), actor="test")
+    assert fly.calls == cleanup_sequence()  # m_2 and both volumes were still destroyed
     assert report["machine_ids_deleted"] == ["m_2"]
-    assert report["machine_ids_remaining"] == ["m_1"]
-    assert report["errors"] and report["errors"][0].startswith("Machine m_1: destroy failed")
-    assert "left 1 machine(s) after verification: m_1" in report["warnings"][0]
-    assert report["volume_ids_deleted"] == ["vol_1"] and report["volumes_remaining"] == 0
-    assert report["workers_stopped"] == 1 and Worker.objects.get().status == "stopped"
-    assert AuditEvent.objects.get(action="fly.cleanup").details["machines_deleted"] == 1
-    assert calls(fly)[0] == f"GET /apps/{APP}"
+    assert report["machine_ids_remaining"] == ["m_1"] and report["machines_remaining"] == 1
+    assert len(report["errors"]) == 1
+    assert report["errors"][0].startswith("Machine m_1: destroy failed (Fly API DELETE")
+    assert "409" in report["errors"][0] and "failed_precondition" in report["errors"][0]
+    assert report["warnings"] == ["Fly cleanup left 1 machine(s) after verification: m_1"]
+    assert report["volume_ids_deleted"] == ["vol_1", "vol_2"] and report["volumes_remaining"] == 0
+    # Worker rows: the destroyed machine's row is stopped (token revoked); the failed one and
+    # another app's row with the same machine id are left alone.
+    statuses = dict(Worker.objects.values_list("worker_id", "status"))
+    assert statuses == {"w-1": "active", "w-2": "stopped", "w-3": "active"}
+    assert Worker.objects.get(worker_id="w-2").token_revoked_at is not None
+    assert report["workers_stopped"] == 1
+    audit = AuditEvent.objects.get(action="fly.cleanup")
+    assert audit.actor == "test" and audit.details["errors"] == report["errors"]
+    assert audit.details["machine_ids_remaining"] == ["m_1"]
 
 
-def test_cleanup_command_exit_code_and_json(fly_config, fly):
-    cleanup_mocks(fly, leftovers=["m_9"])
+def test_cleanup_verification_finding_leftovers_exits_1(fly_config, fly):
+    """Every destroy call succeeded, yet Fly still lists a machine and a volume: reported
+    as remaining, with warnings, and the command exits 1."""
+    cleanup_mocks(fly, machines_left=["m_2"], volumes_left=["vol_2"])
     out = io.StringIO()
     with pytest.raises(SystemExit) as exc:
         call_command("run_fly_cleanup", "--apply", "--json", stdout=out)
     assert exc.value.code == 1
+    assert fly.calls == cleanup_sequence()
     report = json.loads(out.getvalue())
-    assert report["machine_ids_remaining"] == ["m_9"] and TOKEN not in out.getvalue()
+    assert report["errors"] == []
+    assert report["machines_deleted"] == 2 and report["volumes_deleted"] == 2
+    assert report["machine_ids_remaining"] == ["m_2"] and report["machines_remaining"] == 1
+    assert report["volume_ids_remaining"] == ["vol_2"] and report["volumes_remaining"] == 1
+    assert report["warnings"] == [
+        "Fly cleanup left 1 machine(s) after verification: m_2",
+        "Fly cleanup left 1 volume(s) after verification: vol_2",
+    ]
+    assert TOKEN not in out.getvalue()
+    assert AuditEvent.objects.get(action="fly.cleanup").details["volume_ids_remaining"] == ["vol_2"]
+
+
+def test_cleanup_command_prints_the_report_and_exits_0_when_clean(fly_config, fly):
+    cleanup_mocks(fly)
+    out = io.StringIO()
+    call_command("run_fly_cleanup", "--apply", stdout=out)
+    text = out.getvalue()
+    assert "machines_deleted: 2" in text and "volume_ids_remaining: []" in text
+
+
+def test_cleanup_verification_list_failing_still_cleans_volumes(fly_config, fly):
+    fly.expect("GET", A, json={"name": APP})
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_1"}])
+    fly.expect("POST", f"{A}/machines/m_1/cordon")
+    fly.expect("POST", f"{A}/machines/m_1/stop")
+    fly.expect("DELETE", f"{A}/machines/m_1", query={"force": "true"})
+    fly.expect("GET", f"{A}/machines", status=401, json={"error": "unauthorized"})
+    fly.expect("GET", f"{A}/volumes", json=[{"id": "vol_1"}])
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
+    fly.expect("GET", f"{A}/volumes", json=[])
+    report = run_fly_cleanup(apply=True, client=client())
+    assert report["volume_ids_deleted"] == ["vol_1"]
+    assert report["errors"][0].startswith("Machine verification failed")
+    assert report["machine_ids_remaining"] == ["m_1"]  # unverified counts as remaining
+
+
+def test_cleanup_app_option_targets_that_app(fly_config, fly):
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="local")
+    cleanup_mocks(fly, app="other-app")
+    out = io.StringIO()
+    call_command("run_fly_cleanup", "--app", "other-app", "--apply", "--json", stdout=out)
+    assert fly.calls == cleanup_sequence("other-app")
+    assert json.loads(out.getvalue())["app_name"] == "other-app"
+
+
+def test_cleanup_without_app_needs_the_fly_provider(fly_config, fly):
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="local")
+    with pytest.raises(CommandError, match="requires a Fly provider configuration"):
+        call_command("run_fly_cleanup", "--apply")
+    assert fly.calls == []
 
 
 def test_cleanup_refuses_without_app(db, settings):
-    from django.core.management import CommandError
-
     settings.FLY_API_TOKEN = TOKEN
+    RuntimeConfig.get()
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="fly", app_name="")
     with pytest.raises(CommandError, match="non-empty Fly app name"):
         call_command("run_fly_cleanup")
 
 
-def test_errors_never_carry_the_token(fly_config, fly):
-    fly.get(f"{BASE}/apps/{APP}/machines", status=401, body=f"bad token {TOKEN[:3]}")
-    with pytest.raises(FlyApiError) as exc:
-        client().list_machines(APP)
-    assert TOKEN not in str(exc.value) and exc.value.status == 401
-    assert TOKEN not in repr(client())
+def test_cleanup_refuses_without_token(fly_config, settings):
+    settings.FLY_API_TOKEN = ""
+    with pytest.raises(CommandError, match="Missing Fly API token"):
+        call_command("run_fly_cleanup", "--apply")
+
+
+def test_cleanup_access_check_failure_destroys_nothing_and_is_audited(fly_config, fly):
+    fly.expect("GET", A, status=404, json={"error": "app not found"})
+    with pytest.raises(CommandError, match="404"):
+        call_command("run_fly_cleanup", "--apply")
+    assert fly.calls == [f"GET /apps/{APP}"]
+    audit = AuditEvent.objects.get(action="fly.cleanup_failed")
+    assert "app not found" in audit.details["error"] and TOKEN not in json.dumps(audit.details)
+
+
+def test_nightly_cleanup_runs_only_when_enabled(fly_config, fly):
+    assert run_scheduled_cleanup() is None  # off by default: not a single call
+    assert fly.calls == []
+    RuntimeConfig.objects.filter(pk=1).update(fly_cleanup_nightly=True)
+    cleanup_mocks(fly)
+    report = run_scheduled_cleanup()
+    assert report["machines_deleted"] == 2 and fly.calls == cleanup_sequence()
+    assert AuditEvent.objects.get(action="fly.cleanup").actor == "schedule:fly-cleanup-nightly"

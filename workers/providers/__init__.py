@@ -6,9 +6,22 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from workers.providers.base import Provider, ProviderError, SpawnRequest, SpawnResult
+from workers.providers.base import (
+    Provider,
+    ProviderError,
+    SpawnFailed,
+    SpawnRequest,
+    SpawnResult,
+)
 
-__all__ = ["Provider", "ProviderError", "SpawnRequest", "SpawnResult", "get_provider"]
+__all__ = [
+    "Provider",
+    "ProviderError",
+    "SpawnFailed",
+    "SpawnRequest",
+    "SpawnResult",
+    "get_provider",
+]
 
 
 def get_provider(kind: str) -> Provider:

@@ -11,6 +11,18 @@ class ProviderError(Exception):
     """A provider call failed. The message is safe to store and show (no tokens)."""
 
 
+class SpawnFailed(ProviderError):
+    """A spawn failed and could not clean up everything it had created.
+
+    ``leftover`` names what may still exist (and still bill): the caller records it on the
+    worker row so the next teardown pass retries its removal instead of forgetting it.
+    """
+
+    def __init__(self, message: str, leftover: SpawnResult):
+        super().__init__(message)
+        self.leftover = leftover
+
+
 @dataclass(frozen=True)
 class SpawnRequest:
     worker_id: str

@@ -1,37 +1,87 @@
+import datetime as dt
+
 from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+from django.utils import timezone
 from django_q.models import Schedule
 
 from agents.models import RuntimeConfig
 from config.schedules import NIGHTLY_FLY_CLEANUP, SCHEDULES
 
+REGISTER_LOCK_KEY = 0x4146_5343  # "AFSC": two processes starting at once register once
 
-def register_schedules() -> dict:
-    """Create or update every schedule by name (catch-up off); idempotent."""
-    wanted = list(SCHEDULES)
-    if RuntimeConfig.get().fly_cleanup_nightly:
-        wanted.append(NIGHTLY_FLY_CLEANUP)
-    created = updated = 0
-    for name, func, kind, every in wanted:
-        fields = {"func": func, "schedule_type": kind, "repeats": -1}
-        if kind == Schedule.MINUTES:
-            fields["minutes"] = every
-        if kind == Schedule.CRON:
-            fields["cron"] = every
-        _, was_created = Schedule.objects.update_or_create(name=name, defaults=fields)
-        created += was_created
-        updated += not was_created
-    removed = 0
-    if not RuntimeConfig.get().fly_cleanup_nightly:
-        removed, _ = Schedule.objects.filter(name=NIGHTLY_FLY_CLEANUP[0]).delete()
-    return {"created": created, "updated": updated, "removed": removed}
+
+def first_run(kind: str, every, now: dt.datetime) -> dt.datetime:
+    """When a new schedule first runs: now, except a daily one, at its next HH:MM (UTC).
+
+    (django-q2 would otherwise run a new daily schedule at once: for the nightly cleanup
+    that means destroying the app when the setting is switched on, not at 03:00.)
+    """
+    if kind != Schedule.DAILY:
+        return now
+    hour, minute = (int(part) for part in every.split(":"))
+    at = now.astimezone(dt.UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return at if at > now else at + dt.timedelta(days=1)
+
+
+def register_schedules(now: dt.datetime | None = None) -> dict:
+    """Create or update every schedule by name; idempotent (catch-up is off cluster-wide).
+
+    The nightly Fly cleanup is registered only while ``fly_cleanup_nightly`` is on, and
+    removed otherwise.
+    """
+    now = now or timezone.now()
+    nightly = RuntimeConfig.get().fly_cleanup_nightly
+    wanted = list(SCHEDULES) + ([NIGHTLY_FLY_CLEANUP] if nightly else [])
+    created = updated = unchanged = 0
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [REGISTER_LOCK_KEY])
+        for name, func, kind, every in wanted:
+            fields = {
+                "func": func,
+                "schedule_type": kind,
+                "repeats": -1,
+                "minutes": every if kind == Schedule.MINUTES else None,
+                "cron": None,
+            }
+            rows = list(Schedule.objects.select_for_update().filter(name=name).order_by("pk"))
+            for extra in rows[1:]:  # duplicates (an older racy registration) run twice
+                extra.delete()
+            if not rows:
+                Schedule.objects.create(name=name, next_run=first_run(kind, every, now), **fields)
+                created += 1
+                continue
+            row = rows[0]
+            changed = {k: v for k, v in fields.items() if getattr(row, k) != v}
+            if not changed:
+                unchanged += 1
+                continue
+            if "schedule_type" in changed:
+                changed["next_run"] = first_run(kind, every, now)
+            Schedule.objects.filter(pk=row.pk).update(**changed)
+            updated += 1
+        removed = 0
+        if not nightly:
+            removed, _ = Schedule.objects.filter(name=NIGHTLY_FLY_CLEANUP[0]).delete()
+    return {"created": created, "updated": updated, "unchanged": unchanged, "removed": removed}
 
 
 class Command(BaseCommand):
     help = "Register the django-q2 schedules (reconcile, sweeps, expiry, nightly Fly cleanup)."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
     def handle(self, *args, **options):
         result = register_schedules()
+        if options["json"]:
+            import json
+
+            self.stdout.write(json.dumps(result))
+            return
         self.stdout.write(
             f"Schedules: {result['created']} created, {result['updated']} updated, "
-            f"{result['removed']} removed."
+            f"{result['unchanged']} unchanged, {result['removed']} removed."
         )
