@@ -45,6 +45,15 @@ def test_debug_off_refuses_missing_keys(env, message, tmp_path):
     assert not (tmp_path / "dev-encryption.key").exists()
 
 
+@pytest.mark.parametrize("command", [["runserver", "--noreload"], ["qcluster"], ["migrate"]])
+def test_servers_refuse_to_start_without_keys(command, tmp_path):
+    result = manage(*command, DEBUG="0", SECRET_KEY="x" * 50, AGENT_FACTORY_VAR_DIR=str(tmp_path))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "AGENT_FACTORY_ENCRYPTION_KEYS is not set" in lines[0]
+    assert not (tmp_path / "agent_factory.sqlite3").exists()  # nothing was touched
+
+
 def test_bad_key_is_a_system_check_error(tmp_path):
     result = manage(
         "check",
