@@ -579,3 +579,29 @@ def test_soft_reset_bad_argument(legacy, cli):
     code, _, err = cli("soft_reset_telegram_bindings", "--aply")
     assert code == 2 and "unrecognized arguments" in err
     assert snapshot() == before
+
+
+def test_fresh_configure_replaces_the_secret_at_once(onboarded, cli, tg, post_update):
+    old = get_active_secret_value("telegram.webhookSecret.alpha")
+    assert post_update("100", text_update(1, "a"), secret=old).status_code == 200
+    webhook_calls(tg, TOKEN, {"url": URL}, {"url": URL})
+    assert cli("configure_telegram_webhook", "alpha")[0] == 0
+    new = get_active_secret_value("telegram.webhookSecret.alpha")
+    # Not a rotation: no grace, and this process's secret cache does not keep the old one.
+    assert post_update("100", text_update(2, "b"), secret=old).status_code == 403
+    assert post_update("100", text_update(3, "c"), secret=new).status_code == 200
+
+
+def test_concurrent_import_of_the_same_bot_is_a_clear_error(db, cli, tg, monkeypatch):
+    from django.db import IntegrityError
+
+    AgentProfile.objects.create(agent_key="alpha")
+    get_me(tg, TOKEN, 100, "alpha_bot")
+
+    def lost_race(**kwargs):
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(Bot.objects, "create", lost_race)
+    code, _, err = cli("import_telegram_token", "alpha", stdin=TOKEN)
+    one_line_error(code, err, "assigned concurrently")
+    assert Secret.objects.count() == 0 and not AuditEvent.objects.exists()
