@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.forms.models import model_to_dict
 
 from agents.audit import record_audit
@@ -33,6 +33,37 @@ def configure_agent(
 ) -> tuple[AgentProfile, bool]:
     """Create or update a profile. ``None`` leaves a setting as it is. Validates before
     saving, so bad input changes nothing; a call that changes nothing writes nothing."""
+    for attempt in (1, 2):
+        existed = AgentProfile.objects.filter(agent_key=agent_key).exists()
+        try:
+            return _configure_agent_once(
+                agent_key,
+                actor=actor,
+                secrets_ref=secrets_ref,
+                enabled=enabled,
+                bridge_config=bridge_config,
+                require_telegram_binding=require_telegram_binding,
+            )
+        except (IntegrityError, ConfigurationError):
+            # Another call created the profile between our read and our insert (the unique
+            # key then fails as an IntegrityError or as "already exists"): apply ours as an
+            # update of that profile. Any other error is the caller's to see.
+            if attempt == 2 or existed:
+                raise
+            if not AgentProfile.objects.filter(agent_key=agent_key).exists():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _configure_agent_once(
+    agent_key: str,
+    *,
+    actor: str,
+    secrets_ref: list[str] | None,
+    enabled: bool | None,
+    bridge_config: dict | None,
+    require_telegram_binding: bool | None,
+) -> tuple[AgentProfile, bool]:
     with transaction.atomic():
         profile = AgentProfile.objects.select_for_update().filter(agent_key=agent_key).first()
         created = profile is None

@@ -151,3 +151,44 @@ def test_runtime_cross_field_rules(db):
     config = RuntimeConfig.objects.get()
     assert (config.retry_base_seconds, config.retry_max_seconds) == (1.0, 120.0)
     assert config.fallback_regions == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_configure_agent_creates_one_profile_and_loses_no_change():
+    import threading
+
+    from django.db import connections
+
+    from agents.models import AuditEvent
+
+    barrier = threading.Barrier(4)
+    errors = []
+    options = [
+        {"enabled": False},
+        {"require_telegram_binding": True},
+        {"secrets_ref": ["a.key"]},
+        {"bridge_config": {"enabled": False, "service_id": "svc"}},
+    ]
+
+    def run(kwargs):
+        try:
+            barrier.wait()
+            configure_agent("racer", actor="t", **kwargs)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(kwargs,)) for kwargs in options]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    profile = AgentProfile.objects.get(agent_key="racer")
+    assert not profile.enabled and profile.require_telegram_binding
+    assert profile.secrets_ref == ["a.key"] and profile.bridge_config["service_id"] == "svc"
+    actions = sorted(AuditEvent.objects.values_list("action", flat=True))
+    assert actions == ["agent.create", "agent.update", "agent.update", "agent.update"]
+    assert profile.version == 4
