@@ -161,6 +161,9 @@ class TelegramClient:
         result = self._call("getWebhookInfo")
         return result if isinstance(result, dict) else {}
 
+    def answer_callback_query(self, callback_query_id: str) -> bool:
+        return bool(self._call("answerCallbackQuery", {"callback_query_id": callback_query_id}))
+
     def send_message(self, chat_id: int | str, text: str, **options) -> list[dict]:
         """Send ``text``, split into ≤ 4096-character messages; returns the sent messages."""
         sent = []

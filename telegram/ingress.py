@@ -160,7 +160,30 @@ def pairing_code_in(text: str, bot_username: str) -> str | None:
     return parts[1] if command == "/start" else None
 
 
+def _answer_callback_after_commit(bot: Bot, update: dict) -> None:
+    query = update.get("callback_query")
+    query_id = query.get("id") if isinstance(query, dict) else None
+    if not isinstance(query_id, str) or not query_id or len(query_id) > 64:
+        return
+    from django_q.tasks import async_task
+
+    agent_key = bot.agent.agent_key
+    transaction.on_commit(
+        lambda: async_task(
+            "telegram.tasks.answer_callback_query", agent_key, query_id, task_name="telegram-cbq"
+        ),
+        robust=True,
+    )
+
+
 def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+    result = _route(bot, update, incoming)
+    if result.status != "duplicate":
+        _answer_callback_after_commit(bot, update)
+    return result
+
+
+def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
     code = pairing_code_in(incoming.text, bot.username)
     if code is not None:
         return _pair(bot, update, incoming, code)

@@ -24,6 +24,18 @@ def send_text(agent_key: str, chat_id: str, text: str) -> bool:
     return True
 
 
+def answer_callback_query(agent_key: str, callback_query_id: str) -> bool:
+    """Stop the button's spinner in the user's app (Telegram shows it until answered)."""
+    token = get_active_secret_value(token_ref(agent_key))
+    if not token:
+        return False
+    try:
+        return TelegramClient(token).answer_callback_query(callback_query_id)
+    except TelegramError as exc:
+        logger.info("answerCallbackQuery failed: %s", exc)
+        return False
+
+
 # Telegram redelivers an update for up to 24 h; keeping the dedupe rows three days (SPEC:
 # at least 48 h) leaves a wide margin while the table stays bounded.
 UPDATE_RETENTION_HOURS = 72

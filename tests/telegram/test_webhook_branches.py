@@ -433,3 +433,42 @@ def test_broker_down_after_commit_is_not_a_5xx(
         response = post_update("100", text_update(1, "hi"))
     assert response.status_code == 200 and response.json()["status"] == "unbound"
     assert TelegramUpdate.objects.get().outcome == "unbound"
+
+
+def test_button_press_is_answered_through_a_task(
+    make_bot, post_update, tasks, no_telegram, django_capture_on_commit_callbacks
+):
+    make_bot("alpha", "100")
+    update = {
+        "update_id": 2,
+        "callback_query": {
+            "id": "cbq-1",
+            "from": {"id": 555},
+            "data": "button-1",
+            "message": {"message_id": 3, "chat": {"id": 555}, "text": "pick"},
+        },
+    }
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert post_update("100", update).json()["status"] == "enqueued"
+    assert tasks == [] and len(no_telegram.calls) == 0
+    for callback in callbacks:
+        callback()
+    assert ("telegram.tasks.answer_callback_query", ("alpha", "cbq-1")) in tasks
+    tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_update("100", update).json()["status"] == "duplicate"
+    assert tasks == []  # a redelivery is not answered twice
+
+
+@responses.activate
+def test_answer_callback_query_task(make_bot):
+    from telegram.tasks import answer_callback_query
+    from tests.telegram.conftest import TG
+
+    make_bot("alpha", "100")
+    responses.post(
+        f"{TG}/bot100:TOKEN-alpha/answerCallbackQuery", json={"ok": True, "result": True}
+    )
+    assert answer_callback_query("alpha", "cbq-1") is True
+    assert json.loads(responses.calls[0].request.body) == {"callback_query_id": "cbq-1"}
+    assert answer_callback_query("ghost", "cbq-1") is False
