@@ -72,6 +72,7 @@ class AgentProfileAdmin(AuditedModelAdmin):
     list_filter = ["enabled", "require_telegram_binding"]
     search_fields = ["agent_key"]
     readonly_fields = ["version", "created_at", "updated_at"]
+    audit_prefix = "agent"  # the same action names as configure_agent
 
     @admin.display(description="Telegram")
     def onboarding(self, obj):
@@ -81,8 +82,6 @@ class AgentProfileAdmin(AuditedModelAdmin):
         except NoReverseMatch:
             return "-"
         return format_html('<a href="{}">onboarding</a>', url)
-
-    audit_prefix = "agent"
 
     def save_model(self, request, obj, form, change):
         # The same rule as configure_agent: version bump on a real change, audit row.
