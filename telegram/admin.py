@@ -208,6 +208,35 @@ class BotAdmin(admin.ModelAdmin):
         )
 
 
+def soft_reset_action(model_admin, request, queryset):
+    """Global, whatever rows were ticked: the legacy rows are found by the rule, not picked."""
+    actor = actor_name(request.user)
+    if request.POST.get("confirm") == "yes":
+        report = services.soft_reset_legacy(
+            apply=True,
+            revoke_bindings="revoke_bindings" in request.POST,
+            expire_pairings="expire_pairings" in request.POST,
+            actor=actor,
+        )
+        model_admin.message_user(request, f"Soft reset applied: {report}")
+        return None
+    # The preview shows what the form's defaults (both boxes ticked) would change.
+    preview = services.soft_reset_legacy(
+        apply=False, revoke_bindings=True, expire_pairings=True, actor=actor
+    )
+    return TemplateResponse(
+        request,
+        "admin/telegram/soft_reset.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": "Soft-reset legacy Telegram bindings",
+            "preview": preview,
+            "objects": queryset,
+            "opts": model_admin.model._meta,
+        },
+    )
+
+
 @admin.register(PairingCode)
 class PairingCodeAdmin(admin.ModelAdmin):
     list_display = [
@@ -223,6 +252,11 @@ class PairingCodeAdmin(admin.ModelAdmin):
     search_fields = ["code", "consumer_user_id", "telegram_user_id"]
     list_select_related = ["agent"]
     readonly_fields = [f.name for f in PairingCode._meta.fields]
+    actions = ["soft_reset"]
+
+    @admin.action(description="Soft-reset legacy bindings and codes (preview first)")
+    def soft_reset(self, request, queryset):
+        return soft_reset_action(self, request, queryset)
 
     def has_add_permission(self, request):
         return False
@@ -287,31 +321,7 @@ class IdentityBindingAdmin(admin.ModelAdmin):
 
     @admin.action(description="Soft-reset legacy bindings (preview first)")
     def soft_reset(self, request, queryset):
-        actor = actor_name(request.user)
-        if request.POST.get("confirm") == "yes":
-            report = services.soft_reset_legacy(
-                apply=True,
-                revoke_bindings="revoke_bindings" in request.POST,
-                expire_pairings="expire_pairings" in request.POST,
-                actor=actor,
-            )
-            self.message_user(request, f"Soft reset applied: {report}")
-            return None
-        # The preview shows what the form's defaults (both boxes ticked) would change.
-        preview = services.soft_reset_legacy(
-            apply=False, revoke_bindings=True, expire_pairings=True, actor=actor
-        )
-        return TemplateResponse(
-            request,
-            "admin/telegram/soft_reset.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Soft-reset legacy Telegram bindings",
-                "preview": preview,
-                "objects": queryset,
-                "opts": self.model._meta,
-            },
-        )
+        return soft_reset_action(self, request, queryset)
 
 
 @admin.register(TelegramUpdate)

@@ -234,3 +234,25 @@ def test_soft_reset_preview_counts_then_apply(admin_client, make_bot):
     assert IdentityBinding.objects.get(pk=legacy.pk).status == "revoked"
     event = AuditEvent.objects.get(action="telegram.soft_reset")
     assert event.actor == "admin" and event.details["revoked_bindings"] == 1
+
+
+def test_soft_reset_from_the_pairing_codes_list(admin_client, make_bot):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    bot = make_bot("alpha", "100")
+    legacy = PairingCode.objects.create(
+        code="LEGACY2345",
+        consumer_user_id="u",
+        agent=bot.agent,
+        bot_identity="",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+    url = reverse("admin:telegram_pairingcode_changelist")
+    body = {"action": "soft_reset", "_selected_action": [legacy.pk]}
+    content = admin_client.post(url, body).content.decode()
+    assert "<td>expired_pairings</td><td>1</td>" in content
+    assert PairingCode.objects.get(pk=legacy.pk).status == "pending"
+    admin_client.post(url, {**body, "confirm": "yes", "expire_pairings": "on"})
+    assert PairingCode.objects.get(pk=legacy.pk).status == "expired"
