@@ -173,16 +173,38 @@ def test_final_snapshot_lets_draining_worker_proceed(fake_provider, runtime_conf
     assert Worker.objects.get(pk=worker.pk).status == "stopped"
 
 
-def test_machine_gone_skips_snapshot_wait_and_teardown(fake_provider, runtime_config):
+def test_machine_gone_skips_snapshot_wait_but_still_tears_down(fake_provider, runtime_config):
+    """No final-snapshot wait for a gone machine, but teardown still runs: a dead or
+    destroyed machine can leave a volume that keeps billing."""
     now = timezone.now()
     Worker.objects.create(
         worker_id="w1", provider="fake", machine_id="m1", heartbeat_at=now, last_claim_at=now
     )
     fake_provider.gone = {"w1"}
     report = reconcile()
-    assert report.drained == ["w1"]
-    assert Worker.objects.get().status == "stopped"
-    assert fake_provider.torn_down == []
+    assert report.drained == ["w1"] and report.stopping == ["w1"] and report.stopped == ["w1"]
+    worker = Worker.objects.get()
+    assert worker.status == "stopped" and worker.status_reason == "machine gone"
+    assert fake_provider.torn_down == [("w1", False)]
+
+
+def test_gone_worker_lease_is_recovered_at_once(fake_provider, alpha_agent, enqueue):
+    from workers.leases import claim_next_job
+
+    message = enqueue("conv-1", "alpha")
+    worker = Worker.objects.create(
+        worker_id="w1", provider="fake", machine_id="m1", heartbeat_at=timezone.now()
+    )
+    job = claim_next_job(worker)
+    assert job.message.pk == message.pk
+    fake_provider.gone = {"w1"}
+    RuntimeConfig.objects.filter(pk=1).update(max_workers=1)  # no replacement spawn here
+    report = reconcile()
+    message.refresh_from_db()
+    # The lease had minutes left, but its holder is gone: requeued now, an attempt counted.
+    assert report.swept["requeued"] == 1
+    assert message.status == "queued" and message.attempts == 1 and message.claimed_by == ""
+    assert Worker.objects.get(pk=worker.pk).status == "stopped"
 
 
 def test_teardown_failure_is_retried_with_force(fake_provider, runtime_config):
@@ -237,9 +259,13 @@ def test_reconcile_command_json_and_audit(fake_provider, alpha_agent, enqueue):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_concurrent_reconciles_spawn_once(fake_provider):
-    AgentProfile.objects.create(agent_key="alpha")
+def test_two_concurrent_reconciles_spawn_once(fake_provider, monkeypatch):
     from workers.queue import enqueue_message
+
+    # Tests run django-q2 inline: without this the enqueue trigger would spawn first and
+    # the two reconciles below would have nothing left to race for.
+    monkeypatch.setattr("workers.triggers.request_reconcile", lambda: None)
+    AgentProfile.objects.create(agent_key="alpha")
 
     enqueue_message(
         conversation_id="c1",
@@ -247,6 +273,7 @@ def test_two_concurrent_reconciles_spawn_once(fake_provider):
         payload={"provider": "t", "provider_user_id": "u", "message_text": "x"},
     )
     RuntimeConfig.objects.filter(pk=1).update(spawn_step=4, max_workers=4)
+    assert not Worker.objects.exists()
     barrier = threading.Barrier(2)
     errors = []
 
@@ -268,3 +295,91 @@ def test_two_concurrent_reconciles_spawn_once(fake_provider):
     assert not errors, errors
     assert Worker.objects.count() == 1
     assert len(fake_provider.spawned) == 1
+
+
+def test_token_is_revoked_when_the_worker_stops(fake_provider, make_worker):
+    worker, token = make_worker("w1", provider="fake", machine_id="m1", status="stopping")
+    assert authenticate(token) == worker
+    assert reconcile().stopped == ["w1"]
+    worker.refresh_from_db()
+    assert authenticate(token) is None
+    assert worker.token_hash == "" and worker.token_revoked_at is not None
+    assert worker.assigned_conversation is None and worker.stopped_at is not None
+
+
+def test_spawn_is_idempotent_per_worker_id(fake_provider, alpha_agent, enqueue):
+    from workers.reconcile import ReconcileReport, _plan_spawns, _spawn
+
+    enqueue("conv-1", "alpha")
+    config = RuntimeConfig.get()
+    [(worker, token)] = _plan_spawns(config, fake_provider(), timezone.now(), ReconcileReport())
+    first, again = ReconcileReport(), ReconcileReport()
+    _spawn(fake_provider(), worker, token, first)
+    _spawn(fake_provider(), worker, token, again)  # a retry, or a second reconcile
+    assert first.spawned == [worker.worker_id] and again.spawned == []
+    assert len(fake_provider.spawned) == 1
+    assert Worker.objects.get().status_reason == "spawned"
+
+
+def test_a_drained_pending_spawn_is_never_spawned(fake_provider, alpha_agent, enqueue):
+    from workers.reconcile import ReconcileReport, _plan_spawns, _spawn
+
+    enqueue("conv-1", "alpha")
+    [(worker, token)] = _plan_spawns(
+        RuntimeConfig.get(), fake_provider(), timezone.now(), ReconcileReport()
+    )
+    transition_worker(worker, "draining", reason="drained by admin")
+    _spawn(fake_provider(), worker, token, ReconcileReport())
+    assert fake_provider.spawned == []
+
+
+def test_stopping_worker_is_torn_down_by_its_own_provider(fake_provider, settings):
+    """Switching the configured provider must not strand the old provider's workers."""
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="none")
+    Worker.objects.create(worker_id="w1", provider="fake", machine_id="m1", status="stopping")
+    assert reconcile().stopped == ["w1"]
+    assert fake_provider.torn_down == [("w1", False)]
+
+
+def test_reconcile_command_prints_what_it_did(fake_provider, alpha_agent, enqueue):
+    enqueue("conv-1", "alpha")
+    Worker.objects.create(worker_id="old", provider="fake", machine_id="m0", status="stopping")
+    out, err = io.StringIO(), io.StringIO()
+    call_command("reconcile_workers", stdout=out, stderr=err)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Swept 0 expired lease(s) (0 dead-lettered); demand 1, running 1."
+    spawned = Worker.objects.exclude(worker_id="old").get().worker_id
+    assert f"Spawned: {spawned}" in lines and "Stopped: old" in lines
+    assert err.getvalue() == ""
+
+
+def test_reconcile_command_reports_failures_on_stderr(fake_provider, alpha_agent, enqueue):
+    enqueue("conv-1", "alpha")
+    fake_provider.fail_spawn = True
+    out, err = io.StringIO(), io.StringIO()
+    call_command("reconcile_workers", stdout=out, stderr=err)
+    worker_id = Worker.objects.get().worker_id
+    assert f"Spawn failed: {worker_id}" in out.getvalue()
+    assert f"spawn {worker_id}: no capacity" in err.getvalue()
+
+
+def test_reconcile_skips_while_another_holds_the_lock(fake_provider, alpha_agent, enqueue):
+    from workers.reconcile import reconcile_lock
+
+    enqueue("conv-1", "alpha")
+    result = {}
+
+    def other():
+        try:
+            result["report"] = reconcile()
+        finally:
+            connections.close_all()
+
+    with reconcile_lock() as held:
+        assert held
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(30)
+    assert result["report"].skipped == "another reconcile is running"
+    assert fake_provider.spawned == [] and not Worker.objects.exists()
+    assert len(reconcile().spawned) == 1  # lock released: the next pass runs
