@@ -99,3 +99,68 @@ def test_pid_reused_by_another_process_counts_as_gone(db, provider):
     worker = spawn(provider, spawned)
     impostor = Worker(worker_id="someone-else", process_id=worker.process_id)
     assert local.is_gone(impostor)
+
+
+def test_killed_worker_is_noticed_by_reconcile_and_its_lease_recovered(
+    db, provider, alpha_agent, enqueue
+):
+    """A real local worker process holding a lease is killed: the next reconcile sees the
+    process gone, requeues its job at once (an attempt counted, no waiting out the 6-minute
+    lease) and takes the worker through to stopped with its token revoked."""
+    from django.utils import timezone
+
+    from agents.models import RuntimeConfig
+    from workers.leases import claim_next_job
+    from workers.reconcile import reconcile
+    from workers.tokens import authenticate, mint_worker_token
+
+    local, spawned = provider
+    RuntimeConfig.get()
+    # max_workers 1: the dead worker still counts while stopping, so no replacement spawns
+    # here (spawning is covered above; this is about noticing and recovering).
+    RuntimeConfig.objects.filter(pk=1).update(provider_kind="local", max_workers=1)
+    message = enqueue("conv-1", "alpha")
+    worker = spawn(provider, spawned)
+    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+    worker.refresh_from_db()
+    token = mint_worker_token(worker)
+    job = claim_next_job(worker)
+    assert job is not None and job.message.pk == message.pk
+    assert reconcile().drained == []  # alive: left alone
+
+    os.killpg(worker.process_id, signal.SIGKILL)
+    assert wait_until(lambda: local.is_gone(worker))
+    report = reconcile()
+    message.refresh_from_db()
+    worker.refresh_from_db()
+    assert report.drained == [worker.worker_id] and report.stopped == [worker.worker_id]
+    assert report.swept["requeued"] == 1
+    assert message.status == "queued" and message.attempts == 1 and message.claimed_by == ""
+    assert worker.status == "stopped" and worker.status_reason == "machine gone"
+    assert authenticate(token) is None
+
+
+def test_default_command_is_manage_py_run_worker(db, settings, tmp_path, monkeypatch):
+    from pathlib import Path
+    from unittest import mock
+
+    settings.VAR_DIR = tmp_path
+    settings.AGENT_FACTORY_LOCAL_WORKER_COMMAND = []
+    fake = mock.Mock(pid=4242)
+    with mock.patch("workers.providers.local.subprocess.Popen", return_value=fake) as popen:
+        result = LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-9",
+                token="wk_t",
+                api_url="http://x",
+                conversation_id=None,
+                agent_key=None,
+            )
+        )
+    command = popen.call_args.args[0]
+    assert command == [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "run_worker"]
+    kwargs = popen.call_args.kwargs
+    assert kwargs["start_new_session"] is True  # its own group: SIGTERM reaches children
+    assert kwargs["env"]["AGENT_FACTORY_WORKER_ID"] == "w-9"
+    assert kwargs["env"]["AGENT_FACTORY_WORKER_TOKEN"] == "wk_t"
+    assert (result.process_id, result.machine_id) == (4242, "pid-4242")
