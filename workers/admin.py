@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from agents.audit import actor_name, record_audit
@@ -155,7 +158,7 @@ class WorkerAdmin(admin.ModelAdmin):
     readonly_fields = [
         f.name for f in Worker._meta.fields if f.name not in ("token_hash", "token_prefix")
     ]
-    actions = ["drain"]
+    actions = ["drain", "run_fly_cleanup"]
 
     def has_add_permission(self, request):
         return False
@@ -186,14 +189,20 @@ class WorkerAdmin(admin.ModelAdmin):
         drained = 0
         for worker in queryset:
             try:
-                transition_worker(worker, Worker.DRAINING, reason="drained by admin")
+                with transaction.atomic():  # the state change and its audit row together
+                    transition_worker(worker, Worker.DRAINING, reason="drained by admin")
+                    record_audit(actor_name(request.user), "worker.drain", worker)
             except InvalidTransition as exc:
-                self.message_user(request, str(exc))
+                self.message_user(request, str(exc), messages.WARNING)
                 continue
-            record_audit(actor_name(request.user), "worker.drain", worker)
             drained += 1
         self.message_user(request, f"{drained} worker(s) draining.")
         return None
+
+    @admin.action(description="Run Fly cleanup (dry-run preview first)")
+    def run_fly_cleanup(self, request, queryset):
+        # The cleanup targets the whole app, not the selection: show its preview page.
+        return redirect(reverse("admin:fly_cleanup_run"))
 
 
 @admin.register(DataSnapshot)
