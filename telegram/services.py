@@ -530,14 +530,18 @@ def create_pairing_code(
 def consume_pairing_code(
     code: str, *, bot_identity: str, telegram_user_id: str, telegram_chat_id: str
 ) -> IdentityBinding:
-    """Checks in order: not found, not pending, expired (persisted), wrong bot (SPEC §5.2)."""
+    """Checks in order: not found, not pending, expired (persisted), wrong bot (SPEC §5.2).
+
+    The not-pending refusal is worded by the stored status, so a code that timed out says
+    "expired" on its first use and on every retry after (upstream rolled the expiry back).
+    """
     now = timezone.now()
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().filter(code=code.strip().upper()).first()
         if pairing is None:
             raise PairingError("Pairing code not found")
         if pairing.status != PairingCode.PENDING:
-            raise PairingError("Pairing code already used or expired")
+            raise _not_pending(pairing)
         if pairing.expires_at <= now:
             PairingCode.objects.filter(pk=pairing.pk).update(status=PairingCode.EXPIRED)
             expired = True
@@ -547,8 +551,8 @@ def consume_pairing_code(
         raise PairingError("Pairing code expired")
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().get(pk=pairing.pk)
-        if pairing.status != PairingCode.PENDING:
-            raise PairingError("Pairing code already used or expired")
+        if pairing.status != PairingCode.PENDING:  # consumed concurrently
+            raise _not_pending(pairing)
         if pairing.bot_identity != bot_identity:
             raise PairingError("Pairing code belongs to a different Telegram bot")
         binding = bind_identity(
@@ -567,6 +571,12 @@ def consume_pairing_code(
             telegram_chat_id=telegram_chat_id,
         )
         return binding
+
+
+def _not_pending(pairing: PairingCode) -> PairingError:
+    if pairing.status == PairingCode.EXPIRED:
+        return PairingError("Pairing code expired")
+    return PairingError("Pairing code already used")
 
 
 def bind_identity(

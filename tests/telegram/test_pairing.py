@@ -99,7 +99,7 @@ def test_new_code_expires_only_the_same_users_earlier_codes_for_that_agent(make_
     a2 = create_pairing_code("u1", "alpha", actor="t")
     status = dict(PairingCode.objects.values_list("pk", "status"))
     assert status == {a1.pk: "expired", b1.pk: "pending", other.pk: "pending", a2.pk: "pending"}
-    with pytest.raises(PairingError, match="already used or expired"):
+    with pytest.raises(PairingError, match="^Pairing code expired$"):  # superseded
         consume(a1.code)
     assert AuditEvent.objects.filter(action="telegram.create_pairing_code").count() == 4
 
@@ -122,10 +122,12 @@ def test_consume_checks_in_order_and_persists_expiry(make_bot):
     ):
         consume(code.code, bot="200")
     assert PairingCode.objects.get(pk=code.pk).status == "expired"
-    # 2 before 3/4: now that it is stored expired, every retry says "already used or expired".
-    for bot in ("100", "200"):
-        with pytest.raises(PairingError, match="^Pairing code already used or expired$"):
+    # 2 before 4: stored expired, every retry on any bot still says "expired", and nothing
+    # flips it back to pending.
+    for bot in ("100", "200", "200"):
+        with pytest.raises(PairingError, match="^Pairing code expired$"):
             consume(code.code, bot=bot)
+        assert PairingCode.objects.get(pk=code.pk).status == "expired"
     # 4. wrong bot: nothing written, the code stays pending and works on its own bot.
     fresh = create_pairing_code("u1", "alpha", actor="t")
     with pytest.raises(PairingError, match="^Pairing code belongs to a different Telegram bot$"):
@@ -137,9 +139,17 @@ def test_consume_checks_in_order_and_persists_expiry(make_bot):
     used = PairingCode.objects.get(pk=fresh.pk)
     assert used.status == "used" and used.used_at is not None
     assert (used.telegram_user_id, used.telegram_chat_id) == ("42", "42")
-    # 2. a used code
-    with pytest.raises(PairingError, match="^Pairing code already used or expired$"):
-        consume(fresh.code, bot="100")
+    # 2. a used code, on its own bot or another (not pending wins over wrong bot)
+    for bot in ("100", "200"):
+        with pytest.raises(PairingError, match="^Pairing code already used$"):
+            consume(fresh.code, bot=bot)
+    # ... and over expired: a used code past its expiry is still "already used", and stays used.
+    with (
+        time_machine.travel(used.expires_at + dt.timedelta(hours=1), tick=False),
+        pytest.raises(PairingError, match="^Pairing code already used$"),
+    ):
+        consume(fresh.code)
+    assert PairingCode.objects.get(pk=fresh.pk).status == "used"
 
 
 def test_exactly_at_expiry_is_expired(make_bot):

@@ -173,9 +173,11 @@ def test_expired_code_reports_expired_on_every_retry(make_bot, post_update):
         first = post_update("100", text_update(1, f"/start {code.code}")).json()
     assert first["detail"] == "Pairing code expired"
     assert PairingCode.objects.get().status == "expired"
-    second = post_update("100", text_update(2, f"/start {code.code}")).json()
-    assert second["detail"] == "Pairing code already used or expired"
-    unknown = post_update("100", text_update(3, "/start NOPE234567")).json()
+    for update_id in (2, 3):
+        retry = post_update("100", text_update(update_id, f"/start {code.code}")).json()
+        assert retry == {"ok": True, "status": "pairing_failed", "detail": "Pairing code expired"}
+    assert PairingCode.objects.get().status == "expired"
+    unknown = post_update("100", text_update(4, "/start NOPE234567")).json()
     assert unknown["detail"] == "Pairing code not found"
 
 
