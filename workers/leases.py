@@ -116,6 +116,16 @@ def _ready(now: dt.datetime):
 
 
 CLAIM_ORDER = ("-priority", "scheduled_for", "id")
+CLAIM_WORKER_FIELDS = (
+    "load",
+    "last_claim_at",
+    "heartbeat_at",
+    "scheduled_shutdown_at",
+    "assigned_conversation_id",
+    "assigned_agent_key",
+    "assigned_lease_id",
+    "assigned_at",
+)
 
 
 def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> ClaimedJob | None:
@@ -125,6 +135,7 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     worker takes the best candidate of the whole queue, or of ``conversation_id`` when given.
     """
     config = RuntimeConfig.get_cached()
+    caller = worker
     with transaction.atomic():
         now = timezone.now()
         # Lock the worker row: two claims with one token never take two jobs, and the
@@ -151,7 +162,12 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
             job = _claim_anywhere(worker, now, config)
         if job is None:  # a successful claim refreshed liveness already
             Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
-        return job
+            return None
+    # The caller's instance reflects the claim (assignment, load, liveness), so code that
+    # keeps using it sees the worker as it now is.
+    for field in CLAIM_WORKER_FIELDS:
+        setattr(caller, field, getattr(worker, field))
+    return job
 
 
 def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> ClaimedJob | None:
@@ -251,7 +267,7 @@ def _claim_in_conversation(
         "assigned_at": worker.assigned_at if worker.assigned_conversation_id else now,
     }
     Worker.objects.filter(pk=worker.pk).update(**worker_fields)
-    for name, value in worker_fields.items():  # callers may keep using this instance
+    for name, value in worker_fields.items():
         setattr(worker, name, value)
     return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
 

@@ -213,3 +213,11 @@ def test_heartbeats_keep_a_long_jobs_worker_live_under_a_short_stale_window(
             worker.refresh_from_db()
             age = (timezone.now() - worker.heartbeat_at).total_seconds()
             assert age < runtime_config.stale_after_seconds
+
+
+def test_the_callers_worker_instance_reflects_the_claim(alpha_agent, enqueue, live):
+    enqueue("conv-1", "alpha")
+    worker = live("w-instance")
+    job = leases.claim_next_job(worker)
+    assert worker.assigned_conversation_id == job.message.conversation_id
+    assert worker.assigned_lease_id == job.lease_id and worker.load == 1

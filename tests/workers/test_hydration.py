@@ -182,3 +182,72 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
     for details in AuditEvent.objects.values_list("details", flat=True):
         assert BOT_TOKEN not in str(details) and SERVICE_KEY not in str(details)
     assert BOT_TOKEN not in caplog.text and SERVICE_KEY not in caplog.text
+
+
+def test_bridge_matches_the_reference_expectation(holder, alpha_agent):
+    """reference/queue.md §5.2: plain profile values, per-agent secrets for key and URL map."""
+    _, _, api, job = holder
+    alpha_agent.bridge_config = {
+        "enabled": True,
+        "base_url": "https://consumer.example.com",
+        "service_id": "openclaw-prod",
+        "app_key": "crm",
+    }
+    alpha_agent.save()
+    url_map = '{"crm": "https://crm.example.com"}'
+    import_secret("agent-bridge.serviceKey.alpha", "abs_live_bridge_key", actor="t")
+    import_secret("agent-bridge.baseUrlMapJson.alpha", url_map, actor="t")
+    import_secret("agent-bridge.baseUrlMapJson", '{"crm": "global"}', actor="t")
+    assert bundle(api, job)["bridge"] == {
+        "base_url": "https://consumer.example.com",
+        "app_base_url_map_json": url_map,
+        "service_id": "openclaw-prod",
+        "app_key": "crm",
+        "service_key": "abs_live_bridge_key",
+        "service_key_secret_ref": "agent-bridge.serviceKey.alpha",
+        "bot_identity": None,
+    }
+
+
+def test_bridge_url_map_override_then_global_and_values_from_secrets(holder, alpha_agent):
+    _, _, api, job = holder
+    alpha_agent.bridge_config = {
+        "enabled": True,
+        "base_url": "https://bridge.test",
+        "app_base_url_map_json_secret_ref": "custom.map",
+    }
+    alpha_agent.save()
+    import_secret("agent-bridge.baseUrlMapJson", '{"g": 1}', actor="t")
+    import_secret("agent-bridge.serviceId", "global-service", actor="t")
+    import_secret("agent-bridge.appKey.alpha", "agent-app", actor="t")
+    bridge = bundle(api, job)["bridge"]
+    # The override has no active secret: the lookup falls through to the global ref.
+    assert bridge["app_base_url_map_json"] == '{"g": 1}'
+    assert bridge["service_id"] == "global-service"
+    assert bridge["app_key"] == "agent-app"
+    import_secret("custom.map", '{"o": 1}', actor="t")
+    assert bundle(api, job)["bridge"]["app_base_url_map_json"] == '{"o": 1}'
+
+
+def test_bridge_carries_the_bots_identity(holder, alpha_agent):
+    _, _, api, job = holder
+    enable_bridge(alpha_agent)
+    import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "777"})
+    assert bundle(api, job)["bridge"]["bot_identity"] == "777"
+
+
+def test_expired_or_foreign_lease_gets_no_bundle(holder, make_worker, worker_api):
+    import time_machine
+
+    message, _, api, job = holder
+    import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t")
+    path = f"{API}/jobs/{job['message_id']}/hydration/"
+    expires = dt.datetime.fromisoformat(job["lease_expires_at"])
+    with time_machine.travel(expires, tick=False):
+        late = api.get(path, {"lease_id": job["lease_id"]})
+    assert late.status_code == 409 and BOT_TOKEN.encode() not in late.content
+    with time_machine.travel(expires - dt.timedelta(seconds=1), tick=False):
+        assert api.get(path, {"lease_id": job["lease_id"]}).status_code == 200
+    _, other = make_worker("w-other-2", heartbeat_at=timezone.now())
+    foreign = worker_api(other).get(path, {"lease_id": job["lease_id"]})
+    assert foreign.status_code == 409 and BOT_TOKEN.encode() not in foreign.content
