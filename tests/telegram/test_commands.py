@@ -605,3 +605,18 @@ def test_concurrent_import_of_the_same_bot_is_a_clear_error(db, cli, tg, monkeyp
     code, _, err = cli("import_telegram_token", "alpha", stdin=TOKEN)
     one_line_error(code, err, "assigned concurrently")
     assert Secret.objects.count() == 0 and not AuditEvent.objects.exists()
+
+
+def test_import_at_a_terminal_asks_without_echo(db, cli, tg, monkeypatch):
+    AgentProfile.objects.create(agent_key="alpha")
+    get_me(tg, TOKEN, 100, "alpha_bot")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+    monkeypatch.setattr("getpass.getpass", lambda prompt: TOKEN)
+    code, out, err = cli("import_telegram_token", "alpha")
+    assert code == 0, err
+    assert get_active_secret_value("telegram.botToken.alpha") == TOKEN and TOKEN not in out

@@ -1,3 +1,4 @@
+import getpass
 import sys
 
 from django.core.management.base import CommandError
@@ -20,7 +21,9 @@ class Command(TelegramCommand):
         )
 
     def handle(self, *args, agent_key, replace_bot, **options):
-        token = sys.stdin.read().strip()
+        # Never a command-line argument (it would land in shell history and `ps`): piped in,
+        # or typed without echo at a terminal.
+        token = (getpass.getpass("Bot token: ") if sys.stdin.isatty() else sys.stdin.read()).strip()
         if not token:
             raise CommandError("No token on stdin: pipe the bot token into this command.")
         result = import_telegram_token(
