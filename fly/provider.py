@@ -28,19 +28,45 @@ def volume_name(prefix: str, worker_id: str) -> str:
     return f"{clean[:21]}_{digest}"
 
 
+def default_runtime_env(data: str) -> dict[str, str]:
+    """Upstream's DEFAULT_WORKER_RUNTIME_ENV (reference/scheduler_fly.md §2.2), so an
+    OpenClaw image boots as it would under upstream; paths follow the configured mount
+    rather than a hard-coded /data."""
+    return {
+        "NODE_ENV": "production",
+        "OPENCLAW_GATEWAY_HOST": "127.0.0.1",
+        "OPENCLAW_GATEWAY_PORT": "18789",
+        "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:18789",
+        "OPENCLAW_STATE_DIR": f"{data}/.clawdbot",
+        "OPENCLAW_WORKSPACE_DIR": f"{data}/workspace",
+        "OPENCLAW_CONFIG_PATH": f"{data}/.clawdbot/openclaw.json",
+        "OPENCLAW_REQUIRE_DATA_MOUNT": "true",
+        "OPENCLAW_RUN_SETUP": "false",
+        "OPENCLAW_SETUP_TIMEOUT_MS": "90000",
+        "OPENCLAW_GATEWAY_COMMAND": "node /app/openclaw.mjs gateway",
+        "OPENCLAW_GATEWAY_READY_TIMEOUT_MS": "60000",
+        "OPENCLAW_GATEWAY_READY_POLL_MS": "500",
+        "OPENCLAW_GATEWAY_READY_REQUIRED": "true",
+        "SKILLS_BOOTSTRAP_MODE": "db_manifest",
+        "SKILLS_BOOTSTRAP_REQUIRED": "false",
+        "SKILLS_BOOTSTRAP_TIMEOUT_MS": "15000",
+        "SKILLS_RELEASE_CHANNEL": "stable",
+        "OPENCLAW_SKILLS_DIR": f"{data}/workspace/skills",
+    }
+
+
 def runtime_env(config: RuntimeConfig, request: SpawnRequest) -> dict[str, str]:
     data = config.volume_path or "/data"
     env = {
+        **default_runtime_env(data),
+        "WORKER_ID": request.worker_id,
+        "WORKSPACE_ID": "default",
+        "WORKER_IDLE_TIMEOUT_MS": str(config.idle_timeout_seconds * 1000),
         "AGENT_FACTORY_WORKER_ID": request.worker_id,
         "AGENT_FACTORY_WORKER_TOKEN": request.token,
         "AGENT_FACTORY_API_URL": request.api_url,
         "AGENT_FACTORY_DATA_DIR": data,
         "AGENT_FACTORY_IDLE_EXIT_SECONDS": str(config.idle_timeout_seconds),
-        "OPENCLAW_STATE_DIR": f"{data}/.clawdbot",
-        "OPENCLAW_WORKSPACE_DIR": f"{data}/workspace",
-        "OPENCLAW_SKILLS_DIR": f"{data}/workspace/skills",
-        "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:18789",
-        "SKILLS_RELEASE_CHANNEL": "stable",
         "AGENT_FACTORY_CONVERSATION_ID": request.conversation_id or "",
         "AGENT_FACTORY_AGENT_KEY": request.agent_key or "",
         "OPENCLAW_CONVERSATION_ID": request.conversation_id or "",
