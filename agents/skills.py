@@ -95,6 +95,26 @@ def bundle_from_directory(directory: Path) -> list[dict]:
     return files
 
 
+def skill_front_matter(directory: Path) -> dict[str, str]:
+    """The ``key: value`` lines of SKILL.md's front matter (between leading ``---`` lines),
+    so ``publish_skill DIR`` can take the version, name and description from the skill itself.
+    Only flat string values are read; anything else in the front matter is left alone."""
+    skill_md = directory / "SKILL.md"
+    if not skill_md.is_file():
+        return {}
+    lines = skill_md.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    values: dict[str, str] = {}
+    for line in lines[1:]:
+        if line.strip() == "---":
+            return values
+        key, sep, value = line.partition(":")
+        if sep and key.strip() and not key.startswith((" ", "\t")):
+            values[key.strip()] = value.strip().strip("'\"")
+    return {}  # no closing line: not front matter
+
+
 def publish_skill(
     slug: str,
     version: str,
@@ -152,7 +172,13 @@ def publish_skill(
 
 
 def activate_release(skill_version: GlobalSkillVersion, *, channel: str, actor: str):
+    """Make ``skill_version`` the one active release of its skill on ``channel``."""
+    if channel not in ("stable", "canary"):
+        raise SkillError("channel must be 'stable' or 'canary'.")
     with transaction.atomic():
+        # Serialise activations of one skill: two at once would both deactivate, then both
+        # insert, and the second would break the one-active-release constraint.
+        GlobalSkill.objects.select_for_update().filter(pk=skill_version.skill_id).first()
         GlobalSkillRelease.objects.filter(
             skill=skill_version.skill, channel=channel, active=True
         ).update(active=False)

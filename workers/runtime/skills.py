@@ -1,15 +1,24 @@
 """Materialise the global-skills manifest into the worker's skills directory.
 
 Every file's SHA-256 and the bundle's hash are checked before anything is written; a skill
-that fails is skipped and its previous copy kept. Each skill directory is replaced with a
-rename, so an agent never sees a half-written skill. Skills no longer released are removed
-(only directories this worker wrote, recognised by their marker file).
+that fails is skipped and its previous copy kept. ``<skills dir>/<skill_dir_name>`` is a
+symlink to a hidden, fully written version directory (``.v-<name>-<random>``); a new version
+is written next to it and the link is swapped with one ``rename(2)``, so an agent reading the
+skill sees either the old or the new version, complete, and never a missing one. Skills no
+longer released are removed (only entries this worker wrote, recognised by their marker
+file); version directories no link points to any more are deleted.
+
+Bundle hash (SPEC §13, ``agents.skill_bundle``): SHA-256 over the files sorted by path
+(code-point order), each contributing ``path``, NUL, the file's SHA-256 (lowercase hex),
+NUL, its content, NUL — all UTF-8.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 
@@ -37,27 +46,46 @@ def verify_skill(skill: dict) -> None:
 
 def write_skill(skills_dir: Path, skill: dict) -> None:
     name = skill["skill_dir_name"]
-    if "/" in name or name.startswith("."):
+    if not name or "/" in name or "\\" in name or name.startswith("."):
         raise SkillVerificationError(f"{skill['slug']}: unsafe directory name {name!r}")
-    staging = skills_dir / f".staging-{name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for item in skill["files"]:
-        target = staging / item["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(item["content"], encoding="utf-8")
-    marker = {
-        "slug": skill["slug"],
-        "version": skill.get("version"),
-        "bundle_sha256": skill["bundle_sha256"],
-    }
-    (staging / MARKER).write_text(json.dumps(marker))
-    final = skills_dir / name
-    old = skills_dir / f".old-{name}"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    version_dir = skills_dir / f".v-{name}-{secrets.token_hex(4)}"
+    try:
+        for item in skill["files"]:
+            target = version_dir / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(item["content"], encoding="utf-8")
+        marker = {
+            "slug": skill["slug"],
+            "version": skill.get("version"),
+            "bundle_sha256": skill["bundle_sha256"],
+            "managed_by": "agent-factory",
+        }
+        (version_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        final = skills_dir / name
+        if final.is_dir() and not final.is_symlink():
+            # A plain directory (an older layout): move it aside once; from now on a link.
+            shutil.rmtree(final.with_name(f".old-{name}"), ignore_errors=True)
+            final.rename(final.with_name(f".old-{name}"))
+        link = skills_dir / f".link-{name}-{secrets.token_hex(4)}"
+        link.symlink_to(version_dir.name)  # relative: the skills dir can move as a whole
+        os.replace(link, final)  # atomic: readers see the old version or the new one
+    except BaseException:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise
+
+
+def _collect_garbage(skills_dir: Path) -> None:
+    """Delete hidden entries no link points to: superseded versions, leftovers of a crash."""
+    in_use = {child.readlink().name for child in skills_dir.iterdir() if child.is_symlink()}
+    for child in skills_dir.iterdir():
+        if not child.name.startswith((".v-", ".old-", ".link-", ".staging-")):
+            continue
+        if child.name in in_use:
+            continue
+        if child.is_symlink() or not child.is_dir():
+            child.unlink()
+        else:
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
@@ -74,10 +102,16 @@ def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
             logger.error("Skill rejected, previous copy kept: %s", exc)
             rejected.append(str(exc))
     removed = []
-    for child in skills_dir.iterdir():
-        if child.is_dir() and child.name not in wanted and (child / MARKER).exists():
-            shutil.rmtree(child)
+    for child in sorted(skills_dir.iterdir()):
+        if child.name.startswith(".") or child.name in wanted:
+            continue
+        if child.is_dir() and (child / MARKER).exists():  # ours (a link or an old plain dir)
+            if child.is_symlink():
+                child.unlink()
+            else:
+                shutil.rmtree(child)
             removed.append(child.name)
+    _collect_garbage(skills_dir)
     return {"installed": installed, "rejected": rejected, "removed": removed}
 
 
