@@ -7,6 +7,7 @@ no second path. Claim, lease fencing and sweeps live beside it in this module's 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,14 @@ def apply_system_prompt(message_text: str, system_prompt: str | None) -> str:
     return f"{trimmed}\n\n{prompt}" if trimmed else prompt
 
 
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _validate_payload(payload: Any) -> dict:
     if not isinstance(payload, dict):
         raise EnqueueError("payload must be a JSON object.")
@@ -60,9 +69,10 @@ def _validate_payload(payload: Any) -> dict:
         raise EnqueueError("payload.provider is required.")
     provider_user_id = payload.get("provider_user_id")
     if not isinstance(provider_user_id, str) or not provider_user_id.strip():
+        # The upstream wording (reference queue.md §5.1), with the value shown as JSON.
+        shown = json.dumps(provider_user_id) if _jsonable(provider_user_id) else "invalid"
         raise EnqueueError(
-            "provider_user_id is required but missing in "
-            f"payload.provider_user_id={provider_user_id!r}"
+            f"provider_user_id is required but missing in payload.provider_user_id={shown}"
         )
     message_text = payload.get("message_text", "")
     if not isinstance(message_text, str):

@@ -36,12 +36,18 @@ def prepare_snapshot(
     )
 
 
+def _not_uploading(snapshot: DataSnapshot) -> SnapshotError:
+    return SnapshotError("conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading.")
+
+
 def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
-    """Stream the archive into storage, hashing as it goes."""
+    """Stream the archive into storage, hashing as it goes (the server's own SHA-256).
+
+    A retried upload replaces the earlier bytes; once the snapshot is finalized or failed
+    the upload is refused and the stored archive stays as it was.
+    """
     if snapshot.status != DataSnapshot.UPLOADING:
-        raise SnapshotError(
-            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
-        )
+        raise _not_uploading(snapshot)
     digest = hashlib.sha256()
     size = 0
 
@@ -53,34 +59,43 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
             size += len(chunk)
             return chunk
 
-    if snapshot.archive:
-        snapshot.archive.delete(save=False)
-    snapshot.archive.save(f"snapshot-{snapshot.pk}.tar.gz", File(_Hashing(), name="a"), save=False)
-    snapshot.sha256 = digest.hexdigest()
-    snapshot.size_bytes = size
-    DataSnapshot.objects.filter(pk=snapshot.pk).update(
-        archive=snapshot.archive.name, sha256=snapshot.sha256, size_bytes=size
+    previous = snapshot.archive.name if snapshot.archive else ""
+    # Written under a fresh name and swapped in by a conditional update, so a concurrent
+    # finalize never sees a half-written archive and a late upload changes nothing.
+    name = snapshot.archive.storage.save(
+        snapshot.archive.field.generate_filename(snapshot, f"snapshot-{snapshot.pk}.tar.gz"),
+        File(_Hashing(), name="archive"),
     )
+    swapped = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
+        archive=name, sha256=digest.hexdigest(), size_bytes=size
+    )
+    if not swapped:
+        snapshot.archive.storage.delete(name)
+        snapshot.refresh_from_db()
+        raise _not_uploading(snapshot)
+    if previous and previous != name:
+        snapshot.archive.storage.delete(previous)
+    snapshot.refresh_from_db()
     return snapshot.sha256, size
 
 
 def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, size_bytes: int):
+    """Mark the snapshot ready if the worker's checksum and size match the server's own."""
     from workers.lifecycle import on_final_snapshot
 
-    if snapshot.status != DataSnapshot.UPLOADING:
-        raise SnapshotError(
-            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
-        )
-    if not snapshot.archive or not snapshot.sha256:
-        raise SnapshotError("invalid_request", "Upload the archive before finalizing.")
-    if snapshot.sha256 != sha256.lower() or snapshot.size_bytes != size_bytes:
-        raise SnapshotError(
-            "checksum_mismatch",
-            "The uploaded archive's SHA-256 or size differs from the one given.",
-        )
-    config = RuntimeConfig.get()
-    now = timezone.now()
+    config = RuntimeConfig.get_cached()
     with transaction.atomic():
+        snapshot = DataSnapshot.objects.select_for_update().get(pk=snapshot.pk)
+        if snapshot.status != DataSnapshot.UPLOADING:
+            raise _not_uploading(snapshot)
+        if not snapshot.archive or not snapshot.sha256:
+            raise SnapshotError("invalid_request", "Upload the archive before finalizing.")
+        if snapshot.sha256 != sha256.lower() or snapshot.size_bytes != size_bytes:
+            raise SnapshotError(
+                "checksum_mismatch",
+                "The uploaded archive's SHA-256 or size differs from the one given.",
+            )
+        now = timezone.now()
         DataSnapshot.objects.filter(pk=snapshot.pk).update(
             status=DataSnapshot.READY,
             completed_at=now,
@@ -92,14 +107,13 @@ def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, si
 
 
 def fail_snapshot(snapshot: DataSnapshot, error: str) -> DataSnapshot:
-    if snapshot.status != DataSnapshot.UPLOADING:
-        raise SnapshotError(
-            "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading."
-        )
-    DataSnapshot.objects.filter(pk=snapshot.pk).update(
+    """An upload the worker gave up on; it is never restored (its file goes at expiry)."""
+    failed = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
         status=DataSnapshot.FAILED, error=(error or "")[:5000], completed_at=timezone.now()
     )
     snapshot.refresh_from_db()
+    if not failed:
+        raise _not_uploading(snapshot)
     return snapshot
 
 

@@ -132,3 +132,67 @@ def test_refusal_inside_a_callers_transaction_leaves_it_usable(alpha_agent, beta
             enqueue(agent_key="beta")
         enqueue(conversation_id="conv-other")
     assert Message.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"agent_key": "ghost"}, "Agent profile 'ghost' not found or disabled"),
+        (
+            {"payload": {**BASE, "provider_user_id": "   "}},
+            'provider_user_id is required but missing in payload.provider_user_id="   "',
+        ),
+        (
+            {"payload": {k: v for k, v in BASE.items() if k != "provider_user_id"}},
+            "provider_user_id is required but missing in payload.provider_user_id=null",
+        ),
+        (
+            {"payload": {**BASE, "provider_user_id": 42}},
+            "provider_user_id is required but missing in payload.provider_user_id=42",
+        ),
+    ],
+)
+def test_error_messages_are_the_specified_sentences(alpha_agent, kwargs, message):
+    with pytest.raises(EnqueueError) as caught:
+        enqueue(**kwargs)
+    assert str(caught.value) == message
+    assert not Message.objects.exists()
+
+
+def test_conversation_agent_mismatch_sentence(alpha_agent, beta_agent):
+    enqueue()
+    with pytest.raises(EnqueueError) as caught:
+        enqueue(agent_key="beta")
+    assert str(caught.value) == (
+        "Conversation 'conv-e' is already bound to agent 'alpha', cannot enqueue for 'beta'."
+    )
+
+
+def test_system_prompt_rules(alpha_agent, runtime_config):
+    """reference queue.md §4.9: trimmed prompt appended after a blank line; empty text → prompt."""
+    assert enqueue().message.payload["message_text"] == "hi"  # no prompt: unchanged
+    runtime_config.system_prompt = "  Be brief.  "
+    runtime_config.save()
+    from agents.models import _RUNTIME_CONFIG_CACHE
+
+    _RUNTIME_CONFIG_CACHE.clear()
+    assert enqueue(payload={**BASE, "message_text": "hello \n"}).message.payload[
+        "message_text"
+    ] == ("hello\n\nBe brief.")
+    assert enqueue(payload={**BASE, "message_text": "   "}).message.payload["message_text"] == (
+        "Be brief."
+    )
+
+
+def test_scheduled_for_and_max_attempts_are_kept(alpha_agent):
+    later = timezone.now() + dt.timedelta(hours=2)
+    message = enqueue(scheduled_for=later, max_attempts=1).message
+    message.refresh_from_db()
+    assert message.scheduled_for == later and message.max_attempts == 1
+
+
+def test_payload_is_stored_with_trimmed_user_id_in_metadata(alpha_agent):
+    payload = {**BASE, "provider_user_id": "  u-9 ", "metadata": {"provider_user_id": "x", "k": 1}}
+    stored = enqueue(payload=payload).message.payload
+    assert stored["provider_user_id"] == "u-9"
+    assert stored["metadata"] == {"provider_user_id": "u-9", "k": 1}

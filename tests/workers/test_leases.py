@@ -149,3 +149,80 @@ def test_system_prompt_is_appended(alpha_agent, enqueue, runtime_config):
     runtime_config.system_prompt = "  Be brief.  "
     runtime_config.save()
     assert enqueue("c1", "alpha", "hello  ").payload["message_text"] == "hello\n\nBe brief."
+
+
+@pytest.mark.parametrize("action", ["heartbeat", "complete", "fail", "delivered"])
+@pytest.mark.parametrize("offset", [0, 1])  # expiring exactly now, and one second late
+def test_every_fenced_call_after_expiry_is_lost_and_changes_nothing(
+    alpha_agent, enqueue, worker, action, offset
+):
+    enqueue("c1", "alpha")
+    job = leases.claim_next_job(worker)
+    before = Message.objects.get()
+    worker_before = Worker.objects.get(pk=worker.pk)
+    calls = {
+        "heartbeat": lambda: leases.heartbeat_job(worker, job.message.pk, job.lease_id),
+        "complete": lambda: leases.complete_job(worker, job.message.pk, job.lease_id),
+        "fail": lambda: leases.fail_job(worker, job.message.pk, job.lease_id, "late"),
+        "delivered": lambda: leases.mark_delivered(worker, job.message.pk, job.lease_id),
+    }
+    late = job.lease_expires_at + dt.timedelta(seconds=offset)
+    with time_machine.travel(late, tick=False), pytest.raises(leases.LeaseLost):
+        calls[action]()
+    after = Message.objects.get()
+    fields = ["status", "attempts", "lease_id", "lease_expires_at", "last_error", "delivered_at"]
+    assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
+    worker_after = Worker.objects.get(pk=worker.pk)
+    assert (worker_after.load, worker_after.scheduled_shutdown_at) == (
+        worker_before.load,
+        worker_before.scheduled_shutdown_at,
+    )
+
+
+def test_crash_loop_via_reclaim_dead_letters_and_the_conversation_moves_on(
+    alpha_agent, enqueue, worker
+):
+    """A job that kills its worker every time: each reclaim after expiry counts an attempt;
+    at max_attempts it is dead-lettered and the next message of the conversation is served."""
+    poison = enqueue("c1", "alpha", "poison", max_attempts=3)
+    following = enqueue("c1", "alpha", "next")
+    job = leases.claim_next_job(worker)
+    for attempt in (2, 3):
+        with time_machine.travel(job.lease_expires_at, tick=False):
+            Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+            job = leases.claim_next_job(worker)
+        assert job.message.pk == poison.pk and job.attempt == attempt
+    with time_machine.travel(job.lease_expires_at, tick=False):
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+        job = leases.claim_next_job(worker)
+    assert job.message.pk == following.pk
+    poison.refresh_from_db()
+    assert poison.status == Message.DEAD_LETTER and poison.attempts == 3
+    assert poison.last_error == "lease expired" and poison.dead_lettered_at is not None
+
+
+def test_fail_backoff_grows_and_dead_letters_at_max(alpha_agent, enqueue, worker, runtime_config):
+    message = enqueue("c1", "alpha", max_attempts=4)
+    delays = []
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for attempt in range(1, 5):
+            job = leases.claim_next_job(worker)
+            assert job is not None and job.attempt == attempt
+            failed = leases.fail_job(worker, job.message.pk, job.lease_id, f"boom {attempt}")
+            if attempt == 4:
+                break
+            assert failed.status == Message.QUEUED
+            delay = (failed.next_retry_at - timezone.now()).total_seconds()
+            expected = runtime_config.retry_base_seconds * runtime_config.retry_factor ** (
+                attempt - 1
+            )
+            assert expected <= delay <= expected * 1.1  # base·factor^(n-1) + ≤ 10 % jitter
+            delays.append(delay)
+            clock.move_to(failed.next_retry_at - dt.timedelta(milliseconds=1))
+            assert leases.claim_next_job(worker) is None  # not before its retry time
+            clock.move_to(failed.next_retry_at)
+    assert failed.status == Message.DEAD_LETTER and failed.next_retry_at is None
+    message.refresh_from_db()
+    assert message.status == Message.DEAD_LETTER and message.attempts == 4
+    assert message.last_error == "boom 4" and message.dead_lettered_at is not None
+    assert len(delays) == 3 and delays == sorted(delays)

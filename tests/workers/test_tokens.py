@@ -64,3 +64,59 @@ def test_issue_worker_token_refuses_a_blank_worker_id(db):
     with pytest.raises(CommandError):
         call_command("issue_worker_token", "  ")
     assert not Worker.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "worker_id", ["", "   ", "has space", "semi;colon", "slash/", "x" * 101, "ünïcode-☃"]
+)
+def test_issue_worker_token_refuses_bad_worker_ids(db, worker_id):
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="WORKER_ID must be 1-100 characters"):
+        call_command("issue_worker_token", worker_id, stderr=err)
+    assert not Worker.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_issue_worker_token_for_an_existing_worker_replaces_its_token(make_worker):
+    worker, old = make_worker("w-existing")
+    out = io.StringIO()
+    call_command("issue_worker_token", "w-existing", stdout=out)
+    new = out.getvalue().strip()
+    assert new != old and authenticate(new) == worker and authenticate(old) is None
+    assert Worker.objects.count() == 1
+
+
+def test_issue_worker_token_refuses_a_stopped_worker(make_worker):
+    worker, token = make_worker("w-gone")
+    Worker.objects.filter(pk=worker.pk).update(status=Worker.STOPPED)
+    with pytest.raises(CommandError, match="is stopped"):
+        call_command("issue_worker_token", "w-gone")
+    worker.refresh_from_db()
+    assert worker.status == Worker.STOPPED and authenticate(token) == worker  # unchanged
+
+
+def test_issue_worker_token_needs_exactly_one_argument(db):
+    with pytest.raises(CommandError):
+        call_command("issue_worker_token")
+    with pytest.raises(CommandError):
+        call_command("issue_worker_token", "a", "b")
+    assert not Worker.objects.exists()
+
+
+def test_stopping_a_worker_revokes_its_token(make_worker):
+    from workers.lifecycle import transition_worker
+
+    worker, token = make_worker("w-stop")
+    transition_worker(worker, Worker.DRAINING, reason="idle")
+    assert authenticate(token) == Worker.objects.get(pk=worker.pk)  # draining still talks
+    transition_worker(Worker.objects.get(pk=worker.pk), Worker.STOPPED, reason="done")
+    assert authenticate(token) is None
+    worker.refresh_from_db()
+    assert worker.token_hash == "" and worker.token_revoked_at is not None
+
+
+def test_token_plaintext_is_never_stored_or_audited(make_worker):
+    worker, token = make_worker("w-secret")
+    secret_part = token.rsplit("_", 1)[1]
+    row = Worker.objects.filter(pk=worker.pk).values().get()
+    assert all(secret_part not in str(value) for value in row.values())
