@@ -92,3 +92,47 @@ def test_dashboard_numbers(queue, db):
 def test_dashboard_renders_on_the_admin_index(admin_client, queue):
     content = admin_client.get("/admin/").content.decode()
     assert "queue-dashboard" in content and "boom" in content
+
+
+def test_expired_lease_view_leaves_out_live_leases(admin_client, queue, enqueue):
+    _, _, stuck = queue
+    live = enqueue("conv-d", "alpha", "fourth")
+    Message.objects.filter(pk=live.pk).update(
+        status="processing",
+        lease_id="l2",
+        claimed_by="w-live",
+        lease_expires_at=timezone.now() + dt.timedelta(minutes=5),
+    )
+    assert ids_on(admin_client, "/admin/workers/expiredlease/") == {stuck.pk}
+    assert ids_on(admin_client, "/admin/workers/message/?status__exact=processing") == {
+        stuck.pk,
+        live.pk,
+    }
+
+
+def test_dead_letter_view_filters_by_agent(admin_client, queue, enqueue):
+    _, dead, _ = queue
+    other = enqueue("conv-e", "alpha", "fifth")
+    Message.objects.filter(pk=other.pk).update(status="dead_letter", last_error="x")
+    assert ids_on(admin_client, "/admin/workers/deadletter/") == {dead.pk, other.pk}
+    assert ids_on(admin_client, "/admin/workers/deadletter/?agent_key=alpha") == {other.pk}
+
+
+def test_snapshot_admin_lists_and_filters_and_cannot_add(admin_client, db):
+    from workers.models import DataSnapshot
+
+    ready = DataSnapshot.objects.create(
+        agent_key="alpha", worker_id="w", conversation_id="c", reason="drain", status="ready"
+    )
+    DataSnapshot.objects.create(
+        agent_key="alpha", worker_id="w", conversation_id="c", reason="drain", status="failed"
+    )
+    base = "/admin/workers/datasnapshot/"
+    assert len(ids_on(admin_client, base)) == 2
+    assert ids_on(admin_client, base + "?status__exact=ready") == {ready.pk}
+    assert admin_client.get(base + "add/").status_code == 403
+    assert admin_client.get(f"{base}{ready.pk}/change/").status_code == 200
+
+
+def test_queue_admin_cannot_add_messages(admin_client, queue):
+    assert admin_client.get("/admin/workers/message/add/").status_code == 403

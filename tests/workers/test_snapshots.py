@@ -144,3 +144,30 @@ def test_abandoned_upload_is_cleaned_after_a_day(leased):
     with time_machine.travel(timezone.now() + dt.timedelta(days=1, minutes=1)):
         assert expire_old_snapshots()["expired"] == 1
     assert not default_storage.exists(name)
+
+
+def test_retention_runs_hourly_on_the_schedule():
+    from django.utils.module_loading import import_string
+
+    from config.schedules import SCHEDULES
+
+    entries = {name: (func, kind, every) for name, func, kind, every in SCHEDULES}
+    func, kind, _ = entries["expire-snapshots"]
+    assert kind == "H"
+    assert import_string(func) is expire_old_snapshots
+    func, kind, every = entries["sweep-expired-leases"]
+    from workers.leases import sweep_expired_leases
+
+    assert import_string(func) is sweep_expired_leases and (kind, every) == ("I", 1)
+
+
+def test_retention_keeps_unexpired_and_uploading_rows(leased):
+    _, api, _ = leased
+    keep = upload(api)
+    finalize(api, keep)
+    in_progress = upload(api)
+    names = [DataSnapshot.objects.get(pk=pk).archive.name for pk in (keep, in_progress)]
+    with time_machine.travel(timezone.now() + dt.timedelta(hours=23)):
+        assert expire_old_snapshots() == {"expired": 0, "files_deleted": 0}
+    assert all(default_storage.exists(name) for name in names)
+    assert DataSnapshot.objects.get(pk=in_progress).status == DataSnapshot.UPLOADING
