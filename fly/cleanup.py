@@ -7,12 +7,16 @@ reported, and a verification pass lists what is still there.
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import RuntimeConfig
 from fly.client import FlyApiError, FlyClient, FlyConfigurationError
 from workers.lifecycle import transition_worker
-from workers.models import Worker
+from workers.models import Message, Worker
+from workers.reconcile import reconcile_lock
+
+CLEANUP_LOCK_WAIT_SECONDS = 60
 
 
 class CleanupError(Exception):
@@ -43,6 +47,15 @@ def run_fly_cleanup(
         client = client or FlyClient()
     except FlyConfigurationError as exc:
         raise CleanupError(str(exc))
+    if not apply:
+        return _cleanup(client, target, apply=False, actor=actor, lock_held=True)
+    # No reconcile may spawn or tear down while the app is being emptied: one could create
+    # a machine after the listing (left running) or race the destroys.
+    with reconcile_lock(wait_seconds=CLEANUP_LOCK_WAIT_SECONDS) as held:
+        return _cleanup(client, target, apply=True, actor=actor, lock_held=held)
+
+
+def _cleanup(client: FlyClient, target: str, *, apply: bool, actor: str, lock_held: bool):
     try:
         client.get_app(target)  # access check before anything is destroyed
         machines = client.list_machines(target)
@@ -67,7 +80,12 @@ def run_fly_cleanup(
         "volume_ids_deleted": [],
         "volume_ids_remaining": [],
         "workers_stopped": 0,
-        "warnings": [],
+        "warnings": []
+        if lock_held
+        else [
+            f"A reconcile pass was still running after {CLEANUP_LOCK_WAIT_SECONDS} s; "
+            "the cleanup went ahead anyway."
+        ],
         "errors": [],
     }
     if apply:
@@ -150,7 +168,15 @@ def _stop_worker_rows(app: str, machine_ids: list[str]) -> int:
     for worker in Worker.objects.filter(machine_id__in=machine_ids).exclude(status="stopped"):
         if worker.machine_app and worker.machine_app != app:
             continue
-        transition_worker(worker, Worker.STOPPED, reason="removed by Fly cleanup")
+        with transaction.atomic():
+            transition_worker(worker, Worker.STOPPED, reason="removed by Fly cleanup")
+            # Its machine is destroyed: its job's lease ends now, so the next sweep requeues
+            # the job instead of waiting the lease out.
+            Message.objects.filter(
+                status=Message.PROCESSING,
+                claimed_by=worker.worker_id,
+                lease_expires_at__gt=timezone.now(),
+            ).update(lease_expires_at=timezone.now())
         stopped += 1
     return stopped
 

@@ -123,6 +123,10 @@ class FlyProvider(Provider):
             raise ProviderError("The Fly provider needs an app name and an image (runtime config).")
         return config
 
+    def preflight(self) -> None:
+        self._config()
+        self.client  # noqa: B018 -- resolves the token (FLY_API_TOKEN or the secret)
+
     def spawn(self, request: SpawnRequest) -> SpawnResult:
         config = self._config()
         regions = [config.region] + [r for r in config.fallback_regions if r != config.region]

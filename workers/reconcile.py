@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from agents.audit import record_audit
@@ -42,9 +42,19 @@ SPAWN_PENDING = "spawn pending"
 SPAWNING = "spawning"
 
 
+# After a failed spawn, spawning pauses (30 s, doubling per failure in the window, at most
+# 15 min): a bad image or a missing token must not mint a failed worker row (and a Fly
+# volume create/delete) on every pass and every enqueue.
+SPAWN_BACKOFF_WINDOW = dt.timedelta(minutes=15)
+SPAWN_BACKOFF_BASE_SECONDS = 30
+SPAWN_BACKOFF_MAX_SECONDS = 900
+
+
 @dataclass
 class ReconcileReport:
     skipped: str | None = None
+    #: Why no worker was spawned although there was demand (misconfigured provider, backoff).
+    blocked: str | None = None
     swept: dict = field(default_factory=dict)
     demand: int = 0
     running: int = 0
@@ -278,8 +288,14 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
         status=Worker.ACTIVE, assigned_conversation__isnull=True, heartbeat_at__gte=cutoff
     ).count()
     report.demand = max(0, len(targets) - idle_unassigned)
+    wanted = list(targets.items())[idle_unassigned:][:slots]
+    if wanted:
+        report.blocked = _spawn_blocked(provider, now)
+        if report.blocked:
+            logger.warning("Not spawning: %s", report.blocked)
+            return []
     planned = []
-    for conversation_pk, agent_key in list(targets.items())[idle_unassigned:][:slots]:
+    for conversation_pk, agent_key in wanted:
         worker = Worker.objects.create(
             worker_id=f"{provider.name}-{secrets.token_hex(5)}",
             provider=provider.name,
@@ -293,6 +309,35 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
         )
         planned.append((worker, mint_worker_token(worker)))
     return planned
+
+
+def _spawn_blocked(provider: Provider, now: dt.datetime) -> str | None:
+    """Why spawning should not happen now, or None. Two queries at most, whatever the load."""
+    try:
+        provider.preflight()
+    except ProviderError as exc:
+        return f"provider '{provider.name}' is not usable: {exc}"
+    recent = Worker.objects.filter(
+        status_reason="spawn failed", created_at__gte=now - SPAWN_BACKOFF_WINDOW
+    ).aggregate(failures=Count("id"), last=Max("created_at"))
+    if not recent["failures"]:
+        return None
+    delay = min(
+        SPAWN_BACKOFF_BASE_SECONDS * 2 ** (recent["failures"] - 1), SPAWN_BACKOFF_MAX_SECONDS
+    )
+    resume = recent["last"] + dt.timedelta(seconds=delay)
+    if resume <= now:
+        return None
+    last_error = (
+        Worker.objects.filter(status_reason="spawn failed")
+        .order_by("-created_at")
+        .values_list("last_error", flat=True)
+        .first()
+    )
+    return (
+        f"spawning paused for {int((resume - now).total_seconds())} s after "
+        f"{recent['failures']} failed spawn(s); last error: {(last_error or '')[:300]}"
+    )
 
 
 def _claim_spawn(worker: Worker) -> bool:

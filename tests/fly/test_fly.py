@@ -687,3 +687,58 @@ def test_nightly_cleanup_runs_only_when_enabled(fly_config, fly):
     report = run_scheduled_cleanup()
     assert report["machines_deleted"] == 2 and fly.calls == cleanup_sequence()
     assert AuditEvent.objects.get(action="fly.cleanup").actor == "schedule:fly-cleanup-nightly"
+
+
+def test_cleanup_waits_for_reconcile_and_says_when_it_could_not(fly_config, fly, monkeypatch):
+    import threading
+
+    from django.db import connections
+
+    from workers.reconcile import reconcile_lock
+
+    monkeypatch.setattr("fly.cleanup.CLEANUP_LOCK_WAIT_SECONDS", 0)
+    cleanup_mocks(fly)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        try:
+            with reconcile_lock():
+                held.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(10)
+    try:
+        report = run_fly_cleanup(apply=True, client=client())
+    finally:
+        release.set()
+        thread.join(10)
+    assert report["warnings"] == [
+        "A reconcile pass was still running after 0 s; the cleanup went ahead anyway."
+    ]
+    assert report["machines_deleted"] == 2  # billing protection is not skipped
+
+
+def test_cleanup_recovers_the_lease_of_a_stopped_worker(fly_config, fly, alpha_agent, enqueue):
+    from django.utils import timezone
+
+    from workers.leases import claim_next_job, sweep_expired_leases
+
+    message = enqueue("conv-1", "alpha")
+    worker = Worker.objects.create(
+        worker_id="w-2",
+        provider="fly",
+        machine_app=APP,
+        machine_id="m_2",
+        heartbeat_at=timezone.now(),
+    )
+    assert claim_next_job(worker).message.pk == message.pk
+    cleanup_mocks(fly)
+    run_fly_cleanup(apply=True, client=client())
+    assert Worker.objects.get(pk=worker.pk).status == "stopped"
+    assert sweep_expired_leases()["requeued"] == 1
+    message.refresh_from_db()
+    assert message.status == "queued" and message.attempts == 1

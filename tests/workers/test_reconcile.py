@@ -96,7 +96,40 @@ def test_spawn_failure_records_error_and_stops_row(fake_provider, alpha_agent, e
     assert worker.status == "stopped" and worker.last_error == "no capacity"
     assert worker.token_hash == "" and worker.token_revoked_at is not None
     fake_provider.fail_spawn = False
-    assert len(reconcile().spawned) == 1  # demand still there: retried next pass
+    # Demand is still there: retried once the short backoff has passed.
+    blocked = reconcile()
+    assert blocked.spawned == [] and "after 1 failed spawn(s); last error: no capacity" in (
+        blocked.blocked or ""
+    )
+    with time_machine.travel(timezone.now() + dt.timedelta(seconds=31), tick=False):
+        assert len(reconcile().spawned) == 1
+
+
+def test_repeated_spawn_failures_back_off_exponentially(fake_provider, alpha_agent, enqueue):
+    enqueue("conv-1", "alpha")
+    fake_provider.fail_spawn = True
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        assert len(reconcile().spawn_failed) == 1
+    with time_machine.travel(start + dt.timedelta(seconds=31), tick=False):
+        assert len(reconcile().spawn_failed) == 1  # second failure: now 60 s
+    with time_machine.travel(start + dt.timedelta(seconds=31 + 59), tick=False):
+        assert reconcile().blocked.startswith("spawning paused")
+        assert Worker.objects.count() == 2  # no new row while paused
+    with time_machine.travel(start + dt.timedelta(seconds=31 + 61), tick=False):
+        assert len(reconcile().spawn_failed) == 1
+
+
+def test_misconfigured_provider_blocks_spawning_without_rows(runtime_config, alpha_agent, enqueue):
+    from agents.models import RuntimeConfig as Config
+
+    Config.objects.filter(pk=1).update(provider_kind="fly", app_name="", image="")
+    enqueue("conv-1", "alpha")
+    report = reconcile()
+    assert report.spawned == [] and report.demand == 1
+    assert "provider 'fly' is not usable: The Fly provider needs an app name" in report.blocked
+    assert not Worker.objects.exists()
+    assert not AuditEvent.objects.filter(action="workers.reconcile").exists()  # no churn
 
 
 def test_stale_worker_is_drained_then_stopped(fake_provider, runtime_config):

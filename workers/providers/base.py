@@ -47,6 +47,12 @@ class Provider:
     #: Whether reconcile spawns workers at all (the "none" provider does not).
     autoscale = True
 
+    def preflight(self) -> None:
+        """Raise ProviderError when spawning cannot work (configuration, credentials), so
+        reconcile says so once instead of failing a fresh worker on every pass. Must not
+        call out: it runs inside reconcile's transaction."""
+        return None
+
     def spawn(self, request: SpawnRequest) -> SpawnResult:
         raise NotImplementedError
 

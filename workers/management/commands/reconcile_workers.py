@@ -38,5 +38,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{label.replace('_', ' ').capitalize()}: {', '.join(data[label])}"
                 )
+        if report.blocked:
+            self.stderr.write(f"Not spawning: {report.blocked}")
         for error in report.errors:
             self.stderr.write(error)
