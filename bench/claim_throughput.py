@@ -111,13 +111,22 @@ def claim_latencies(url, token, conversation_id, samples):
 
 
 def explain(conversation_pk):
+    """The plans of the claim's queries, as PostgreSQL chooses them on this data."""
     from django.utils import timezone
 
     from workers.leases import CLAIM_ORDER, _ready
 
     now = timezone.now()
-    restricted = _ready(now).filter(conversation_id=conversation_pk).order_by(*CLAIM_ORDER)[:1]
-    return restricted.explain()
+    warm = _ready(now).filter(conversation_id=conversation_pk).order_by(*CLAIM_ORDER)[:1]
+    whole = _ready(now).order_by(*CLAIM_ORDER)[:1]
+    return {
+        "claim for the warm worker (its conversation's next message)": warm.explain(),
+        "claim for an unassigned worker (head of the whole queue)": whole.explain(),
+    }
+
+
+def is_index_scan(plan: str) -> bool:
+    return "Index" in plan and "Seq Scan" not in plan
 
 
 def main() -> None:
@@ -189,9 +198,11 @@ def main() -> None:
             )
         ratio = percentile(results[100_000], 99) / percentile(results[1_000], 99)
         print(f"    p99 ratio 100k/1k: {ratio:.2f} (target <= 1.3)")
-        print("    plan of the claim query for an assigned worker:")
-        for line in explain(target_pk).splitlines():
-            print(f"      {line}")
+        for title, plan in explain(target_pk).items():
+            verdict = "index scan" if is_index_scan(plan) else "NOT an index scan"
+            print(f"    plan of the {title}: {verdict}")
+            for line in plan.splitlines():
+                print(f"      {line}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 1,000 messages over 100 conversations; worker processes loop claim → heartbeat → complete
 against gunicorn on PostgreSQL with a short lease and stale window. The controller keeps a
 pool of workers, SIGKILLs a third of all the workers it ever starts at random moments and
-replaces them with fresh identities, runs the lease sweep every second (as the schedule
-would), and watches that no conversation ever has two processing messages. At the end every
-message must be done exactly once, or dead-lettered with its reason.
+replaces them with fresh identities (victims are mostly workers holding a lease at that
+moment, so kills land mid-job), runs the lease sweep every second (as the schedule would),
+and watches that no conversation ever has two processing messages. At the end every message
+must be done exactly once, or dead-lettered with its reason, each conversation's messages
+done in order, and at least a third of the workers started must have been killed.
 
     .venv/bin/python bench/crash_test.py [--pool 12] [--kill-share 0.33] [--lease 3] [--stale 5]
 """
@@ -33,7 +35,11 @@ TIME_LIMIT = 600  # seconds: the run stops by itself whatever happens
 
 
 def worker_main(url: str, token: str, log_path: str, idle_exit: float) -> None:
-    """One worker process: claim → heartbeat → (work) → complete, logging each completion."""
+    """One worker process: claim → heartbeat → (work) → complete, logging each completion.
+
+    A refused or failed request is not a crash: the worker waits a moment and goes on (only
+    SIGKILL from the controller ends it abruptly).
+    """
     import requests
 
     session = requests.Session()
@@ -42,20 +48,24 @@ def worker_main(url: str, token: str, log_path: str, idle_exit: float) -> None:
     idle_since = time.monotonic()
     with open(log_path, "a", buffering=1) as log:
         while time.monotonic() - idle_since < idle_exit:
-            job = session.post(f"{api}/claim/", json={}, timeout=30).json()["job"]
-            if job is None:
-                time.sleep(0.1)
-                continue
-            idle_since = time.monotonic()
-            lease = {"lease_id": job["lease_id"]}
-            base = f"{api}/jobs/{job['message_id']}"
-            time.sleep(random.uniform(0, 0.03))  # the "work"
-            if session.post(f"{base}/heartbeat/", json=lease, timeout=30).status_code != 200:
-                continue
-            time.sleep(random.uniform(0, 0.03))
-            answer = session.post(f"{base}/complete/", json=lease, timeout=30)
-            if answer.status_code == 200:
-                log.write(f"{job['message_id']}\n")
+            try:
+                answer = session.post(f"{api}/claim/", json={}, timeout=30)
+                job = answer.json()["job"] if answer.status_code == 200 else None
+                if job is None:
+                    time.sleep(0.1)
+                    continue
+                idle_since = time.monotonic()
+                lease = {"lease_id": job["lease_id"]}
+                base = f"{api}/jobs/{job['message_id']}"
+                time.sleep(random.uniform(0, 0.03))  # the "work"
+                if session.post(f"{base}/heartbeat/", json=lease, timeout=30).status_code != 200:
+                    continue  # lease lost: another worker will do (or did) this job
+                time.sleep(random.uniform(0, 0.03))
+                answer = session.post(f"{base}/complete/", json=lease, timeout=30)
+                if answer.status_code == 200:
+                    log.write(f"{job['message_id']}\n")
+            except requests.RequestException:
+                time.sleep(0.2)
 
 
 def seed() -> None:
@@ -124,6 +134,7 @@ def main() -> None:
 
     started_count = 0
     killed: list[str] = []
+    killed_mid_job = 0
     live: dict[str, subprocess.Popen] = {}
     violations: list = []
     sweeps = Counter()
@@ -150,6 +161,13 @@ def main() -> None:
     def unfinished() -> int:
         return Message.objects.filter(status__in=["queued", "processing"]).count()
 
+    def holding_a_lease() -> set[str]:
+        return set(
+            Message.objects.filter(
+                status="processing", lease_expires_at__gt=timezone.now()
+            ).values_list("claimed_by", flat=True)
+        )
+
     began = time.monotonic()
     with Server(workers=2, threads=4) as server:
         next_kill = time.monotonic() + random.uniform(1, 3)
@@ -165,10 +183,18 @@ def main() -> None:
                 start_worker(server.url)
             now = time.monotonic()
             if len(killed) < args.kill_share * started_count and now >= next_kill and live:
-                victim = random.choice(sorted(live))
+                # Mostly a worker in the middle of a job (claimed, heartbeating or completing),
+                # sometimes any worker (idle, or between requests).
+                busy = sorted(holding_a_lease() & set(live))
+                mid_job = bool(busy) and random.random() < 0.8
+                victim = random.choice(busy if mid_job else sorted(live))
+                killed_mid_job += mid_job
                 live.pop(victim).send_signal(signal.SIGKILL)
                 killed.append(victim)
-                next_kill = now + random.uniform(0.3, 1.5)
+                behind = len(killed) < args.kill_share * started_count
+                next_kill = now + (
+                    random.uniform(0.05, 0.3) if behind else random.uniform(0.3, 1.5)
+                )
             if now >= next_sweep:
                 sweeps.update(sweep_expired_leases())
                 next_sweep = now + 1
@@ -188,6 +214,16 @@ def main() -> None:
     done_ids = set(Message.objects.filter(status="done").values_list("id", flat=True))
     dead = list(Message.objects.filter(status="dead_letter").values("id", "last_error"))
     twice = [m for m, n in completions.items() if n > 1]
+    # One processing message per conversation means each conversation's messages finish in
+    # claim order (seq order here): a done message never completed before an earlier one.
+    out_of_order = []
+    done_rows = Message.objects.filter(status="done").order_by("conversation_id", "completed_at")
+    last_seq: dict[int, int] = {}
+    for conversation_pk, payload in done_rows.values_list("conversation_id", "payload"):
+        if payload["seq"] < last_seq.get(conversation_pk, -1):
+            out_of_order.append(conversation_pk)
+        last_seq[conversation_pk] = payload["seq"]
+    kill_quota = round(args.kill_share * started_count) - 1  # the last starts may outrun it
     # A worker killed right after its complete landed never logged it: logged ⊆ done.
     logged_not_done = set(completions) - done_ids
     connection.close()
@@ -196,12 +232,15 @@ def main() -> None:
         "elapsed_seconds": round(elapsed, 1),
         "workers_started": started_count,
         "workers_killed": len(killed),
+        "workers_killed_mid_job": killed_mid_job,
+        "kill_share": round(len(killed) / max(1, started_count), 3),
         "statuses": dict(statuses),
         "dead_letters_without_reason": sum(1 for d in dead if not d["last_error"]),
         "completed_twice": len(twice),
         "logged_complete_but_not_done": len(logged_not_done),
         "lost": statuses.get("queued", 0) + statuses.get("processing", 0),
         "two_processing_in_a_conversation_seen": len(violations),
+        "conversations_done_out_of_order": len(out_of_order),
         "messages_retried_after_a_kill": Message.objects.filter(attempts__gt=0).count(),
         "max_attempts_seen": max(Message.objects.values_list("attempts", flat=True)),
         "controller_sweeps": dict(sweeps),
@@ -212,6 +251,8 @@ def main() -> None:
         and not twice
         and not logged_not_done
         and not violations
+        and not out_of_order
+        and len(killed) >= kill_quota
         and report["dead_letters_without_reason"] == 0
         and statuses.get("done", 0) + statuses.get("dead_letter", 0) == report["messages"]
     )
