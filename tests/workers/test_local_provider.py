@@ -140,7 +140,7 @@ def test_killed_worker_is_noticed_by_reconcile_and_its_lease_recovered(
     assert authenticate(token) is None
 
 
-def test_default_command_is_manage_py_run_worker(db, settings, tmp_path, monkeypatch):
+def test_default_command_is_manage_py_run_worker(db, settings, tmp_path):
     from pathlib import Path
     from unittest import mock
 
