@@ -416,3 +416,29 @@ def test_reconcile_skips_while_another_holds_the_lock(fake_provider, alpha_agent
     assert result["report"].skipped == "another reconcile is running"
     assert fake_provider.spawned == [] and not Worker.objects.exists()
     assert len(reconcile().spawned) == 1  # lock released: the next pass runs
+
+
+def test_query_count_is_constant_when_spawning_too(fake_provider, alpha_agent):
+    """A pass that spawns costs the same number of queries for 10 or 1,000 waiting
+    conversations (10 or 1,000 messages)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.models import Conversation
+
+    def seed(n, offset):
+        conversations = Conversation.objects.bulk_create(
+            Conversation(conversation_id=f"c{offset + i}", agent=alpha_agent) for i in range(n)
+        )
+        Message.objects.bulk_create(
+            Message(conversation=c, agent_key="alpha", payload={}) for c in conversations
+        )
+
+    counts = []
+    for n, offset in ((10, 0), (1000, 100)):
+        Worker.objects.all().delete()
+        seed(n, offset)
+        with CaptureQueriesContext(connection) as queries:
+            assert len(reconcile().spawned) == 1
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1]

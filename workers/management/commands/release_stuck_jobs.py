@@ -1,6 +1,7 @@
 import json
 
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from agents.audit import actor_name, record_audit
 from workers.leases import sweep_expired_leases
@@ -13,11 +14,12 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
-        report = sweep_expired_leases()
-        if report["requeued"] or report["dead_lettered"]:
-            record_audit(
-                actor_name(command="release_stuck_jobs"), "queue.release_stuck", None, **report
-            )
+        with transaction.atomic():  # the requeue and its audit row land together
+            report = sweep_expired_leases()
+            if report["requeued"] or report["dead_lettered"]:
+                record_audit(
+                    actor_name(command="release_stuck_jobs"), "queue.release_stuck", None, **report
+                )
         if options["json"]:
             self.stdout.write(json.dumps(report))
         else:
