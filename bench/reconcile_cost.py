@@ -67,6 +67,8 @@ def main() -> None:
                 started = time.perf_counter()
                 report = reconcile()
                 timings.append(time.perf_counter() - started)
+            # A skipped pass (another reconcile holding the lock) would time nothing.
+            assert report.skipped is None, report.skipped
         results.append(
             (size, statistics.median(timings), len(queries.captured_queries), report.demand)
         )
