@@ -321,6 +321,11 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
                 requeued += 1
         if worker_ids:
             Worker.objects.filter(worker_id__in=worker_ids).update(load=0, assigned_lease_id="")
+            # Left with no job, the worker starts its idle clock like after a completion, so
+            # a live worker whose job expired is still drained once it stays idle.
+            Worker.objects.filter(
+                worker_id__in=worker_ids, scheduled_shutdown_at__isnull=True
+            ).update(scheduled_shutdown_at=now + dt.timedelta(seconds=config.idle_timeout_seconds))
             Worker.objects.filter(worker_id__in=worker_ids).exclude(
                 status=Worker.ACTIVE, heartbeat_at__gte=live_worker_cutoff(now, config)
             ).update(assigned_conversation=None, assigned_agent_key="", assigned_at=None)

@@ -451,7 +451,37 @@ def test_latest_snapshot_skips_failed_newest(setup):
     assert api.get(f"{API}/snapshots/latest/", query).json()["snapshot"]["snapshot_id"] == ready.pk
 
 
-def test_openapi_schema_generates(client):
-    response = client.get("/api/schema/")
+def test_openapi_schema_documents_every_worker_endpoint(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
-    assert b"/api/v1/worker/claim/" in response.content
+    schema = response.json()
+    paths = set(schema["paths"])
+    for path in [
+        "/api/v1/worker/control/",
+        "/api/v1/worker/claim/",
+        "/api/v1/worker/jobs/{message_id}/hydration/",
+        "/api/v1/worker/jobs/{message_id}/heartbeat/",
+        "/api/v1/worker/jobs/{message_id}/complete/",
+        "/api/v1/worker/jobs/{message_id}/fail/",
+        "/api/v1/worker/jobs/{message_id}/delivered/",
+        "/api/v1/worker/conversations/{conversation_id}/messages/",
+        "/api/v1/worker/snapshots/",
+        "/api/v1/worker/snapshots/{snapshot_id}/upload/",
+        "/api/v1/worker/snapshots/{snapshot_id}/finalize/",
+        "/api/v1/worker/snapshots/{snapshot_id}/fail/",
+        "/api/v1/worker/snapshots/latest/",
+        "/api/v1/worker/snapshots/{snapshot_id}/download/",
+        "/api/v1/worker/attachments/{attachment_id}/download/",
+    ]:
+        assert path in paths, path
+    assert "put" in schema["paths"]["/api/v1/worker/snapshots/{snapshot_id}/upload/"]
+    heartbeat = schema["paths"]["/api/v1/worker/jobs/{message_id}/heartbeat/"]["post"]
+    assert "requestBody" in heartbeat
+
+
+def test_sqlite_claims_are_serialised_by_immediate_transactions(db):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL uses row locks (see test_concurrency)")
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"

@@ -226,3 +226,43 @@ def test_fail_backoff_grows_and_dead_letters_at_max(alpha_agent, enqueue, worker
     assert message.status == Message.DEAD_LETTER and message.attempts == 4
     assert message.last_error == "boom 4" and message.dead_lettered_at is not None
     assert len(delays) == 3 and delays == sorted(delays)
+
+
+def test_sweep_keeps_a_live_workers_assignment_and_starts_its_idle_clock(
+    alpha_agent, enqueue, worker, runtime_config
+):
+    enqueue("c1", "alpha")
+    job = leases.claim_next_job(worker)
+    moment = job.lease_expires_at
+    with time_machine.travel(moment, tick=False):
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+        assert leases.sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
+    worker.refresh_from_db()
+    assert worker.assigned_conversation.conversation_id == "c1"  # requeued for this worker
+    assert worker.load == 0 and worker.assigned_lease_id == ""
+    assert worker.scheduled_shutdown_at == moment + dt.timedelta(
+        seconds=runtime_config.idle_timeout_seconds
+    )
+    message = Message.objects.get()
+    assert (message.status, message.attempts, message.claimed_by, message.lease_id) == (
+        "queued",
+        1,
+        "",
+        "",
+    )
+
+
+def test_sweep_recovers_processing_rows_with_missing_lease_data(alpha_agent, enqueue, worker):
+    far = timezone.now() + dt.timedelta(hours=1)
+    rows = [enqueue(f"c{n}", "alpha") for n in range(3)]
+    Message.objects.filter(pk=rows[0].pk).update(
+        status="processing", lease_id="", claimed_by="w1", lease_expires_at=far
+    )
+    Message.objects.filter(pk=rows[1].pk).update(
+        status="processing", lease_id="l", claimed_by="", lease_expires_at=far
+    )
+    Message.objects.filter(pk=rows[2].pk).update(
+        status="processing", lease_id="l", claimed_by="w1", lease_expires_at=None
+    )
+    assert leases.sweep_expired_leases() == {"requeued": 3, "dead_lettered": 0}
+    assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
