@@ -543,6 +543,7 @@ def test_http_forwarder_posts_the_job_and_returns_the_reply(gateway, tmp_path):
     assert headers["Authorization"] == "Bearer gw-token"
     assert body["job"]["payload"]["message_text"] == "question"
     assert body["conversation"] == {"history": []}
+    assert body["skills_dir"] == str(tmp_path / "skills")
     assert TOKEN not in json.dumps(body)  # the bot token stays with the worker
 
 
@@ -641,3 +642,24 @@ def test_exit_0_when_the_server_says_stop(worker_env):
         "skills/manifest/?channel=stable&workspace_id=default",
         "control/",
     ]
+
+
+@responses.activate
+def test_the_worker_token_never_goes_to_another_origin():
+    from workers.runtime.api_client import WorkerApiClient
+
+    responses.get("http://api.test/api/v1/worker/snapshots/3/download/", body=b"same")
+    responses.get("https://storage.test/bucket/3.tar.gz", body=b"elsewhere")
+    client = WorkerApiClient("http://api.test", WORKER_TOKEN)
+    assert client.download("http://api.test/api/v1/worker/snapshots/3/download/") == b"same"
+    assert client.download("https://storage.test/bucket/3.tar.gz") == b"elsewhere"
+    first, second = responses.calls
+    assert first.request.headers["Authorization"] == f"Bearer {WORKER_TOKEN}"
+    assert "Authorization" not in second.request.headers
+
+
+def test_help_documents_the_exit_codes():
+    from workers.management.commands.run_worker import Command
+
+    text = " ".join(Command().create_parser("manage.py", "run_worker").format_help().split())
+    assert "0 normal stop" in text and "2 bad configuration" in text and "3 the server" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -33,11 +34,20 @@ class WorkerApiClient:
             return path
         return f"{self.base_url}/api/v1/worker/{path.lstrip('/')}"
 
+    def _same_origin(self, url: str) -> bool:
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (ours.scheme, ours.netloc) == (theirs.scheme, theirs.netloc)
+
     def request(self, method: str, path: str, *, expect=(200, 201), **kwargs) -> requests.Response:
         """One call with bounded retries on network errors and 5xx (never on 4xx)."""
+        url = self._url(path)
+        if not self._same_origin(url):
+            # Upload/download URLs come from the server; should one ever point elsewhere
+            # (object storage), the worker token must not travel with it.
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": None}
         for attempt in range(1, self._retries + 1):
             try:
-                response = self._session.request(method, self._url(path), timeout=TIMEOUT, **kwargs)
+                response = self._session.request(method, url, timeout=TIMEOUT, **kwargs)
             except requests.RequestException as exc:
                 if attempt == self._retries:
                     raise ApiError(0, "network_error", type(exc).__name__) from None

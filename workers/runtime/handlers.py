@@ -38,9 +38,10 @@ def echo(context: JobContext) -> str:
 def http_forward(context: JobContext) -> str:
     """Forward the job to an HTTP endpoint or an OpenClaw gateway and return its reply.
 
-    POSTs ``{"job", "conversation", "bridge"}`` to ``AGENT_FACTORY_HANDLER_URL`` (falling
-    back to ``OPENCLAW_GATEWAY_URL``) with ``OPENCLAW_GATEWAY_TOKEN`` as a bearer token when
-    set; the endpoint answers ``{"reply": "..."}``. The bot token is never forwarded.
+    POSTs ``{"job", "conversation", "bridge", "workspace_dir", "skills_dir"}`` to
+    ``AGENT_FACTORY_HANDLER_URL`` (falling back to ``OPENCLAW_GATEWAY_URL``) with
+    ``OPENCLAW_GATEWAY_TOKEN`` as a bearer token when set; the endpoint answers
+    ``{"reply": "..."}``. The bot token is never forwarded.
     """
     url = os.environ.get("AGENT_FACTORY_HANDLER_URL") or os.environ.get("OPENCLAW_GATEWAY_URL")
     if not url:
@@ -56,6 +57,7 @@ def http_forward(context: JobContext) -> str:
         "conversation": context.bundle.get("conversation"),
         "bridge": context.bundle.get("bridge"),
         "workspace_dir": str(context.data_dir / "workspace"),
+        "skills_dir": str(context.data_dir / "skills"),
     }
     response = requests.post(url, json=body, headers=headers, timeout=(5, timeout))
     if response.status_code != 200:

@@ -55,7 +55,11 @@ def _seconds(*, allow_zero: bool):
 
 
 class Command(BaseCommand):
-    help = "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit."
+    help = (
+        "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit. "
+        "Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit), 2 bad configuration, "
+        "3 the server refused the token."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--api-url", default=_env("AGENT_FACTORY_API_URL"))
