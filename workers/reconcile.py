@@ -230,7 +230,10 @@ def _advance_lifecycles(config, provider, gone: set[int], now, report: Reconcile
     active = Worker.objects.filter(status=Worker.ACTIVE)
     for worker in active.filter(pk__in=gone):
         _drain(worker, "machine gone", now, report)
-    for worker in active.filter(Q(heartbeat_at__lt=stale_cutoff) | Q(heartbeat_at__isnull=True)):
+    # A row never heard from (a token just issued for a hand-started worker) is judged by
+    # its age, so it gets the same stale_after to show up as a worker that went quiet.
+    never_seen_too_long = Q(heartbeat_at__isnull=True, created_at__lt=stale_cutoff)
+    for worker in active.filter(Q(heartbeat_at__lt=stale_cutoff) | never_seen_too_long):
         _drain(worker, "heartbeat stale", now, report)
     for worker in active.filter(scheduled_shutdown_at__lte=now, load=0):
         _drain(worker, "idle timeout", now, report)

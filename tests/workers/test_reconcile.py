@@ -442,3 +442,15 @@ def test_query_count_is_constant_when_spawning_too(fake_provider, alpha_agent):
             assert len(reconcile().spawned) == 1
         counts.append(len(queries.captured_queries))
     assert counts[0] == counts[1]
+
+
+def test_worker_never_heard_from_gets_stale_after_to_show_up(fake_provider, runtime_config):
+    """issue_worker_token creates a row with no heartbeat; the hand-started worker has
+    stale_after to make its first call before reconcile drains the row."""
+    now = timezone.now()
+    fresh = Worker.objects.create(worker_id="fresh", provider="none")
+    Worker.objects.create(
+        worker_id="forgotten", provider="none", created_at=now - dt.timedelta(seconds=421)
+    )
+    assert reconcile().drained == ["forgotten"]
+    assert Worker.objects.get(pk=fresh.pk).status == "active"
