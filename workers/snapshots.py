@@ -9,7 +9,7 @@ from django.core.files.base import File
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import RuntimeConfig
+from agents.models import Conversation, RuntimeConfig
 from workers.models import DataSnapshot, Message, Worker
 
 CHUNK = 1024 * 1024
@@ -27,6 +27,18 @@ def prepare_snapshot(
 ) -> DataSnapshot:
     if not worker_may_access_conversation(worker, conversation_id):
         raise SnapshotError("forbidden", "This worker was never assigned to that conversation.")
+    # A conversation keeps its agent for life: a snapshot filed under another agent key
+    # could never be restored, so it is refused rather than stored.
+    owner_key = (
+        Conversation.objects.filter(conversation_id=conversation_id)
+        .values_list("agent__agent_key", flat=True)
+        .first()
+    )
+    if owner_key is not None and owner_key != agent_key:
+        raise SnapshotError(
+            "invalid_request",
+            f"Conversation '{conversation_id}' belongs to agent '{owner_key}', not '{agent_key}'.",
+        )
     return DataSnapshot.objects.create(
         workspace_id=workspace_id,
         agent_key=agent_key,

@@ -294,3 +294,14 @@ def test_latest_snapshot_body_and_download_only_for_the_conversations_worker(
     denied = stranger.get(path)
     assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
     assert b"".join(api.get(path).streaming_content) == data
+
+
+def test_snapshot_prepare_under_another_agent_key_is_400(leased, beta_agent):
+    _, _, api, _ = leased
+    response = prepare(api, agent_key="beta")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "Conversation 'conv-1' belongs to agent 'alpha', not 'beta'.",
+    }
+    assert not DataSnapshot.objects.exists()

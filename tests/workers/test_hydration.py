@@ -164,6 +164,23 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
             {"lease_id": job["lease_id"]},
             format="json",
         ),
+        api.post(f"{API}/claim/", {}, format="json"),
+        api.post(
+            f"{API}/jobs/{job['message_id']}/delivered/",
+            {"lease_id": job["lease_id"]},
+            format="json",
+        ),
+        api.post(
+            f"{API}/conversations/conv-h/messages/",
+            {
+                "lease_id": job["lease_id"],
+                "message_id": job["message_id"],
+                "messages": [{"role": "assistant", "content": "ok"}],
+            },
+            format="json",
+        ),
+        api.get(f"{API}/snapshots/latest/", {"workspace_id": "default"}),
+        admin_client.get("/api/schema/"),
         admin_client.get("/admin/workers/message/"),
         admin_client.get(f"/admin/workers/message/{message.pk}/change/"),
         admin_client.get("/admin/workers/worker/"),

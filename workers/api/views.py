@@ -159,6 +159,14 @@ class RawBytesParser(BaseParser):
         return stream
 
 
+SNAPSHOT_ERROR_STATUS = {
+    "forbidden": 403,
+    "conflict": 409,
+    "checksum_mismatch": 400,
+    "invalid_request": 400,
+}
+
+
 class SnapshotPrepareView(WorkerView):
     @extend_schema(request=s.PrepareSnapshotSerializer, responses={201: dict})
     def post(self, request):
@@ -166,7 +174,7 @@ class SnapshotPrepareView(WorkerView):
         try:
             snapshot = snapshots.prepare_snapshot(self.worker, **data)
         except snapshots.SnapshotError as exc:
-            return error_response(exc.code, exc.detail, 403)
+            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
         upload_url = self.base_url() + reverse("workers:snapshot-upload", args=[snapshot.pk])
         return Response(
             {"snapshot_id": snapshot.pk, "upload_url": upload_url}, status=status.HTTP_201_CREATED
@@ -175,9 +183,6 @@ class SnapshotPrepareView(WorkerView):
 
 def own_snapshot(worker: Worker, snapshot_id: int) -> DataSnapshot:
     return get_or_404(DataSnapshot.objects, "snapshot", pk=snapshot_id, worker_id=worker.worker_id)
-
-
-SNAPSHOT_ERROR_STATUS = {"conflict": 409, "checksum_mismatch": 400, "invalid_request": 400}
 
 
 class SnapshotUploadView(WorkerView):
