@@ -60,6 +60,9 @@ def cycles(url, token, conversation_id, stats):
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     api = f"{url}/api/v1/worker"
+    # As the reference worker does on start: control first, which also keeps a worker that
+    # waited through the trivial-endpoint phase from counting as stale.
+    assert not session.post(f"{api}/control/", json={}).json()["should_stop"]
     done = 0
     while True:
         job = session.post(f"{api}/claim/", json={"conversation_id": conversation_id}).json()["job"]
