@@ -45,6 +45,10 @@ def worker_main(url: str, token: str, log_path: str, idle_exit: float) -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     api = f"{url}/api/v1/worker"
+    # As the reference worker does on start; a worker that booted too slowly (stale already)
+    # is told to stop and leaves, and the controller replaces it.
+    if session.post(f"{api}/control/", json={}, timeout=30).json().get("should_stop"):
+        return
     idle_since = time.monotonic()
     with open(log_path, "a", buffering=1) as log:
         while time.monotonic() - idle_since < idle_exit:
