@@ -22,21 +22,35 @@ from django.core.management.base import BaseCommand, CommandError
 DEMO_USERNAME = "admin"
 
 
-def stop_local_workers() -> int:
-    """Send SIGTERM to the local worker processes this machine still runs: they finish or
-    release their job and snapshot, instead of outliving the server they talk to."""
+def stop_local_workers(grace_seconds: float | None = None) -> int:
+    """Send SIGTERM to the local worker processes this machine still runs and wait for them:
+    they finish or release their job and snapshot through the web server, which must still
+    be serving (the caller stops it afterwards). Those still running after ``grace_seconds``
+    are killed, so none outlives the server it talks to. Returns how many were signalled."""
     from workers.models import Worker
     from workers.providers.local import process_alive
 
-    stopped = 0
+    if grace_seconds is None:
+        grace_seconds = settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS
+    signalled = []
     for worker in Worker.objects.filter(provider="local").exclude(status="stopped"):
         if process_alive(worker.process_id, worker.worker_id):
             try:
                 os.killpg(worker.process_id, signal.SIGTERM)
-                stopped += 1
+                signalled.append(worker)
             except ProcessLookupError:
                 pass
-    return stopped
+    running = list(signalled)
+    deadline = time.monotonic() + grace_seconds
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [w for w in running if process_alive(w.process_id, w.worker_id)]
+    for worker in running:  # past the grace period: they would outlive the server
+        try:
+            os.killpg(worker.process_id, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(signalled)
 
 
 def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
@@ -136,6 +150,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: {exc}")
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
+        """Wait for Ctrl+C/SIGTERM or a child's death, then stop in dependency order:
+        the django-q2 cluster first (no new workers get spawned), then the local workers
+        (they snapshot through the web server), the web server last."""
         stopping = False
 
         def stop(signum, frame):
@@ -150,18 +167,26 @@ class Command(BaseCommand):
                     break
                 time.sleep(0.5)
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            for child in children:
-                try:
-                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.kill()
-        stopped = stop_local_workers()
-        if stopped:
-            self.stdout.write(f"Stopped {stopped} local worker process(es).")
+            web, others = children[0], children[1:]
+            _terminate(others)
+            stopped = stop_local_workers()
+            if stopped:
+                self.stdout.write(f"Stopped {stopped} local worker process(es).")
+            _terminate([web])
         failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
         if failed and not stopping:
             raise CommandError("A child process exited unexpectedly; everything was stopped.")
+
+
+def _terminate(children, timeout: float = 15) -> None:
+    """SIGTERM, then wait (bounded), then SIGKILL what is left."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=5)

@@ -1,0 +1,104 @@
+"""The main job's shutdown: schedules first, then the local workers (while the web server
+still serves their final snapshot), the web server last; stubborn workers are killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from workers.management.commands import run_embedded
+from workers.models import Worker
+from workers.providers.local import process_alive
+
+
+class FakeChild:
+    def __init__(self, name, events):
+        self.name, self.events, self.returncode = name, events, None
+
+    def poll(self):
+        return self.returncode
+
+    def send_signal(self, signum):
+        self.events.append(f"{self.name}:{signal.Signals(signum).name}")
+        self.returncode = -signum
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def kill(self):
+        self.events.append(f"{self.name}:KILL")
+
+
+def test_shutdown_stops_schedules_then_workers_then_the_web_server(monkeypatch):
+    events: list[str] = []
+    monkeypatch.setattr(run_embedded, "stop_local_workers", lambda: events.append("workers") or 2)
+    children = [FakeChild("web", events), FakeChild("qcluster", events)]
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    command = run_embedded.Command()
+    try:
+        threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+        command._supervise(children)  # returns once the (Ctrl+C-like) SIGTERM arrived
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert events == ["qcluster:SIGTERM", "workers", "web:SIGTERM"]
+
+
+# Each prints "ready" once its SIGTERM disposition is in place.
+POLITE = (
+    "import os, signal, sys, time\n"
+    "def bye(*a):\n"
+    "    open(os.environ['MARKER'], 'w').write('snapshot taken')\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, bye)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)"
+)
+STUBBORN = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)"
+)
+
+
+def start(worker_id, code, marker):
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "AGENT_FACTORY_WORKER_ID": worker_id, "MARKER": str(marker)},
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert process.stdout.readline() == b"ready\n"
+    return process
+
+
+@pytest.mark.django_db
+def test_stop_local_workers_waits_for_them_and_kills_the_stubborn(tmp_path):
+    marker = tmp_path / "polite-exit"
+    polite = start("w-polite", POLITE, marker)
+    stubborn = start("w-stubborn", STUBBORN, tmp_path / "unused")
+    try:
+        for worker_id, process in (("w-polite", polite), ("w-stubborn", stubborn)):
+            Worker.objects.create(worker_id=worker_id, provider="local", process_id=process.pid)
+        Worker.objects.create(worker_id="w-gone", provider="local", process_id=None)
+        started = time.monotonic()
+        assert run_embedded.stop_local_workers(grace_seconds=1.0) == 2
+        elapsed = time.monotonic() - started
+        # The polite one handled SIGTERM itself (a worker snapshots there) and was waited for.
+        assert marker.read_text() == "snapshot taken"
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL  # killed after the grace period
+        assert 0.9 <= elapsed < 5
+        assert not process_alive(polite.pid, "w-polite")
+    finally:
+        for process in (polite, stubborn):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
