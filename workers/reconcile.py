@@ -113,7 +113,7 @@ def reconcile_lock(wait_seconds: float = 0.0):
         return
     import fcntl
 
-    path = Path(settings.VAR_DIR) / "reconcile.lock"
+    path = _lock_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         while True:
@@ -130,6 +130,15 @@ def reconcile_lock(wait_seconds: float = 0.0):
         finally:
             if held:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_file() -> Path:
+    """The lock belongs to the database it guards: next to the SQLite file (so two
+    databases on one machine, e.g. parallel test runs, never block each other)."""
+    name = str(connection.settings_dict.get("NAME") or "")
+    if name and name != ":memory:" and not name.startswith("file:"):
+        return Path(f"{name}.reconcile.lock")
+    return Path(settings.VAR_DIR) / "reconcile.lock"
 
 
 def _worker_api_url() -> str:
