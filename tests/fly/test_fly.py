@@ -598,10 +598,13 @@ def test_cleanup_verification_finding_leftovers_exits_1(fly_config, fly):
     """Every destroy call succeeded, yet Fly still lists a machine and a volume: reported
     as remaining, with warnings, and the command exits 1."""
     cleanup_mocks(fly, machines_left=["m_2"], volumes_left=["vol_2"])
-    out = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     with pytest.raises(SystemExit) as exc:
-        call_command("run_fly_cleanup", "--apply", "--json", stdout=out)
+        call_command("run_fly_cleanup", "--apply", "--json", stdout=out, stderr=err)
     assert exc.value.code == 1
+    assert err.getvalue().strip() == (
+        f"Fly cleanup of {APP} is incomplete: 0 error(s), 1 machine(s) and 1 volume(s) remaining."
+    )
     assert fly.calls == cleanup_sequence()
     report = json.loads(out.getvalue())
     assert report["errors"] == []

@@ -32,4 +32,9 @@ class Command(BaseCommand):
             if not apply:
                 self.stdout.write("Dry run: nothing was destroyed. Add --apply to destroy.")
         if report["errors"] or report["machines_remaining"] or report["volumes_remaining"]:
+            self.stderr.write(
+                f"Fly cleanup of {report['app_name']} is incomplete: "
+                f"{len(report['errors'])} error(s), {report['machines_remaining']} machine(s) "
+                f"and {report['volumes_remaining']} volume(s) remaining."
+            )
             raise SystemExit(1)
