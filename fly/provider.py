@@ -141,13 +141,17 @@ class FlyProvider(Provider):
                     size_gb=config.volume_size_gb,
                 )
                 volume_id = volume.get("id") or ""
-                if not volume_id:
+                if not volume_id:  # status None: treated as "may have been created"
                     raise FlyApiError(
-                        "POST", f"/apps/{config.app_name}/volumes", 200, "response has no id"
+                        "POST", f"/apps/{config.app_name}/volumes", None, "response has no id"
                     )
                 machine = self.client.create_machine(
                     config.app_name, self._machine_body(config, request, region, volume_id)
                 )
+                if not machine.get("id"):
+                    raise FlyApiError(
+                        "POST", f"/apps/{config.app_name}/machines", None, "response has no id"
+                    )
                 return SpawnResult(
                     machine_id=machine["id"],
                     machine_app=config.app_name,

@@ -29,7 +29,14 @@ from agents.models import Conversation, RuntimeConfig
 from workers.leases import live_worker_cutoff, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, Worker
-from workers.providers import Provider, ProviderError, SpawnFailed, SpawnRequest, get_provider
+from workers.providers import (
+    Provider,
+    ProviderError,
+    SpawnFailed,
+    SpawnRequest,
+    SpawnResult,
+    get_provider,
+)
 from workers.tokens import mint_worker_token
 
 logger = logging.getLogger(__name__)
@@ -387,7 +394,15 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         agent_key=worker.assigned_agent_key or None,
     )
     try:
-        result = provider.spawn(request)
+        try:
+            result = provider.spawn(request)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            # A bug or an unforeseen reply: what was created is unknown, so the row goes
+            # through teardown (which finds a Fly machine or volume by the worker's name).
+            logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
+            raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())
     except ProviderError as exc:
         logger.warning("Spawning worker %s failed: %s", worker.worker_id, exc)
         leftover = exc.leftover if isinstance(exc, SpawnFailed) else None

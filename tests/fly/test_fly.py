@@ -745,3 +745,14 @@ def test_cleanup_recovers_the_lease_of_a_stopped_worker(fly_config, fly, alpha_a
     assert sweep_expired_leases()["requeued"] == 1
     message.refresh_from_db()
     assert message.status == "queued" and message.attempts == 1
+
+
+def test_machine_create_reply_without_id_is_treated_as_maybe_created(fly_config, fly):
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=machine_body(), json={"state": "created"})
+    fly.expect("GET", f"{A}/machines", json=[{"id": "m_7", "name": "w-1"}])
+    fly.expect("DELETE", f"{A}/machines/m_7", query={"force": "true"})
+    fly.expect("DELETE", f"{A}/volumes/vol_1")
+    with pytest.raises(ProviderError, match="response has no id"):
+        FlyProvider(client()).spawn(request())
+    assert len(fly.calls) == 5

@@ -454,3 +454,32 @@ def test_worker_never_heard_from_gets_stale_after_to_show_up(fake_provider, runt
     )
     assert reconcile().drained == ["forgotten"]
     assert Worker.objects.get(pk=fresh.pk).status == "active"
+
+
+def test_unexpected_spawn_error_is_contained_and_torn_down(fake_provider, alpha_agent, enqueue):
+    """A provider bug must not abort the pass or forget the row: what it may have created
+    is unknown, so the row goes through teardown."""
+    enqueue("conv-1", "alpha")
+    enqueue("conv-2", "alpha")
+    RuntimeConfig.objects.filter(pk=1).update(spawn_step=2)
+    calls = []
+
+    def flaky_spawn(self, request):
+        calls.append(request.worker_id)
+        if len(calls) == 1:
+            raise KeyError("id")
+        return SpawnResult(machine_id="m-ok")
+
+    original = RecordingProvider.spawn
+    RecordingProvider.spawn = flaky_spawn
+    try:
+        report = reconcile()
+    finally:
+        RecordingProvider.spawn = original
+    failed, ok = calls
+    assert report.spawn_failed == [failed] and report.spawned == [ok]
+    row = Worker.objects.get(worker_id=failed)
+    assert row.status == "stopping" and "unexpected error: KeyError" in row.last_error
+    assert reconcile().stopped == [failed]  # the next pass tears it down
+    assert fake_provider.torn_down == [(failed, False)]
+    assert Worker.objects.get(worker_id=failed).status == "stopped"
