@@ -98,11 +98,17 @@ class Command(BaseCommand):
 
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
+        # Each child in its own session: Ctrl+C (SIGINT to the terminal's process group) and
+        # a SIGTERM to our group reach only this command, which then stops everything in
+        # order — the web server must outlive the workers, which snapshot through it.
         children: list[subprocess.Popen] = [
-            subprocess.Popen([python, manage, "runserver", f"{host}:{port}", "--noreload"])
+            subprocess.Popen(
+                [python, manage, "runserver", f"{host}:{port}", "--noreload"],
+                start_new_session=True,
+            )
         ]
         if not no_qcluster:
-            children.append(subprocess.Popen([python, manage, "qcluster"]))
+            children.append(subprocess.Popen([python, manage, "qcluster"], start_new_session=True))
 
         base = f"http://{host}:{port}"
         if self._wait_until_serving(base, children):
@@ -168,21 +174,27 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             web, others = children[0], children[1:]
-            _terminate(others)
+            _signal(others)  # the cluster stops spawning while the workers stop
             stopped = stop_local_workers()
+            _wait(others)
+            stopped += stop_local_workers()  # one the cluster spawned while stopping
             if stopped:
                 self.stdout.write(f"Stopped {stopped} local worker process(es).")
-            _terminate([web])
+            _signal([web])
+            _wait([web])
         failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
         if failed and not stopping:
             raise CommandError("A child process exited unexpectedly; everything was stopped.")
 
 
-def _terminate(children, timeout: float = 15) -> None:
-    """SIGTERM, then wait (bounded), then SIGKILL what is left."""
+def _signal(children) -> None:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+
+
+def _wait(children, timeout: float = 15) -> None:
+    """Wait (bounded) for children already sent SIGTERM, then SIGKILL what is left."""
     deadline = time.monotonic() + timeout
     for child in children:
         try:
