@@ -9,6 +9,9 @@ from django.utils import timezone
 
 from workers.models import Worker
 
+# Forward only. Skipping ahead is allowed on purpose: a failed spawn (active → stopped, or
+# → stopping when something may be left to remove) and the Fly cleanup (whose machines are
+# already destroyed) have nothing to drain or snapshot.
 NEXT_STATUSES = {
     Worker.ACTIVE: {Worker.DRAINING, Worker.STOPPING, Worker.STOPPED},
     Worker.DRAINING: {Worker.STOPPING, Worker.STOPPED},
@@ -77,7 +80,8 @@ def should_stop(worker: Worker, now: dt.datetime | None = None) -> tuple[bool, s
 
 def on_final_snapshot(worker: Worker, snapshot) -> None:
     """A draining worker's final snapshot is in: it may now be torn down."""
-    Worker.objects.filter(pk=worker.pk).update(last_snapshot=snapshot)
-    worker.refresh_from_db()
-    if worker.status == Worker.DRAINING:
-        transition_worker(worker, Worker.STOPPING, reason="final snapshot stored")
+    with transaction.atomic():  # the snapshot link and the transition land together
+        Worker.objects.filter(pk=worker.pk).update(last_snapshot=snapshot)
+        worker.refresh_from_db()
+        if worker.status == Worker.DRAINING:
+            transition_worker(worker, Worker.STOPPING, reason="final snapshot stored")

@@ -8,7 +8,15 @@ import json
 from django.utils import timezone
 
 from agents.models import AuditEvent, RuntimeConfig
-from tests.fly.test_fly import APP, BASE, TOKEN, fly, fly_config, volume_body  # noqa: F401
+from tests.fly.test_fly import (  # noqa: F401
+    APP,
+    BASE,
+    TOKEN,
+    fly,
+    fly_config,
+    machine_body,
+    volume_body,
+)
 from workers.models import Worker
 from workers.reconcile import reconcile
 from workers.tokens import authenticate
@@ -26,11 +34,12 @@ def test_reconcile_spawns_a_machine_and_records_it(fly_config, fly, alpha_agent,
     assert fly.calls == [f"POST /apps/{APP}/volumes", f"POST /apps/{APP}/machines"]
     assert fly.body(0) == volume_body(worker.worker_id)
     body = fly.body(1)
-    assert body["name"] == worker.worker_id and body["region"] == "ams"
-    env = body["config"]["env"]
-    assert authenticate(env["AGENT_FACTORY_WORKER_TOKEN"]) == worker
-    assert env["AGENT_FACTORY_CONVERSATION_ID"] == "conv-1"
-    assert env["AGENT_FACTORY_API_URL"] == "https://factory.test"
+    token = body["config"]["env"]["AGENT_FACTORY_WORKER_TOKEN"]
+    assert authenticate(token) == worker  # the fresh token, minted for this worker
+    expected = machine_body(worker.worker_id)
+    expected["config"]["env"]["AGENT_FACTORY_WORKER_TOKEN"] = token
+    assert body == expected
+    assert all(c.request.headers["Authorization"] == f"Bearer {TOKEN}" for c in fly.mock.calls)
     assert (worker.machine_app, worker.machine_id, worker.machine_region, worker.volume_id) == (
         APP,
         "m_1",
