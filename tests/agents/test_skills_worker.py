@@ -280,3 +280,14 @@ def test_an_old_plain_directory_is_replaced_by_a_link(db, tmp_path):
     assert (skills_dir / "demo").is_symlink()
     assert not (skills_dir / "demo" / "stale.md").exists()
     assert not (skills_dir / ".old-demo").exists()
+
+
+def test_an_unknown_layout_changes_nothing(db, tmp_path):
+    from workers.runtime.skills import SkillVerificationError
+
+    publish_skill("demo", "1.0.0", GOOD, actor="t")
+    skills_dir = tmp_path / "skills"
+    apply_manifest(skills_dir, build_manifest())
+    with pytest.raises(SkillVerificationError, match="unsupported skills layout"):
+        apply_manifest(skills_dir, {"layout_version": "v2", "skills": []})
+    assert (skills_dir / "demo" / "SKILL.md").exists()  # not removed

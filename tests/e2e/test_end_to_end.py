@@ -16,6 +16,8 @@ from django.conf import settings
 
 from agents.models import AgentProfile, RuntimeConfig
 from agents.secret_store import get_active_secret_value
+from agents.skill_bundle import file_sha256
+from agents.skills import publish_skill
 from telegram.models import Bot, SandboxMessage
 from telegram.services import configure_webhook, import_telegram_token
 from workers.lifecycle import transition_worker
@@ -104,6 +106,13 @@ def replies(bot_id: str, chat: int) -> list[str]:
 
 
 def test_update_is_answered_by_echo_in_the_right_chat(system):
+    skill_md = "# Greeter\n"
+    files = [
+        {"path": "SKILL.md", "content": skill_md, "sha256": file_sha256(skill_md)},
+        {"path": "scripts/index.mjs", "content": "export default {};\n"},
+    ]
+    files[1]["sha256"] = file_sha256(files[1]["content"])
+    publish_skill("greeter", "1.0.0", files, actor="e2e")  # released before the worker starts
     bot = onboard("alpha", "100:alpha-sandbox-token")
     assert post_update(system, bot, 1, "hello there", user=501)["status"] == "enqueued"
     wait_for(lambda: replies("100", 501), what="the echo reply")
@@ -112,7 +121,14 @@ def test_update_is_answered_by_echo_in_the_right_chat(system):
     wait_for(lambda: Message.objects.get(pk=message.pk).status == "done", what="completion")
     message.refresh_from_db()
     assert message.delivered_at is not None
-    assert [e.role for e in message.conversation.entries.all()] == ["user", "assistant"]
+    assert [(e.role, e.content) for e in message.conversation.entries.all()] == [
+        ("user", "hello there"),
+        ("assistant", "hello there"),
+    ]
+    # The worker process fetched the manifest and materialised the skill, verified.
+    worker = Worker.objects.get()
+    skills = Path(settings.VAR_DIR) / "worker-data" / worker.worker_id / "skills"
+    assert (skills / "greeter" / "SKILL.md").read_text() == skill_md
 
 
 def test_two_bots_same_user_id_get_their_own_agents_reply(system):

@@ -498,6 +498,8 @@ def test_handler_by_dotted_path_and_unknown_names():
     assert load_handler("http") is http_forward and load_handler("openclaw") is http_forward
     with pytest.raises(RuntimeError, match="Unknown handler 'nope'"):
         load_handler("nope")
+    with pytest.raises(RuntimeError, match="'workers.runtime.runner.EXIT_OK' is not callable"):
+        load_handler("workers.runtime.runner.EXIT_OK")
 
 
 class _Gateway(BaseHTTPRequestHandler):

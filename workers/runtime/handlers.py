@@ -76,6 +76,9 @@ def load_handler(name: str | None):
     if name in BUILT_INS:
         return BUILT_INS[name]
     try:
-        return import_string(name)
+        handler = import_string(name)
     except ImportError as exc:
         raise RuntimeError(f"Unknown handler '{name}': {exc}") from None
+    if not callable(handler):
+        raise RuntimeError(f"Handler '{name}' is not callable.")
+    return handler

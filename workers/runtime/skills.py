@@ -88,7 +88,14 @@ def _collect_garbage(skills_dir: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
+LAYOUT_VERSION = "openclaw-workspace-skill-v1"
+
+
 def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
+    layout = manifest.get("layout_version", LAYOUT_VERSION)
+    if layout != LAYOUT_VERSION:
+        # A layout this worker does not know: change nothing rather than guess.
+        raise SkillVerificationError(f"unsupported skills layout {layout!r}")
     skills_dir.mkdir(parents=True, exist_ok=True)
     installed, rejected = [], []
     wanted = set()
