@@ -25,7 +25,7 @@ from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from agents.audit import record_audit
-from agents.models import Conversation, RuntimeConfig
+from agents.models import AuditEvent, Conversation, RuntimeConfig
 from workers.leases import live_worker_cutoff, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, Worker
@@ -181,9 +181,21 @@ def _reconcile_locked(actor: str, now: dt.datetime | None, report: ReconcileRepo
     providers = {provider.name: provider}
     for worker in to_teardown:
         _teardown(providers, worker, report)
-    if report.changed or report.errors:
+    # Audit what changed, and errors when they are new: a teardown that keeps failing the
+    # same way (say, a revoked Fly token) is recorded once, not on every pass.
+    if report.changed or (report.errors and report.errors != _last_audited_errors()):
         with transaction.atomic():
             record_audit(actor, "workers.reconcile", None, **_audit_summary(report))
+
+
+def _last_audited_errors() -> list[str] | None:
+    details = (
+        AuditEvent.objects.filter(action="workers.reconcile")
+        .order_by("-id")
+        .values_list("details", flat=True)
+        .first()
+    )
+    return (details or {}).get("errors")
 
 
 def _expire_leases_of_gone(gone: set[int], now: dt.datetime) -> None:

@@ -483,3 +483,16 @@ def test_unexpected_spawn_error_is_contained_and_torn_down(fake_provider, alpha_
     assert reconcile().stopped == [failed]  # the next pass tears it down
     assert fake_provider.torn_down == [(failed, False)]
     assert Worker.objects.get(worker_id=failed).status == "stopped"
+
+
+def test_a_persistent_teardown_error_is_audited_once(fake_provider, runtime_config):
+    Worker.objects.create(worker_id="w1", provider="fake", machine_id="m1", status="stopping")
+    fake_provider.fail_teardown = True
+    for _ in range(3):
+        assert reconcile().teardown_failed == ["w1"]
+    audits = AuditEvent.objects.filter(action="workers.reconcile")
+    assert audits.count() == 1
+    assert audits.get().details["errors"] == ["teardown w1: api down"]
+    fake_provider.fail_teardown = False
+    assert reconcile().stopped == ["w1"]
+    assert audits.count() == 2  # the recovery is recorded
