@@ -244,3 +244,29 @@ def test_setup_sandbox_demo_refuses_a_real_telegram(db, settings):
     with pytest.raises(CommandError, match="does not point at the sandbox"):
         call_command("setup_sandbox_demo")
     assert not AgentProfile.objects.filter(agent_key="demo").exists()
+
+
+def test_the_demo_admin_onboards_a_sandbox_bot_in_the_browser(app, tmp_path):
+    from workers.management.commands.run_embedded import ensure_demo_admin
+
+    username, password, created = ensure_demo_admin(tmp_path / "demo-admin-password")
+    assert created
+    browser = Client()
+    assert browser.login(username=username, password=password)
+    agent = AgentProfile.objects.create(agent_key="shop")
+    page = reverse("admin:telegram_onboarding", args=[agent.pk])
+    assert browser.get(page).status_code == 200
+    response = browser.post(
+        page, {"step": "import_token", "token": "6060:shop-sandbox-token"}, follow=True
+    )
+    assert "Token verified: @sandbox_6060_bot" in response.content.decode()
+    response = browser.post(page, {"step": "configure_webhook"}, follow=True)
+    assert f"Webhook set to {BASE}/telegram/webhook/6060/" in response.content.decode()
+    assert SandboxWebhook.objects.get(bot_id="6060").url == f"{BASE}/telegram/webhook/6060/"
+    response = browser.post(
+        page, {"step": "create_pairing", "consumer_user_id": "customer-1", "ttl_minutes": 15}
+    )
+    assert "t.me/sandbox_6060_bot?start=" in response.content.decode()
+    # The onboarded bot now takes updates: one from the simulator is queued for its agent.
+    call_command("simulate_update", "shop", "hello shop", stdout=io.StringIO())
+    assert Message.objects.get().agent_key == "shop"
