@@ -91,13 +91,18 @@ def control_state(worker: Worker) -> dict:
     return {"should_stop": stop, "reason": reason, "status": worker.status}
 
 
+def _other_live_workers(worker: Worker, now: dt.datetime, config: RuntimeConfig):
+    return Worker.objects.filter(
+        status=Worker.ACTIVE, heartbeat_at__gte=live_worker_cutoff(now, config)
+    ).exclude(pk=worker.pk)
+
+
 def _owned_by_other_live_worker(worker: Worker, now: dt.datetime, config: RuntimeConfig):
+    """For a message queryset: its conversation is assigned to another live worker."""
     return Exists(
-        Worker.objects.filter(
-            assigned_conversation=OuterRef("conversation_id"),
-            status=Worker.ACTIVE,
-            heartbeat_at__gte=live_worker_cutoff(now, config),
-        ).exclude(pk=worker.pk)
+        _other_live_workers(worker, now, config).filter(
+            assigned_conversation=OuterRef("conversation_id")
+        )
     )
 
 
@@ -211,37 +216,30 @@ def _claim_in_conversation(
     if not locked:
         # Waiting here (not skipping) is right: the conversation is this worker's to serve.
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-    owner = (
-        Worker.objects.filter(
-            assigned_conversation=conversation,
-            status=Worker.ACTIVE,
-            heartbeat_at__gte=live_worker_cutoff(now, config),
-        )
-        .exclude(pk=worker.pk)
-        .exists()
-    )
-    if owner:
-        return None
-    processing = list(
-        Message.objects.select_for_update().filter(
-            conversation=conversation, status=Message.PROCESSING
-        )
-    )
-    if any(m.lease_expires_at and m.lease_expires_at > now for m in processing):
-        return None
-    # An expired lease that the sweeper has not reached yet: requeue it first, in this same
-    # transaction, so the conversation never has two processing messages.
-    for stale in processing:
-        _release_expired(stale, now)
+    # The hot path, one query: the next ready message, with whether the conversation has a
+    # processing message or another live owner. This is sound because the conversation row
+    # was locked by an earlier statement: every claim locks it before it makes a message
+    # processing, so this statement's snapshot already sees all such claims. A stale "busy"
+    # (a job completed meanwhile) only sends us down the careful path below.
     message = (
         _ready(now)
         .filter(conversation=conversation)
+        .annotate(
+            busy=Exists(
+                Message.objects.filter(conversation=conversation, status=Message.PROCESSING)
+            ),
+            owned_by_other=_owned_by_other_live_worker(worker, now, config),
+        )
         .order_by(*CLAIM_ORDER)
-        .select_for_update()
+        .select_for_update(of=("self",))
         .first()
     )
-    if message is None:
+    if message is not None and message.owned_by_other:
         return None
+    if message is None or message.busy:
+        message = _claim_candidate_past_processing(worker, conversation, now, config)
+        if message is None:
+            return None
     lease_id = secrets.token_hex(16)
     lease_expires_at = now + dt.timedelta(seconds=config.lease_seconds)
     fields = {
@@ -270,6 +268,35 @@ def _claim_in_conversation(
     for name, value in worker_fields.items():
         setattr(worker, name, value)
     return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
+
+
+def _claim_candidate_past_processing(
+    worker: Worker, conversation: Conversation, now: dt.datetime, config: RuntimeConfig
+) -> Message | None:
+    """The careful path: a processing message exists (or nothing is ready).
+
+    A live lease means the conversation is busy. An expired lease that the sweeper has not
+    reached yet is requeued first, in this same transaction, so the conversation never has
+    two processing messages; then the next ready message (maybe that one) is taken.
+    """
+    if _other_live_workers(worker, now, config).filter(assigned_conversation=conversation).exists():
+        return None
+    processing = list(
+        Message.objects.select_for_update().filter(
+            conversation=conversation, status=Message.PROCESSING
+        )
+    )
+    if any(m.lease_expires_at and m.lease_expires_at > now for m in processing):
+        return None
+    for stale in processing:
+        _release_expired(stale, now)
+    return (
+        _ready(now)
+        .filter(conversation=conversation)
+        .order_by(*CLAIM_ORDER)
+        .select_for_update()
+        .first()
+    )
 
 
 def _release_expired(message: Message, now: dt.datetime) -> str:

@@ -159,7 +159,8 @@ def enqueue_message(
     if agent is None or not agent.enabled:
         raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
     existing = (
-        Conversation.objects.filter(conversation_id=conversation_id).select_related("agent").first()
+        # No join to the agent: only the (rare) mismatch error needs its key.
+        Conversation.objects.filter(conversation_id=conversation_id).first()
     )
     if existing is not None and existing.agent_id != agent.pk:
         raise _agent_mismatch(conversation_id, existing, agent_key)
