@@ -95,21 +95,26 @@ def bot_method(request, token: str, method: str):
         file_id = str(params.get("file_id") or "")
         if not file_id:
             return _fail(400, "Bad Request: file_id is required")
+        file_path = f"sandbox/{file_id}.bin"
         return _ok(
             {
                 "file_id": file_id,
                 "file_unique_id": file_id,
-                "file_size": 16,
-                "file_path": f"sandbox/{file_id}.bin",
+                "file_size": len(_file_content(file_path)),  # what the download serves
+                "file_path": file_path,
             }
         )
     return _fail(404, f"Not Found: method {method} is not in the sandbox")
 
 
+def _file_content(file_path: str) -> bytes:
+    return f"sandbox:{file_path}".encode()
+
+
 def file_download(request, token: str, file_path: str):
     if not TOKEN_PATTERN.match(token):
         return HttpResponse(status=401)
-    return HttpResponse(f"sandbox:{file_path}".encode(), content_type="application/octet-stream")
+    return HttpResponse(_file_content(file_path), content_type="application/octet-stream")
 
 
 urlpatterns = [

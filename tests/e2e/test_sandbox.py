@@ -112,6 +112,7 @@ def test_get_file_and_download(db):
     assert bot_call("getFile")[0] == 400
     download = Client().get("/sandbox/telegram/file/bot4242:sandbox-token/sandbox/abc.bin")
     assert download.status_code == 200 and download.content == b"sandbox:sandbox/abc.bin"
+    assert body["result"]["file_size"] == len(download.content)
 
 
 def test_the_real_client_splits_long_replies_for_the_sandbox(app):
@@ -237,6 +238,15 @@ def test_setup_sandbox_demo_is_idempotent(app):
     assert hook.url == f"{BASE}/telegram/webhook/1000001/"
     call_command("simulate_update", "demo", "hello demo", stdout=io.StringIO())
     assert Message.objects.get().agent_key == "demo"
+
+
+def test_setup_sandbox_demo_follows_the_server_to_another_port(app, settings):
+    call_command("setup_sandbox_demo", stdout=io.StringIO())
+    settings.PUBLIC_BASE_URL = "http://sandbox.test:8123"  # PORT=8123 bash scripts/run.sh
+    call_command("setup_sandbox_demo", stdout=io.StringIO())
+    expected = "http://sandbox.test:8123/telegram/webhook/1000001/"
+    assert Bot.objects.get(agent__agent_key="demo").webhook_url == expected
+    assert SandboxWebhook.objects.get(bot_id="1000001").url == expected
 
 
 def test_setup_sandbox_demo_refuses_a_real_telegram(db, settings):

@@ -665,3 +665,14 @@ def test_help_documents_the_exit_codes():
 
     text = " ".join(Command().create_parser("manage.py", "run_worker").format_help().split())
     assert "0 normal stop" in text and "2 bad configuration" in text and "3 the server" in text
+
+
+@responses.activate
+def test_exit_1_with_one_clear_line_for_another_api_error(worker_env, capsys):
+    responses.get(f"{API}/skills/manifest/", json={"skills": []})
+    responses.post(
+        f"{API}/control/", status=403, json={"error": "forbidden", "detail": "Not a worker."}
+    )
+    assert run_command(*worker_env) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "The worker API answered 403 forbidden: Not a worker.; stopping."

@@ -11,8 +11,9 @@ On start: restore the conversation's latest snapshot into the data dir, then mat
 the global skills into ``<data dir>/skills``. On SIGTERM, ``should_stop`` or idle exit:
 finish the current job, snapshot the data dir (tar.gz), return ``EXIT_OK``.
 
-Exit codes (``manage.py run_worker``): 0 normal stop; 2 bad configuration; 3 the server
-refused the worker token (401: revoked, or never valid).
+Exit codes (``manage.py run_worker``): 0 normal stop; 1 another API error (a 4xx other than
+401); 2 bad configuration; 3 the server refused the worker token (401: revoked, or never
+valid).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from workers.runtime.handlers import JobContext
 logger = logging.getLogger("agent_factory.worker")
 
 EXIT_OK = 0
+EXIT_API_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAUTHORIZED = 3
 

@@ -5,7 +5,7 @@ from agents.audit import actor_name
 from agents.models import AgentProfile
 from telegram.management.commands._base import TelegramCommand
 from telegram.models import Bot
-from telegram.services import configure_webhook, import_telegram_token
+from telegram.services import configure_webhook, import_telegram_token, webhook_url_for
 
 DEMO_AGENT = "demo"
 DEMO_TOKEN = "1000001:sandbox-demo-token"
@@ -25,8 +25,10 @@ class Command(TelegramCommand):
         bot = Bot.objects.filter(agent__agent_key=DEMO_AGENT).first()
         if bot is None:
             bot = import_telegram_token(DEMO_AGENT, DEMO_TOKEN, actor=actor).bot
-        if not bot.webhook_verified:
+        # Again when the server moved (another PORT): the webhook must name this server.
+        if not bot.webhook_verified or bot.webhook_url != webhook_url_for(bot.bot_identity):
             configure_webhook(DEMO_AGENT, actor=actor)
+            bot.refresh_from_db()
         self.emit(
             options,
             {"agent_key": DEMO_AGENT, "bot_identity": bot.bot_identity},

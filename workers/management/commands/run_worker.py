@@ -7,8 +7,9 @@ three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
 path), ``AGENT_FACTORY_SKILLS_CHANNEL``, ``AGENT_FACTORY_IDLE_EXIT_SECONDS``,
 ``AGENT_FACTORY_POLL_SECONDS`` (2) and ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10).
 
-Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 2 bad configuration (missing
-or invalid setting, unknown handler); 3 the server refused the token (401).
+Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 1 the API answered with
+another error (e.g. 403); 2 bad configuration (missing or invalid setting, unknown handler);
+3 the server refused the token (401).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.core.management.base import BaseCommand
 from workers.runtime.api_client import ApiError, WorkerApiClient
 from workers.runtime.handlers import load_handler
 from workers.runtime.runner import (
+    EXIT_API_ERROR,
     EXIT_CONFIG,
     EXIT_UNAUTHORIZED,
     WorkerRuntime,
@@ -57,8 +59,8 @@ def _seconds(*, allow_zero: bool):
 class Command(BaseCommand):
     help = (
         "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit. "
-        "Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit), 2 bad configuration, "
-        "3 the server refused the token."
+        "Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit), 1 another API error, "
+        "2 bad configuration, 3 the server refused the token."
     )
 
     def add_arguments(self, parser):
@@ -147,7 +149,8 @@ class Command(BaseCommand):
             if exc.status == 401:
                 self.stderr.write("The server refused this worker's token (401).")
                 raise SystemExit(EXIT_UNAUTHORIZED)
-            raise
+            self.stderr.write(f"The worker API answered {exc}; stopping.")
+            raise SystemExit(EXIT_API_ERROR)
         finally:
             for signum, handler_before in previous.items():
                 signal.signal(signum, handler_before)
