@@ -676,3 +676,17 @@ def test_exit_1_with_one_clear_line_for_another_api_error(worker_env, capsys):
     assert run_command(*worker_env) == 1
     err = capsys.readouterr().err.strip()
     assert err == "The worker API answered 403 forbidden: Not a worker.; stopping."
+
+
+def test_a_telegram_job_without_a_bot_token_fails_instead_of_vanishing(tmp_path):
+    class NoToken(FakeServer):
+        def hydration(self, job):
+            return {"telegram_bot_token": None}
+
+    server = NoToken()
+    with responses.RequestsMock():
+        assert make_runtime(server, tmp_path).process(make_job()) == "failed"
+    assert ("fail", "RuntimeError: Cannot deliver to Telegram: no bot token in the hydration.") in (
+        server.calls
+    )
+    assert "delivered" not in server.calls

@@ -203,8 +203,13 @@ class WorkerRuntime:
         payload = job.get("payload") or {}
         chat_id = (payload.get("metadata") or {}).get("telegram_chat_id")
         token = bundle.get("telegram_bot_token")
-        if payload.get("provider") != "telegram" or not chat_id or not token:
+        if payload.get("provider") != "telegram":
             return  # not a Telegram conversation: the reply lives in the history only
+        if not chat_id or not token:
+            # Never record a reply as delivered that no one received: fail, so it is retried
+            # (and dead-lettered, visible in the admin) instead of vanishing.
+            missing = "chat id in the payload" if not chat_id else "bot token in the hydration"
+            raise RuntimeError(f"Cannot deliver to Telegram: no {missing}.")
         try:
             self.telegram_factory(token).send_message(chat_id, reply)
         except TelegramError as exc:
