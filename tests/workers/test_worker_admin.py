@@ -66,3 +66,23 @@ def test_run_cleanup_action_leads_to_the_preview(admin_client, db):
         URL, {"action": "run_fly_cleanup", "_selected_action": [worker.pk]}
     )
     assert response.status_code == 302 and response["Location"] == reverse("admin:fly_cleanup_run")
+
+
+def test_provider_settings_are_in_the_runtime_config_admin(admin_client, runtime_config):
+    html = admin_client.get(
+        reverse("admin:agents_runtimeconfig_change", args=[runtime_config.pk])
+    ).content.decode()
+    for field in (
+        "provider_kind",
+        "app_name",
+        "image",
+        "region",
+        "fallback_regions",
+        "volume_size_gb",
+        "fly_cleanup_nightly",
+        "max_workers",
+        "spawn_step",
+        "idle_timeout_seconds",
+        "snapshot_timeout_seconds",
+    ):
+        assert f'name="{field}"' in html, field
