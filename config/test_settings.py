@@ -10,6 +10,9 @@ os.environ.setdefault(
 os.environ.setdefault("TELEGRAM_API_BASE_URL", "http://telegram.test")
 os.environ.setdefault("FLY_API_BASE_URL", "http://fly.test/v1")
 os.environ.setdefault("PUBLIC_BASE_URL", "https://factory.test")
+# No autoscaling unless a test asks for a provider: with tasks run inline, every enqueue
+# would otherwise spawn real local worker processes pointed at an API that is not there.
+os.environ.setdefault("WORKER_PROVIDER", "none")
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import Q_CLUSTER, VAR_DIR  # noqa: E402

@@ -100,6 +100,7 @@ def show_settings(**env: str) -> dict:
 def test_embedded_default_sqlite_under_var_and_orm_broker(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("WORKER_PROVIDER", raising=False)  # the suite's own default is none
     data = show_settings(DEBUG="1", AGENT_FACTORY_VAR_DIR=str(tmp_path / "var"))
     assert data["engine"] == "django.db.backends.sqlite3"
     assert data["name"] == str(tmp_path / "var" / "agent_factory.sqlite3")
