@@ -12,6 +12,8 @@ SCHEDULES = [
     ("sweep-expired-leases", "workers.leases.sweep_expired_leases", "I", 1),
     ("expire-snapshots", "workers.snapshots.expire_old_snapshots", "H", None),
     ("expire-attachments", "telegram.media.expire_old_attachments", "H", None),
+    # Dedupe rows are kept at least 48 h (Telegram redelivers for 24 h), then pruned.
+    ("prune-telegram-updates", "telegram.tasks.prune_old_updates", "H", None),
 ]
 # Daily at 03:00 UTC rather than a cron expression: cron schedules need croniter, which is
 # not a dependency, and a daily schedule with its first run set to 03:00 is the same thing.

@@ -43,7 +43,7 @@ def test_register_twice_yields_the_same_set(runtime_config):
     assert ("reconcile-workers", "workers.reconcile.run_reconcile_task", "I", 1, -1) in rows
     assert ("sweep-expired-leases", "workers.leases.sweep_expired_leases", "I", 1, -1) in rows
     names = {row[0] for row in rows}
-    assert {"expire-snapshots", "expire-attachments"} <= names
+    assert {"expire-snapshots", "expire-attachments", "prune-telegram-updates"} <= names
     assert NIGHTLY_FLY_CLEANUP[0] not in names  # opt-in, off by default
 
 
