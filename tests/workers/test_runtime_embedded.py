@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,46 @@ def test_stop_local_workers_waits_for_them_and_kills_the_stubborn(tmp_path):
                 process.kill()
                 process.wait()
             process.stdout.close()
+
+
+def test_children_are_in_their_own_session_and_die_with_the_main_job(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    # A stand-in main job: starts a long-running child the way run_embedded does, then waits.
+    parent_code = (
+        "import sys, time\n"
+        "from workers.management.commands.run_embedded import start_child\n"
+        "child = start_child([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env=env, cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child_pid = int(pid_file.read_text())
+        assert os.getsid(child_pid) == child_pid  # own session: Ctrl+C does not reach it
+        assert os.getsid(child_pid) != os.getsid(parent.pid)
+        parent.kill()  # SIGKILL: no chance to clean up
+        parent.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child_pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                stat = Path(f"/proc/{child_pid}/stat").read_text()
+            except FileNotFoundError:
+                break
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                break  # dead, waiting for init to reap it
+            time.sleep(0.05)
+        else:
+            os.kill(child_pid, signal.SIGKILL)
+            pytest.fail("the child outlived its SIGKILLed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

@@ -53,6 +53,26 @@ def stop_local_workers(grace_seconds: float | None = None) -> int:
     return len(signalled)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for a SIGTERM when the parent dies, so a main job
+    killed with SIGKILL leaves no server behind (elsewhere this is a no-op)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def start_child(argv: list[str]) -> subprocess.Popen:
+    """Start a child in its own session: Ctrl+C (SIGINT to the terminal's process group) and
+    a SIGTERM to our group reach only the supervisor, which then stops everything in order;
+    the web server must outlive the workers, which snapshot through it."""
+    # preexec_fn is unsafe with threads; this command starts its children before any.
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+
+
 def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
     """Create the demo superuser once; its password lives in var/ so every start can print it."""
     user_model = get_user_model()
@@ -98,17 +118,11 @@ class Command(BaseCommand):
 
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
-        # Each child in its own session: Ctrl+C (SIGINT to the terminal's process group) and
-        # a SIGTERM to our group reach only this command, which then stops everything in
-        # order — the web server must outlive the workers, which snapshot through it.
         children: list[subprocess.Popen] = [
-            subprocess.Popen(
-                [python, manage, "runserver", f"{host}:{port}", "--noreload"],
-                start_new_session=True,
-            )
+            start_child([python, manage, "runserver", f"{host}:{port}", "--noreload"])
         ]
         if not no_qcluster:
-            children.append(subprocess.Popen([python, manage, "qcluster"], start_new_session=True))
+            children.append(start_child([python, manage, "qcluster"]))
 
         base = f"http://{host}:{port}"
         if self._wait_until_serving(base, children):
