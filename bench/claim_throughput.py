@@ -137,7 +137,13 @@ def main() -> None:
     parser.add_argument("--per-worker", type=int, default=500)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument(
-        "--threads", type=int, default=8, help="gunicorn threads per process (I/O-bound requests)"
+        "--threads",
+        type=int,
+        default=1,
+        help="gunicorn threads per process (1 = sync workers, as the README runs production)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, help="gunicorn processes (the README's -w 4)"
     )
     args = parser.parse_args()
     reset_database()
@@ -152,7 +158,7 @@ def main() -> None:
     tokens = [token_for(f"w-{n}") for n in range(8)]
     trivial_token = token_for("w-trivial")
 
-    with Server(workers=2, threads=args.threads) as server:
+    with Server(workers=args.workers, threads=args.threads) as server:
         per_trivial = args.per_worker * 3 // 2
         trivial_stats: list[int] = []
         trivial_elapsed = run_parallel(

@@ -19,7 +19,7 @@ import random
 import secrets
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -36,6 +36,40 @@ LIVENESS_REFRESH = dt.timedelta(seconds=30)
 
 class LeaseLost(Exception):
     """The caller does not hold a live lease on the message; nothing was changed."""
+
+
+def _update(model, values: dict, *where: tuple[str, str, object]) -> int:
+    """``model.objects.filter(...).update(**values)`` for the queue's hot paths.
+
+    Claim, heartbeat and complete run a handful of fixed-shape UPDATEs per request, and the
+    ORM spends longer compiling each one than the database spends running it
+    (bench/claim_throughput.py). Values and conditions are prepared by the model's own
+    fields, so both backends see exactly what the ORM would send. ``where`` holds
+    ``(field, operator, value)`` triples, operator ``=`` or ``>``; a value of None means
+    "IS NULL".
+    """
+    quote = connection.ops.quote_name
+    meta = model._meta
+    assignments, conditions, params = [], [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    for name, operator, value in where:
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        if value is None:
+            conditions.append(f"{quote(field.column)} IS NULL")
+            continue
+        assert operator in ("=", ">")
+        conditions.append(f"{quote(field.column)} {operator} %s")
+        params.append(field.get_db_prep_value(value, connection))
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
+        f"WHERE {' AND '.join(conditions)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 @dataclass(frozen=True)
@@ -221,19 +255,7 @@ def _claim_in_conversation(
     # was locked by an earlier statement: every claim locks it before it makes a message
     # processing, so this statement's snapshot already sees all such claims. A stale "busy"
     # (a job completed meanwhile) only sends us down the careful path below.
-    message = (
-        _ready(now)
-        .filter(conversation=conversation)
-        .annotate(
-            busy=Exists(
-                Message.objects.filter(conversation=conversation, status=Message.PROCESSING)
-            ),
-            owned_by_other=_owned_by_other_live_worker(worker, now, config),
-        )
-        .order_by(*CLAIM_ORDER)
-        .select_for_update(of=("self",))
-        .first()
-    )
+    message = _next_ready_with_flags(worker, conversation, now, config)
     if message is not None and message.owned_by_other:
         return None
     if message is None or message.busy:
@@ -250,7 +272,7 @@ def _claim_in_conversation(
         "claimed_at": now,
         "next_retry_at": None,
     }
-    Message.objects.filter(pk=message.pk).update(**fields)
+    _update(Message, fields, ("pk", "=", message.pk))
     for name, value in fields.items():
         setattr(message, name, value)
     message.conversation = conversation
@@ -264,10 +286,49 @@ def _claim_in_conversation(
         "assigned_lease_id": lease_id,
         "assigned_at": worker.assigned_at if worker.assigned_conversation_id else now,
     }
-    Worker.objects.filter(pk=worker.pk).update(**worker_fields)
+    _update(Worker, worker_fields, ("pk", "=", worker.pk))
     for name, value in worker_fields.items():
         setattr(worker, name, value)
     return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
+
+
+def _next_ready_with_flags(
+    worker: Worker, conversation: Conversation, now: dt.datetime, config: RuntimeConfig
+) -> Message | None:
+    """The next ready message of ``conversation``, locked, annotated ``busy`` (some message
+    of the conversation is processing) and ``owned_by_other`` (another live worker is
+    assigned to it).
+
+    This is the one query of a warm worker's claim, so it is written as SQL: built with the
+    ORM, its two EXISTS clauses cost more to compile than the whole statement costs to run
+    (bench/claim_throughput.py). Status values are literals so PostgreSQL can match the
+    partial index ``msg_conversation_ready_idx``; the rest are parameters.
+    """
+    quote = connection.ops.quote_name
+    message_table = quote(Message._meta.db_table)
+    worker_table = quote(Worker._meta.db_table)
+    datetime_param = Message._meta.get_field("scheduled_for").get_db_prep_value
+    lock = " FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
+    sql = (
+        "SELECT m.*, "  # noqa: S608 (table names and constants, never input)
+        f"EXISTS (SELECT 1 FROM {message_table} p WHERE p.conversation_id = %s "
+        f"AND p.status = '{Message.PROCESSING}') AS busy, "
+        f"EXISTS (SELECT 1 FROM {worker_table} w WHERE w.assigned_conversation_id = %s "
+        f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
+        "AS owned_by_other "
+        f"FROM {message_table} m WHERE m.conversation_id = %s "
+        f"AND m.status = '{Message.QUEUED}' AND m.scheduled_for <= %s "
+        f"ORDER BY m.priority DESC, m.scheduled_for ASC, m.id ASC LIMIT 1{lock}"
+    )
+    params = [
+        conversation.pk,
+        conversation.pk,
+        datetime_param(live_worker_cutoff(now, config), connection),
+        worker.pk,
+        conversation.pk,
+        datetime_param(now, connection),
+    ]
+    return next(iter(Message.objects.raw(sql, params)), None)
 
 
 def _claim_candidate_past_processing(
@@ -376,6 +437,21 @@ def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
     )
 
 
+def _fenced_update(worker: Worker, message_id: int, lease_id: str, now, values: dict) -> int:
+    """The write of ``fenced`` in one statement: it lands only while the lease is live."""
+    if not lease_id or not isinstance(lease_id, str):
+        raise LeaseLost()
+    return _update(
+        Message,
+        values,
+        ("pk", "=", message_id),
+        ("status", "=", Message.PROCESSING),
+        ("claimed_by", "=", worker.worker_id),
+        ("lease_id", "=", lease_id),
+        ("lease_expires_at", ">", now),
+    )
+
+
 def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Message:
     message = fenced(worker, message_id, lease_id, timezone.now()).first()
     if message is None:
@@ -388,11 +464,11 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
     now = timezone.now()
     expires = now + dt.timedelta(seconds=config.lease_seconds)
     # One conditional UPDATE: it lands only while the lease is held and alive.
-    if fenced(worker, message_id, lease_id, now).update(lease_expires_at=expires) != 1:
+    if _fenced_update(worker, message_id, lease_id, now, {"lease_expires_at": expires}) != 1:
         raise LeaseLost()
     refresh = min(LIVENESS_REFRESH, dt.timedelta(seconds=config.stale_after_seconds / 4))
     if worker.heartbeat_at is None or now - worker.heartbeat_at > refresh:
-        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+        _update(Worker, {"heartbeat_at": now}, ("pk", "=", worker.pk))
     return expires
 
 
@@ -400,9 +476,8 @@ def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
-        updated = fenced(worker, message_id, lease_id, now).update(
-            status=Message.DONE, completed_at=now, lease_expires_at=None, last_error=""
-        )
+        done = {"status": Message.DONE, "completed_at": now, "lease_expires_at": None}
+        updated = _fenced_update(worker, message_id, lease_id, now, {**done, "last_error": ""})
         if updated != 1:
             raise LeaseLost()
         _after_job(worker, now, config)
@@ -452,7 +527,7 @@ def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
         "assigned_lease_id": "",
         "scheduled_shutdown_at": now + dt.timedelta(seconds=config.idle_timeout_seconds),
     }
-    Worker.objects.filter(pk=worker.pk).update(**fields)
+    _update(Worker, fields, ("pk", "=", worker.pk))
     for name, value in fields.items():
         setattr(worker, name, value)
 

@@ -20,10 +20,12 @@ class Message(models.Model):
     )
     STATUS_CHOICES = [(s, s) for s in (QUEUED, PROCESSING, DONE, FAILED, DEAD_LETTER)]
 
+    # No index of their own: the composite indexes below lead with the conversation, and
+    # every extra index is written again on each claim, heartbeat and completion.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.PROTECT, related_name="messages"
+        Conversation, on_delete=models.PROTECT, related_name="messages", db_index=False
     )
-    agent_key = models.CharField(max_length=64, db_index=True)
+    agent_key = models.CharField(max_length=64)
     payload = models.JSONField()
     status = models.CharField(max_length=12, choices=STATUS_CHOICES, default=QUEUED)
     priority = models.PositiveSmallIntegerField(default=50)
@@ -60,13 +62,12 @@ class Message(models.Model):
             ),
             # Claim restricted to one conversation, and "is anything processing here?".
             models.Index(fields=["conversation", "status"], name="msg_conversation_status_idx"),
-            # Lease sweeper: processing rows by lease expiry.
-            models.Index(
-                fields=["lease_expires_at"],
-                condition=models.Q(status="processing"),
-                name="msg_processing_lease_idx",
-            ),
+            # Dashboard, admin and the lease sweeper (processing rows are few: one per live
+            # worker at most). No index holds lease_expires_at, so a heartbeat (which only
+            # moves the lease) is a HOT update that rewrites no index on PostgreSQL.
             models.Index(fields=["status", "created_at"], name="msg_status_created_idx"),
+            # Admin filter by agent (a plain index: no LIKE searches on it).
+            models.Index(fields=["agent_key"], name="msg_agent_key_idx"),
         ]
 
     def __str__(self) -> str:
