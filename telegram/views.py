@@ -125,16 +125,44 @@ def _parse(request) -> dict | None:
         return None
     try:
         update = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(update, dict):
         return None
+    if b"\\u0000" in request.body:  # JSON can carry NUL only as this escape
+        update = _without_nul(update)
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         return None
     if not -(2**63) <= update_id < 2**63:
         return None
     return update
+
+
+def _without_nul(update: dict) -> dict:
+    """The update with every NUL character replaced by U+FFFD.
+
+    PostgreSQL's text and jsonb cannot hold NUL, so such an update would fail to be stored
+    and be redelivered for a day; Telegram itself never sends one. Iterative, because a
+    body may nest as deep as the JSON parser allows.
+    """
+
+    def clean(value):
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+    root = {"": update}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, value in items:
+            value = clean(value)
+            if isinstance(value, dict | list):
+                stack.append(value)
+            node[clean(key)] = value
+    return root[""]
 
 
 def _record(bot_identity: str, update_id: int, outcome: str, detail: str = "") -> None:

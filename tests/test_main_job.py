@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -71,6 +72,7 @@ def test_readme_first_command_serves_admin(tmp_path):
                 "TELEGRAM_",
                 "PUBLIC_BASE_URL",
                 "DEBUG",
+                "WORKER_PROVIDER",  # the suite's own "none"; a newcomer gets local workers
             )
         )
     }
@@ -111,6 +113,31 @@ def test_readme_first_command_serves_admin(tmp_path):
         ):
             time.sleep(0.3)
         assert re.search(rb"Q Cluster \S+ .*running", (tmp_path / "main.log").read_bytes())
+        # The newcomer's next step, exactly as printed: the demo update from a second shell
+        # (none of run.sh's variables) is answered by a local worker's echo in the sandbox.
+        hint = re.search(
+            rb"^ +(\S.*simulate_update demo .*)$", (tmp_path / "main.log").read_bytes(), re.M
+        )
+        assert hint, (tmp_path / "main.log").read_text()[-3000:]
+        second_shell = {k: v for k, v in env.items() if k != "PORT"}
+        sent = subprocess.run(
+            ["bash", "-c", hint.group(1).decode()],
+            cwd=clone,
+            env=second_shell,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert sent.returncode == 0 and '"status": "enqueued"' in sent.stdout, sent.stderr
+        deadline = time.monotonic() + 60
+        replies = []
+        while time.monotonic() < deadline and not replies:
+            with contextlib.closing(sqlite3.connect(clone / "var" / "agent_factory.sqlite3")) as db:
+                replies = db.execute(
+                    "SELECT text FROM telegram_sandboxmessage WHERE text LIKE '%hello%'"
+                ).fetchall()
+            time.sleep(0.5)
+        assert replies, (tmp_path / "main.log").read_text()[-3000:]
         # Stopping the main job (as Ctrl+C or a process manager would) stops its children.
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=45)

@@ -472,3 +472,31 @@ def test_answer_callback_query_task(make_bot):
     assert answer_callback_query("alpha", "cbq-1") is True
     assert json.loads(responses.calls[0].request.body) == {"callback_query_id": "cbq-1"}
     assert answer_callback_query("ghost", "cbq-1") is False
+
+
+def test_nul_characters_are_replaced_not_refused(make_bot, post_update):
+    # PostgreSQL cannot store NUL in text or jsonb; the update must still be taken (a 5xx
+    # would make Telegram redeliver it for a day) with the NUL shown as U+FFFD.
+    from workers.models import Message, MessageAttachment
+
+    make_bot("alpha", "100")
+    update = text_update(1, "a\x00b")
+    update["message"]["voice"] = {"file_id": "f\x00id"}
+    update["message"]["\x00odd"] = ["x\x00", {"k\x00": "v\x00"}]
+    response = post_update("100", update)
+    assert response.status_code == 200 and response.json()["status"] == "enqueued"
+    message = Message.objects.get()
+    assert message.payload["message_text"].startswith("a\ufffdb")
+    assert message.payload["raw_update"]["message"]["\ufffdodd"] == [
+        "x\ufffd",
+        {"k\ufffd": "v\ufffd"},
+    ]
+    assert MessageAttachment.objects.get().telegram_file_id == "f\ufffdid"
+    assert TelegramUpdate.objects.get().outcome == "enqueued"
+
+
+def test_body_nested_too_deep_for_the_parser_is_400(make_bot, post_update):
+    make_bot("alpha", "100")
+    raw = b'{"update_id": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = post_update("100", None, raw=raw)
+    assert response.status_code == 400 and TelegramUpdate.objects.count() == 0

@@ -93,6 +93,18 @@ def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
     return DEMO_USERNAME, password, created
 
 
+def simulate_update_hint() -> str:
+    """The demo command for a second terminal, with the environment it needs there.
+
+    Another shell has none of scripts/run.sh's variables: without DEBUG the settings refuse
+    to start (no SECRET_KEY), and on another port the command would post to :8000.
+    """
+    env = ["DEBUG=1"]
+    if settings.PUBLIC_BASE_URL != "http://127.0.0.1:8000":
+        env.append(f"PUBLIC_BASE_URL={settings.PUBLIC_BASE_URL}")
+    return " ".join([*env, ".venv/bin/python manage.py simulate_update demo 'hello'"])
+
+
 class Command(BaseCommand):
     help = "Run the whole system on this machine: web server, schedules and the local worker pool."
 
@@ -135,8 +147,8 @@ class Command(BaseCommand):
         )
         if settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
             self.stdout.write(
-                "  Telegram sandbox: try\n"
-                "    .venv/bin/python manage.py simulate_update demo 'hello'\n"
+                "  Telegram sandbox: in another terminal, try\n"
+                f"    {simulate_update_hint()}\n"
                 "  and watch the reply under Telegram > Sandbox messages in the admin.\n"
             )
         self.stdout.write("Press Ctrl+C to stop.\n")
