@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 BOT_TOKEN = re.compile(r"bot\d{1,20}:[A-Za-z0-9_\-]{10,}")
 
@@ -16,3 +17,22 @@ class RedactBotTokens(logging.Filter):
             record.msg = BOT_TOKEN.sub("bot<redacted>", message)
             record.args = ()
         return True
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """A console handler that writes to whatever ``sys.stderr`` is when it writes.
+
+    A plain StreamHandler keeps the stream it was built with; a test runner (or anything
+    that swaps ``sys.stderr`` for a while) would leave it writing to a closed capture.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass  # always the current sys.stderr

@@ -202,13 +202,13 @@ LOGGING = {
     "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            "()": "config.logging_filters.CurrentStderrHandler",
             "formatter": "plain",
             "filters": ["redact_bot_tokens"],
         },
         # runserver's access log (the sandbox's paths carry the sandbox bot token).
         "django.server": {
-            "class": "logging.StreamHandler",
+            "()": "config.logging_filters.CurrentStderrHandler",
             "formatter": "plain",
             "filters": ["redact_bot_tokens"],
         },

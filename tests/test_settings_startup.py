@@ -148,3 +148,22 @@ def test_test_settings_run_django_q2_tasks_synchronously(db, settings):
     task_id = async_task("math.floor", 2.5)
     assert result(task_id) == 2  # already run, inline, before async_task returned
     assert Task.objects.get(id=task_id).success
+
+
+def test_console_log_follows_the_current_stderr(monkeypatch):
+    """A test runner swaps sys.stderr and closes its capture; the console handler must not
+    keep writing to a closed stream (it would print '--- Logging error ---' ever after)."""
+    import io
+    import logging
+    import sys
+
+    from config.logging_filters import CurrentStderrHandler
+
+    root_handlers = logging.getLogger().handlers
+    assert any(isinstance(h, CurrentStderrHandler) for h in root_handlers)
+    handler = CurrentStderrHandler()
+    for _ in range(2):
+        stream = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        handler.emit(logging.LogRecord("t", logging.WARNING, __file__, 1, "seen", None, None))
+        assert stream.getvalue() == "seen\n"
