@@ -100,12 +100,12 @@ def reconcile_lock(wait_seconds: float = 0.0):
     deadline = time.monotonic() + wait_seconds
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            while True:
+
+            def try_lock() -> bool:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
-                held = bool(cursor.fetchone()[0])
-                if held or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.2)
+                return bool(cursor.fetchone()[0])
+
+            held = _keep_trying(try_lock, deadline)
         try:
             yield held
         finally:
@@ -123,20 +123,30 @@ def reconcile_lock(wait_seconds: float = 0.0):
     path = _lock_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        while True:
+
+        def try_lock() -> bool:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
+                return True
             except BlockingIOError:
-                held = False
-            if held or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
+                return False
+
+        held = _keep_trying(try_lock, deadline)
         try:
             yield held
         finally:
             if held:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _keep_trying(attempt, deadline: float) -> bool:
+    """Call ``attempt`` every 0.2 s until it returns True or ``deadline`` (monotonic) passes."""
+    while True:
+        if attempt():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _lock_file() -> Path:
