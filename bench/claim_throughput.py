@@ -113,17 +113,23 @@ def claim_latencies(url, token, conversation_id, samples):
     return latencies
 
 
-def explain(conversation_pk):
-    """The plans of the claim's queries, as PostgreSQL chooses them on this data."""
+def explain(conversation_pk, worker_pk):
+    """The plans of the claim's queries, as PostgreSQL chooses them on this data: the warm
+    worker's statement exactly as the claim sends it, and the whole-queue candidate."""
+    from django.db import connection
     from django.utils import timezone
 
-    from workers.leases import CLAIM_ORDER, _ready
+    from agents.models import RuntimeConfig
+    from workers.leases import CLAIM_ORDER, _ready, next_ready_query
 
     now = timezone.now()
-    warm = _ready(now).filter(conversation_id=conversation_pk).order_by(*CLAIM_ORDER)[:1]
+    sql, params = next_ready_query(worker_pk, conversation_pk, now, RuntimeConfig.get())
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        warm = "\n".join(row[0] for row in cursor.fetchall())
     whole = _ready(now).order_by(*CLAIM_ORDER)[:1]
     return {
-        "claim for the warm worker (its conversation's next message)": warm.explain(),
+        "claim for the warm worker (its conversation's next message)": warm,
         "claim for an unassigned worker (head of the whole queue)": whole.explain(),
     }
 
@@ -207,7 +213,8 @@ def main() -> None:
             )
         ratio = percentile(results[100_000], 99) / percentile(results[1_000], 99)
         print(f"    p99 ratio 100k/1k: {ratio:.2f} (target <= 1.3)")
-        for title, plan in explain(target_pk).items():
+        latency_worker = Worker.objects.get(worker_id="w-latency-100000")
+        for title, plan in explain(target_pk, latency_worker.pk).items():
             verdict = "index scan" if is_index_scan(plan) else "NOT an index scan"
             print(f"    plan of the {title}: {verdict}")
             for line in plan.splitlines():
