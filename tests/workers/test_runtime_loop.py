@@ -265,6 +265,36 @@ def test_api_outage_is_waited_out_with_backoff(tmp_path):
     assert "complete" in server.calls
 
 
+def test_an_outage_past_the_limit_gives_up_and_a_shorter_one_does_not(tmp_path, monkeypatch):
+    # A worker left polling a server that is gone (a machine whose app was torn down) would
+    # run up the bill for ever; past the limit it exits instead (code 1 from the command).
+    clock = [1000.0]
+    monkeypatch.setattr("workers.runtime.runner.time.monotonic", lambda: clock[0])
+
+    class Advancing(RecordingStop):
+        def wait(self, timeout):
+            clock[0] += 60  # each failed poll is a minute later
+            return super().wait(timeout)
+
+    server = FakeServer()
+    server.control_errors = 10**6
+    rt = make_runtime(server, tmp_path, poll_seconds=0.01, max_outage_seconds=900)
+    rt.stop_requested = Advancing(limit=1000)
+    with pytest.raises(ApiError) as info:
+        rt.run()
+    assert info.value.code == "unavailable" and "900 s" in info.value.detail
+    assert len(rt.stop_requested.waits) == 15  # 15 minutes of retries, then no more
+
+    recovering = FakeServer(jobs=[make_job()], stop_after_jobs=True)
+    recovering.control_errors = 14  # back after 14 minutes: the worker carries on
+    rt = make_runtime(recovering, tmp_path / "b", poll_seconds=0.01, max_outage_seconds=900)
+    rt.stop_requested = Advancing(limit=1000)
+    with responses.RequestsMock() as mock:
+        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+        assert rt.run() == EXIT_OK
+    assert "complete" in recovering.calls
+
+
 def test_unauthorized_control_propagates(tmp_path):
     class Refusing(FakeServer):
         def control(self):

@@ -52,6 +52,10 @@ class WorkerSettings:
     idle_exit_seconds: float | None = None
     poll_seconds: float = 2.0
     heartbeat_seconds: float = 10.0
+    # Past the server's stale_after (420 s by default) it has written this worker off and
+    # may have handed its conversation on; a machine left polling a vanished server would
+    # only run up the bill. 0 waits forever.
+    max_outage_seconds: float = 900.0
 
 
 class Heartbeat(threading.Thread):
@@ -117,6 +121,7 @@ class WorkerRuntime:
         idle_since = time.monotonic()
         reason = "signal"
         failures = 0
+        outage_since: float | None = None
         while not self.stop_requested.is_set():
             try:
                 control = self.client.control()
@@ -126,12 +131,19 @@ class WorkerRuntime:
                     reason = "drain"
                     break
                 job = self.client.claim(self.settings.conversation_id)
-                failures = 0
+                failures, outage_since = 0, None
             except ApiError as exc:
                 if not _transient(exc):
                     raise  # 401 (token refused) and other 4xx: the command maps them
                 # The server is restarting or unreachable: keep the workspace, back off.
                 failures += 1
+                outage_since = outage_since or time.monotonic()
+                outage = time.monotonic() - outage_since
+                limit = self.settings.max_outage_seconds
+                if limit and outage >= limit:
+                    logger.error("Worker API unavailable for %.0f s: giving up.", outage)
+                    detail = f"no answer from the worker API for {outage:.0f} s"
+                    raise ApiError(exc.status, "unavailable", detail) from exc
                 logger.warning("Worker API unavailable (%s); retrying.", exc.code)
                 job = None
             if job is None:

@@ -5,10 +5,12 @@ Configuration comes from flags or the matching environment variables:
 three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
 ``AGENT_FACTORY_DATA_DIR``, ``AGENT_FACTORY_WORKER_HANDLER`` (``echo``, ``http`` or a dotted
 path), ``AGENT_FACTORY_SKILLS_CHANNEL``, ``AGENT_FACTORY_IDLE_EXIT_SECONDS``,
-``AGENT_FACTORY_POLL_SECONDS`` (2) and ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10).
+``AGENT_FACTORY_POLL_SECONDS`` (2), ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10) and
+``AGENT_FACTORY_MAX_OUTAGE_SECONDS`` (900; 0 waits for the API forever).
 
 Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 1 the API answered with
-another error (e.g. 403); 2 bad configuration (missing or invalid setting, unknown handler);
+another error (e.g. 403) or stayed unreachable past the outage limit; 2 bad configuration
+(missing or invalid setting, unknown handler);
 3 the server refused the token (401).
 """
 
@@ -88,6 +90,12 @@ class Command(BaseCommand):
             help="Wait between control/claim polls while idle (SPEC: 2 s).",
         )
         parser.add_argument(
+            "--max-outage-seconds",
+            type=_seconds(allow_zero=True),
+            default=_env("AGENT_FACTORY_MAX_OUTAGE_SECONDS", "900"),
+            help="Exit (code 1) when the API stays unreachable this long (0: never).",
+        )
+        parser.add_argument(
             "--heartbeat-seconds",
             type=_seconds(allow_zero=False),
             default=_env("AGENT_FACTORY_HEARTBEAT_SECONDS", "10"),
@@ -128,6 +136,7 @@ class Command(BaseCommand):
             idle_exit_seconds=options["idle_exit_seconds"] or None,
             poll_seconds=options["poll_seconds"],
             heartbeat_seconds=options["heartbeat_seconds"],
+            max_outage_seconds=options["max_outage_seconds"],
         )
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
