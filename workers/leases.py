@@ -409,15 +409,33 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
     requeued = dead_lettered = 0
     with transaction.atomic():
         now = now or timezone.now()
-        expired = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(status=Message.PROCESSING)
-            .filter(
-                Q(lease_expires_at__lte=now)
-                | Q(lease_expires_at__isnull=True)
-                | Q(lease_id="")
-                | Q(claimed_by="")
+        expired_rows = Message.objects.filter(status=Message.PROCESSING).filter(
+            Q(lease_expires_at__lte=now)
+            | Q(lease_expires_at__isnull=True)
+            | Q(lease_id="")
+            | Q(claimed_by="")
+        )
+        # Lock order is worker, then message, as in a claim (which locks its worker first
+        # and may then wait for a processing message of its conversation). Locking the
+        # messages first could deadlock with such a claim. A worker busy elsewhere right now
+        # is skipped, with its messages, until the next sweep (or its own claim requeues
+        # them).
+        holders = set(
+            expired_rows.exclude(claimed_by="").values_list("claimed_by", flat=True)[:SWEEP_BATCH]
+        )
+        locked = set(
+            Worker.objects.select_for_update(skip_locked=True)
+            .filter(worker_id__in=holders)
+            .values_list("worker_id", flat=True)
+        )
+        busy = set(
+            Worker.objects.filter(worker_id__in=holders - locked).values_list(
+                "worker_id", flat=True
             )
+        )
+        expired = list(
+            expired_rows.exclude(claimed_by__in=busy)
+            .select_for_update(skip_locked=True)
             .order_by("lease_expires_at")[:SWEEP_BATCH]
         )
         worker_ids = {m.claimed_by for m in expired if m.claimed_by}
