@@ -62,8 +62,15 @@ def exception_handler(exc, context):
     if isinstance(exc, DatabaseError) and not isinstance(exc, exceptions.APIException):
         # The database is down or overloaded: a retryable answer, never a traceback.
         return error_response("unavailable", Unavailable.default_detail, 503)
-    from django.core.exceptions import PermissionDenied
+    from django.core.exceptions import PermissionDenied, RequestDataTooBig
     from django.http import Http404
+
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(
+            "request_too_large",
+            "The request body is larger than this server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE).",
+            413,
+        )
 
     # Django's own exceptions carry no .detail: turn them into DRF's first.
     if isinstance(exc, Http404):

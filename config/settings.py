@@ -142,7 +142,13 @@ STORAGES = {
 }
 # Snapshot archives and attachments may be large; uploads stream to disk past this size.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024 * 1024)
+# The largest body Django reads into memory (forms, JSON, the webhook). Kept small: the admin
+# login parses its form before anyone is authenticated. Snapshot uploads stream to storage
+# and are bounded by AGENT_FACTORY_SNAPSHOT_MAX_BYTES instead.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
+AGENT_FACTORY_SNAPSHOT_MAX_BYTES = env.int(
+    "AGENT_FACTORY_SNAPSHOT_MAX_BYTES", default=2 * 1024 * 1024 * 1024
+)
 
 # REST framework
 REST_FRAMEWORK = {

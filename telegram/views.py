@@ -11,6 +11,7 @@ import json
 import logging
 import time
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.http import JsonResponse
 from django.utils import timezone
@@ -121,15 +122,19 @@ def _load_bot(bot_identity: str) -> Bot | None:
 
 
 def _parse(request) -> dict | None:
-    if len(request.body) > MAX_BODY_BYTES:
+    try:
+        body = request.body
+    except RequestDataTooBig:  # past DATA_UPLOAD_MAX_MEMORY_SIZE: not read at all
+        return None
+    if len(body) > MAX_BODY_BYTES:
         return None
     try:
-        update = json.loads(request.body)
+        update = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(update, dict):
         return None
-    if b"\\u0000" in request.body:  # JSON can carry NUL only as this escape
+    if b"\\u0000" in body:  # JSON can carry NUL only as this escape
         update = _without_nul(update)
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):

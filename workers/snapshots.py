@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+from django.conf import settings
 from django.core.files.base import File
 from django.db import transaction
 from django.utils import timezone
@@ -48,6 +49,10 @@ def prepare_snapshot(
     )
 
 
+class _TooLarge(Exception):
+    """Raised while streaming an upload past AGENT_FACTORY_SNAPSHOT_MAX_BYTES."""
+
+
 def _not_uploading(snapshot: DataSnapshot) -> SnapshotError:
     return SnapshotError("conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading.")
 
@@ -62,6 +67,7 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
         raise _not_uploading(snapshot)
     digest = hashlib.sha256()
     size = 0
+    limit = settings.AGENT_FACTORY_SNAPSHOT_MAX_BYTES
 
     class _Hashing:
         def read(self, n=-1):
@@ -69,15 +75,25 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
             chunk = stream.read(CHUNK if n is None or n < 0 else n)
             digest.update(chunk)
             size += len(chunk)
+            if size > limit:
+                raise _TooLarge()
             return chunk
 
     previous = snapshot.archive.name if snapshot.archive else ""
     # Written under a fresh name and swapped in by a conditional update, so a concurrent
     # finalize never sees a half-written archive and a late upload changes nothing.
-    name = snapshot.archive.storage.save(
-        snapshot.archive.field.generate_filename(snapshot, f"snapshot-{snapshot.pk}.tar.gz"),
-        File(_Hashing(), name="archive"),
-    )
+    storage = snapshot.archive.storage
+    target = snapshot.archive.field.generate_filename(snapshot, f"snapshot-{snapshot.pk}.tar.gz")
+    target = storage.get_available_name(target)
+    try:
+        name = storage.save(target, File(_Hashing(), name="archive"))
+    except _TooLarge:
+        # Nothing was swapped in; remove what the storage wrote of it so far.
+        if storage.exists(target):
+            storage.delete(target)
+        raise SnapshotError(
+            "too_large", f"The archive is larger than the {limit}-byte snapshot limit."
+        ) from None
     swapped = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
         archive=name, sha256=digest.hexdigest(), size_bytes=size
     )

@@ -500,3 +500,12 @@ def test_body_nested_too_deep_for_the_parser_is_400(make_bot, post_update):
     raw = b'{"update_id": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = post_update("100", None, raw=raw)
     assert response.status_code == 400 and TelegramUpdate.objects.count() == 0
+
+
+def test_body_past_the_memory_limit_is_400_not_read(make_bot, post_update, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    make_bot("alpha", "100")
+    raw = json.dumps({"update_id": 1, "pad": "x" * 4096}).encode()
+    response = post_update("100", None, raw=raw)
+    assert response.status_code == 400 and response.json() == {"error": "invalid_update"}
+    assert TelegramUpdate.objects.count() == 0

@@ -485,3 +485,63 @@ def test_sqlite_claims_are_serialised_by_immediate_transactions(db):
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL uses row locks (see test_concurrency)")
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def _prepared_upload(api):
+    claim(api)
+    prep = api.post(
+        f"{API}/snapshots/",
+        {
+            "workspace_id": "default",
+            "agent_key": "alpha",
+            "conversation_id": "conv-1",
+            "reason": "manual",
+        },
+        format="json",
+    )
+    return prep.json()["snapshot_id"], prep.json()["upload_url"].replace("http://testserver", "")
+
+
+def test_snapshot_upload_streams_past_the_in_memory_body_limit(setup, settings):
+    # Django reads at most DATA_UPLOAD_MAX_MEMORY_SIZE into memory (small, for the admin's
+    # unauthenticated login form); an archive larger than that still streams to storage.
+    from workers.models import DataSnapshot
+
+    message, worker, api = setup
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    snapshot_id, upload_url = _prepared_upload(api)
+    data = bytes(range(256)) * 64  # 16 KiB
+    put = api.put(upload_url, data, content_type="application/octet-stream")
+    assert put.status_code == 200, put.content
+    assert put.json() == {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
+    assert DataSnapshot.objects.get(pk=snapshot_id).archive.read() == data
+
+
+def test_snapshot_upload_past_the_snapshot_limit_is_413_and_stores_nothing(setup, settings):
+    from workers.models import DataSnapshot
+
+    message, worker, api = setup
+    settings.AGENT_FACTORY_SNAPSHOT_MAX_BYTES = 4096
+    snapshot_id, upload_url = _prepared_upload(api)
+    storage_dir = DataSnapshot._meta.get_field("archive").storage.location
+    before = {p for p in __import__("pathlib").Path(storage_dir).rglob("*") if p.is_file()}
+    put = api.put(upload_url, b"x" * 5000, content_type="application/octet-stream")
+    assert put.status_code == 413 and put.json()["error"] == "too_large", put.content
+    snapshot = DataSnapshot.objects.get(pk=snapshot_id)
+    assert (
+        snapshot.status == DataSnapshot.UPLOADING and not snapshot.archive and not snapshot.sha256
+    )
+    after = {p for p in __import__("pathlib").Path(storage_dir).rglob("*") if p.is_file()}
+    assert after == before  # the partial file was removed
+    # A retry within the limit still works.
+    ok = api.put(upload_url, b"y" * 100, content_type="application/octet-stream")
+    assert ok.status_code == 200 and ok.json()["size_bytes"] == 100
+
+
+def test_json_body_past_the_memory_limit_is_refused_with_the_error_shape(setup, settings):
+    message, worker, api = setup
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    response = api.post(f"{API}/claim/", {"conversation_id": "c" * 5000}, format="json")
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_too_large" and response.json()["detail"]
+    assert Message.objects.get(pk=message.pk).status == Message.QUEUED

@@ -163,6 +163,7 @@ SNAPSHOT_ERROR_STATUS = {
     "forbidden": 403,
     "conflict": 409,
     "checksum_mismatch": 400,
+    "too_large": 413,
     "invalid_request": 400,
 }
 
