@@ -91,14 +91,7 @@ def _cleanup(client: FlyClient, target: str, *, apply: bool, actor: str, lock_he
     if apply:
         for machine in machines:
             _destroy_machine(client, target, machine["id"], report)
-        # Verify: what Fly still lists is reported as remaining. If the list itself fails,
-        # assume everything found is still there (never report a clean app unchecked).
-        try:
-            remaining = client.list_machines(target)
-        except FlyApiError as exc:
-            report["errors"].append(f"Machine verification failed ({exc})")
-            remaining = machines
-        _report_remaining(report, "machine", remaining)
+        _verify(client.list_machines, target, machines, "machine", report)
     # Volumes are listed (and destroyed) even when machines failed: they bill on their own.
     try:
         volumes = client.list_volumes(target)
@@ -110,16 +103,22 @@ def _cleanup(client: FlyClient, target: str, *, apply: bool, actor: str, lock_he
     if apply:
         for volume in volumes:
             _destroy_volume(client, target, volume["id"], report)
-        try:
-            remaining_volumes = client.list_volumes(target)
-        except FlyApiError as exc:
-            report["errors"].append(f"Volume verification failed ({exc})")
-            remaining_volumes = volumes
-        _report_remaining(report, "volume", remaining_volumes)
+        _verify(client.list_volumes, target, volumes, "volume", report)
         report["workers_stopped"] = _stop_worker_rows(target, report["machine_ids_deleted"])
         with transaction.atomic():
             record_audit(actor, "fly.cleanup", target, **report)
     return report
+
+
+def _verify(list_again, app: str, found: list, kind: str, report: dict) -> None:
+    """What Fly still lists after the destroys is reported as remaining. If the list itself
+    fails, everything found counts as still there (never report a clean app unchecked)."""
+    try:
+        remaining = list_again(app)
+    except FlyApiError as exc:
+        report["errors"].append(f"{kind.capitalize()} verification failed ({exc})")
+        remaining = found
+    _report_remaining(report, kind, remaining)
 
 
 def _destroy_machine(client: FlyClient, app: str, machine_id: str, report: dict) -> None:
