@@ -45,8 +45,7 @@ def _update(model, values: dict, *where: tuple[str, str, object]) -> int:
     ORM spends longer compiling each one than the database spends running it
     (bench/claim_throughput.py). Values and conditions are prepared by the model's own
     fields, so both backends see exactly what the ORM would send. ``where`` holds
-    ``(field, operator, value)`` triples, operator ``=`` or ``>``; a value of None means
-    "IS NULL".
+    ``(field, operator, value)`` triples, operator ``=`` or ``>``.
     """
     quote = connection.ops.quote_name
     meta = model._meta
@@ -57,10 +56,7 @@ def _update(model, values: dict, *where: tuple[str, str, object]) -> int:
         params.append(field.get_db_prep_save(value, connection))
     for name, operator, value in where:
         field = meta.pk if name == "pk" else meta.get_field(name)
-        if value is None:
-            conditions.append(f"{quote(field.column)} IS NULL")
-            continue
-        assert operator in ("=", ">")
+        assert operator in ("=", ">") and value is not None
         conditions.append(f"{quote(field.column)} {operator} %s")
         params.append(field.get_db_prep_value(value, connection))
     sql = (
@@ -457,36 +453,38 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
     return {"requeued": requeued, "dead_lettered": dead_lettered}
 
 
-def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
-    """The queryset that matches only while ``worker`` holds the live lease ``lease_id``.
-
-    Every lease-guarded write filters through it, so the check and the write are one
-    statement (or one locked read) and a lease cannot expire in between.
-    """
+def _lease_conditions(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
+    """``(field, operator, value)`` conditions that hold only while ``worker`` holds the live
+    lease ``lease_id`` on the message: the one definition of the fence."""
     if not lease_id or not isinstance(lease_id, str):
         raise LeaseLost()
-    return Message.objects.filter(
-        pk=message_id,
-        status=Message.PROCESSING,
-        claimed_by=worker.worker_id,
-        lease_id=lease_id,
-        lease_expires_at__gt=now,
-    )
-
-
-def _fenced_update(worker: Worker, message_id: int, lease_id: str, now, values: dict) -> int:
-    """The write of ``fenced`` in one statement: it lands only while the lease is live."""
-    if not lease_id or not isinstance(lease_id, str):
-        raise LeaseLost()
-    return _update(
-        Message,
-        values,
+    return (
         ("pk", "=", message_id),
         ("status", "=", Message.PROCESSING),
         ("claimed_by", "=", worker.worker_id),
         ("lease_id", "=", lease_id),
         ("lease_expires_at", ">", now),
     )
+
+
+_LOOKUP_BY_OPERATOR = {"=": "exact", ">": "gt"}
+
+
+def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
+    """The queryset that matches only while ``worker`` holds the live lease ``lease_id``.
+
+    Every lease-guarded write filters through it (or ``_fenced_update``), so the check and
+    the write are one statement (or one locked read) and a lease cannot expire in between.
+    """
+    conditions = _lease_conditions(worker, message_id, lease_id, now)
+    return Message.objects.filter(
+        **{f"{name}__{_LOOKUP_BY_OPERATOR[op]}": value for name, op, value in conditions}
+    )
+
+
+def _fenced_update(worker: Worker, message_id: int, lease_id: str, now, values: dict) -> int:
+    """The write of ``fenced`` in one statement: it lands only while the lease is live."""
+    return _update(Message, values, *_lease_conditions(worker, message_id, lease_id, now))
 
 
 def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Message:
