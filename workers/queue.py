@@ -50,12 +50,11 @@ def apply_system_prompt(message_text: str, system_prompt: str | None) -> str:
     return f"{trimmed}\n\n{prompt}" if trimmed else prompt
 
 
-def _jsonable(value: Any) -> bool:
+def _as_json(value: Any) -> str:
     try:
-        json.dumps(value)
+        return json.dumps(value)
     except (TypeError, ValueError):
-        return False
-    return True
+        return "invalid"
 
 
 def _validate_payload(payload: Any) -> dict:
@@ -70,9 +69,9 @@ def _validate_payload(payload: Any) -> dict:
     provider_user_id = payload.get("provider_user_id")
     if not isinstance(provider_user_id, str) or not provider_user_id.strip():
         # The upstream wording (reference queue.md §5.1), with the value shown as JSON.
-        shown = json.dumps(provider_user_id) if _jsonable(provider_user_id) else "invalid"
         raise EnqueueError(
-            f"provider_user_id is required but missing in payload.provider_user_id={shown}"
+            "provider_user_id is required but missing in "
+            f"payload.provider_user_id={_as_json(provider_user_id)}"
         )
     message_text = payload.get("message_text", "")
     if not isinstance(message_text, str):
