@@ -12,8 +12,8 @@ from django.utils import timezone
 from agents.audit import record_audit
 from agents.models import RuntimeConfig
 from fly.client import FlyApiError, FlyClient, FlyConfigurationError
-from workers.lifecycle import transition_worker
-from workers.models import Message, Worker
+from workers.lifecycle import end_leases_held_by, transition_worker
+from workers.models import Worker
 from workers.reconcile import reconcile_lock
 
 CLEANUP_LOCK_WAIT_SECONDS = 60
@@ -171,11 +171,7 @@ def _stop_worker_rows(app: str, machine_ids: list[str]) -> int:
             transition_worker(worker, Worker.STOPPED, reason="removed by Fly cleanup")
             # Its machine is destroyed: its job's lease ends now, so the next sweep requeues
             # the job instead of waiting the lease out.
-            Message.objects.filter(
-                status=Message.PROCESSING,
-                claimed_by=worker.worker_id,
-                lease_expires_at__gt=timezone.now(),
-            ).update(lease_expires_at=timezone.now())
+            end_leases_held_by([worker.worker_id], timezone.now())
         stopped += 1
     return stopped
 

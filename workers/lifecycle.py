@@ -7,7 +7,7 @@ import datetime as dt
 from django.db import transaction
 from django.utils import timezone
 
-from workers.models import Worker
+from workers.models import Message, Worker
 
 # Forward only. Skipping ahead is allowed on purpose: a failed spawn (active → stopped, or
 # → stopping when something may be left to remove) and the Fly cleanup (whose machines are
@@ -66,6 +66,15 @@ def transition_worker(
             worker.draining_since = now
     worker.refresh_from_db()
     return worker
+
+
+def end_leases_held_by(worker_ids, now: dt.datetime) -> None:
+    """The workers' process or machine is gone: their leases are held for nobody. End them
+    now, so the next sweep requeues the jobs (an attempt counted) without waiting for the
+    leases to run out."""
+    Message.objects.filter(
+        status=Message.PROCESSING, claimed_by__in=worker_ids, lease_expires_at__gt=now
+    ).update(lease_expires_at=now)
 
 
 def should_stop(worker: Worker, now: dt.datetime | None = None) -> tuple[bool, str | None]:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
 from workers.leases import live_worker_cutoff, sweep_expired_leases
-from workers.lifecycle import InvalidTransition, transition_worker
+from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
 from workers.models import DataSnapshot, Message, Worker
 from workers.providers import (
     Provider,
@@ -209,15 +209,11 @@ def _last_audited_errors() -> list[str] | None:
 
 
 def _expire_leases_of_gone(gone: set[int], now: dt.datetime) -> None:
-    """A worker whose process or machine is gone holds its leases for nobody: end them now,
-    so the sweep that follows requeues its job (an attempt counted) without waiting for the
-    lease to run out."""
+    """End the leases of workers observed gone, so the sweep that follows requeues them."""
     if not gone:
         return
     worker_ids = list(Worker.objects.filter(pk__in=gone).values_list("worker_id", flat=True))
-    Message.objects.filter(
-        status=Message.PROCESSING, claimed_by__in=worker_ids, lease_expires_at__gt=now
-    ).update(lease_expires_at=now)
+    end_leases_held_by(worker_ids, now)
 
 
 def _audit_summary(report: ReconcileReport) -> dict:
