@@ -45,18 +45,27 @@ class AuditedModelAdmin(admin.ModelAdmin):
                 changed_fields=sorted(form.changed_data),
             )
 
+    def audit_delete_details(self, obj) -> dict:
+        return {"label": str(obj)}
+
     def delete_model(self, request, obj):
         with transaction.atomic():
-            record_audit(actor_name(request.user), self.audit_action("delete"), obj, label=str(obj))
+            self._audit_delete(request, obj)
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for obj in queryset:
-                record_audit(
-                    actor_name(request.user), self.audit_action("delete"), obj, label=str(obj)
-                )
+                self._audit_delete(request, obj)
             super().delete_queryset(request, queryset)
+
+    def _audit_delete(self, request, obj):
+        record_audit(
+            actor_name(request.user),
+            self.audit_action("delete"),
+            obj,
+            **self.audit_delete_details(obj),
+        )
 
 
 @admin.register(AgentProfile)
@@ -190,30 +199,8 @@ class SecretAdmin(AuditedModelAdmin):
             return redirect(reverse("admin:agents_secret_add"))
         return super().response_add(request, obj, post_url_continue)
 
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            record_audit(
-                actor_name(request.user),
-                "secret.delete",
-                obj,
-                secret_ref=obj.secret_ref,
-                version=obj.version,
-                was_active=obj.active,
-            )
-            super(AuditedModelAdmin, self).delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for obj in queryset:
-                record_audit(
-                    actor_name(request.user),
-                    "secret.delete",
-                    obj,
-                    secret_ref=obj.secret_ref,
-                    version=obj.version,
-                    was_active=obj.active,
-                )
-            super(AuditedModelAdmin, self).delete_queryset(request, queryset)
+    def audit_delete_details(self, obj) -> dict:
+        return {"secret_ref": obj.secret_ref, "version": obj.version, "was_active": obj.active}
 
 
 @admin.register(RuntimeConfig)
