@@ -186,22 +186,17 @@ class FlyProvider(Provider):
         volume_ids = [volume_id] if volume_id else []
         try:
             if ambiguous and volume_id:  # the machine create was the uncertain call
-                for machine in self.client.list_machines(app):
-                    if machine.get("name") != worker_id:
-                        continue
+                for machine_id in self._named_machines(app, worker_id):
                     try:
-                        self.client.destroy_machine(app, machine["id"], force=True)
+                        self.client.destroy_machine(app, machine_id, force=True)
                     except FlyApiError as destroy_exc:
                         if not destroy_exc.not_found:
-                            machine_left = machine["id"]
-                            problems.append(f"machine {machine['id']} left behind: {destroy_exc}")
+                            machine_left = machine_id
+                            problems.append(f"machine {machine_id} left behind: {destroy_exc}")
             elif ambiguous:  # the volume create was the uncertain call
-                name = volume_name(config.volume_name, worker_id)
-                volume_ids += [
-                    v["id"]
-                    for v in self.client.list_volumes(app)
-                    if v.get("name") == name and v.get("region") == region
-                ]
+                volume_ids += self._named_volumes(
+                    app, worker_id, prefix=config.volume_name, region=region
+                )
         except FlyApiError as list_exc:
             problems.append(f"could not check for resources left behind: {list_exc}")
         volume_left = ""
@@ -295,6 +290,13 @@ class FlyProvider(Provider):
     def _named_machines(self, app: str, worker_id: str) -> list[str]:
         return [m["id"] for m in self.client.list_machines(app) if m.get("name") == worker_id]
 
-    def _named_volumes(self, app: str, worker_id: str) -> list[str]:
-        name = volume_name(RuntimeConfig.get().volume_name, worker_id)
-        return [v["id"] for v in self.client.list_volumes(app) if v.get("name") == name]
+    def _named_volumes(
+        self, app: str, worker_id: str, *, prefix: str | None = None, region: str | None = None
+    ) -> list[str]:
+        """The worker's volumes (in ``region`` only, when given)."""
+        name = volume_name(RuntimeConfig.get().volume_name if prefix is None else prefix, worker_id)
+        return [
+            v["id"]
+            for v in self.client.list_volumes(app)
+            if v.get("name") == name and (region is None or v.get("region") == region)
+        ]
