@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -349,11 +352,6 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
         return request.method != "POST" and super().has_change_permission(request, obj)
 
     def add_view(self, request, form_url="", extra_context=None):
-        import json
-
-        from django.shortcuts import redirect
-        from django.template.response import TemplateResponse
-
         from agents.skills import SkillError, publish_skill
 
         form = PublishSkillForm(request.POST or None)
