@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import hashlib
 
+# The manifest layout both sides speak, and the file that marks a skill directory the
+# worker wrote (never part of a bundle; only marked directories are ever removed).
+LAYOUT_VERSION = "openclaw-workspace-skill-v1"
+MARKER = ".af-global-skill.json"
+
 
 def file_sha256(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()

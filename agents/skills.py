@@ -12,10 +12,8 @@ from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import GlobalSkill, GlobalSkillRelease, GlobalSkillVersion
-from agents.skill_bundle import bundle_sha256, file_sha256
+from agents.skill_bundle import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
 
-LAYOUT_VERSION = "openclaw-workspace-skill-v1"
-MARKER = ".af-global-skill.json"
 MAX_BUNDLE_BYTES = 200_000
 MAX_FILES = 200
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{1,127}$")

@@ -22,11 +22,9 @@ import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 
-from agents.skill_bundle import bundle_sha256, file_sha256
+from agents.skill_bundle import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
 
 logger = logging.getLogger("agent_factory.worker")
-
-MARKER = ".af-global-skill.json"
 
 
 class SkillVerificationError(ValueError):
@@ -86,9 +84,6 @@ def _collect_garbage(skills_dir: Path) -> None:
             child.unlink()
         else:
             shutil.rmtree(child, ignore_errors=True)
-
-
-LAYOUT_VERSION = "openclaw-workspace-skill-v1"
 
 
 def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
