@@ -33,57 +33,48 @@ def configure_agent(
 ) -> tuple[AgentProfile, bool]:
     """Create or update a profile. ``None`` leaves a setting as it is. Validates before
     saving, so bad input changes nothing; a call that changes nothing writes nothing."""
-    for attempt in (1, 2):
-        existed = AgentProfile.objects.filter(agent_key=agent_key).exists()
-        try:
-            return _configure_agent_once(
-                agent_key,
-                actor=actor,
-                secrets_ref=secrets_ref,
-                enabled=enabled,
-                bridge_config=bridge_config,
-                require_telegram_binding=require_telegram_binding,
-            )
-        except (IntegrityError, ConfigurationError):
-            # Another call created the profile between our read and our insert (the unique
-            # key then fails as an IntegrityError or as "already exists"): apply ours as an
-            # update of that profile. Any other error is the caller's to see.
-            if attempt == 2 or existed:
-                raise
-            if not AgentProfile.objects.filter(agent_key=agent_key).exists():
-                raise
-    raise AssertionError("unreachable")
+    requested = {
+        "secrets_ref": secrets_ref,
+        "enabled": enabled,
+        "bridge_config": bridge_config,
+        "require_telegram_binding": require_telegram_binding,
+    }
+    existed = AgentProfile.objects.filter(agent_key=agent_key).exists()
+    try:
+        return _configure_agent_once(agent_key, actor=actor, requested=requested)
+    except (IntegrityError, ConfigurationError):
+        # Another call created the profile between our read and our insert (the unique
+        # key then fails as an IntegrityError or as "already exists"): apply ours as an
+        # update of that profile. Any other error is the caller's to see.
+        if existed or not AgentProfile.objects.filter(agent_key=agent_key).exists():
+            raise
+    return _configure_agent_once(agent_key, actor=actor, requested=requested)
 
 
 def _configure_agent_once(
-    agent_key: str,
-    *,
-    actor: str,
-    secrets_ref: list[str] | None,
-    enabled: bool | None,
-    bridge_config: dict | None,
-    require_telegram_binding: bool | None,
+    agent_key: str, *, actor: str, requested: dict
 ) -> tuple[AgentProfile, bool]:
     with transaction.atomic():
         profile = AgentProfile.objects.select_for_update().filter(agent_key=agent_key).first()
         created = profile is None
         if created:
             profile = AgentProfile(agent_key=agent_key)
-        requested = {
-            "secrets_ref": secrets_ref,
-            "enabled": enabled,
-            "bridge_config": bridge_config,
-            "require_telegram_binding": require_telegram_binding,
-        }
-        changed = [
-            name
-            for name, value in requested.items()
-            if value is not None and (created or getattr(profile, name) != value)
-        ]
-        for name in changed:
-            setattr(profile, name, requested[name])
+        changed = _apply_changes(profile, requested, created=created)
         save_agent_profile(profile, actor=actor, created=created, changed=changed)
     return profile, created
+
+
+def _apply_changes(obj, requested: dict, *, created: bool = False) -> list[str]:
+    """Set each requested value that is not None and differs (every one on a new row);
+    returns the names of the fields it set."""
+    changed = [
+        name
+        for name, value in requested.items()
+        if value is not None and (created or getattr(obj, name) != value)
+    ]
+    for name in changed:
+        setattr(obj, name, requested[name])
+    return changed
 
 
 def save_agent_profile(
@@ -93,14 +84,12 @@ def save_agent_profile(
     a real change, save and audit. Returns False when there was nothing to save."""
     if not created and not changed:
         return False
-    if not created:
-        profile.version += 1
     try:
         profile.full_clean()
     except ValidationError as exc:
-        if not created:
-            profile.version -= 1
         raise ConfigurationError(_validation_message(exc))
+    if not created:
+        profile.version += 1
     with transaction.atomic():
         profile.save()
         record_audit(
@@ -155,13 +144,7 @@ def configure_runtime(*, actor: str, **changes) -> RuntimeConfig:
     with transaction.atomic():
         RuntimeConfig.get()
         config = RuntimeConfig.objects.select_for_update().get(pk=1)
-        changed = [
-            name
-            for name, value in changes.items()
-            if value is not None and getattr(config, name) != value
-        ]
-        for name in changed:
-            setattr(config, name, changes[name])
+        changed = _apply_changes(config, changes)
         save_runtime_config(config, actor=actor, changed=changed)
     return config
 
