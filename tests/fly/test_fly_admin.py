@@ -6,13 +6,12 @@ from __future__ import annotations
 from django.urls import reverse
 
 from agents.models import AuditEvent, RuntimeConfig
-from tests.fly.test_fly import APP, BASE, cleanup_mocks, cleanup_sequence, fly, fly_config  # noqa: F401
+from tests.fly.conftest import APP, A, cleanup_mocks, cleanup_sequence
 
-A = f"{BASE}/apps/{APP}"
 RUN = "admin:fly_cleanup_run"
 
 
-def test_preview_is_a_dry_run_and_asks_for_confirmation(admin_client, fly_config, fly):  # noqa: F811
+def test_preview_is_a_dry_run_and_asks_for_confirmation(admin_client, fly_config, fly):
     fly.expect("GET", A, json={"name": APP})
     fly.expect("GET", f"{A}/machines", json=[{"id": "m_1"}, {"id": "m_2"}])
     fly.expect("GET", f"{A}/volumes", json=[{"id": "vol_1"}])
@@ -29,7 +28,7 @@ def test_preview_is_a_dry_run_and_asks_for_confirmation(admin_client, fly_config
     assert not AuditEvent.objects.filter(action="fly.cleanup").exists()
 
 
-def test_confirmed_run_destroys_and_audits(admin_client, fly_config, fly):  # noqa: F811
+def test_confirmed_run_destroys_and_audits(admin_client, fly_config, fly):
     cleanup_mocks(fly, failing_machine="m_1", machines_left=["m_1"])
     response = admin_client.post(reverse(RUN), {"app": APP, "confirm": "yes"}, follow=True)
     assert fly.calls == cleanup_sequence()
@@ -42,7 +41,7 @@ def test_confirmed_run_destroys_and_audits(admin_client, fly_config, fly):  # no
     assert "machines 1/2 deleted, volumes 2/2 deleted, 1 error(s)" in listing
 
 
-def test_a_post_without_confirmation_only_previews(admin_client, fly_config, fly):  # noqa: F811
+def test_a_post_without_confirmation_only_previews(admin_client, fly_config, fly):
     fly.expect("GET", A, json={"name": APP})
     fly.expect("GET", f"{A}/machines", json=[])
     fly.expect("GET", f"{A}/volumes", json=[])
@@ -51,7 +50,7 @@ def test_a_post_without_confirmation_only_previews(admin_client, fly_config, fly
     assert all(call.startswith("GET") for call in fly.calls)
 
 
-def test_bad_configuration_is_a_message_not_a_traceback(admin_client, db, fly):  # noqa: F811
+def test_bad_configuration_is_a_message_not_a_traceback(admin_client, db, fly):
     RuntimeConfig.get()
     RuntimeConfig.objects.filter(pk=1).update(provider_kind="fly", app_name="")
     response = admin_client.get(reverse(RUN), follow=True)

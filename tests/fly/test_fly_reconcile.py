@@ -8,23 +8,13 @@ import json
 from django.utils import timezone
 
 from agents.models import AuditEvent, RuntimeConfig
-from tests.fly.test_fly import (  # noqa: F401
-    APP,
-    BASE,
-    TOKEN,
-    fly,
-    fly_config,
-    machine_body,
-    volume_body,
-)
+from tests.fly.conftest import APP, TOKEN, A, fly_worker, machine_body, volume_body
 from workers.models import Worker
 from workers.reconcile import reconcile
 from workers.tokens import authenticate
 
-A = f"{BASE}/apps/{APP}"
 
-
-def test_reconcile_spawns_a_machine_and_records_it(fly_config, fly, alpha_agent, enqueue):  # noqa: F811
+def test_reconcile_spawns_a_machine_and_records_it(fly_config, fly, alpha_agent, enqueue):
     enqueue("conv-1", "alpha")
     fly.mock.add("POST", f"{A}/volumes", json={"id": "vol_1"})
     fly.mock.add("POST", f"{A}/machines", json={"id": "m_1", "region": "ams"})
@@ -50,8 +40,8 @@ def test_reconcile_spawns_a_machine_and_records_it(fly_config, fly, alpha_agent,
 
 
 def test_spawn_failure_deletes_the_volume_and_records_the_error(
-    fly_config,  # noqa: F811
-    fly,  # noqa: F811
+    fly_config,
+    fly,
     alpha_agent,
     enqueue,
 ):
@@ -77,8 +67,8 @@ def test_spawn_failure_deletes_the_volume_and_records_the_error(
 
 
 def test_volume_left_by_a_failed_spawn_is_deleted_on_the_next_pass(
-    fly_config,  # noqa: F811
-    fly,  # noqa: F811
+    fly_config,
+    fly,
     alpha_agent,
     enqueue,
 ):
@@ -101,15 +91,11 @@ def test_volume_left_by_a_failed_spawn_is_deleted_on_the_next_pass(
     assert Worker.objects.get().status == "stopped"
 
 
-def test_gone_machine_still_gets_its_volume_deleted(fly_config, fly):  # noqa: F811
+def test_gone_machine_still_gets_its_volume_deleted(fly_config, fly):
     now = timezone.now()
-    worker = Worker.objects.create(
-        worker_id="w-1",
-        provider="fly",
-        machine_app=APP,
-        machine_id="m_1",
+    worker = fly_worker(
+        status="active",
         machine_region="ams",
-        volume_id="vol_1",
         heartbeat_at=now,
         last_claim_at=now,  # it worked: would wait for a snapshot, but not when gone
     )
@@ -127,15 +113,8 @@ def test_gone_machine_still_gets_its_volume_deleted(fly_config, fly):  # noqa: F
     assert worker.status == "stopped" and worker.status_reason == "machine gone"
 
 
-def test_failed_teardown_is_retried_with_force_next_pass(fly_config, fly):  # noqa: F811
-    Worker.objects.create(
-        worker_id="w-1",
-        provider="fly",
-        machine_app=APP,
-        machine_id="m_1",
-        volume_id="vol_1",
-        status="stopping",
-    )
+def test_failed_teardown_is_retried_with_force_next_pass(fly_config, fly):
+    fly_worker()
     fly.mock.add("GET", f"{A}/machines/m_1", json={"id": "m_1", "state": "stopping"})
     fly.mock.add("POST", f"{A}/machines/m_1/cordon")
     fly.mock.add("POST", f"{A}/machines/m_1/stop")
