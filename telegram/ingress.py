@@ -133,17 +133,20 @@ def _record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=N
     )
 
 
-def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
+def _task_after_commit(func: str, *args, task_name: str) -> None:
+    """Queue a django-q2 task once the update's transaction has committed.
+
+    robust: a broker that is down must not turn an update we already committed into a
+    5xx (the task is lost, logged by Django; the update itself is safe).
+    """
     from django_q.tasks import async_task
 
-    agent_key = bot.agent.agent_key
-    # robust: a broker that is down must not turn an update we already committed into a
-    # 5xx (the reply is lost, logged by Django; the update itself is safe).
-    transaction.on_commit(
-        lambda: async_task(
-            "telegram.tasks.send_text", agent_key, chat_id, text, task_name="telegram-reply"
-        ),
-        robust=True,
+    transaction.on_commit(lambda: async_task(func, *args, task_name=task_name), robust=True)
+
+
+def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
+    _task_after_commit(
+        "telegram.tasks.send_text", bot.agent.agent_key, chat_id, text, task_name="telegram-reply"
     )
 
 
@@ -165,21 +168,19 @@ def _answer_callback_after_commit(bot: Bot, update: dict) -> None:
     query_id = query.get("id") if isinstance(query, dict) else None
     if not isinstance(query_id, str) or not query_id or len(query_id) > 64:
         return
-    from django_q.tasks import async_task
-
-    agent_key = bot.agent.agent_key
-    transaction.on_commit(
-        lambda: async_task(
-            "telegram.tasks.answer_callback_query", agent_key, query_id, task_name="telegram-cbq"
-        ),
-        robust=True,
+    _task_after_commit(
+        "telegram.tasks.answer_callback_query",
+        bot.agent.agent_key,
+        query_id,
+        task_name="telegram-cbq",
     )
 
 
 def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+    # A redelivery never gets here (the view answers it, or the update's unique row
+    # raises), so a button press is answered once.
     result = _route(bot, update, incoming)
-    if result.status != "duplicate":
-        _answer_callback_after_commit(bot, update)
+    _answer_callback_after_commit(bot, update)
     return result
 
 
@@ -268,16 +269,10 @@ def _payload(bot: Bot, update: dict, incoming: Incoming, binding) -> dict:
 
 
 def _fetch_media_after_commit(message: Message) -> None:
-    from django_q.tasks import async_task
-
-    message_id = message.pk
-    # robust: if the task cannot be queued, the message is claimable anyway once MEDIA_HOLD
-    # has passed, with its attachments' file ids.
-    transaction.on_commit(
-        lambda: async_task(
-            "telegram.media.fetch_message_attachments", message_id, task_name="telegram-media"
-        ),
-        robust=True,
+    # If the task cannot be queued, the message is claimable anyway once MEDIA_HOLD has
+    # passed, with its attachments' file ids.
+    _task_after_commit(
+        "telegram.media.fetch_message_attachments", message.pk, task_name="telegram-media"
     )
 
 
