@@ -285,16 +285,6 @@ def secret_status(refs: list[str] | None = None) -> list[dict]:
     return [rows[ref] for ref in sorted(rows)]
 
 
-def deactivate_secret(secret_ref: str, *, actor: str) -> int:
-    with transaction.atomic():
-        changed = Secret.objects.filter(secret_ref=secret_ref, active=True).update(
-            active=False, updated_at=timezone.now()
-        )
-        if changed:
-            record_audit(actor, "secret.deactivate", secret_ref, secret_ref=secret_ref)
-        return changed
-
-
 def rotate_encryption_key(*, actor: str, batch_size: int = 200) -> dict:
     """Re-encrypt every version under the first key. Idempotent: rows already under it are
     left alone. Each row is decrypted with whichever configured key wrote it, so the old keys
