@@ -214,6 +214,8 @@ def configure_webhook(
         _record_bot_error(bot, str(exc))
         raise TelegramSetupError(f"setWebhook failed: {exc}")
     now = timezone.now()
+    # During a rotation the previous secret stays accepted for a while (SPEC §5.1 item 3).
+    grace_until = now + SECRET_ROTATION_GRACE if rotating and existing_secret else None
     with transaction.atomic():
         if secret != existing_secret:
             import_secret(
@@ -226,9 +228,7 @@ def configure_webhook(
             webhook_url=url,
             webhook_configured_at=now,
             webhook_verified=False,
-            previous_secret_valid_until=(
-                now + SECRET_ROTATION_GRACE if rotating and existing_secret else None
-            ),
+            previous_secret_valid_until=grace_until,
         )
         record_audit(
             actor,
@@ -261,9 +261,7 @@ def configure_webhook(
         "verified": verified,
         "previous_url": previous_url or None,
         "rotated": rotating,
-        "grace_until": (
-            (now + SECRET_ROTATION_GRACE).isoformat() if rotating and existing_secret else None
-        ),
+        "grace_until": grace_until.isoformat() if grace_until else None,
         "last_error_message": (info or {}).get("last_error_message") or None,
         "warnings": warnings,
     }
