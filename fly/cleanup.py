@@ -191,7 +191,7 @@ def sync_nightly_schedule(sender, instance, raw=False, **kwargs) -> None:
         return
 
     def register() -> None:
-        from workers.management.commands.register_schedules import register_schedules
+        from workers.schedules import register_schedules
 
         register_schedules()
 

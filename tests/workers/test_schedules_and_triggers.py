@@ -17,7 +17,7 @@ from django_q.models import Schedule
 
 from agents.models import RuntimeConfig
 from config.schedules import NIGHTLY_FLY_CLEANUP, SCHEDULES
-from workers.management.commands.register_schedules import register_schedules
+from workers.schedules import register_schedules
 from workers.triggers import TRIGGER_CACHE_KEY, request_reconcile
 
 
