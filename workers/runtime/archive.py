@@ -11,6 +11,22 @@ from pathlib import Path
 SKIP_DIRS = {"skills"}  # re-materialised from the manifest at every start
 
 
+def remove_entry(path: Path) -> None:
+    """Delete a file, a symlink (never what it points to) or a directory tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def clear_data_dir(data_dir: Path) -> None:
+    """Empty the data dir of everything a snapshot would hold (SKIP_DIRS stay)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for child in data_dir.iterdir():
+        if child.name not in SKIP_DIRS:
+            remove_entry(child)
+
+
 def make_archive(data_dir: Path) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -35,9 +51,7 @@ def restore_archive(data: bytes, expected_sha256: str, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     for child in staging.iterdir():
         target = data_dir / child.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+        if target.exists():
+            remove_entry(target)
         child.rename(target)
     shutil.rmtree(staging, ignore_errors=True)

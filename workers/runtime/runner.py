@@ -19,7 +19,6 @@ valid).
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from telegram.client import TelegramClient, TelegramError
 from workers.runtime.api_client import ApiError, LeaseLostError, WorkerApiClient
-from workers.runtime.archive import SKIP_DIRS, make_archive, restore_archive
+from workers.runtime.archive import clear_data_dir, make_archive, restore_archive
 from workers.runtime.handlers import JobContext
 
 logger = logging.getLogger("agent_factory.worker")
@@ -235,14 +234,7 @@ class WorkerRuntime:
         if self.restored_for is not None or self.jobs_done:
             self.snapshot("drain")
             self.jobs_done = 0
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            for child in self.settings.data_dir.iterdir():
-                if child.name in SKIP_DIRS:
-                    continue
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+            clear_data_dir(self.settings.data_dir)
         self.restore_snapshot(conversation_id, agent_key)
 
     def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from agents.skill_bundle import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
+from workers.runtime.archive import remove_entry
 
 logger = logging.getLogger("agent_factory.worker")
 
@@ -108,10 +109,7 @@ def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
         if child.name.startswith(".") or child.name in wanted:
             continue
         if child.is_dir() and (child / MARKER).exists():  # ours (a link or an old plain dir)
-            if child.is_symlink():
-                child.unlink()
-            else:
-                shutil.rmtree(child)
+            remove_entry(child)
             removed.append(child.name)
     _collect_garbage(skills_dir)
     return {"installed": installed, "rejected": rejected, "removed": removed}
