@@ -246,42 +246,32 @@ def has_active_secret(secret_ref: str) -> bool:
     return Secret.objects.filter(secret_ref=secret_ref, active=True).exists()
 
 
+def _status_row(secret_ref: str) -> dict:
+    return {
+        "secret_ref": secret_ref,
+        "active_version": None,
+        "versions": 0,
+        "key_id": None,
+        "updated_at": None,
+    }
+
+
 def secret_status(refs: list[str] | None = None) -> list[dict]:
-    """Ref, active version, version count and times for each ref — never a value."""
-    rows: dict[str, dict] = {}
+    """Ref, active version, version count and times for each ref — never a value. Refs
+    asked for but not stored are listed too, with no versions."""
     queryset = Secret.objects.order_by("secret_ref", "version").only(
         "secret_ref", "version", "active", "key_id", "updated_at", "created_at"
     )
     if refs is not None:
         queryset = queryset.filter(secret_ref__in=refs)
+    rows = {ref: _status_row(ref) for ref in refs or ()}
     for secret in queryset:
-        row = rows.setdefault(
-            secret.secret_ref,
-            {
-                "secret_ref": secret.secret_ref,
-                "active_version": None,
-                "versions": 0,
-                "key_id": None,
-                "updated_at": None,
-            },
-        )
+        row = rows.setdefault(secret.secret_ref, _status_row(secret.secret_ref))
         row["versions"] += 1
         if secret.active:
             row["active_version"] = secret.version
             row["key_id"] = secret.key_id
             row["updated_at"] = secret.updated_at.isoformat()
-    if refs is not None:
-        for ref in refs:
-            rows.setdefault(
-                ref,
-                {
-                    "secret_ref": ref,
-                    "active_version": None,
-                    "versions": 0,
-                    "key_id": None,
-                    "updated_at": None,
-                },
-            )
     return [rows[ref] for ref in sorted(rows)]
 
 
