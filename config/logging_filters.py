@@ -26,9 +26,6 @@ class CurrentStderrHandler(logging.StreamHandler):
     that swaps ``sys.stderr`` for a while) would leave it writing to a closed capture.
     """
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr
