@@ -62,8 +62,6 @@ def transition_worker(
             raise InvalidTransition(
                 f"Worker '{worker.worker_id}' changed status concurrently (now '{worker.status}')."
             )
-        if to_status == Worker.DRAINING and not worker.draining_since:
-            worker.draining_since = now
     worker.refresh_from_db()
     return worker
 
