@@ -9,7 +9,6 @@ import qrcode
 import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -272,11 +271,10 @@ class LegacyBindingFilter(admin.SimpleListFilter):
         return [("yes", "known"), ("no", "missing (legacy)")]
 
     def queryset(self, request, queryset):
-        legacy = Q(bot_identity__isnull=True) | Q(bot_identity="")
         if self.value() == "no":
-            return queryset.filter(legacy)
+            return queryset.filter(services.MISSING_BOT_IDENTITY)
         if self.value() == "yes":
-            return queryset.exclude(legacy)
+            return queryset.exclude(services.MISSING_BOT_IDENTITY)
         return queryset
 
 

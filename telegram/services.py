@@ -665,6 +665,9 @@ def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:
 
 # Legacy migration -------------------------------------------------------------------------
 
+# Rows from before bot identities (a binding's bot identity is nullable only for those).
+MISSING_BOT_IDENTITY = Q(bot_identity__isnull=True) | Q(bot_identity="")
+
 
 def soft_reset_legacy(
     *, apply: bool, revoke_bindings: bool, expire_pairings: bool, actor: str
@@ -675,8 +678,8 @@ def soft_reset_legacy(
     would change. An apply is idempotent: rows it already handled are not touched again,
     so a second apply reports 0 changes (upstream re-annotated every run).
     """
-    legacy_bindings = IdentityBinding.objects.filter(source="telegram_pairing").filter(
-        Q(bot_identity__isnull=True) | Q(bot_identity="")
+    legacy_bindings = IdentityBinding.objects.filter(
+        MISSING_BOT_IDENTITY, source="telegram_pairing"
     )
     legacy_pairings = PairingCode.objects.filter(status=PairingCode.PENDING, bot_identity="")
     report = {
@@ -689,11 +692,12 @@ def soft_reset_legacy(
         "applied": apply,
     }
     now = timezone.now()
+    marks = {"soft_reset_reason": "missing_bot_identity", "soft_reset_at": now.isoformat()}
     with transaction.atomic():
         if apply:
             legacy_bindings = legacy_bindings.select_for_update()
-        bindings = list(legacy_bindings)
-        pairings = list(legacy_pairings.select_for_update() if apply else legacy_pairings)
+            legacy_pairings = legacy_pairings.select_for_update()
+        bindings, pairings = list(legacy_bindings), list(legacy_pairings)
         report["legacy_bindings_missing_bot_identity"] = len(bindings)
         report["pending_pairings_missing_bot_identity"] = len(pairings)
         for binding in bindings:
@@ -706,8 +710,7 @@ def soft_reset_legacy(
                 continue
             binding.metadata = {
                 **(binding.metadata or {}),
-                "soft_reset_reason": "missing_bot_identity",
-                "soft_reset_at": now.isoformat(),
+                **marks,
                 "soft_reset_mode": "telegram_bot_identity_v1",
             }
             fields = ["metadata"]
@@ -720,11 +723,7 @@ def soft_reset_legacy(
             if apply:
                 for pairing in pairings:
                     pairing.status = PairingCode.EXPIRED
-                    pairing.metadata = {
-                        **(pairing.metadata or {}),
-                        "soft_reset_reason": "missing_bot_identity",
-                        "soft_reset_at": now.isoformat(),
-                    }
+                    pairing.metadata = {**(pairing.metadata or {}), **marks}
                     pairing.save(update_fields=["status", "metadata"])
         changed = report["revoked_bindings"] + report["annotated_bindings"]
         if apply and changed + report["expired_pairings"]:
