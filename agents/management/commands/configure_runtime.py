@@ -5,7 +5,12 @@ from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
-from agents.services import ConfigurationError, configure_runtime, runtime_config_dict
+from agents.services import (
+    RUNTIME_FIELDS,
+    ConfigurationError,
+    configure_runtime,
+    runtime_config_dict,
+)
 
 
 def whole_number(value: str) -> int:
@@ -44,26 +49,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         as_json = options.pop("json")
         regions = options.pop("fallback_regions")
-        changes = {
-            key: options[key]
-            for key in (
-                "provider_kind",
-                "app_name",
-                "organization_slug",
-                "image",
-                "region",
-                "volume_name",
-                "volume_path",
-                "volume_size_gb",
-                "max_workers",
-                "spawn_step",
-                "idle_timeout_seconds",
-                "lease_seconds",
-                "stale_after_seconds",
-                "max_attempts",
-                "system_prompt",
-            )
-        }
+        # Every runtime setting this command has an option for (the rest are admin-only).
+        changes = {key: options[key] for key in RUNTIME_FIELDS if key in options}
         if regions is not None:
             changes["fallback_regions"] = [r.strip() for r in regions.split(",") if r.strip()]
         try:
