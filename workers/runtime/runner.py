@@ -124,7 +124,6 @@ class WorkerRuntime:
         while not self.stop_requested.is_set():
             try:
                 control = self.client.control()
-                job = None
                 if control.get("should_stop"):
                     logger.info("Server says stop: %s", control.get("reason"))
                     reason = "drain"
@@ -282,12 +281,9 @@ class WorkerRuntime:
                 channel=self.settings.skills_channel,
                 workspace_id=self.settings.workspace_id,
             )
-        except ApiError as exc:
-            if exc.status == 401:
-                raise  # the token is refused: exit 3, not "serve without skills"
-            logger.warning("Skills not materialised: %s", exc)
-            return None
         except Exception as exc:  # a broken manifest must not keep the worker from serving
+            if isinstance(exc, ApiError) and exc.status == 401:
+                raise  # the token is refused: exit 3, not "serve without skills"
             logger.warning("Skills not materialised: %s", exc)
             return None
         logger.info(
