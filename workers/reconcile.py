@@ -412,15 +412,7 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         agent_key=worker.assigned_agent_key or None,
     )
     try:
-        try:
-            result = provider.spawn(request)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            # A bug or an unforeseen reply: what was created is unknown, so the row goes
-            # through teardown (which finds a Fly machine or volume by the worker's name).
-            logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
-            raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())
+        result = _provider_spawn(provider, worker, request)
     except ProviderError as exc:
         logger.warning("Spawning worker %s failed: %s", worker.worker_id, exc)
         leftover = exc.leftover if isinstance(exc, SpawnFailed) else None
@@ -450,6 +442,19 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
     )
     Worker.objects.filter(pk=worker.pk, status_reason=SPAWNING).update(status_reason="spawned")
     report.spawned.append(worker.worker_id)
+
+
+def _provider_spawn(provider: Provider, worker: Worker, request: SpawnRequest) -> SpawnResult:
+    """``provider.spawn``; an unexpected error (a bug, an unforeseen reply) becomes a
+    SpawnFailed: what was created is unknown, so the row goes through teardown (which finds
+    a Fly machine or volume by the worker's name)."""
+    try:
+        return provider.spawn(request)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
+        raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())
 
 
 def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
