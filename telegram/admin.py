@@ -176,16 +176,23 @@ class BotAdmin(admin.ModelAdmin):
             ),
         ] + super().get_urls()
 
-    @admin.action(description="Reconcile bot identity (getMe)")
-    def reconcile_identity(self, request, queryset):
-        done = 0
+    def _each_agent(self, request, queryset, step):
+        """Run ``step`` for each selected bot's agent; yields (agent_key, result) of those
+        that succeeded, after showing each failure with its agent."""
+        actor = actor_name(request.user)
         for bot in queryset.select_related("agent"):
             key = bot.agent.agent_key
             try:
-                result = services.reconcile_bot_identity(key, actor=actor_name(request.user))
+                result = step(key, actor=actor)
             except services.TelegramSetupError as exc:
                 self.message_user(request, f"{key}: {exc}", messages.ERROR)
                 continue
+            yield key, result
+
+    @admin.action(description="Reconcile bot identity (getMe)")
+    def reconcile_identity(self, request, queryset):
+        done = 0
+        for key, result in self._each_agent(request, queryset, services.reconcile_bot_identity):
             done += 1
             for warning in result["warnings"]:
                 self.message_user(request, f"{key}: {warning}", messages.WARNING)
@@ -193,15 +200,7 @@ class BotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate webhook secret")
     def rotate_secret(self, request, queryset):
-        done = 0
-        for bot in queryset.select_related("agent"):
-            key = bot.agent.agent_key
-            try:
-                services.rotate_webhook_secret(key, actor=actor_name(request.user))
-            except services.TelegramSetupError as exc:
-                self.message_user(request, f"{key}: {exc}", messages.ERROR)
-                continue
-            done += 1
+        done = sum(1 for _ in self._each_agent(request, queryset, services.rotate_webhook_secret))
         self.message_user(
             request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
         )
