@@ -14,7 +14,9 @@ def ids(**kwargs) -> set[str]:
     return {message.id for message in checks.run_checks(**kwargs)}
 
 
-def test_clean_production_configuration_has_no_findings(settings):
+@pytest.fixture
+def production(settings):
+    """A clean production configuration; each test changes one thing."""
     settings.DEBUG = False
     settings.AGENT_FACTORY_ENCRYPTION_KEYS = KEY
     settings.PUBLIC_BASE_URL = "https://factory.example"
@@ -22,7 +24,11 @@ def test_clean_production_configuration_has_no_findings(settings):
     settings.FLY_API_BASE_URL = "https://api.machines.dev/v1"
     settings.AGENT_FACTORY_TELEGRAM_SANDBOX = False
     settings.ALLOWED_HOSTS = ["factory.example"]
-    settings.REDIS_URL = ""
+    return settings
+
+
+def test_clean_production_configuration_has_no_findings(production):
+    production.REDIS_URL = ""
     assert {i for i in ids(include_deployment_checks=True) if i.startswith("agents.")} == set()
 
 
@@ -43,16 +49,9 @@ def test_clean_production_configuration_has_no_findings(settings):
         ({"REDIS_URL": "localhost:6379"}, "agents.E004", checks.ERROR),
     ],
 )
-def test_dangerous_configuration_is_reported(settings, overrides, check_id, level):
-    settings.DEBUG = False
-    settings.AGENT_FACTORY_ENCRYPTION_KEYS = KEY
-    settings.PUBLIC_BASE_URL = "https://factory.example"
-    settings.TELEGRAM_API_BASE_URL = "https://api.telegram.org"
-    settings.FLY_API_BASE_URL = "https://api.machines.dev/v1"
-    settings.AGENT_FACTORY_TELEGRAM_SANDBOX = False
-    settings.ALLOWED_HOSTS = ["factory.example"]
+def test_dangerous_configuration_is_reported(production, overrides, check_id, level):
     for name, value in overrides.items():
-        setattr(settings, name, value)
+        setattr(production, name, value)
     found = [m for m in checks.run_checks() if m.id == check_id]
     assert len(found) == 1 and found[0].level == level
     assert found[0].msg  # a sentence, not just an id
@@ -68,16 +67,9 @@ def test_dangerous_configuration_is_reported(settings, overrides, check_id, leve
         {"REDIS_URL": "rediss://cache.example:6380/0"},
     ],
 )
-def test_safe_variants_are_not_reported(settings, overrides):
-    settings.DEBUG = False
-    settings.AGENT_FACTORY_ENCRYPTION_KEYS = KEY
-    settings.AGENT_FACTORY_TELEGRAM_SANDBOX = False
-    settings.ALLOWED_HOSTS = ["factory.example"]
-    settings.PUBLIC_BASE_URL = "https://factory.example"
-    settings.TELEGRAM_API_BASE_URL = "https://api.telegram.org"
-    settings.FLY_API_BASE_URL = "https://api.machines.dev/v1"
+def test_safe_variants_are_not_reported(production, overrides):
     for name, value in overrides.items():
-        setattr(settings, name, value)
+        setattr(production, name, value)
     assert {i for i in ids() if i.startswith("agents.")} == set()
 
 
