@@ -168,6 +168,10 @@ SNAPSHOT_ERROR_STATUS = {
 }
 
 
+def snapshot_error(exc: snapshots.SnapshotError) -> Response:
+    return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+
+
 class SnapshotPrepareView(WorkerView):
     @extend_schema(request=s.PrepareSnapshotSerializer, responses={201: dict})
     def post(self, request):
@@ -175,7 +179,7 @@ class SnapshotPrepareView(WorkerView):
         try:
             snapshot = snapshots.prepare_snapshot(self.worker, **data)
         except snapshots.SnapshotError as exc:
-            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+            return snapshot_error(exc)
         upload_url = self.base_url() + reverse("workers:snapshot-upload", args=[snapshot.pk])
         return Response(
             {"snapshot_id": snapshot.pk, "upload_url": upload_url}, status=status.HTTP_201_CREATED
@@ -195,7 +199,7 @@ class SnapshotUploadView(WorkerView):
         try:
             sha256, size = snapshots.store_upload(snapshot, request._request)
         except snapshots.SnapshotError as exc:
-            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+            return snapshot_error(exc)
         return Response({"sha256": sha256, "size_bytes": size})
 
 
@@ -207,7 +211,7 @@ class SnapshotFinalizeView(WorkerView):
         try:
             snapshots.finalize_snapshot(self.worker, snapshot, **data)
         except snapshots.SnapshotError as exc:
-            return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+            return snapshot_error(exc)
         return Response({"status": "ready"})
 
 
@@ -219,7 +223,7 @@ class SnapshotFailView(WorkerView):
         try:
             snapshots.fail_snapshot(snapshot, data["error"])
         except snapshots.SnapshotError as exc:
-            return error_response(exc.code, exc.detail, 409)
+            return snapshot_error(exc)
         return Response({"status": "failed"})
 
 
