@@ -102,6 +102,14 @@ def forwarded_bridge_env(agent_key: str | None) -> dict[str, str]:
     return env
 
 
+def _created_id(reply: dict, path: str) -> str:
+    """The id in a create call's reply. A reply without one is treated as "may have been
+    created" (an error with no status), so the failed spawn looks for it by name."""
+    if not reply.get("id"):
+        raise FlyApiError("POST", path, None, "response has no id")
+    return reply["id"]
+
+
 class FlyProvider(Provider):
     name = "fly"
 
@@ -140,20 +148,12 @@ class FlyProvider(Provider):
                     region=region,
                     size_gb=config.volume_size_gb,
                 )
-                volume_id = volume.get("id") or ""
-                if not volume_id:  # status None: treated as "may have been created"
-                    raise FlyApiError(
-                        "POST", f"/apps/{config.app_name}/volumes", None, "response has no id"
-                    )
+                volume_id = _created_id(volume, f"/apps/{config.app_name}/volumes")
                 machine = self.client.create_machine(
                     config.app_name, self._machine_body(config, request, region, volume_id)
                 )
-                if not machine.get("id"):
-                    raise FlyApiError(
-                        "POST", f"/apps/{config.app_name}/machines", None, "response has no id"
-                    )
                 return SpawnResult(
-                    machine_id=machine["id"],
+                    machine_id=_created_id(machine, f"/apps/{config.app_name}/machines"),
                     machine_app=config.app_name,
                     region=machine.get("region") or region,
                     volume_id=volume_id,
