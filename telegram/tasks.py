@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+
+from django.utils import timezone
 
 from agents.secret_store import get_active_secret_value
 from telegram.client import TelegramClient, TelegramError
-from telegram.models import token_ref
+from telegram.models import IngressIssue, TelegramUpdate, token_ref
 
 logger = logging.getLogger(__name__)
 
 
-def send_text(agent_key: str, chat_id: str, text: str) -> bool:
+def _client(agent_key: str) -> TelegramClient | None:
+    """A client with the agent's bot token, or None when it has none."""
     token = get_active_secret_value(token_ref(agent_key))
-    if not token:
+    return TelegramClient(token) if token else None
+
+
+def send_text(agent_key: str, chat_id: str, text: str) -> bool:
+    client = _client(agent_key)
+    if client is None:
         logger.warning("No token for agent %s: reply to chat %s dropped.", agent_key, chat_id)
         return False
     try:
-        TelegramClient(token).send_message(chat_id, text)
+        client.send_message(chat_id, text)
     except TelegramError as exc:
         logger.warning("Reply to chat %s failed: %s", chat_id, exc)
         return False
@@ -26,11 +35,11 @@ def send_text(agent_key: str, chat_id: str, text: str) -> bool:
 
 def answer_callback_query(agent_key: str, callback_query_id: str) -> bool:
     """Stop the button's spinner in the user's app (Telegram shows it until answered)."""
-    token = get_active_secret_value(token_ref(agent_key))
-    if not token:
+    client = _client(agent_key)
+    if client is None:
         return False
     try:
-        return TelegramClient(token).answer_callback_query(callback_query_id)
+        return client.answer_callback_query(callback_query_id)
     except TelegramError as exc:
         logger.info("answerCallbackQuery failed: %s", exc)
         return False
@@ -42,12 +51,6 @@ UPDATE_RETENTION_HOURS = 72
 
 
 def prune_old_updates(now=None, keep_hours: int = UPDATE_RETENTION_HOURS) -> dict:
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from telegram.models import IngressIssue, TelegramUpdate
-
     keep_hours = max(48, keep_hours)
     cutoff = (now or timezone.now()) - dt.timedelta(hours=keep_hours)
     updates, _ = TelegramUpdate.objects.filter(received_at__lt=cutoff).delete()
