@@ -98,11 +98,11 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
         archive=name, sha256=digest.hexdigest(), size_bytes=size
     )
     if not swapped:
-        snapshot.archive.storage.delete(name)
+        storage.delete(name)
         snapshot.refresh_from_db()
         raise _not_uploading(snapshot)
     if previous and previous != name:
-        snapshot.archive.storage.delete(previous)
+        storage.delete(previous)
     snapshot.refresh_from_db()
     return snapshot.sha256, size
 
