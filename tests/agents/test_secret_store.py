@@ -205,24 +205,21 @@ def test_errors_never_carry_the_value(db, settings):
 
 def test_database_allows_one_active_version_per_ref(db):
     secret = import_secret("api.key", "one", actor="t")
-    with pytest.raises(IntegrityError), transaction.atomic():
+
+    def insert(*, version: int, active: bool) -> None:
         Secret.objects.create(
             secret_ref="api.key",
-            version=2,
+            version=version,
             ciphertext=b"x",
             nonce=b"n" * 12,
             key_id=secret.key_id,
-            active=True,
+            active=active,
         )
+
     with pytest.raises(IntegrityError), transaction.atomic():
-        Secret.objects.create(
-            secret_ref="api.key",
-            version=1,
-            ciphertext=b"x",
-            nonce=b"n" * 12,
-            key_id=secret.key_id,
-            active=False,
-        )
+        insert(version=2, active=True)  # a second active version
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert(version=1, active=False)  # a version number already taken
     # Inactive versions may pile up; the constraint is only on the active one.
     import_secret("api.key", "two", actor="t")
     import_secret("api.key", "three", actor="t")
