@@ -19,10 +19,16 @@ MAX_FILES = 200
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{1,127}$")
 VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][A-Za-z0-9.-]+)?$")
 ENTRY_SCRIPTS = {"esm": "scripts/index.mjs", "cjs": "scripts/index.cjs"}
+CHANNELS = tuple(value for value, _ in GlobalSkillRelease.CHANNEL_CHOICES)
 
 
 class SkillError(ValueError):
     pass
+
+
+def check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise SkillError("channel must be 'stable' or 'canary'.")
 
 
 def normalise_path(raw: str) -> str:
@@ -132,8 +138,7 @@ def publish_skill(
         raise SkillError("Invalid skill slug. Use lowercase letters, numbers, '-' and '_'.")
     if not VERSION.match(version):
         raise SkillError("Invalid skill version. Use semantic versioning format.")
-    if channel not in ("stable", "canary"):
-        raise SkillError("channel must be 'stable' or 'canary'.")
+    check_channel(channel)
     if not entry_point.strip():
         raise SkillError("entryPoint is required.")
     digest = bundle_sha256(normalised)
@@ -171,8 +176,7 @@ def publish_skill(
 
 def activate_release(skill_version: GlobalSkillVersion, *, channel: str, actor: str):
     """Make ``skill_version`` the one active release of its skill on ``channel``."""
-    if channel not in ("stable", "canary"):
-        raise SkillError("channel must be 'stable' or 'canary'.")
+    check_channel(channel)
     with transaction.atomic():
         # Serialise activations of one skill: two at once would both deactivate, then both
         # insert, and the second would break the one-active-release constraint.

@@ -2,7 +2,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
 from agents.api_errors import error_response
-from agents.skills import SkillError, build_manifest
+from agents.skills import CHANNELS, SkillError, build_manifest
 from workers.api.views import WorkerView
 
 
@@ -13,7 +13,7 @@ class SkillsManifestView(WorkerView):
     )
     def get(self, request):
         channel = request.query_params.get("channel", "stable")
-        if channel not in ("stable", "canary"):
+        if channel not in CHANNELS:
             return error_response("invalid_request", "channel must be stable or canary.", 400)
         workspace = request.query_params.get("workspace_id", "default")[:100]
         try:
