@@ -34,21 +34,18 @@ def fetch_message_attachments(message_id: int) -> dict:
     if message is None:
         return {"fetched": 0, "failed": 0}
     token = get_active_secret_value(token_ref(message.agent_key))
+    client = TelegramClient(token) if token else None
     fetched = failed = 0
     for attachment in message.attachments.filter(status=MessageAttachment.PENDING):
         try:
-            if not token:
+            if client is None:
                 raise TelegramError("no bot token")
-            if (attachment.size_bytes or 0) > MAX_DOWNLOAD_BYTES:
-                # The Bot API serves files up to 20 MB only; do not even ask.
-                raise TelegramError(f"file larger than {MAX_DOWNLOAD_BYTES} bytes")
-            client = TelegramClient(token)
+            _refuse_oversized(attachment.size_bytes)  # as the update announced it: do not ask
             info = client.get_file(attachment.telegram_file_id)
             path = info.get("file_path")
             if not isinstance(path, str) or not path:
                 raise TelegramError("getFile returned no file_path")
-            if (info.get("file_size") or 0) > MAX_DOWNLOAD_BYTES:
-                raise TelegramError(f"file larger than {MAX_DOWNLOAD_BYTES} bytes")
+            _refuse_oversized(info.get("file_size"))
             data = client.download_file(path, MAX_DOWNLOAD_BYTES)
             attachment.file.save(
                 _safe_name(attachment.file_name, path), ContentFile(data), save=False
@@ -65,6 +62,12 @@ def fetch_message_attachments(message_id: int) -> dict:
             failed += 1
     release_message(message)
     return {"fetched": fetched, "failed": failed}
+
+
+def _refuse_oversized(size) -> None:
+    # The Bot API serves files up to 20 MB only.
+    if (size or 0) > MAX_DOWNLOAD_BYTES:
+        raise TelegramError(f"file larger than {MAX_DOWNLOAD_BYTES} bytes")
 
 
 def _safe_name(file_name: str, file_path: str) -> str:
