@@ -290,22 +290,28 @@ def test_reconcile_command_json_and_audit(fake_provider, alpha_agent, enqueue):
     assert AuditEvent.objects.filter(action="workers.reconcile").exists()
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_two_concurrent_reconciles_spawn_once(fake_provider, monkeypatch):
+def queue_demand_for_racing_passes(monkeypatch) -> None:
+    """One queued conversation (c1, agent alpha) and room for four workers, committed.
+
+    Tests run django-q2 inline: the enqueue trigger is switched off, or it would spawn first
+    and the reconciles under test would have nothing left to race for.
+    """
     from workers.queue import enqueue_message
 
-    # Tests run django-q2 inline: without this the enqueue trigger would spawn first and
-    # the two reconciles below would have nothing left to race for.
     monkeypatch.setattr("workers.triggers.request_reconcile", lambda: None)
     AgentProfile.objects.create(agent_key="alpha")
-
     enqueue_message(
         conversation_id="c1",
         agent_key="alpha",
         payload={"provider": "t", "provider_user_id": "u", "message_text": "x"},
     )
     RuntimeConfig.objects.filter(pk=1).update(spawn_step=4, max_workers=4)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_reconciles_spawn_once(fake_provider, monkeypatch):
+    queue_demand_for_racing_passes(monkeypatch)
     assert not Worker.objects.exists()
     barrier = threading.Barrier(2)
     errors = []

@@ -12,8 +12,12 @@ import threading
 import pytest
 from django.db import connections
 
-from agents.models import AgentProfile, RuntimeConfig
-from tests.workers.test_reconcile import RecordingProvider, fake_provider  # noqa: F401
+from agents.models import RuntimeConfig
+from tests.workers.test_reconcile import (  # noqa: F401
+    RecordingProvider,
+    fake_provider,
+    queue_demand_for_racing_passes,
+)
 from workers import reconcile as reconcile_module
 from workers.models import Worker
 from workers.reconcile import reconcile
@@ -35,18 +39,21 @@ def run_in_thread(target, result: dict, key: str) -> threading.Thread:
     return thread
 
 
-def test_second_reconcile_during_planning_does_not_double_spawn(fake_provider, monkeypatch):  # noqa: F811
-    from workers.queue import enqueue_message
+def second_pass_while_the_first_holds(first_holds, second_done) -> dict:
+    """Reconcile "a" in one thread; once it signals ``first_holds``, reconcile "b" in another
+    and let it finish, then ``second_done`` releases "a". Returns both reports (or errors)."""
+    results: dict = {}
+    a = run_in_thread(reconcile, results, "a")
+    assert first_holds.wait(10)
+    b = run_in_thread(reconcile, results, "b")
+    b.join(20)
+    second_done.set()
+    a.join(20)
+    return results
 
-    # Tests run django-q2 inline: keep the enqueue trigger from reconciling first.
-    monkeypatch.setattr("workers.triggers.request_reconcile", lambda: None)
-    AgentProfile.objects.create(agent_key="alpha")
-    enqueue_message(
-        conversation_id="c1",
-        agent_key="alpha",
-        payload={"provider": "t", "provider_user_id": "u", "message_text": "x"},
-    )
-    RuntimeConfig.objects.filter(pk=1).update(spawn_step=4, max_workers=4)
+
+def test_second_reconcile_during_planning_does_not_double_spawn(fake_provider, monkeypatch):  # noqa: F811
+    queue_demand_for_racing_passes(monkeypatch)
     planned, second_done = threading.Event(), threading.Event()
     original = reconcile_module._plan_spawns
     first = {"taken": False}
@@ -62,13 +69,7 @@ def test_second_reconcile_during_planning_does_not_double_spawn(fake_provider, m
         return result
 
     monkeypatch.setattr(reconcile_module, "_plan_spawns", plan_then_hold)
-    results: dict = {}
-    a = run_in_thread(reconcile, results, "a")
-    assert planned.wait(10)
-    b = run_in_thread(reconcile, results, "b")
-    b.join(20)
-    second_done.set()
-    a.join(20)
+    results = second_pass_while_the_first_holds(planned, second_done)
     assert not isinstance(results["a"], BaseException), results["a"]
     assert not isinstance(results["b"], BaseException), results["b"]
     assert results["b"].skipped == "another reconcile is running"
@@ -76,7 +77,7 @@ def test_second_reconcile_during_planning_does_not_double_spawn(fake_provider, m
     assert Worker.objects.count() == 1 and len(fake_provider.spawned) == 1
 
 
-def test_second_reconcile_during_teardown_does_not_tear_down_twice(fake_provider):  # noqa: F811
+def test_second_reconcile_during_teardown_does_not_tear_down_twice(fake_provider, monkeypatch):  # noqa: F811
     RuntimeConfig.get()
     Worker.objects.create(worker_id="w1", provider="fake", machine_id="m1", status="stopping")
     in_teardown, second_done = threading.Event(), threading.Event()
@@ -87,18 +88,8 @@ def test_second_reconcile_during_teardown_does_not_tear_down_twice(fake_provider
         in_teardown.set()
         second_done.wait(10)  # a slow Fly call
 
-    original = RecordingProvider.teardown
-    RecordingProvider.teardown = slow_teardown
-    try:
-        results: dict = {}
-        a = run_in_thread(reconcile, results, "a")
-        assert in_teardown.wait(10)
-        b = run_in_thread(reconcile, results, "b")
-        b.join(20)
-        second_done.set()
-        a.join(20)
-    finally:
-        RecordingProvider.teardown = original
+    monkeypatch.setattr(RecordingProvider, "teardown", slow_teardown)
+    results = second_pass_while_the_first_holds(in_teardown, second_done)
     assert results["b"].skipped == "another reconcile is running"
     assert results["a"].stopped == ["w1"]
     assert calls == ["w1"]
