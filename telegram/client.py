@@ -74,6 +74,12 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _network_error(what: str, exc: requests.RequestException) -> TelegramNetworkError:
+    # requests puts the URL (and so the token) in its message: only the type name is kept;
+    # raise it ``from None`` so the original is not chained either.
+    return TelegramNetworkError(f"Telegram {what} failed: network error ({type(exc).__name__})")
+
+
 def _backoff(attempt: int) -> float:
     return float(min(2 ** (attempt - 1), 8))
 
@@ -106,12 +112,8 @@ class TelegramClient:
                     url, json=payload or {}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
                 )
             except requests.RequestException as exc:
-                # requests puts the URL (and so the token) in its message: only the type
-                # name is kept, and the original is not chained.
                 if attempt == MAX_ATTEMPTS:
-                    raise TelegramNetworkError(
-                        f"Telegram {method} failed: network error ({type(exc).__name__})"
-                    ) from None
+                    raise _network_error(method, exc) from None
                 self._sleep(_backoff(attempt))
                 continue
             try:
@@ -180,9 +182,7 @@ class TelegramClient:
         try:
             response = self._session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True)
         except requests.RequestException as exc:
-            raise TelegramNetworkError(
-                f"Telegram file download failed: network error ({type(exc).__name__})"
-            ) from None
+            raise _network_error("file download", exc) from None
         if response.status_code != 200:
             raise TelegramApiError("downloadFile", response.status_code, "download refused")
         data = bytearray()
@@ -195,7 +195,5 @@ class TelegramClient:
                         "downloadFile", None, f"file larger than {max_bytes} bytes"
                     )
         except requests.RequestException as exc:
-            raise TelegramNetworkError(
-                f"Telegram file download failed: network error ({type(exc).__name__})"
-            ) from None
+            raise _network_error("file download", exc) from None
         return bytes(data)
