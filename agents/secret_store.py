@@ -280,7 +280,7 @@ def rotate_encryption_key(*, actor: str, batch_size: int = 200) -> dict:
     left alone. Each row is decrypted with whichever configured key wrote it, so the old keys
     keep working until an operator removes them from the list."""
     ring = get_key_ring()
-    rotated = already_current = 0
+    rotated = 0
     failed: list[str] = []
     pending_ids = list(Secret.objects.exclude(key_id=ring.primary_id).values_list("pk", flat=True))
     already_current = Secret.objects.filter(key_id=ring.primary_id).count()
