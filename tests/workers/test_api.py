@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -371,19 +372,26 @@ def test_append_without_the_live_lease_is_409(setup, make_worker, worker_api):
     assert not ConversationEntry.objects.exists()
 
 
+def _prepare_snapshot(api):
+    """Claim conv-1's job (so this worker may snapshot it), then prepare a snapshot of it."""
+    claim(api)
+    body = {
+        "workspace_id": "default",
+        "agent_key": "alpha",
+        "conversation_id": "conv-1",
+        "reason": "manual",
+    }
+    return api.post(f"{API}/snapshots/", body, format="json")
+
+
+def _prepared_upload(api):
+    prep = _prepare_snapshot(api)
+    return prep.json()["snapshot_id"], prep.json()["upload_url"].replace("http://testserver", "")
+
+
 def test_snapshot_flow_and_checksum(setup, worker_api, make_worker):
     message, worker, api = setup
-    claim(api)
-    prep = api.post(
-        f"{API}/snapshots/",
-        {
-            "workspace_id": "default",
-            "agent_key": "alpha",
-            "conversation_id": "conv-1",
-            "reason": "manual",
-        },
-        format="json",
-    )
+    prep = _prepare_snapshot(api)
     assert prep.status_code == 201
     snapshot_id, upload_url = prep.json()["snapshot_id"], prep.json()["upload_url"]
     data = b"archive-bytes" * 100
@@ -487,21 +495,6 @@ def test_sqlite_claims_are_serialised_by_immediate_transactions(db):
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
 
 
-def _prepared_upload(api):
-    claim(api)
-    prep = api.post(
-        f"{API}/snapshots/",
-        {
-            "workspace_id": "default",
-            "agent_key": "alpha",
-            "conversation_id": "conv-1",
-            "reason": "manual",
-        },
-        format="json",
-    )
-    return prep.json()["snapshot_id"], prep.json()["upload_url"].replace("http://testserver", "")
-
-
 def test_snapshot_upload_streams_past_the_in_memory_body_limit(setup, settings):
     # Django reads at most DATA_UPLOAD_MAX_MEMORY_SIZE into memory (small, for the admin's
     # unauthenticated login form); an archive larger than that still streams to storage.
@@ -524,14 +517,14 @@ def test_snapshot_upload_past_the_snapshot_limit_is_413_and_stores_nothing(setup
     settings.AGENT_FACTORY_SNAPSHOT_MAX_BYTES = 4096
     snapshot_id, upload_url = _prepared_upload(api)
     storage_dir = DataSnapshot._meta.get_field("archive").storage.location
-    before = {p for p in __import__("pathlib").Path(storage_dir).rglob("*") if p.is_file()}
+    before = {p for p in Path(storage_dir).rglob("*") if p.is_file()}
     put = api.put(upload_url, b"x" * 5000, content_type="application/octet-stream")
     assert put.status_code == 413 and put.json()["error"] == "too_large", put.content
     snapshot = DataSnapshot.objects.get(pk=snapshot_id)
     assert (
         snapshot.status == DataSnapshot.UPLOADING and not snapshot.archive and not snapshot.sha256
     )
-    after = {p for p in __import__("pathlib").Path(storage_dir).rglob("*") if p.is_file()}
+    after = {p for p in Path(storage_dir).rglob("*") if p.is_file()}
     assert after == before  # the partial file was removed
     # A retry within the limit still works.
     ok = api.put(upload_url, b"y" * 100, content_type="application/octet-stream")
