@@ -47,6 +47,9 @@ DEMAND_SCAN_ROWS = 64
 # row by moving it off this reason, so a worker id is given to the provider at most once.
 SPAWN_PENDING = "spawn pending"
 SPAWNING = "spawning"
+SPAWNED = "spawned"
+# The reason a failed spawn's row keeps (through teardown): the spawn backoff counts them.
+SPAWN_FAILED = "spawn failed"
 
 
 # After a failed spawn, spawning pauses (30 s, doubling per failure in the window, at most
@@ -360,7 +363,7 @@ def _spawn_blocked(provider: Provider, now: dt.datetime) -> str | None:
     except ProviderError as exc:
         return f"provider '{provider.name}' is not usable: {exc}"
     recent = Worker.objects.filter(
-        status_reason="spawn failed", created_at__gte=now - SPAWN_BACKOFF_WINDOW
+        status_reason=SPAWN_FAILED, created_at__gte=now - SPAWN_BACKOFF_WINDOW
     ).aggregate(failures=Count("id"), last=Max("created_at"))
     if not recent["failures"]:
         return None
@@ -371,7 +374,7 @@ def _spawn_blocked(provider: Provider, now: dt.datetime) -> str | None:
     if resume <= now:
         return None
     last_error = (
-        Worker.objects.filter(status_reason="spawn failed")
+        Worker.objects.filter(status_reason=SPAWN_FAILED)
         .order_by("-created_at")
         .values_list("last_error", flat=True)
         .first()
@@ -429,7 +432,7 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
             worker.refresh_from_db()
             # Something may be left (and billed): keep the row in teardown until it is gone.
             target = Worker.STOPPING if leftover is not None else Worker.STOPPED
-            transition_worker(worker, target, reason="spawn failed")
+            transition_worker(worker, target, reason=SPAWN_FAILED)
         report.spawn_failed.append(worker.worker_id)
         report.errors.append(f"spawn {worker.worker_id}: {exc}")
         return
@@ -440,7 +443,7 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         volume_id=result.volume_id,
         process_id=result.process_id,
     )
-    Worker.objects.filter(pk=worker.pk, status_reason=SPAWNING).update(status_reason="spawned")
+    Worker.objects.filter(pk=worker.pk, status_reason=SPAWNING).update(status_reason=SPAWNED)
     report.spawned.append(worker.worker_id)
 
 
