@@ -288,14 +288,18 @@ def test_hydration_only_for_lease_holder(setup, make_worker, worker_api):
     assert api.get(path, {"lease_id": "wrong"}).status_code == 409
 
 
+def append_body(job, messages):
+    """The body of POST conversations/<id>/messages/ for the claimed ``job``."""
+    return {"lease_id": job["lease_id"], "message_id": job["message_id"], "messages": messages}
+
+
+HI = {"role": "user", "content": "hi"}
+
+
 def test_append_history_is_idempotent_per_job(setup):
     message, worker, api = setup
     job = claim(api)
-    body = {
-        "lease_id": job["lease_id"],
-        "message_id": job["message_id"],
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-    }
+    body = append_body(job, [HI, {"role": "assistant", "content": "yo"}])
     path = f"{API}/conversations/conv-1/messages/"
     assert api.post(path, body, format="json").json() == {"appended": 2}
     assert api.post(path, body, format="json").json() == {"appended": 0}  # a retried request
@@ -322,12 +326,7 @@ def test_append_history_is_idempotent_per_job(setup):
 def test_append_bad_body_is_400_and_stores_nothing(setup, change):
     message, worker, api = setup
     job = claim(api)
-    body = {
-        "lease_id": job["lease_id"],
-        "message_id": job["message_id"],
-        "messages": [{"role": "user", "content": "hi"}],
-        **change,
-    }
+    body = {**append_body(job, [HI]), **change}
     response = api.post(f"{API}/conversations/conv-1/messages/", body, format="json")
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request" and response.json()["fields"]
@@ -338,8 +337,7 @@ def test_append_to_another_conversation_is_400(setup, enqueue):
     message, worker, api = setup
     enqueue("conv-2", "alpha")
     job = claim(api)
-    body = {"lease_id": job["lease_id"], "message_id": job["message_id"], "messages": []}
-    body["messages"] = [{"role": "user", "content": "hi"}]
+    body = append_body(job, [HI])
     response = api.post(f"{API}/conversations/conv-2/messages/", body, format="json")
     assert response.status_code == 400
     assert response.json() == {
@@ -352,11 +350,7 @@ def test_append_to_another_conversation_is_400(setup, enqueue):
 def test_append_without_the_live_lease_is_409(setup, make_worker, worker_api):
     message, worker, api = setup
     job = claim(api)
-    body = {
-        "lease_id": job["lease_id"],
-        "message_id": job["message_id"],
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    body = append_body(job, [HI])
     path = f"{API}/conversations/conv-1/messages/"
     _, other_token = make_worker("w-other", heartbeat_at=timezone.now())
     expires = dt.datetime.fromisoformat(job["lease_expires_at"])
