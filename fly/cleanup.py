@@ -80,14 +80,14 @@ def _cleanup(client: FlyClient, target: str, *, apply: bool, actor: str, lock_he
         "volume_ids_deleted": [],
         "volume_ids_remaining": [],
         "workers_stopped": 0,
-        "warnings": []
-        if lock_held
-        else [
-            f"A reconcile pass was still running after {CLEANUP_LOCK_WAIT_SECONDS} s; "
-            "the cleanup went ahead anyway."
-        ],
+        "warnings": [],
         "errors": [],
     }
+    if not lock_held:
+        report["warnings"].append(
+            f"A reconcile pass was still running after {CLEANUP_LOCK_WAIT_SECONDS} s; "
+            "the cleanup went ahead anyway."
+        )
     if apply:
         for machine in machines:
             _destroy_machine(client, target, machine["id"], report)
