@@ -74,36 +74,14 @@ def test_publish_skill_takes_version_and_name_from_front_matter(db, tmp_path):
 
 def test_publish_skill_options(db, tmp_path):
     skill = write_skill_dir(tmp_path, script="scripts/index.cjs")
+    args = [str(skill), "--skill-version", "1.0.0", "--slug", "forecast", "--module-format", "cjs"]
     out = io.StringIO()
-    call_command(
-        "publish_skill",
-        str(skill),
-        "--skill-version",
-        "1.0.0",
-        "--slug",
-        "forecast",
-        "--module-format",
-        "cjs",
-        "--no-activate",
-        stdout=out,
-    )
+    call_command("publish_skill", *args, "--no-activate", stdout=out)
     assert "Published forecast@1.0.0 (2 files" in out.getvalue()
     assert GlobalSkillVersion.objects.get().module_format == "cjs"
     assert not GlobalSkillRelease.objects.exists()  # stored, not released
     assert build_manifest()["skills"] == []
-    call_command(
-        "publish_skill",
-        str(skill),
-        "--skill-version",
-        "1.0.0",
-        "--slug",
-        "forecast",
-        "--module-format",
-        "cjs",
-        "--channel",
-        "canary",
-        stdout=io.StringIO(),
-    )
+    call_command("publish_skill", *args, "--channel", "canary", stdout=io.StringIO())
     assert GlobalSkillVersion.objects.count() == 1  # same bundle: same immutable version
     assert [s["slug"] for s in build_manifest("canary")["skills"]] == ["forecast"]
 
