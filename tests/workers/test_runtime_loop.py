@@ -171,6 +171,13 @@ class RecordingStop:
         return self._set
 
 
+def _with_telegram(fn):
+    """Run ``fn`` with Telegram's sendMessage answering ok (and no other HTTP allowed)."""
+    with responses.RequestsMock() as mock:
+        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
+        return fn()
+
+
 def sent_texts():
     return [
         json.loads(c.request.body)["text"]
@@ -214,10 +221,8 @@ def test_heartbeat_runs_in_background_at_its_interval_and_stops_with_the_job(tmp
         time.sleep(0.55)
         return "done"
 
-    with responses.RequestsMock() as mock:
-        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
-        rt = make_runtime(server, tmp_path, handler=slow, heartbeat_seconds=0.1)
-        assert rt.process(make_job()) == "done"
+    rt = make_runtime(server, tmp_path, handler=slow, heartbeat_seconds=0.1)
+    assert _with_telegram(lambda: rt.process(make_job())) == "done"
     beats = server.heartbeats
     assert 2 <= beats <= 8  # ~5 beats in 0.55 s at 0.1 s (loose: CI machines are busy)
     time.sleep(0.3)
@@ -257,10 +262,8 @@ def test_api_outage_is_waited_out_with_backoff(tmp_path):
     server = FakeServer(jobs=[make_job()], stop_after_jobs=True)
     server.control_errors = 2
     rt = make_runtime(server, tmp_path, poll_seconds=0.01)
-    with responses.RequestsMock() as mock:
-        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
-        rt.stop_requested = RecordingStop(limit=100)
-        assert rt.run() == EXIT_OK
+    rt.stop_requested = RecordingStop(limit=100)
+    assert _with_telegram(rt.run) == EXIT_OK
     assert rt.stop_requested.waits[:2] == [0.02, 0.04]  # doubling, capped at 8x
     assert "complete" in server.calls
 
@@ -289,9 +292,7 @@ def test_an_outage_past_the_limit_gives_up_and_a_shorter_one_does_not(tmp_path, 
     recovering.control_errors = 14  # back after 14 minutes: the worker carries on
     rt = make_runtime(recovering, tmp_path / "b", poll_seconds=0.01, max_outage_seconds=900)
     rt.stop_requested = Advancing(limit=1000)
-    with responses.RequestsMock() as mock:
-        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
-        assert rt.run() == EXIT_OK
+    assert _with_telegram(rt.run) == EXIT_OK
     assert "complete" in recovering.calls
 
 
@@ -411,12 +412,6 @@ def test_non_telegram_job_is_not_delivered_but_history_is_kept(tmp_path):
 
 
 # Snapshots ---------------------------------------------------------------------------------
-def _with_telegram(fn):
-    with responses.RequestsMock() as mock:
-        mock.post(f"{TG}/bot{TOKEN}/sendMessage", json={"ok": True, "result": {}})
-        return fn()
-
-
 def writing_handler(ctx):
     (ctx.data_dir / "workspace").mkdir(parents=True, exist_ok=True)
     with open(ctx.data_dir / "workspace" / "notes.txt", "a") as handle:
