@@ -204,13 +204,12 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
 def test_bridge_matches_the_reference_expectation(holder, alpha_agent):
     """reference/queue.md §5.2: plain profile values, per-agent secrets for key and URL map."""
     _, _, api, job = holder
-    alpha_agent.bridge_config = {
-        "enabled": True,
-        "base_url": "https://consumer.example.com",
-        "service_id": "openclaw-prod",
-        "app_key": "crm",
-    }
-    alpha_agent.save()
+    enable_bridge(
+        alpha_agent,
+        base_url="https://consumer.example.com",
+        service_id="openclaw-prod",
+        app_key="crm",
+    )
     url_map = '{"crm": "https://crm.example.com"}'
     import_secret("agent-bridge.serviceKey.alpha", "abs_live_bridge_key", actor="t")
     import_secret("agent-bridge.baseUrlMapJson.alpha", url_map, actor="t")
