@@ -1,14 +1,37 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
+import responses
+from django.utils import timezone
 
 from agents.models import AgentProfile
 from agents.secret_store import import_secret
-from telegram.models import Bot
+from telegram.models import Bot, IdentityBinding, PairingCode
+from telegram.services import bind_identity
 
 TG = "http://telegram.test"
+
+
+@pytest.fixture
+def tg(monkeypatch):
+    """Telegram mocked by `responses`: a call nobody registered fails; retries do not sleep."""
+    monkeypatch.setattr("telegram.client._sleep", lambda seconds: None)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def get_me(mock, token: str, bot_id: int, username: str, status: int = 200) -> None:
+    """Register Telegram's getMe answer: the bot, or (any other status) a refusal."""
+    body = {
+        "ok": True,
+        "result": {"id": bot_id, "is_bot": True, "username": username, "first_name": username},
+    }
+    if status != 200:
+        body = {"ok": False, "error_code": status, "description": "Unauthorized"}
+    mock.post(f"{TG}/bot{token}/getMe", json=body, status=status)
 
 
 @pytest.fixture
@@ -61,3 +84,53 @@ def text_update(update_id: int, text: str, *, user: int = 555, chat: int | None 
             "text": text,
         },
     }
+
+
+def bind(bot: Bot, consumer: str, *, user: str = "", chat: str = "") -> IdentityBinding:
+    """An active binding of ``consumer`` to Telegram user/chat ids on ``bot``."""
+    return bind_identity(
+        consumer,
+        bot.agent,
+        bot_identity=bot.bot_identity,
+        telegram_user_id=user,
+        telegram_chat_id=chat,
+        actor="t",
+    )
+
+
+def legacy_binding(agent: AgentProfile, consumer: str, **fields) -> IdentityBinding:
+    """A pairing binding from before bot identities (no bot identity); ``fields`` override."""
+    defaults = {
+        "conversation_id": f"user-agent:{agent.agent_key}:{consumer}",
+        "bot_identity": None,
+        "source": "telegram_pairing",
+    }
+    return IdentityBinding.objects.create(
+        consumer_user_id=consumer, agent=agent, **{**defaults, **fields}
+    )
+
+
+def legacy_pairing(agent: AgentProfile, consumer: str) -> PairingCode:
+    """A pending pairing code from before bot identities."""
+    return PairingCode.objects.create(
+        code="LEGACY2345",
+        consumer_user_id=consumer,
+        agent=agent,
+        bot_identity="",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+
+
+# The full soft reset, as run once its dry run looked right.
+SOFT_RESET_APPLY = (
+    "soft_reset_telegram_bindings",
+    "--apply",
+    "--revoke-bindings",
+    "--expire-pairings",
+    "--json",
+)
+
+
+def soft_reset_changes(report: dict) -> tuple[int, int, int]:
+    """What a soft reset changed: (revoked bindings, annotated bindings, expired codes)."""
+    return report["revoked_bindings"], report["annotated_bindings"], report["expired_pairings"]

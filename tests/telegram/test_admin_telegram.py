@@ -3,24 +3,15 @@ actions, and never a token or webhook secret on any page."""
 
 from __future__ import annotations
 
-import pytest
-import responses
 from django.urls import reverse
 
 from agents.models import AgentProfile, AuditEvent, Secret
 from agents.secret_store import get_active_secret_value
 from telegram.models import Bot, IdentityBinding, PairingCode
 from telegram.services import bind_identity, create_pairing_code
-from tests.telegram.conftest import TG
+from tests.telegram.conftest import TG, get_me, legacy_binding, legacy_pairing
 
 TOKEN = "100:AAAA-admin-secret-token"
-
-
-@pytest.fixture
-def tg(monkeypatch):
-    monkeypatch.setattr("telegram.client._sleep", lambda s: None)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def page(admin_client, url, **kwargs):
@@ -43,10 +34,7 @@ def test_onboarding_flow_never_shows_the_token_or_secret(admin_client, db, tg):
     url = reverse("admin:telegram_onboarding", args=[agent.pk])
     assert "<strong>import_token</strong>" in page(admin_client, url)
 
-    tg.post(
-        f"{TG}/bot{TOKEN}/getMe",
-        json={"ok": True, "result": {"id": 100, "is_bot": True, "username": "alpha_bot"}},
-    )
+    get_me(tg, TOKEN, 100, "alpha_bot")
     response = admin_client.post(url, {"step": "import_token", "token": TOKEN}, follow=True)
     content = response.content.decode()
     assert "Token verified: @alpha_bot" in content
@@ -74,10 +62,7 @@ def test_onboarding_flow_never_shows_the_token_or_secret(admin_client, db, tg):
     content = admin_client.post(url, {"step": "rotate_secret"}, follow=True).content.decode()
     assert "Webhook secret rotated" in content
     assert_no_secrets(content)
-    tg.post(
-        f"{TG}/bot{TOKEN}/getMe",
-        json={"ok": True, "result": {"id": 100, "is_bot": True, "username": "alpha_bot"}},
-    )
+    get_me(tg, TOKEN, 100, "alpha_bot")
     content = admin_client.post(url, {"step": "reconcile_identity"}, follow=True).content.decode()
     assert "Bot identity refreshed" in content
     for other in (
@@ -94,11 +79,7 @@ def test_onboarding_flow_never_shows_the_token_or_secret(admin_client, db, tg):
 def test_onboarding_refused_token_is_an_error_message_and_stores_nothing(admin_client, db, tg):
     agent = AgentProfile.objects.create(agent_key="alpha")
     url = reverse("admin:telegram_onboarding", args=[agent.pk])
-    tg.post(
-        f"{TG}/bot{TOKEN}/getMe",
-        status=401,
-        json={"ok": False, "error_code": 401, "description": "Unauthorized"},
-    )
+    get_me(tg, TOKEN, 0, "", status=401)
     response = admin_client.post(url, {"step": "import_token", "token": TOKEN})
     content = response.content.decode()
     assert response.status_code == 200 and "Telegram rejected the token" in content
@@ -130,13 +111,7 @@ def test_lists_filter_and_search(admin_client, make_bot):
     a = make_bot("alpha", "100", username="alpha_bot")
     make_bot("beta", "200", username="beta_bot")
     bind_identity("alice", a.agent, bot_identity="100", telegram_user_id="4242", actor="t")
-    IdentityBinding.objects.create(
-        consumer_user_id="legacy-user",
-        agent=a.agent,
-        conversation_id="x",
-        bot_identity=None,
-        source="telegram_pairing",
-    )
+    legacy_binding(a.agent, "legacy-user")
     code = create_pairing_code("carol", "alpha", actor="t")
     create_pairing_code("dave", "beta", actor="t")
 
@@ -163,10 +138,7 @@ def test_bot_actions_reconcile_and_rotate(admin_client, make_bot, tg):
     bot = make_bot("alpha", "100", username="old_name")
     Bot.objects.filter(pk=bot.pk).update(webhook_url="https://factory.test/telegram/webhook/100/")
     token = "100:TOKEN-alpha"
-    tg.post(
-        f"{TG}/bot{token}/getMe",
-        json={"ok": True, "result": {"id": 100, "is_bot": True, "username": "new_name"}},
-    )
+    get_me(tg, token, 100, "new_name")
     url = reverse("admin:telegram_bot_changelist")
     response = admin_client.post(
         url, {"action": "reconcile_identity", "_selected_action": [bot.pk]}, follow=True
@@ -215,13 +187,7 @@ def test_revoke_binding_needs_confirmation_and_audits(admin_client, make_bot):
 
 def test_soft_reset_preview_counts_then_apply(admin_client, make_bot):
     bot = make_bot("alpha", "100")
-    legacy = IdentityBinding.objects.create(
-        consumer_user_id="legacy",
-        agent=bot.agent,
-        conversation_id="x",
-        bot_identity=None,
-        source="telegram_pairing",
-    )
+    legacy = legacy_binding(bot.agent, "legacy")
     url = reverse("admin:telegram_identitybinding_changelist")
     body = {"action": "soft_reset", "_selected_action": [legacy.pk]}
     content = admin_client.post(url, body).content.decode()
@@ -237,18 +203,8 @@ def test_soft_reset_preview_counts_then_apply(admin_client, make_bot):
 
 
 def test_soft_reset_from_the_pairing_codes_list(admin_client, make_bot):
-    import datetime as dt
-
-    from django.utils import timezone
-
     bot = make_bot("alpha", "100")
-    legacy = PairingCode.objects.create(
-        code="LEGACY2345",
-        consumer_user_id="u",
-        agent=bot.agent,
-        bot_identity="",
-        expires_at=timezone.now() + dt.timedelta(hours=1),
-    )
+    legacy = legacy_pairing(bot.agent, "u")
     url = reverse("admin:telegram_pairingcode_changelist")
     body = {"action": "soft_reset", "_selected_action": [legacy.pk]}
     content = admin_client.post(url, body).content.decode()

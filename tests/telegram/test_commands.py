@@ -9,7 +9,6 @@ import json
 
 import pytest
 import requests
-import responses
 import time_machine
 from django.core.management import ManagementUtility
 from django.utils import timezone
@@ -18,7 +17,15 @@ from agents.models import AgentProfile, AuditEvent, RuntimeConfig, Secret
 from agents.secret_store import get_active_secret_value, import_secret
 from telegram import services
 from telegram.models import Bot, IdentityBinding, PairingCode
-from tests.telegram.conftest import TG, text_update
+from tests.telegram.conftest import (
+    SOFT_RESET_APPLY,
+    TG,
+    get_me,
+    legacy_binding,
+    legacy_pairing,
+    soft_reset_changes,
+    text_update,
+)
 
 TOKEN = "100:AAAA-secret-token"
 NEW_TOKEN = "100:CCCC-rotated-token"
@@ -45,19 +52,6 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return run
-
-
-@pytest.fixture
-def tg():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-def get_me(mock, token, bot_id, username):
-    mock.post(
-        f"{TG}/bot{token}/getMe",
-        json={"ok": True, "result": {"id": bot_id, "is_bot": True, "username": username}},
-    )
 
 
 def webhook_calls(mock, token, *infos):
@@ -462,28 +456,15 @@ def legacy(make_bot):
     AgentProfile.objects.create(agent_key="nobot")
 
     def binding(consumer, **fields):
-        defaults = {"bot_identity": None, "source": "telegram_pairing", "telegram_user_id": "9"}
-        return IdentityBinding.objects.create(
-            consumer_user_id=consumer,
-            agent=bot.agent,
-            conversation_id=f"user-agent:alpha:{consumer}",
-            **{**defaults, **fields},
-        )
+        return legacy_binding(bot.agent, consumer, telegram_user_id="9", **fields)
 
-    rows = {
+    return {
         "active": binding("u1"),
         "revoked": binding("u2", status="revoked", revoked_at=timezone.now()),
-        "manual": binding("u3", source="manual"),
+        "manual": binding("u3", source="manual"),  # look-alikes the reset must not touch
         "modern": binding("u4", bot_identity="100"),
-        "pairing": PairingCode.objects.create(
-            code="LEGACY2345",
-            consumer_user_id="u5",
-            agent=bot.agent,
-            bot_identity="",
-            expires_at=timezone.now() + dt.timedelta(hours=1),
-        ),
+        "pairing": legacy_pairing(bot.agent, "u5"),
     }
-    return rows
 
 
 def snapshot():
@@ -515,13 +496,7 @@ def test_soft_reset_dry_run_writes_nothing_and_previews(legacy, cli):
 
 
 def test_soft_reset_apply_six_counts_then_idempotent(legacy, cli):
-    code, out, _ = cli(
-        "soft_reset_telegram_bindings",
-        "--apply",
-        "--revoke-bindings",
-        "--expire-pairings",
-        "--json",
-    )
+    code, out, _ = cli(*SOFT_RESET_APPLY)
     report = json.loads(out)
     assert (
         report["revoked_bindings"],
@@ -544,19 +519,9 @@ def test_soft_reset_apply_six_counts_then_idempotent(legacy, cli):
     assert PairingCode.objects.get(pk=legacy["pairing"].pk).status == "expired"
     assert AuditEvent.objects.filter(action="telegram.soft_reset").count() == 1
     before = snapshot()
-    code, out, _ = cli(
-        "soft_reset_telegram_bindings",
-        "--apply",
-        "--revoke-bindings",
-        "--expire-pairings",
-        "--json",
-    )
+    code, out, _ = cli(*SOFT_RESET_APPLY)
     again = json.loads(out)
-    assert (again["revoked_bindings"], again["annotated_bindings"], again["expired_pairings"]) == (
-        0,
-        0,
-        0,
-    )
+    assert soft_reset_changes(again) == (0, 0, 0)
     assert again["legacy_bindings_missing_bot_identity"] == 2  # still found, not changed
     assert snapshot() == before  # no write, no audit row
 

@@ -14,20 +14,17 @@ from agents.models import AgentProfile, AuditEvent, Secret
 from agents.secret_store import get_active_secret_value
 from telegram.client import TelegramClient, split_message
 from telegram.models import Bot, IdentityBinding, PairingCode
-from tests.telegram.conftest import TG
+from tests.telegram.conftest import (
+    SOFT_RESET_APPLY,
+    TG,
+    get_me,
+    legacy_binding,
+    legacy_pairing,
+    soft_reset_changes,
+)
 
 TOKEN = "100:AAAA-secret-token"
 OTHER = "200:BBBB-other-token"
-
-
-def get_me(mock, token, bot_id, username, status=200):
-    body = {
-        "ok": True,
-        "result": {"id": bot_id, "is_bot": True, "username": username, "first_name": username},
-    }
-    if status != 200:
-        body = {"ok": False, "error_code": status, "description": "Unauthorized"}
-    mock.post(f"{TG}/bot{token}/getMe", json=body, status=status)
 
 
 def run(*args, stdin: str | None = None, monkeypatch=None):
@@ -163,27 +160,9 @@ def test_pairing_code_needs_bot(agent):
 def test_soft_reset_dry_run_then_idempotent_apply(make_bot):
     bot = make_bot("alpha", "100")
     AgentProfile.objects.create(agent_key="nobot")
-    IdentityBinding.objects.create(
-        consumer_user_id="u1",
-        agent=bot.agent,
-        conversation_id="c1",
-        bot_identity=None,
-        source="telegram_pairing",
-    )
-    IdentityBinding.objects.create(
-        consumer_user_id="u2",
-        agent=bot.agent,
-        conversation_id="c2",
-        bot_identity="",
-        source="manual",
-    )
-    PairingCode.objects.create(
-        code="LEGACY2345",
-        consumer_user_id="u3",
-        agent=bot.agent,
-        bot_identity="",
-        expires_at="2030-01-01T00:00:00Z",
-    )
+    legacy_binding(bot.agent, "u1")
+    legacy_binding(bot.agent, "u2", bot_identity="", source="manual")  # not a pairing: kept
+    legacy_pairing(bot.agent, "u3")
     out, _ = run("soft_reset_telegram_bindings", "--json")
     dry = json.loads(out)
     assert dry["legacy_bindings_missing_bot_identity"] == 1
@@ -193,31 +172,15 @@ def test_soft_reset_dry_run_then_idempotent_apply(make_bot):
         dry["revoked_bindings"] == 0
         and IdentityBinding.objects.filter(status="revoked").count() == 0
     )
-    out, _ = run(
-        "soft_reset_telegram_bindings",
-        "--apply",
-        "--revoke-bindings",
-        "--expire-pairings",
-        "--json",
-    )
+    out, _ = run(*SOFT_RESET_APPLY)
     applied = json.loads(out)
     assert applied["revoked_bindings"] == 1 and applied["expired_pairings"] == 1
     binding = IdentityBinding.objects.get(consumer_user_id="u1")
     assert binding.status == "revoked"
     assert binding.metadata["soft_reset_reason"] == "missing_bot_identity"
-    out, _ = run(
-        "soft_reset_telegram_bindings",
-        "--apply",
-        "--revoke-bindings",
-        "--expire-pairings",
-        "--json",
-    )
+    out, _ = run(*SOFT_RESET_APPLY)
     again = json.loads(out)
-    assert (again["revoked_bindings"], again["annotated_bindings"], again["expired_pairings"]) == (
-        0,
-        0,
-        0,
-    )
+    assert soft_reset_changes(again) == (0, 0, 0)
 
 
 # Client ------------------------------------------------------------------------------

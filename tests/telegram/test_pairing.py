@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 import time_machine
-from django.utils import timezone
 
 from agents.models import AgentProfile, AuditEvent, Conversation
 from telegram import services
@@ -18,7 +17,7 @@ from telegram.services import (
     create_pairing_code,
     resolve_binding,
 )
-from tests.telegram.conftest import text_update
+from tests.telegram.conftest import bind, legacy_pairing, text_update
 from workers.models import Message
 
 
@@ -164,13 +163,7 @@ def test_exactly_at_expiry_is_expired(make_bot):
 
 def test_legacy_code_without_bot_identity_is_refused(make_bot):
     bot = make_bot("alpha", "100")
-    PairingCode.objects.create(
-        code="LEGACY2345",
-        consumer_user_id="u1",
-        agent=bot.agent,
-        bot_identity="",
-        expires_at=timezone.now() + dt.timedelta(hours=1),
-    )
+    legacy_pairing(bot.agent, "u1")
     with pytest.raises(PairingError, match="different Telegram bot"):
         consume("LEGACY2345")
     assert IdentityBinding.objects.count() == 0
@@ -188,14 +181,7 @@ def test_one_consumer_has_one_active_binding(make_bot):
 
 def test_telegram_user_or_chat_moves_to_the_newest_consumer_on_one_bot(make_bot):
     bot = make_bot("alpha", "100")
-    first = bind_identity(
-        "u1",
-        bot.agent,
-        bot_identity="100",
-        telegram_user_id="42",
-        telegram_chat_id="900",
-        actor="t",
-    )
+    first = bind(bot, "u1", user="42", chat="900")
     second = consume(create_pairing_code("u2", "alpha", actor="t").code, user="42", chat="42")
     assert IdentityBinding.objects.get(pk=first.pk).status == "revoked"
     assert resolve_binding("100", "42", "42").consumer_user_id == "u2"
@@ -218,22 +204,8 @@ def test_same_telegram_user_on_two_bots_stays_two_bindings(make_bot):
 
 def test_resolution_user_first_then_chat(make_bot):
     bot = make_bot("alpha", "100")
-    bind_identity(
-        "chat-owner",
-        bot.agent,
-        bot_identity="100",
-        telegram_user_id="1",
-        telegram_chat_id="900",
-        actor="t",
-    )
-    bind_identity(
-        "user-owner",
-        bot.agent,
-        bot_identity="100",
-        telegram_user_id="2",
-        telegram_chat_id="5",
-        actor="t",
-    )
+    bind(bot, "chat-owner", user="1", chat="900")
+    bind(bot, "user-owner", user="2", chat="5")
     assert resolve_binding("100", "2", "900").consumer_user_id == "user-owner"
     assert resolve_binding("100", "3", "900").consumer_user_id == "chat-owner"
     assert resolve_binding("100", "3", "4") is None

@@ -6,23 +6,22 @@ import datetime as dt
 import json
 
 import pytest
-import responses
 import time_machine
 from django.db import DatabaseError
 from django.utils import timezone
 
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
 from telegram.services import bind_identity, create_pairing_code
-from tests.telegram.conftest import TG, text_update
+from tests.telegram.conftest import TG, legacy_binding, text_update
 from workers.models import Message
 
 
 @pytest.fixture
-def tg():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.post(f"{TG}/bot100:TOKEN-alpha/sendMessage", json={"ok": True, "result": {}})
-        mock.post(f"{TG}/bot200:TOKEN-beta/sendMessage", json={"ok": True, "result": {}})
-        yield mock
+def tg(tg):
+    """Telegram mocked, accepting the replies of both bots."""
+    tg.post(f"{TG}/bot100:TOKEN-alpha/sendMessage", json={"ok": True, "result": {}})
+    tg.post(f"{TG}/bot200:TOKEN-beta/sendMessage", json={"ok": True, "result": {}})
+    return tg
 
 
 def sent_texts(mock) -> list[tuple[str, dict]]:
@@ -195,14 +194,7 @@ def test_same_telegram_user_on_two_bots_routes_to_each_agent(make_bot, post_upda
 
 def test_legacy_binding_without_bot_never_matches(make_bot, post_update):
     bot = make_bot("alpha", "100")
-    IdentityBinding.objects.create(
-        consumer_user_id="old",
-        agent=bot.agent,
-        conversation_id="user-agent:alpha:old",
-        bot_identity=None,
-        telegram_user_id="555",
-        source="telegram_pairing",
-    )
+    legacy_binding(bot.agent, "old", telegram_user_id="555")
     body = post_update("100", text_update(1, "hi")).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
         "telegram:100:555"

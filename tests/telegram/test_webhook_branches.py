@@ -12,15 +12,27 @@ from agents.models import Conversation
 from telegram import ingress, services, views
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
 from telegram.services import bind_identity, create_pairing_code
-from tests.telegram.conftest import text_update
+from tests.telegram.conftest import bind, legacy_binding, text_update
 from workers.models import Message, MessageAttachment
 
 
+def button_press(update_id: int, query_id: str) -> dict:
+    """A callback_query update: user 555 pressed "button-1" under a message in chat 555."""
+    return {
+        "update_id": update_id,
+        "callback_query": {
+            "id": query_id,
+            "from": {"id": 555},
+            "data": "button-1",
+            "message": {"message_id": 3, "chat": {"id": 555}, "text": "pick"},
+        },
+    }
+
+
 @pytest.fixture
-def no_telegram():
-    """Any outbound HTTP fails the test: the webhook must never call Telegram inline."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+def no_telegram(tg):
+    """Nothing registered, so any outbound HTTP fails: the webhook never calls Telegram inline."""
+    return tg
 
 
 @pytest.fixture
@@ -257,22 +269,8 @@ def test_bound_users_of_two_bots_with_the_same_telegram_id_reach_their_own_agent
 
 def test_chat_fallback_and_user_match_wins(make_bot, post_update):
     bot = make_bot("alpha", "100")
-    bind_identity(
-        "by-chat",
-        bot.agent,
-        bot_identity="100",
-        telegram_user_id="1",
-        telegram_chat_id="900",
-        actor="t",
-    )
-    bind_identity(
-        "by-user",
-        bot.agent,
-        bot_identity="100",
-        telegram_user_id="2",
-        telegram_chat_id="901",
-        actor="t",
-    )
+    bind(bot, "by-chat", user="1", chat="900")
+    bind(bot, "by-user", user="2", chat="901")
     # Someone else in chat 900: the chat's binding.
     body = post_update("100", text_update(1, "x", user=3, chat=900)).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
@@ -293,15 +291,7 @@ def test_chat_fallback_and_user_match_wins(make_bot, post_update):
 
 def test_legacy_binding_is_never_matched_even_when_binding_required(make_bot, post_update):
     bot = make_bot("alpha", "100", require_telegram_binding=True)
-    IdentityBinding.objects.create(
-        consumer_user_id="old",
-        agent=bot.agent,
-        conversation_id="user-agent:alpha:old",
-        bot_identity=None,
-        telegram_user_id="555",
-        telegram_chat_id="555",
-        source="telegram_pairing",
-    )
+    legacy_binding(bot.agent, "old", telegram_user_id="555", telegram_chat_id="555")
     assert services.resolve_binding("100", "555", "555") is None
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unbound"
 
@@ -366,16 +356,7 @@ def test_edited_message_and_callback_query_are_handled(make_bot, post_update):
     make_bot("alpha", "100")
     edited = {"update_id": 1, "edited_message": text_update(1, "fixed")["message"]}
     assert post_update("100", edited).json()["status"] == "enqueued"
-    callback = {
-        "update_id": 2,
-        "callback_query": {
-            "id": "q",
-            "from": {"id": 555},
-            "data": "button-1",
-            "message": {"message_id": 3, "chat": {"id": 555}, "text": "pick"},
-        },
-    }
-    body = post_update("100", callback).json()
+    body = post_update("100", button_press(2, "q")).json()
     assert Message.objects.get(pk=body["message_id"]).payload["message_text"] == "button-1"
     inline = {"update_id": 3, "callback_query": {"id": "q", "from": {"id": 1}, "data": "x"}}
     assert post_update("100", inline).json()["status"] == "ignored"
@@ -439,15 +420,7 @@ def test_button_press_is_answered_through_a_task(
     make_bot, post_update, tasks, no_telegram, django_capture_on_commit_callbacks
 ):
     make_bot("alpha", "100")
-    update = {
-        "update_id": 2,
-        "callback_query": {
-            "id": "cbq-1",
-            "from": {"id": 555},
-            "data": "button-1",
-            "message": {"message_id": 3, "chat": {"id": 555}, "text": "pick"},
-        },
-    }
+    update = button_press(2, "cbq-1")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert post_update("100", update).json()["status"] == "enqueued"
     assert tasks == [] and len(no_telegram.calls) == 0
