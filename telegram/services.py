@@ -396,10 +396,6 @@ def webhook_secret_candidates(bot: Bot) -> list[tuple[str, dt.datetime | None]]:
     return candidates
 
 
-def accepted_webhook_secrets(bot: Bot, now: dt.datetime) -> list[str]:
-    return _valid(webhook_secret_candidates(bot), now)
-
-
 def secret_matches(given: str | None, accepted: list[str]) -> bool:
     if not given:
         return False
