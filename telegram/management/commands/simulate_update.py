@@ -9,6 +9,7 @@ from django.core.management.base import CommandError
 from agents.secret_store import get_active_secret_value
 from telegram.management.commands._base import TelegramCommand
 from telegram.models import Bot, webhook_secret_ref
+from telegram.services import webhook_url_for
 
 
 def build_text_update(text: str, *, user_id: int, chat_id: int) -> dict:
@@ -52,7 +53,7 @@ class Command(TelegramCommand):
         update = build_text_update(text, user_id=telegram_user, chat_id=chat or telegram_user)
         try:
             response = requests.post(
-                f"{base}/telegram/webhook/{bot.bot_identity}/",
+                webhook_url_for(bot.bot_identity, base),
                 json=update,
                 timeout=(5, 30),
                 headers={"X-Telegram-Bot-Api-Secret-Token": secret},
