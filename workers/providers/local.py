@@ -99,19 +99,34 @@ class LocalProvider(Provider):
         pid = worker.process_id
         if not process_alive(pid, worker.worker_id):
             return
-        if not force:
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS
-            while time.monotonic() < deadline:
-                if not process_alive(pid, worker.worker_id):
-                    return
-                time.sleep(0.1)
-        _signal_group(pid, signal.SIGKILL)
+        if force:
+            _signal_group(pid, signal.SIGKILL)
+        else:
+            terminate_worker_processes([worker])
         for _ in range(50):
             if not process_alive(pid, worker.worker_id):
                 return
             time.sleep(0.1)
         raise ProviderError(f"Local worker process {pid} did not exit after SIGKILL.")
+
+
+def terminate_worker_processes(workers, grace_seconds: float | None = None) -> list[Worker]:
+    """SIGTERM the live processes of ``workers`` together, give them ``grace_seconds`` (the
+    configured grace by default) to finish their job and snapshot, then SIGKILL whichever
+    still run. Returns the workers that were signalled."""
+    if grace_seconds is None:
+        grace_seconds = settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS
+    signalled = [w for w in workers if process_alive(w.process_id, w.worker_id)]
+    for worker in signalled:
+        _signal_group(worker.process_id, signal.SIGTERM)
+    running = list(signalled)
+    deadline = time.monotonic() + grace_seconds
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [w for w in running if process_alive(w.process_id, w.worker_id)]
+    for worker in running:
+        _signal_group(worker.process_id, signal.SIGKILL)
+    return signalled
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -23,34 +23,15 @@ DEMO_USERNAME = "admin"
 
 
 def stop_local_workers(grace_seconds: float | None = None) -> int:
-    """Send SIGTERM to the local worker processes this machine still runs and wait for them:
-    they finish or release their job and snapshot through the web server, which must still
-    be serving (the caller stops it afterwards). Those still running after ``grace_seconds``
-    are killed, so none outlives the server it talks to. Returns how many were signalled."""
+    """Stop the local worker processes this machine still runs, all at once: they finish or
+    release their job and snapshot through the web server, which must still be serving (the
+    caller stops it afterwards); stragglers are killed so none outlives the server it talks
+    to. Returns how many were signalled."""
     from workers.models import Worker
-    from workers.providers.local import process_alive
+    from workers.providers.local import terminate_worker_processes
 
-    if grace_seconds is None:
-        grace_seconds = settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS
-    signalled = []
-    for worker in Worker.objects.filter(provider="local").exclude(status="stopped"):
-        if process_alive(worker.process_id, worker.worker_id):
-            try:
-                os.killpg(worker.process_id, signal.SIGTERM)
-                signalled.append(worker)
-            except ProcessLookupError:
-                pass
-    running = list(signalled)
-    deadline = time.monotonic() + grace_seconds
-    while running and time.monotonic() < deadline:
-        time.sleep(0.1)
-        running = [w for w in running if process_alive(w.process_id, w.worker_id)]
-    for worker in running:  # past the grace period: they would outlive the server
-        try:
-            os.killpg(worker.process_id, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(signalled)
+    workers = Worker.objects.filter(provider="local").exclude(status="stopped")
+    return len(terminate_worker_processes(list(workers), grace_seconds))
 
 
 def _die_with_parent() -> None:
