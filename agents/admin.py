@@ -6,6 +6,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -261,6 +262,10 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
+        # Django's own check is bypassed by this override; without it a staff user with no
+        # permission on the config would still have the row created (RuntimeConfig.get()).
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         config = RuntimeConfig.get()
         return redirect(reverse("admin:agents_runtimeconfig_change", args=[config.pk]))
 
@@ -354,6 +359,10 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         from agents.skills import SkillError, publish_skill
 
+        # This replaces Django's add view, so its permission check too (SPEC §16: publishing
+        # needs agents.add_globalskillversion).
+        if not self.has_add_permission(request):
+            raise PermissionDenied
         form = PublishSkillForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -389,11 +398,16 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
             activate_release(version, channel=channel, actor=actor_name(request.user))
         self.message_user(request, f"{queryset.count()} release(s) activated on {channel}.")
 
-    @admin.action(description="Activate on the stable channel")
+    def has_activate_permission(self, request):
+        # Activating changes which release of a skill every worker loads: the release model's
+        # change permission (publishing, which also activates, needs the add permission).
+        return request.user.has_perm("agents.change_globalskillrelease")
+
+    @admin.action(description="Activate on the stable channel", permissions=["activate"])
     def activate_stable(self, request, queryset):
         self._activate(request, queryset, "stable")
 
-    @admin.action(description="Activate on the canary channel")
+    @admin.action(description="Activate on the canary channel", permissions=["activate"])
     def activate_canary(self, request, queryset):
         self._activate(request, queryset, "canary")
 

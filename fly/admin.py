@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,6 +31,15 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # Whoever may run a cleanup may see the past runs and the preview.
+        return super().has_view_permission(request, obj) or self.has_run_cleanup_permission(
+            request
+        )
+
+    def has_run_cleanup_permission(self, request):
+        return request.user.has_perm("fly.run_cleanup")
+
     @admin.display(description="Report")
     def summary(self, obj):
         d = obj.details
@@ -48,9 +58,16 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
         ] + super().get_urls()
 
     def run_view(self, request):
+        # The dry-run preview only lists the app's machines and volumes: the view permission
+        # (or run_cleanup) is enough. Applying destroys them all: fly.run_cleanup (SPEC §16).
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_apply = self.has_run_cleanup_permission(request)
         app = request.POST.get("app") or request.GET.get("app") or None
         try:
             if request.method == "POST" and request.POST.get("confirm") == "yes":
+                if not can_apply:
+                    raise PermissionDenied
                 report = run_fly_cleanup(app=app, apply=True, actor=actor_name(request.user))
                 level = messages.ERROR if report["errors"] else messages.SUCCESS
                 self.message_user(
@@ -73,6 +90,7 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": f"Destroy every machine and volume of {report['app_name']}?",
                 "report": report,
+                "can_apply": can_apply,
                 "opts": self.model._meta,
             },
         )
