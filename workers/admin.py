@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.audit import actor_name, record_audit
+from workers import admin_tasks  # noqa: F401 (django-q2's task lists, resubmit guarded)
 from workers.leases import requeue_dead_letters
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, MessageAttachment, Worker
@@ -209,8 +210,8 @@ class WorkerAdmin(admin.ModelAdmin):
     def has_fly_cleanup_preview_permission(self, request):
         # Only a link to the Fly cleanup page: offered to whoever may open its preview (named
         # by string: workers never imports fly). Applying needs fly.run_cleanup there.
-        user = request.user
-        return user.has_perm("fly.view_flycleanuprun") or user.has_perm("fly.run_cleanup")
+        perms = ("view_flycleanuprun", "change_flycleanuprun", "run_cleanup")
+        return any(request.user.has_perm(f"fly.{perm}") for perm in perms)
 
     @admin.action(
         description="Run Fly cleanup (dry-run preview first)",
