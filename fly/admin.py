@@ -33,9 +33,7 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         # Whoever may run a cleanup may see the past runs and the preview.
-        return super().has_view_permission(request, obj) or self.has_run_cleanup_permission(
-            request
-        )
+        return super().has_view_permission(request, obj) or self.has_run_cleanup_permission(request)
 
     def has_run_cleanup_permission(self, request):
         return request.user.has_perm("fly.run_cleanup")

@@ -301,7 +301,7 @@ DOORS = [
             label,
             "soft_reset",
             SOFT_RESET,
-            lambda w: w["legacy"] if "binding" in label else w["code"],
+            lambda w, label=label: w["legacy"] if "binding" in label else w["code"],
             soft_reset_done,
             extra={"revoke_bindings": "on", "expire_pairings": "on"},
         )
@@ -344,8 +344,8 @@ DOORS = [
             reverse("admin:auth_user_password_change", args=[w["other"].pk]),
             {"password1": "N3w-pass-phrase!", "password2": "N3w-pass-phrase!"},
         ),
-        lambda w, r: get_user_model().objects.get(pk=w["other"].pk).check_password(
-            "N3w-pass-phrase!"
+        lambda w, r: (
+            get_user_model().objects.get(pk=w["other"].pk).check_password("N3w-pass-phrase!")
         ),
     ),
     action(
@@ -500,9 +500,7 @@ def test_every_admin_door_is_in_the_table():
     in_table = {door.id.split("#")[0] for door in DOORS}
     assert registered_doors() == in_table
     # Each onboarding step has its own row, with the permission the view checks.
-    steps = {
-        d.id.partition("#")[2]: d.needs for d in DOORS if d.id.startswith("url:telegram_onb")
-    }
+    steps = {d.id.partition("#")[2]: d.needs for d in DOORS if d.id.startswith("url:telegram_onb")}
     assert steps == {"": ("telegram.view_bot",), **{s: (p,) for s, p in STEP_PERMISSIONS.items()}}
 
 
