@@ -6,7 +6,6 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -14,6 +13,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from agents.admin_access import require
 from agents.audit import actor_name, record_audit
 from agents.models import (
     AgentProfile,
@@ -264,8 +264,12 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Django's own check is bypassed by this override; without it a staff user with no
         # permission on the config would still have the row created (RuntimeConfig.get()).
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
+        require(
+            request,
+            self.has_view_or_change_permission(request),
+            door="runtime_config",
+            permission="agents.view_runtimeconfig",
+        )
         config = RuntimeConfig.get()
         return redirect(reverse("admin:agents_runtimeconfig_change", args=[config.pk]))
 
@@ -361,8 +365,12 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
         # This replaces Django's add view, so its permission check too (SPEC §16: publishing
         # needs agents.add_globalskillversion).
-        if not self.has_add_permission(request):
-            raise PermissionDenied
+        require(
+            request,
+            self.has_add_permission(request),
+            door="publish_skill",
+            permission="agents.add_globalskillversion",
+        )
         form = PublishSkillForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from agents.admin_access import require
 from agents.audit import actor_name
 from fly.cleanup import CleanupError, run_fly_cleanup
 from fly.models import FlyCleanupRun
@@ -58,14 +58,17 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
     def run_view(self, request):
         # The dry-run preview only lists the app's machines and volumes: the view permission
         # (or run_cleanup) is enough. Applying destroys them all: fly.run_cleanup (SPEC §16).
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+        require(
+            request,
+            self.has_view_permission(request),
+            door="fly_cleanup.preview",
+            permission="fly.view_flycleanuprun",
+        )
         can_apply = self.has_run_cleanup_permission(request)
         app = request.POST.get("app") or request.GET.get("app") or None
         try:
             if request.method == "POST" and request.POST.get("confirm") == "yes":
-                if not can_apply:
-                    raise PermissionDenied
+                require(request, can_apply, door="fly_cleanup.apply", permission="fly.run_cleanup")
                 report = run_fly_cleanup(app=app, apply=True, actor=actor_name(request.user))
                 level = messages.ERROR if report["errors"] else messages.SUCCESS
                 self.message_user(

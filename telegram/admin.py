@@ -9,7 +9,6 @@ import qrcode
 import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -17,6 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from agents.admin_access import require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from telegram import services
@@ -69,8 +69,8 @@ ONBOARDING_PAGE_PERMISSIONS = {"telegram.view_bot", *STEP_PERMISSIONS.values()}
 
 def onboarding_view(model_admin, request, agent_id: int):
     user = request.user
-    if not any(user.has_perm(perm) for perm in ONBOARDING_PAGE_PERMISSIONS):
-        raise PermissionDenied
+    allowed = any(user.has_perm(perm) for perm in ONBOARDING_PAGE_PERMISSIONS)
+    require(request, allowed, door="telegram_onboarding", permission="telegram.view_bot")
     agent = get_object_or_404(AgentProfile, pk=agent_id)
     actor = actor_name(user)
     token_form, pairing_form, pairing = TokenForm(), PairingForm(), None
@@ -78,8 +78,10 @@ def onboarding_view(model_admin, request, agent_id: int):
         step = request.POST.get("step")
         if step not in STEP_PERMISSIONS:
             return HttpResponseBadRequest("Unknown onboarding step.")
-        if not user.has_perm(STEP_PERMISSIONS[step]):
-            raise PermissionDenied
+        needed = STEP_PERMISSIONS[step]
+        require(
+            request, user.has_perm(needed), door=f"telegram_onboarding.{step}", permission=needed
+        )
         try:
             if step == "import_token":
                 token_form = TokenForm(request.POST)
