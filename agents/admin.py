@@ -13,6 +13,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from agents.admin_access import require
 from agents.audit import actor_name, record_audit
 from agents.models import (
     AgentProfile,
@@ -261,6 +262,14 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
+        # Django's own check is bypassed by this override; without it a staff user with no
+        # permission on the config would still have the row created (RuntimeConfig.get()).
+        require(
+            request,
+            self.has_view_or_change_permission(request),
+            door="runtime_config",
+            permission="agents.view_runtimeconfig",
+        )
         config = RuntimeConfig.get()
         return redirect(reverse("admin:agents_runtimeconfig_change", args=[config.pk]))
 
@@ -354,6 +363,14 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         from agents.skills import SkillError, publish_skill
 
+        # This replaces Django's add view, so its permission check too (SPEC §16: publishing
+        # needs agents.add_globalskillversion).
+        require(
+            request,
+            self.has_add_permission(request),
+            door="publish_skill",
+            permission="agents.add_globalskillversion",
+        )
         form = PublishSkillForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -389,11 +406,16 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
             activate_release(version, channel=channel, actor=actor_name(request.user))
         self.message_user(request, f"{queryset.count()} release(s) activated on {channel}.")
 
-    @admin.action(description="Activate on the stable channel")
+    def has_activate_permission(self, request):
+        # Activating changes which release of a skill every worker loads: the release model's
+        # change permission (publishing, which also activates, needs the add permission).
+        return request.user.has_perm("agents.change_globalskillrelease")
+
+    @admin.action(description="Activate on the stable channel", permissions=["activate"])
     def activate_stable(self, request, queryset):
         self._activate(request, queryset, "stable")
 
-    @admin.action(description="Activate on the canary channel")
+    @admin.action(description="Activate on the canary channel", permissions=["activate"])
     def activate_canary(self, request, queryset):
         self._activate(request, queryset, "canary")
 

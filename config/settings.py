@@ -228,9 +228,21 @@ LOGGING = {
     },
 }
 
+# HTTPS (SPEC §23). With DEBUG off: secure cookies, every http request redirected to https
+# and HSTS for a year, each with an env opt-out (tests and loopback fakes on plain http use
+# SECURE_SSL_REDIRECT=0 and SECURE_HSTS_SECONDS=0).
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    # Platform health checks probe the process directly over plain http.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/$", r"^readyz/$"]
+# Behind a TLS-terminating proxy Django only sees http; X-Forwarded-Proto may be believed only
+# when a proxy we trust sets it (and strips the client's), else a client could forge https.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Idempotent management commands the main job (run_embedded) runs after migrating:

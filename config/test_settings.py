@@ -10,6 +10,10 @@ os.environ.setdefault(
 os.environ.setdefault("TELEGRAM_API_BASE_URL", "http://telegram.test")
 os.environ.setdefault("FLY_API_BASE_URL", "http://fly.test/v1")
 os.environ.setdefault("PUBLIC_BASE_URL", "https://factory.test")
+# The documented opt-outs (SPEC §23): the suite's clients, live servers and the processes it
+# starts speak plain http to loopback; they must get answers, not redirects to https.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 # No autoscaling unless a test asks for a provider: with tasks run inline, every enqueue
 # would otherwise spawn real local worker processes pointed at an API that is not there.
 os.environ.setdefault("WORKER_PROVIDER", "none")
@@ -22,7 +26,6 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 MEDIA_ROOT = VAR_DIR / "test-media" / str(os.getpid())
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-SECURE_PROXY_SSL_HEADER = None
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 AGENT_FACTORY_TELEGRAM_SANDBOX = True
 

@@ -1,11 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+
+from config.schema import SchemaView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/v1/worker/", include("workers.urls")),
     path("telegram/", include("telegram.urls")),
     path("", include("agents.urls")),

@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from agents.admin_access import require
 from agents.audit import actor_name
 from fly.cleanup import CleanupError, run_fly_cleanup
 from fly.models import FlyCleanupRun
@@ -30,6 +31,13 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # Whoever may run a cleanup may see the past runs and the preview.
+        return super().has_view_permission(request, obj) or self.has_run_cleanup_permission(request)
+
+    def has_run_cleanup_permission(self, request):
+        return request.user.has_perm("fly.run_cleanup")
+
     @admin.display(description="Report")
     def summary(self, obj):
         d = obj.details
@@ -48,9 +56,19 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
         ] + super().get_urls()
 
     def run_view(self, request):
+        # The dry-run preview only lists the app's machines and volumes: the view permission
+        # (or run_cleanup) is enough. Applying destroys them all: fly.run_cleanup (SPEC §16).
+        require(
+            request,
+            self.has_view_permission(request),
+            door="fly_cleanup.preview",
+            permission="fly.view_flycleanuprun",
+        )
+        can_apply = self.has_run_cleanup_permission(request)
         app = request.POST.get("app") or request.GET.get("app") or None
         try:
             if request.method == "POST" and request.POST.get("confirm") == "yes":
+                require(request, can_apply, door="fly_cleanup.apply", permission="fly.run_cleanup")
                 report = run_fly_cleanup(app=app, apply=True, actor=actor_name(request.user))
                 level = messages.ERROR if report["errors"] else messages.SUCCESS
                 self.message_user(
@@ -73,6 +91,7 @@ class FlyCleanupRunAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": f"Destroy every machine and volume of {report['app_name']}?",
                 "report": report,
+                "can_apply": can_apply,
                 "opts": self.model._meta,
             },
         )

@@ -7,3 +7,6 @@ class FlyCleanupRun(AuditEvent):
     class Meta:
         proxy = True
         verbose_name = "Fly cleanup run"
+        # Applying a cleanup destroys every machine and volume of the Fly app (SPEC §16);
+        # viewing the runs (and the dry-run preview) is the ordinary view permission.
+        permissions = [("run_cleanup", "Can run Fly cleanup (destroys machines and volumes)")]

@@ -9,12 +9,14 @@ import qrcode
 import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from agents.admin_access import require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from telegram import services
@@ -51,12 +53,35 @@ class PairingForm(forms.Form):
     ttl_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=15)
 
 
+# The permission each onboarding step exercises (SPEC §16): everything that touches the bot,
+# its token or its webhook is a change of the bot; a pairing code is a new PairingCode row
+# (and lets whoever redeems it into that consumer user's conversation).
+STEP_PERMISSIONS = {
+    "import_token": "telegram.change_bot",
+    "configure_webhook": "telegram.change_bot",
+    "reconcile_identity": "telegram.change_bot",
+    "rotate_secret": "telegram.change_bot",
+    "create_pairing": "telegram.add_pairingcode",
+}
+# Opening the page (bot, readiness) needs to view bots or to be allowed one of the steps.
+ONBOARDING_PAGE_PERMISSIONS = {"telegram.view_bot", *STEP_PERMISSIONS.values()}
+
+
 def onboarding_view(model_admin, request, agent_id: int):
+    user = request.user
+    allowed = any(user.has_perm(perm) for perm in ONBOARDING_PAGE_PERMISSIONS)
+    require(request, allowed, door="telegram_onboarding", permission="telegram.view_bot")
     agent = get_object_or_404(AgentProfile, pk=agent_id)
-    actor = actor_name(request.user)
+    actor = actor_name(user)
     token_form, pairing_form, pairing = TokenForm(), PairingForm(), None
     if request.method == "POST":
         step = request.POST.get("step")
+        if step not in STEP_PERMISSIONS:
+            return HttpResponseBadRequest("Unknown onboarding step.")
+        needed = STEP_PERMISSIONS[step]
+        require(
+            request, user.has_perm(needed), door=f"telegram_onboarding.{step}", permission=needed
+        )
         try:
             if step == "import_token":
                 token_form = TokenForm(request.POST)
@@ -123,6 +148,8 @@ def onboarding_view(model_admin, request, agent_id: int):
         "deep_link": link,
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": services.readiness(agent.agent_key),
+        "can_change_bot": user.has_perm("telegram.change_bot"),
+        "can_add_pairing": user.has_perm("telegram.add_pairingcode"),
         "opts": AgentProfile._meta,
     }
     return TemplateResponse(request, "admin/telegram/onboarding.html", context)
@@ -189,7 +216,7 @@ class BotAdmin(admin.ModelAdmin):
                 continue
             yield key, result
 
-    @admin.action(description="Reconcile bot identity (getMe)")
+    @admin.action(description="Reconcile bot identity (getMe)", permissions=["change"])
     def reconcile_identity(self, request, queryset):
         done = 0
         for key, result in self._each_agent(request, queryset, services.reconcile_bot_identity):
@@ -198,12 +225,29 @@ class BotAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{key}: {warning}", messages.WARNING)
         self.message_user(request, f"{done} bot(s) reconciled.")
 
-    @admin.action(description="Rotate webhook secret")
+    @admin.action(description="Rotate webhook secret", permissions=["change"])
     def rotate_secret(self, request, queryset):
         done = sum(1 for _ in self._each_agent(request, queryset, services.rotate_webhook_secret))
         self.message_user(
             request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
         )
+
+
+class SoftResetActionMixin:
+    """The soft reset, offered from both the pairing codes and the bindings list. It revokes
+    bindings and expires codes, so it needs the change permission of both models."""
+
+    def has_soft_reset_permission(self, request):
+        return request.user.has_perms(
+            ["telegram.change_identitybinding", "telegram.change_pairingcode"]
+        )
+
+    @admin.action(
+        description="Soft-reset legacy bindings and codes (preview first)",
+        permissions=["soft_reset"],
+    )
+    def soft_reset(self, request, queryset):
+        return soft_reset_action(self, request, queryset)
 
 
 def soft_reset_action(model_admin, request, queryset):
@@ -236,7 +280,7 @@ def soft_reset_action(model_admin, request, queryset):
 
 
 @admin.register(PairingCode)
-class PairingCodeAdmin(admin.ModelAdmin):
+class PairingCodeAdmin(SoftResetActionMixin, admin.ModelAdmin):
     list_display = [
         "code",
         "consumer_user_id",
@@ -251,10 +295,6 @@ class PairingCodeAdmin(admin.ModelAdmin):
     list_select_related = ["agent"]
     readonly_fields = [f.name for f in PairingCode._meta.fields]
     actions = ["soft_reset"]
-
-    @admin.action(description="Soft-reset legacy bindings and codes (preview first)")
-    def soft_reset(self, request, queryset):
-        return soft_reset_action(self, request, queryset)
 
     def has_add_permission(self, request):
         return False
@@ -278,7 +318,7 @@ class LegacyBindingFilter(admin.SimpleListFilter):
 
 
 @admin.register(IdentityBinding)
-class IdentityBindingAdmin(admin.ModelAdmin):
+class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
     list_display = [
         "consumer_user_id",
         "agent",
@@ -298,7 +338,7 @@ class IdentityBindingAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Revoke selected bindings")
+    @admin.action(description="Revoke selected bindings", permissions=["change"])
     def revoke(self, request, queryset):
         if request.POST.get("confirm") != "yes":
             return TemplateResponse(
@@ -315,10 +355,6 @@ class IdentityBindingAdmin(admin.ModelAdmin):
         revoked = sum(services.revoke_binding(b, actor=actor_name(request.user)) for b in queryset)
         self.message_user(request, f"{revoked} binding(s) revoked.")
         return None
-
-    @admin.action(description="Soft-reset legacy bindings (preview first)")
-    def soft_reset(self, request, queryset):
-        return soft_reset_action(self, request, queryset)
 
 
 @admin.register(TelegramUpdate)

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.audit import actor_name, record_audit
+from workers import admin_tasks  # noqa: F401 (django-q2's task lists, resubmit guarded)
 from workers.leases import requeue_dead_letters
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, MessageAttachment, Worker
@@ -101,7 +102,14 @@ class MessageAdmin(admin.ModelAdmin):
     def short_error(self, obj):
         return (obj.last_error or "")[:80]
 
-    @admin.action(description="Requeue selected dead letters (attempts reset)")
+    def has_requeue_permission(self, request):
+        # The change permission of Message itself, also on the proxy lists (DeadLetter):
+        # a requeue changes Message rows whichever list it was started from.
+        return request.user.has_perm("workers.change_message")
+
+    @admin.action(
+        description="Requeue selected dead letters (attempts reset)", permissions=["requeue"]
+    )
     def requeue(self, request, queryset):
         queryset = queryset.filter(status=Message.DEAD_LETTER)
         if request.POST.get("confirm") != "yes":
@@ -175,7 +183,7 @@ class WorkerAdmin(admin.ModelAdmin):
             return "never"
         return f"{int((timezone.now() - obj.heartbeat_at).total_seconds())} s"
 
-    @admin.action(description="Drain selected workers")
+    @admin.action(description="Drain selected workers", permissions=["change"])
     def drain(self, request, queryset):
         queryset = queryset.filter(status=Worker.ACTIVE)
         if request.POST.get("confirm") != "yes":
@@ -199,7 +207,16 @@ class WorkerAdmin(admin.ModelAdmin):
         self.message_user(request, f"{drained} worker(s) draining.")
         return None
 
-    @admin.action(description="Run Fly cleanup (dry-run preview first)")
+    def has_fly_cleanup_preview_permission(self, request):
+        # Only a link to the Fly cleanup page: offered to whoever may open its preview (named
+        # by string: workers never imports fly). Applying needs fly.run_cleanup there.
+        perms = ("view_flycleanuprun", "change_flycleanuprun", "run_cleanup")
+        return any(request.user.has_perm(f"fly.{perm}") for perm in perms)
+
+    @admin.action(
+        description="Run Fly cleanup (dry-run preview first)",
+        permissions=["fly_cleanup_preview"],
+    )
     def run_fly_cleanup(self, request, queryset):
         # The cleanup targets the whole app, not the selection: show its preview page.
         return redirect(reverse("admin:fly_cleanup_run"))
@@ -256,3 +273,21 @@ def dashboard_data(now: dt.datetime | None = None) -> dict:
             .values("id", "agent_key", "status", "last_error")[:5]
         ),
     }
+
+
+def dashboard_for(user) -> dict:
+    """The dashboard parts ``user`` may see: the queue (and its errors, which quote message
+    failures) needs the view permission on messages, the worker counts on workers. The
+    admin index is open to every staff user, so it must not show more than the lists do."""
+    can_view = {
+        model: user.has_perm(f"workers.view_{model}") or user.has_perm(f"workers.change_{model}")
+        for model in ("message", "worker")
+    }
+    if not any(can_view.values()):
+        return {"hidden": True}
+    data = dashboard_data()
+    if not can_view["message"]:
+        data.update(queue=[], oldest_wait_seconds=None, dead_letters=None, recent_errors=[])
+    if not can_view["worker"]:
+        data["workers"] = []
+    return data

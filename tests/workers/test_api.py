@@ -453,8 +453,9 @@ def test_latest_snapshot_skips_failed_newest(setup):
     assert api.get(f"{API}/snapshots/latest/", query).json()["snapshot"]["snapshot_id"] == ready.pk
 
 
-def test_openapi_schema_documents_every_worker_endpoint(client):
-    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+def test_openapi_schema_documents_every_worker_endpoint(admin_client):
+    # Staff only (or a worker token): see tests/test_production_settings.py.
+    response = admin_client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     schema = response.json()
     paths = set(schema["paths"])

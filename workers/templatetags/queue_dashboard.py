@@ -1,10 +1,10 @@
 from django import template
 
-from workers.admin import dashboard_data
+from workers.admin import dashboard_for
 
 register = template.Library()
 
 
-@register.inclusion_tag("admin/workers/dashboard.html")
-def queue_dashboard():
-    return dashboard_data()
+@register.inclusion_tag("admin/workers/dashboard.html", takes_context=True)
+def queue_dashboard(context):
+    return dashboard_for(context["request"].user)

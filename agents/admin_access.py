@@ -1,0 +1,26 @@
+"""Refusing an admin door: 403, and an audit row saying who tried which door (a staff user
+probing doors they may not use is something a security reviewer wants to see)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+
+from agents.audit import actor_name, record_audit
+
+DENIED = "admin.permission_denied"
+
+
+def require(request, allowed: bool, *, door: str, permission: str) -> None:
+    """Return if ``allowed``; otherwise audit the attempt and raise PermissionDenied."""
+    if allowed:
+        return
+    # Its own autocommitted row: the 403 that follows must not roll it back.
+    record_audit(
+        actor_name(request.user),
+        DENIED,
+        door,
+        permission=permission,
+        method=request.method,
+        path=request.path,
+    )
+    raise PermissionDenied
