@@ -245,9 +245,7 @@ def leftovers(data_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ARCHIVES))
-def test_a_refused_archive_is_marked_failed_and_the_older_snapshot_restored(
-    system, tmp_path, case
-):
+def test_a_refused_archive_is_marked_failed_and_the_older_snapshot_restored(system, tmp_path, case):
     build, reason = BAD_ARCHIVES[case]
     older = good_snapshot(tmp_path)
     bad = store_snapshot(build(tmp_path / f"{case}.tar.gz"), age_minutes=60)
