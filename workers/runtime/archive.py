@@ -108,18 +108,20 @@ def _writable(resolver: LinkResolver, parts) -> bool:
 
 # Creating archives ---------------------------------------------------------------------------
 def _walk(data_dir: Path):
-    """Every entry under the data dir (sorted, links not followed), protected ones left out."""
+    """Every entry under the data dir, a directory before its contents (links not followed),
+    protected ones left out."""
     stack = [()]
     while stack:
         prefix = stack.pop()
-        directory = data_dir.joinpath(*prefix)
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name, reverse=True):
+        subdirs = []
+        for entry in sorted(os.scandir(data_dir.joinpath(*prefix)), key=lambda e: e.name):
             parts = (*prefix, entry.name)
             if _protected(parts):
                 continue
             yield parts, entry
             if entry.is_dir(follow_symlinks=False):
-                stack.append(parts)
+                subdirs.append(parts)
+        stack.extend(reversed(subdirs))
 
 
 def _archived_link_target(data_dir: Path, parts: tuple, target: str) -> str | None:
@@ -159,7 +161,9 @@ def make_archive(
                     links[parts] = target
                     entries.append((parts, entry, target))
             elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
-                entries.append((parts, entry, None))
+                entries.append((parts, entry, None))  # sockets, FIFOs, devices: left out
+            if len(entries) > limits.max_members:
+                raise ArchiveRefused(_limit_reason(len(entries), 0, limits))
     # A link is kept when it resolves inside, judged exactly as the restore will judge it.
     # One that passes through a dropped link resolves outside (or loops) too, so dropping
     # changes the resolution of no kept link.
@@ -170,8 +174,11 @@ def make_archive(
         for parts, entry, target in entries:
             if parts in unsafe:
                 continue
-            info = tar.gettarinfo(entry.path, arcname="/".join(parts))
-            if info is None:  # a socket
+            try:
+                info = tar.gettarinfo(entry.path, arcname="/".join(parts))
+            except FileNotFoundError:
+                continue  # gone since the walk
+            if info is None:
                 continue
             members += 1
             if info.issym():
@@ -181,7 +188,11 @@ def make_archive(
             if members > limits.max_members or total > limits.max_bytes:
                 raise ArchiveRefused(_limit_reason(members, total, limits))
             if info.isreg():
-                with open(entry.path, "rb") as handle:
+                try:
+                    handle = open(entry.path, "rb")  # noqa: SIM115 (closed just below)
+                except FileNotFoundError:
+                    continue
+                with handle:
                     tar.addfile(info, handle)
             else:
                 tar.addfile(info)

@@ -19,6 +19,7 @@ valid).
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -29,6 +30,7 @@ from telegram.client import TelegramClient, TelegramError
 from workers.runtime.api_client import ApiError, DownloadTooLarge, LeaseLostError, WorkerApiClient
 from workers.runtime.archive import (
     DEFAULT_LIMITS,
+    WORK_DIR,
     ArchiveLimits,
     ArchiveRefused,
     clear_data_dir,
@@ -258,6 +260,8 @@ class WorkerRuntime:
         raises: with nothing usable the worker starts with an empty workspace and serves.
         """
         self.restored_for = conversation_id
+        # Leftovers of a worker killed mid-download or mid-restore on this data dir.
+        shutil.rmtree(self.settings.data_dir / WORK_DIR, ignore_errors=True)
         before = None
         for _ in range(MAX_RESTORE_FALLBACKS):
             try:
