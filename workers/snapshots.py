@@ -8,6 +8,7 @@ import hashlib
 from django.conf import settings
 from django.core.files.base import File
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
@@ -145,20 +146,61 @@ def fail_snapshot(snapshot: DataSnapshot, error: str) -> DataSnapshot:
     return snapshot
 
 
-def latest_snapshot(workspace_id: str, agent_key: str, conversation_id: str) -> DataSnapshot | None:
-    """The newest ready, unexpired snapshot of the triple (skipping failed newer ones)."""
-    now = timezone.now()
-    return (
-        DataSnapshot.objects.filter(
-            workspace_id=workspace_id,
-            agent_key=agent_key,
-            conversation_id=conversation_id,
-            status=DataSnapshot.READY,
+def reject_snapshot(worker: Worker, snapshot: DataSnapshot, error: str) -> DataSnapshot:
+    """A ready snapshot whose archive a restoring worker refused (SPEC §23: a link leaving
+    the data dir, past the size or member limits, unreadable): it becomes ``failed`` with the
+    reason and is never offered again, so the next restore falls back to an older one.
+
+    Only a worker that may download it may reject it. Rejecting one already failed changes
+    nothing (two workers may refuse the same archive); an upload or an expired one is 409.
+    """
+    from agents.audit import record_audit
+
+    if not worker_may_access_conversation(worker, snapshot.conversation_id):
+        raise SnapshotError(
+            "forbidden", "Only a worker assigned to this conversation may reject its snapshot."
         )
-        .exclude(expires_at__lte=now)
-        .order_by("-created_at", "-id")
-        .first()
+    reason = (error or "refused at restore")[:5000]
+    with transaction.atomic():
+        snapshot = DataSnapshot.objects.select_for_update().get(pk=snapshot.pk)
+        if snapshot.status == DataSnapshot.FAILED:
+            return snapshot
+        if snapshot.status != DataSnapshot.READY:
+            raise SnapshotError(
+                "conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not ready."
+            )
+        DataSnapshot.objects.filter(pk=snapshot.pk).update(status=DataSnapshot.FAILED, error=reason)
+        record_audit(
+            f"worker:{worker.worker_id}",
+            "snapshot.rejected",
+            snapshot,
+            conversation_id=snapshot.conversation_id,
+            reason=reason,
+        )
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def latest_snapshot(
+    workspace_id: str, agent_key: str, conversation_id: str, before: int | None = None
+) -> DataSnapshot | None:
+    """The newest ready, unexpired snapshot of the triple (skipping failed newer ones); with
+    ``before`` (a snapshot id of the triple), the newest one older than that snapshot."""
+    now = timezone.now()
+    snapshots = DataSnapshot.objects.filter(
+        workspace_id=workspace_id,
+        agent_key=agent_key,
+        conversation_id=conversation_id,
     )
+    candidates = snapshots.filter(status=DataSnapshot.READY).exclude(expires_at__lte=now)
+    if before is not None:
+        reference = snapshots.filter(pk=before).values_list("created_at", flat=True).first()
+        if reference is None:
+            return None  # not a snapshot of this triple: nothing is "older" than it
+        candidates = candidates.filter(
+            Q(created_at__lt=reference) | Q(created_at=reference, pk__lt=before)
+        )
+    return candidates.order_by("-created_at", "-id").first()
 
 
 def worker_may_access_conversation(worker: Worker, conversation_id: str) -> bool:

@@ -35,6 +35,11 @@ urlpatterns = [
         "snapshots/<int:snapshot_id>/fail/", views.SnapshotFailView.as_view(), name="snapshot-fail"
     ),
     path(
+        "snapshots/<int:snapshot_id>/reject/",
+        views.SnapshotRejectView.as_view(),
+        name="snapshot-reject",
+    ),
+    path(
         "snapshots/<int:snapshot_id>/download/",
         views.SnapshotDownloadView.as_view(),
         name="snapshot-download",

@@ -472,6 +472,7 @@ def test_openapi_schema_documents_every_worker_endpoint(admin_client):
         "/api/v1/worker/snapshots/{snapshot_id}/upload/",
         "/api/v1/worker/snapshots/{snapshot_id}/finalize/",
         "/api/v1/worker/snapshots/{snapshot_id}/fail/",
+        "/api/v1/worker/snapshots/{snapshot_id}/reject/",
         "/api/v1/worker/snapshots/latest/",
         "/api/v1/worker/snapshots/{snapshot_id}/download/",
         "/api/v1/worker/attachments/{attachment_id}/download/",
@@ -480,6 +481,10 @@ def test_openapi_schema_documents_every_worker_endpoint(admin_client):
     assert "put" in schema["paths"]["/api/v1/worker/snapshots/{snapshot_id}/upload/"]
     heartbeat = schema["paths"]["/api/v1/worker/jobs/{message_id}/heartbeat/"]["post"]
     assert "requestBody" in heartbeat
+    reject = schema["paths"]["/api/v1/worker/snapshots/{snapshot_id}/reject/"]["post"]
+    assert "requestBody" in reject
+    latest = schema["paths"]["/api/v1/worker/snapshots/latest/"]["get"]
+    assert "before" in {parameter["name"] for parameter in latest["parameters"]}
 
 
 def test_sqlite_claims_are_serialised_by_immediate_transactions(db):

@@ -28,6 +28,7 @@ ENDPOINTS = [
     ("put", "snapshots/1/upload/"),
     ("post", "snapshots/1/finalize/"),
     ("post", "snapshots/1/fail/"),
+    ("post", "snapshots/1/reject/"),
     ("get", "snapshots/latest/?workspace_id=default&agent_key=alpha&conversation_id=conv-1"),
     ("get", "snapshots/1/download/"),
     ("get", "attachments/1/download/"),

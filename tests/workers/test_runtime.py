@@ -156,10 +156,11 @@ def test_snapshot_archive_round_trip_and_hash_check(tmp_path):
     (source / "workspace").mkdir(parents=True)
     (source / "workspace" / "notes.txt").write_text("state")
     (source / "skills").mkdir()
-    data, sha = make_archive(source)
+    archive = tmp_path / "snapshot.tar.gz"
+    sha, _ = make_archive(source, archive)
     target = tmp_path / "dst"
-    restore_archive(data, sha, target)
+    restore_archive(archive, sha, target)
     assert (target / "workspace" / "notes.txt").read_text() == "state"
     assert not (target / "skills").exists()  # skills are re-materialised, not snapshotted
     with pytest.raises(ValueError, match="SHA-256"):
-        restore_archive(data, "0" * 64, tmp_path / "other")
+        restore_archive(archive, "0" * 64, tmp_path / "other")

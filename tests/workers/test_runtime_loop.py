@@ -20,7 +20,7 @@ from django.core.management import call_command
 
 from telegram.client import TelegramClient
 from workers.runtime.api_client import ApiError, LeaseLostError
-from workers.runtime.archive import make_archive
+from workers.runtime.archive import make_archive as write_archive
 from workers.runtime.handlers import JobContext, http_forward, load_handler
 from workers.runtime.runner import (
     EXIT_CONFIG,
@@ -99,18 +99,24 @@ class FakeServer:
     def fail(self, job, error):
         self.calls.append(("fail", error))
 
-    def latest_snapshot(self, workspace_id, agent_key, conversation_id):
+    def latest_snapshot(self, workspace_id, agent_key, conversation_id, before=None):
         self.calls.append(("latest_snapshot", conversation_id))
-        if conversation_id not in self.snapshots:
-            return None
+        if conversation_id not in self.snapshots or before is not None:
+            return None  # one snapshot per conversation: nothing older than it
         _, sha = self.snapshots[conversation_id]
         return {"snapshot_id": 1, "sha256": sha, "download_url": f"mem://{conversation_id}"}
 
-    def download(self, url):
-        return self.snapshots[url.removeprefix("mem://")][0]
+    def download_to(self, url, destination, max_bytes):
+        data = self.snapshots[url.removeprefix("mem://")][0]
+        destination.write_bytes(data)
+        return len(data)
+
+    def reject_snapshot(self, snapshot_id, error):
+        self.calls.append(("reject_snapshot", snapshot_id, error))
 
     def upload_snapshot(self, **kwargs):
         self.calls.append(("snapshot", kwargs["conversation_id"], kwargs["reason"]))
+        kwargs = {**kwargs, "archive": kwargs["archive"].read_bytes()}  # gone after the call
         self.uploads.append(kwargs)
         self.snapshots[kwargs["conversation_id"]] = (kwargs["archive"], kwargs["sha256"])
         return len(self.uploads)
@@ -118,6 +124,13 @@ class FakeServer:
     def skills_manifest(self, channel, workspace_id):
         self.calls.append("skills_manifest")
         return self.manifest
+
+
+def make_archive(source):
+    """(archive bytes, sha256) of a data dir, as the fake server stores them."""
+    destination = source.with_name(source.name + ".tar.gz")
+    sha256, _ = write_archive(source, destination)
+    return destination.read_bytes(), sha256
 
 
 def make_job(message_id=7, conversation="c1", text="hi", chat="55"):
@@ -492,6 +505,12 @@ def test_a_tampered_snapshot_is_not_restored(tmp_path):
     rt = make_runtime(server, tmp_path)
     assert rt.restore_snapshot("c1", "alpha") is False
     assert not (tmp_path / "data" / "workspace").exists()
+    # Reported, so the server never offers it again (SPEC §23).
+    assert (
+        "reject_snapshot",
+        1,
+        "refused at restore: the archive does not match its SHA-256",
+    ) in server.calls
 
 
 def test_switching_conversation_saves_then_empties_the_workspace(tmp_path):
@@ -684,8 +703,8 @@ def test_the_worker_token_never_goes_to_another_origin():
     responses.get("http://api.test/api/v1/worker/snapshots/3/download/", body=b"same")
     responses.get("https://storage.test/bucket/3.tar.gz", body=b"elsewhere")
     client = WorkerApiClient("http://api.test", WORKER_TOKEN)
-    assert client.download("http://api.test/api/v1/worker/snapshots/3/download/") == b"same"
-    assert client.download("https://storage.test/bucket/3.tar.gz") == b"elsewhere"
+    assert client.download("http://api.test/api/v1/worker/snapshots/3/download/", 100) == b"same"
+    assert client.download("https://storage.test/bucket/3.tar.gz", 100) == b"elsewhere"
     first, second = responses.calls
     assert first.request.headers["Authorization"] == f"Bearer {WORKER_TOKEN}"
     assert "Authorization" not in second.request.headers

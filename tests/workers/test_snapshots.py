@@ -171,3 +171,69 @@ def test_retention_keeps_unexpired_and_uploading_rows(leased):
         assert expire_old_snapshots() == {"expired": 0, "files_deleted": 0}
     assert all(default_storage.exists(name) for name in names)
     assert DataSnapshot.objects.get(pk=in_progress).status == DataSnapshot.UPLOADING
+
+
+def test_a_refused_archive_is_rejected_and_latest_falls_back(leased, make_worker, worker_api):
+    """SPEC §23: a restoring worker refuses a ready snapshot; it becomes failed with the
+    reason (audited) and latest offers the next older ready one."""
+    from agents.models import AuditEvent
+
+    _, api, _ = leased
+    older = upload(api, b"older")
+    finalize(api, older, b"older")
+    newer = upload(api, b"newer")
+    finalize(api, newer, b"newer")
+    assert latest_snapshot(**TRIPLE).pk == newer
+    _, stranger = make_worker("w-stranger")
+    refused = worker_api(stranger).post(
+        f"{API}/snapshots/{newer}/reject/", {"error": "link escapes"}, format="json"
+    )
+    assert refused.status_code == 403
+    assert DataSnapshot.objects.get(pk=newer).status == DataSnapshot.READY
+
+    response = api.post(
+        f"{API}/snapshots/{newer}/reject/", {"error": "link 'x' leaves the data dir"}, format="json"
+    )
+    assert response.status_code == 200 and response.json() == {"status": "failed"}
+    rejected = DataSnapshot.objects.get(pk=newer)
+    assert rejected.status == DataSnapshot.FAILED
+    assert rejected.error == "link 'x' leaves the data dir"
+    event = AuditEvent.objects.get(action="snapshot.rejected")
+    assert event.actor == "worker:w-snap" and event.target_id == str(newer)
+    assert event.details["reason"] == "link 'x' leaves the data dir"
+    body = api.get(f"{API}/snapshots/latest/", TRIPLE).json()
+    assert body["snapshot"]["snapshot_id"] == older
+    # A second refusal of the same archive changes nothing.
+    again = api.post(f"{API}/snapshots/{newer}/reject/", {"error": "other"}, format="json")
+    assert again.status_code == 200
+    assert DataSnapshot.objects.get(pk=newer).error == "link 'x' leaves the data dir"
+    assert AuditEvent.objects.filter(action="snapshot.rejected").count() == 1
+
+
+def test_reject_refuses_uploads_and_needs_a_reason(leased):
+    _, api, _ = leased
+    in_progress = upload(api)
+    response = api.post(f"{API}/snapshots/{in_progress}/reject/", {"error": "x"}, format="json")
+    assert response.status_code == 409 and response.json()["error"] == "conflict"
+    empty = api.post(f"{API}/snapshots/{in_progress}/reject/", {}, format="json")
+    assert empty.status_code == 400
+    assert DataSnapshot.objects.get(pk=in_progress).status == DataSnapshot.UPLOADING
+
+
+def test_latest_before_answers_the_next_older_ready_snapshot(leased):
+    _, api, _ = leased
+    ids = []
+    for data in (b"one", b"two", b"three"):
+        ids.append(upload(api, data))
+        finalize(api, ids[-1], data)
+    first, second, third = ids
+    assert latest_snapshot(**TRIPLE, before=third).pk == second
+    assert latest_snapshot(**TRIPLE, before=second).pk == first
+    assert latest_snapshot(**TRIPLE, before=first) is None
+    other = upload(api, b"elsewhere", workspace_id="ws-2")
+    finalize(api, other, b"elsewhere")
+    # An id of another triple is not a reference point: nothing is "older" than it.
+    assert latest_snapshot(**TRIPLE, before=other) is None
+    body = api.get(f"{API}/snapshots/latest/", {**TRIPLE, "before": third}).json()
+    assert body["snapshot"]["snapshot_id"] == second
+    assert api.get(f"{API}/snapshots/latest/", {**TRIPLE, "before": "x"}).status_code == 400

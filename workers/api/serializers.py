@@ -48,10 +48,19 @@ class FailSnapshotSerializer(serializers.Serializer):
     error = serializers.CharField(max_length=5000, allow_blank=True)
 
 
+class RejectSnapshotSerializer(serializers.Serializer):
+    error = serializers.CharField(max_length=5000, help_text="Why the archive was refused.")
+
+
 class LatestSnapshotQuerySerializer(serializers.Serializer):
     workspace_id = serializers.CharField(max_length=100)
     agent_key = serializers.CharField(max_length=64)
     conversation_id = serializers.CharField(max_length=255)
+    before = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="A snapshot id: answer the newest ready snapshot older than that one.",
+    )
 
 
 class HydrationQuerySerializer(serializers.Serializer):

@@ -227,6 +227,28 @@ class SnapshotFailView(WorkerView):
         return Response({"status": "failed"})
 
 
+class SnapshotRejectView(WorkerView):
+    """A restoring worker refused this ready snapshot's archive (SPEC §23)."""
+
+    @extend_schema(
+        request=s.RejectSnapshotSerializer,
+        responses={200: dict},
+        description=(
+            "Mark a ready snapshot failed because its archive was refused at restore; "
+            "`latest` never offers it again. Any worker that may download it may call this; "
+            "an already failed snapshot stays as it is (200); uploading or expired: 409."
+        ),
+    )
+    def post(self, request, snapshot_id: int):
+        data = self.valid(s.RejectSnapshotSerializer, request.data)
+        snapshot = get_or_404(DataSnapshot.objects, "snapshot", pk=snapshot_id)
+        try:
+            snapshots.reject_snapshot(self.worker, snapshot, data["error"])
+        except snapshots.SnapshotError as exc:
+            return snapshot_error(exc)
+        return Response({"status": "failed"})
+
+
 class SnapshotLatestView(WorkerView):
     @extend_schema(parameters=[s.LatestSnapshotQuerySerializer], responses={200: dict})
     def get(self, request):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 TIMEOUT = (5, 30)
+CHUNK = 1024 * 1024
+# Published bundles are at most 200 KB each (agents.skills); a manifest past this is refused.
+MAX_MANIFEST_BYTES = 64 * CHUNK
 
 
 class ApiError(Exception):
@@ -20,6 +25,14 @@ class ApiError(Exception):
 
 class LeaseLostError(ApiError):
     pass
+
+
+class DownloadTooLarge(ApiError):
+    """The server's answer is larger than the caller's cap; nothing of it was kept."""
+
+    def __init__(self, limit: int):
+        super().__init__(0, "too_large", f"larger than the {limit}-byte limit")
+        self.limit = limit
 
 
 class WorkerApiClient:
@@ -45,7 +58,10 @@ class WorkerApiClient:
             # Upload/download URLs come from the server; should one ever point elsewhere
             # (object storage), the worker token must not travel with it.
             kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": None}
+        body = kwargs.get("data")
         for attempt in range(1, self._retries + 1):
+            if hasattr(body, "seek"):
+                body.seek(0)  # a retried upload sends the whole file again
             try:
                 response = self._session.request(method, url, timeout=TIMEOUT, **kwargs)
             except requests.RequestException as exc:
@@ -117,16 +133,66 @@ class WorkerApiClient:
             },
         )
 
-    def latest_snapshot(self, workspace_id: str, agent_key: str, conversation_id: str):
+    def latest_snapshot(
+        self, workspace_id: str, agent_key: str, conversation_id: str, before: int | None = None
+    ):
+        """The newest ready snapshot of the triple; with ``before``, the newest one older
+        than that snapshot (the fallback past a refused archive)."""
         params = {
             "workspace_id": workspace_id,
             "agent_key": agent_key,
             "conversation_id": conversation_id,
         }
+        if before is not None:
+            params["before"] = before
         return self.json("GET", "snapshots/latest/", params=params)["snapshot"]
 
-    def download(self, url: str) -> bytes:
-        return self.request("GET", url).content
+    def reject_snapshot(self, snapshot_id: int, error: str) -> dict:
+        """Tell the server a ready snapshot's archive was refused at restore: it becomes
+        ``failed`` with the reason and is never offered again."""
+        return self.json("POST", f"snapshots/{snapshot_id}/reject/", json={"error": error[:5000]})
+
+    def download_to(self, url: str, destination: Path, max_bytes: int) -> int:
+        """Stream ``url`` into ``destination`` (never whole into memory); returns the size.
+        Past ``max_bytes`` the transfer stops and DownloadTooLarge is raised; on any error
+        the partial file is removed."""
+        response = self.request("GET", url, stream=True)
+        size = 0
+        try:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadTooLarge(max_bytes)
+            with open(destination, "wb") as handle:
+                for chunk in response.iter_content(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DownloadTooLarge(max_bytes)
+                    handle.write(chunk)
+        except requests.RequestException as exc:
+            destination.unlink(missing_ok=True)
+            raise ApiError(0, "network_error", type(exc).__name__) from None
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+        finally:
+            response.close()
+        return size
+
+    def download(self, url: str, max_bytes: int, **kwargs) -> bytes:
+        """A small download (at most ``max_bytes``) into memory, streamed with the cap."""
+        response = self.request("GET", url, stream=True, **kwargs)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadTooLarge(max_bytes)
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise ApiError(0, "network_error", type(exc).__name__) from None
+        finally:
+            response.close()
+        return b"".join(chunks)
 
     def upload_snapshot(
         self,
@@ -135,7 +201,7 @@ class WorkerApiClient:
         agent_key: str,
         conversation_id: str,
         reason: str,
-        archive: bytes,
+        archive: Path,
         sha256: str,
     ) -> int:
         prepared = self.json(
@@ -150,16 +216,17 @@ class WorkerApiClient:
         )
         snapshot_id = prepared["snapshot_id"]
         try:
-            self.request(
-                "PUT",
-                prepared["upload_url"],
-                data=archive,
-                headers={"Content-Type": "application/gzip"},
-            )
+            with open(archive, "rb") as body:  # streamed from disk, not read into memory
+                self.request(
+                    "PUT",
+                    prepared["upload_url"],
+                    data=body,
+                    headers={"Content-Type": "application/gzip"},
+                )
             self.json(
                 "POST",
                 f"snapshots/{snapshot_id}/finalize/",
-                json={"sha256": sha256, "size_bytes": len(archive)},
+                json={"sha256": sha256, "size_bytes": Path(archive).stat().st_size},
             )
         except ApiError as exc:
             try:
@@ -169,7 +236,9 @@ class WorkerApiClient:
             raise
         return snapshot_id
 
-    def skills_manifest(self, channel: str, workspace_id: str) -> dict:
-        return self.json(
-            "GET", "skills/manifest/", params={"channel": channel, "workspace_id": workspace_id}
-        )
+    def skills_manifest(
+        self, channel: str, workspace_id: str, max_bytes: int = MAX_MANIFEST_BYTES
+    ) -> dict:
+        """The skills manifest, refused (DownloadTooLarge) past ``max_bytes``."""
+        params = {"channel": channel, "workspace_id": workspace_id}
+        return json.loads(self.download("skills/manifest/", max_bytes, params=params))

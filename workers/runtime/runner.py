@@ -19,14 +19,25 @@ valid).
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from telegram.client import TelegramClient, TelegramError
-from workers.runtime.api_client import ApiError, LeaseLostError, WorkerApiClient
-from workers.runtime.archive import clear_data_dir, make_archive, restore_archive
+from workers.runtime.api_client import ApiError, DownloadTooLarge, LeaseLostError, WorkerApiClient
+from workers.runtime.archive import (
+    DEFAULT_LIMITS,
+    WORK_DIR,
+    ArchiveLimits,
+    ArchiveRefused,
+    clear_data_dir,
+    make_archive,
+    restore_archive,
+    work_dir,
+)
 from workers.runtime.handlers import JobContext
 
 logger = logging.getLogger("agent_factory.worker")
@@ -35,6 +46,9 @@ EXIT_OK = 0
 EXIT_API_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAUTHORIZED = 3
+
+# Refused snapshots to step past before starting with an empty workspace.
+MAX_RESTORE_FALLBACKS = 10
 
 
 @dataclass
@@ -55,6 +69,8 @@ class WorkerSettings:
     # may have handed its conversation on; a machine left polling a vanished server would
     # only run up the bill. 0 waits forever.
     max_outage_seconds: float = 900.0
+    # SPEC §23: what a restored archive (and a skills manifest) may hold.
+    archive_limits: ArchiveLimits = DEFAULT_LIMITS
 
 
 class Heartbeat(threading.Thread):
@@ -237,38 +253,97 @@ class WorkerRuntime:
         self.restore_snapshot(conversation_id, agent_key)
 
     def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:
+        """Restore the newest usable snapshot of the conversation into the data dir.
+
+        An archive that breaks a rule (SPEC §23) is reported to the server (the snapshot
+        becomes ``failed`` with the reason) and the next older ready one is tried. Never
+        raises: with nothing usable the worker starts with an empty workspace and serves.
+        """
         self.restored_for = conversation_id
-        try:
-            snapshot = self.client.latest_snapshot(
-                self.settings.workspace_id, agent_key, conversation_id
-            )
+        # Leftovers of a worker killed mid-download or mid-restore on this data dir.
+        shutil.rmtree(self.settings.data_dir / WORK_DIR, ignore_errors=True)
+        before = None
+        for _ in range(MAX_RESTORE_FALLBACKS):
+            try:
+                snapshot = self.client.latest_snapshot(
+                    self.settings.workspace_id, agent_key, conversation_id, before=before
+                )
+            except ApiError as exc:
+                logger.warning("Snapshot restore skipped: %s", exc)
+                return False
             if not snapshot:
                 return False
-            data = self.client.download(snapshot["download_url"])
-            restore_archive(data, snapshot["sha256"], self.settings.data_dir)
-        except (ApiError, ValueError, OSError) as exc:
-            logger.warning("Snapshot restore skipped: %s", exc)
-            return False
-        logger.info("Restored snapshot %s for %s.", snapshot["snapshot_id"], conversation_id)
-        return True
+            snapshot_id = snapshot["snapshot_id"]
+            try:
+                self._restore_one(snapshot)
+            except ArchiveRefused as exc:
+                logger.error("Snapshot %s refused: %s; trying an older one.", snapshot_id, exc)
+                self._reject(snapshot_id, str(exc))
+                before = snapshot_id
+                continue
+            except (ApiError, OSError) as exc:
+                # The network or the disk, not the archive: it stays ready for the next worker.
+                logger.warning("Snapshot %s not restored: %s", snapshot_id, exc)
+                return False
+            logger.info("Restored snapshot %s for %s.", snapshot_id, conversation_id)
+            return True
+        logger.error(
+            "No usable snapshot among the newest %d; starting empty.", MAX_RESTORE_FALLBACKS
+        )
+        return False
+
+    def _restore_one(self, snapshot: dict) -> None:
+        data_dir = self.settings.data_dir
+        limits = self.settings.archive_limits
+        with tempfile.TemporaryDirectory(dir=work_dir(data_dir), prefix="download-") as scratch:
+            archive = Path(scratch) / "snapshot.tar.gz"
+            try:
+                self.client.download_to(
+                    snapshot["download_url"], archive, limits.max_download_bytes
+                )
+                restore_archive(archive, snapshot["sha256"], data_dir, limits)
+            except DownloadTooLarge as exc:
+                raise ArchiveRefused(f"the archive is {exc.detail}") from None
+            except (ArchiveRefused, ApiError, OSError):
+                raise
+            except Exception as exc:  # an archive must never take the worker down
+                logger.exception("Unexpected error restoring snapshot %s.", snapshot["snapshot_id"])
+                raise ArchiveRefused(f"cannot be restored ({type(exc).__name__})") from None
+
+    def _reject(self, snapshot_id: int, reason: str) -> None:
+        try:
+            self.client.reject_snapshot(snapshot_id, f"refused at restore: {reason}")
+        except ApiError as exc:  # the fallback still works: it asks for one older than this
+            logger.warning("Could not mark snapshot %s failed: %s", snapshot_id, exc)
 
     def snapshot(self, reason: str) -> int | None:
         if not self.conversation_id or not self.agent_key or not self.jobs_done:
             return None
-        archive, sha256 = make_archive(self.settings.data_dir)
-        try:
-            snapshot_id = self.client.upload_snapshot(
-                workspace_id=self.settings.workspace_id,
-                agent_key=self.agent_key,
-                conversation_id=self.conversation_id,
-                reason=reason,
-                archive=archive,
-                sha256=sha256,
-            )
-        except ApiError as exc:
-            logger.warning("Snapshot upload failed: %s", exc)
-            return None
-        logger.info("Snapshot %s stored (%d bytes).", snapshot_id, len(archive))
+        data_dir = self.settings.data_dir
+        with tempfile.TemporaryDirectory(dir=work_dir(data_dir), prefix="snapshot-") as scratch:
+            archive = Path(scratch) / "snapshot.tar.gz"
+            try:
+                sha256, size = make_archive(data_dir, archive, self.settings.archive_limits)
+            except ArchiveRefused as exc:
+                # Past the limits no worker would restore it: not uploaded, said loudly.
+                logger.error("Snapshot not taken: the workspace has %s.", exc)
+                return None
+            except OSError as exc:
+                logger.error("Snapshot not taken: %s", exc)
+                return None
+            try:
+                snapshot_id = self.client.upload_snapshot(
+                    workspace_id=self.settings.workspace_id,
+                    agent_key=self.agent_key,
+                    conversation_id=self.conversation_id,
+                    reason=reason,
+                    archive=archive,
+                    sha256=sha256,
+                )
+            except ApiError as exc:
+                logger.warning("Snapshot upload failed: %s", exc)
+                return None
+        logger.info("Snapshot %s stored (%d bytes).", snapshot_id, size)
         return snapshot_id
 
     def materialise_skills(self) -> dict | None:
@@ -280,6 +355,7 @@ class WorkerRuntime:
                 self.settings.data_dir / "skills",
                 channel=self.settings.skills_channel,
                 workspace_id=self.settings.workspace_id,
+                limits=self.settings.archive_limits,
             )
         except Exception as exc:  # a broken manifest must not keep the worker from serving
             if isinstance(exc, ApiError) and exc.status == 401:

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from agents.skill_bundle import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
-from workers.runtime.archive import remove_entry
+from workers.runtime.archive import DEFAULT_LIMITS, ArchiveLimits, remove_entry
 
 logger = logging.getLogger("agent_factory.worker")
 
@@ -32,11 +32,33 @@ class SkillVerificationError(ValueError):
     pass
 
 
+def check_manifest_limits(manifest: dict, limits: ArchiveLimits) -> None:
+    """The archive limits of SPEC §23, over the whole manifest: files and content bytes."""
+    files = [item for skill in manifest.get("skills", []) for item in skill.get("files", [])]
+    if len(files) > limits.max_members:
+        raise SkillVerificationError(f"the manifest has more than {limits.max_members} files")
+    size = sum(len(item.get("content", "").encode()) for item in files)
+    if size > limits.max_bytes:
+        raise SkillVerificationError(f"the manifest has more than {limits.max_bytes} bytes")
+
+
 def verify_skill(skill: dict) -> None:
     for item in skill.get("files", []):
-        path = PurePosixPath(item["path"])
-        if path.is_absolute() or ".." in path.parts:
-            raise SkillVerificationError(f"{skill['slug']}: unsafe path {item['path']!r}")
+        raw = item["path"]
+        path = PurePosixPath(raw)
+        # Relative, normalised, plain names only: nothing that could leave the skill's
+        # directory, shadow its marker or name one entry two ways.
+        if (
+            not raw
+            or path.is_absolute()
+            or path.as_posix() != raw
+            or any(part in ("..", ".") for part in raw.split("/"))
+            or "\\" in raw
+            or "\0" in raw
+            or len(raw) > 4096
+            or path.name == MARKER
+        ):
+            raise SkillVerificationError(f"{skill['slug']}: unsafe path {raw!r}")
         if file_sha256(item["content"]) != item["sha256"]:
             raise SkillVerificationError(f"{skill['slug']}: {item['path']} does not match its hash")
     if bundle_sha256(skill.get("files", [])) != skill.get("bundle_sha256"):
@@ -87,11 +109,14 @@ def _collect_garbage(skills_dir: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
+def apply_manifest(
+    skills_dir: Path, manifest: dict, limits: ArchiveLimits = DEFAULT_LIMITS
+) -> dict:
     layout = manifest.get("layout_version", LAYOUT_VERSION)
     if layout != LAYOUT_VERSION:
         # A layout this worker does not know: change nothing rather than guess.
         raise SkillVerificationError(f"unsupported skills layout {layout!r}")
+    check_manifest_limits(manifest, limits)  # past them: change nothing
     skills_dir.mkdir(parents=True, exist_ok=True)
     installed, rejected = [], []
     wanted = set()
@@ -115,6 +140,13 @@ def apply_manifest(skills_dir: Path, manifest: dict) -> dict:
     return {"installed": installed, "rejected": rejected, "removed": removed}
 
 
-def materialise_skills(client, skills_dir: Path, *, channel: str, workspace_id: str) -> dict:
+def materialise_skills(
+    client,
+    skills_dir: Path,
+    *,
+    channel: str,
+    workspace_id: str,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+) -> dict:
     manifest = client.skills_manifest(channel, workspace_id)
-    return apply_manifest(skills_dir, manifest)
+    return apply_manifest(skills_dir, manifest, limits)
