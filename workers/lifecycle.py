@@ -89,10 +89,12 @@ def worked_in_assignment(worker: Worker) -> bool:
     )
 
 
-def begin_handoff(conversation_pk: int, worker_id: str, now: dt.datetime) -> None:
+def begin_handoff(
+    conversation_pk: int, worker_id: str, now: dt.datetime, config: RuntimeConfig | None = None
+) -> None:
     """``worker_id`` released the conversation and is writing its snapshot of it: nobody
     else claims there until that snapshot is finalized or failed, or the timeout passes."""
-    timeout = RuntimeConfig.get_cached().handoff_timeout_seconds
+    timeout = (config or RuntimeConfig.get_cached()).handoff_timeout_seconds
     Conversation.objects.filter(pk=conversation_pk).update(
         handoff_from_worker=worker_id, handoff_until=now + dt.timedelta(seconds=timeout)
     )
