@@ -238,6 +238,8 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
                     "idle_timeout_seconds",
                     "lease_seconds",
                     "stale_after_seconds",
+                    "reassign_after_seconds",
+                    "handoff_timeout_seconds",
                     "snapshot_timeout_seconds",
                     "snapshot_retention_seconds",
                 ]
