@@ -86,13 +86,10 @@ def test_claim_refused_until_the_snapshot_is_finalized(released, make_worker):
 def test_claim_allowed_once_the_snapshot_failed(released, make_worker):
     api, start = released
     snapshot_id = upload(api, conversation_id="conv-s")
-    assert (
-        api.post(
-            f"{API}/snapshots/{snapshot_id}/fail/", {"error": "disk"}, format="json"
-        ).status_code
-        == 200
-    )
-    with time_machine.travel(start + dt.timedelta(seconds=1), tick=False):
+    refused_everywhere(make_worker, start + dt.timedelta(seconds=1))
+    failed = api.post(f"{API}/snapshots/{snapshot_id}/fail/", {"error": "disk"}, format="json")
+    assert failed.status_code == 200
+    with time_machine.travel(start + dt.timedelta(seconds=2), tick=False):
         Worker.objects.update(heartbeat_at=timezone.now())
         assert claim_by_every_path(make_worker) == ["second", "second", "second"]
 
