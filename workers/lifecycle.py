@@ -132,8 +132,9 @@ def on_final_snapshot(worker: Worker, snapshot) -> None:
     """A snapshot is stored: its conversation's handoff (if any) ends, and a draining
     worker may now be torn down."""
     with transaction.atomic():  # the snapshot link and the transition land together
-        end_handoff(snapshot.worker_id, snapshot.conversation_id)
+        # Worker row first, then the conversation: the lock order of claims and reconcile.
         Worker.objects.filter(pk=worker.pk).update(last_snapshot=snapshot)
+        end_handoff(snapshot.worker_id, snapshot.conversation_id)
         worker.refresh_from_db()
         if worker.status == Worker.DRAINING:
             transition_worker(worker, Worker.STOPPING, reason="final snapshot stored")
