@@ -163,3 +163,36 @@ def test_worker_that_never_claimed_leaves_no_handoff(fleet, enqueue, make_worker
     reconcile()
     assert assigned("w-1") == "c-new"
     assert handoff("c-2") == ("", None)
+
+
+def test_query_count_is_constant_in_queue_size(fleet, alpha_agent):
+    """A pass that reassigns costs the same for 10 or 1,000 waiting conversations."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def seed(n, offset):
+        conversations = Conversation.objects.bulk_create(
+            Conversation(conversation_id=f"q{offset + i}", agent=alpha_agent) for i in range(n)
+        )
+        Message.objects.bulk_create(
+            Message(conversation=c, agent_key="alpha", payload={}) for c in conversations
+        )
+
+    fleet("w-1", "c-1", idle_seconds=600)
+    fleet("w-2", "c-2", idle_seconds=600)
+    counts = []
+    for n, offset in ((10, 0), (1000, 100)):
+        Message.objects.filter(conversation__conversation_id__startswith="q").delete()
+        idle = timezone.now() - dt.timedelta(seconds=600)
+        for worker_id, conversation_id in (("w-1", "c-1"), ("w-2", "c-2")):
+            Worker.objects.filter(worker_id=worker_id).update(
+                assigned_conversation=Conversation.objects.get(conversation_id=conversation_id),
+                idle_since=idle,
+                assigned_at=idle,
+                last_claim_at=idle,
+            )
+        seed(n, offset)
+        with CaptureQueriesContext(connection) as queries:
+            assert len(reconcile().reassigned) == 2
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1]
