@@ -65,3 +65,15 @@ def test_admin_form_has_both_timers(admin_client, db):
     RuntimeConfig.get()
     page = admin_client.get("/admin/agents/runtimeconfig/1/change/").content.decode()
     assert 'name="reassign_after_seconds"' in page and 'name="handoff_timeout_seconds"' in page
+
+
+def test_conversation_admin_shows_the_handoff_read_only(admin_client, alpha_agent):
+    from agents.models import Conversation
+
+    conversation = Conversation.objects.create(
+        conversation_id="c-h", agent=alpha_agent, handoff_from_worker="w-1"
+    )
+    page = admin_client.get(f"/admin/agents/conversation/{conversation.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "w-1" in html and 'name="handoff_from_worker"' not in html
