@@ -244,7 +244,10 @@ class WorkerRuntime:
         """The server gave this worker another conversation (fair share, SPEC §6.2): claim
         there from now on, and hand the old one off at once — snapshot it and empty the
         data dir — since no other worker may claim there until that snapshot is stored."""
-        if not assigned or assigned == self.claim_for:
+        if not assigned:  # unassigned: back to what it was configured with
+            self.claim_for = self.settings.conversation_id
+            return
+        if assigned == self.claim_for:
             return
         logger.info("Assigned to conversation %s now.", assigned)
         self.claim_for = assigned
