@@ -239,6 +239,8 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
                     "idle_timeout_seconds",
                     "lease_seconds",
                     "stale_after_seconds",
+                    "reassign_after_seconds",
+                    "handoff_timeout_seconds",
                     "snapshot_timeout_seconds",
                     "snapshot_retention_seconds",
                 ]
@@ -290,7 +292,15 @@ class ConversationAdmin(AuditedModelAdmin):
     list_filter = ["agent"]
     list_select_related = ["agent"]
     search_fields = ["conversation_id"]
-    readonly_fields = ["conversation_id", "agent", "created_at", "updated_at"]
+    # The handoff (SPEC §6.2) is shown, never edited: the claim and the snapshots own it.
+    readonly_fields = [
+        "conversation_id",
+        "agent",
+        "handoff_from_worker",
+        "handoff_until",
+        "created_at",
+        "updated_at",
+    ]
     exclude = ["hydration_cache", "hydration_fingerprint"]
     inlines = [ConversationEntryInline]
 

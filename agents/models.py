@@ -201,6 +201,19 @@ class RuntimeConfig(models.Model):
     snapshot_retention_seconds = models.PositiveIntegerField(
         default=7 * 24 * 3600, validators=[MinValueValidator(60)]
     )
+    # Fair share of a full fleet and handoff (SPEC §6.2).
+    reassign_after_seconds = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="With max_workers reached and a conversation waiting, a worker idle this "
+        "long gives up its conversation and takes the waiting one.",
+    )
+    handoff_timeout_seconds = models.PositiveIntegerField(
+        default=120,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="A conversation released by a live worker waits at most this long for that "
+        "worker's snapshot before another worker may claim it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -257,14 +270,37 @@ class Conversation(models.Model):
     pending_tool_calls = models.JSONField(default=list, blank=True)
     hydration_cache = models.JSONField(default=dict, blank=True)
     hydration_fingerprint = models.CharField(max_length=64, blank=True)
+    # Handoff (SPEC §6.2): released by a live worker (drain, fair-share reassignment) that is
+    # still writing its snapshot of it. Until that snapshot is finalized or failed, or until
+    # ``handoff_until``, no other worker may claim here (it would restore an older snapshot).
+    # The worker id is a plain string: agents depends on no other app.
+    handoff_from_worker = models.CharField(max_length=100, blank=True)
+    handoff_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at"]
+        indexes = [
+            # Finding a worker's pending handoffs (snapshot stored, worker stopped): a
+            # partial index, tiny since handoffs are few and short.
+            models.Index(
+                fields=["handoff_from_worker"],
+                condition=~models.Q(handoff_from_worker=""),
+                name="conv_handoff_worker_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.conversation_id
+
+    def in_handoff_for(self, worker_id: str, now) -> bool:
+        """Whether a claim by ``worker_id`` must wait for another worker's snapshot."""
+        return (
+            self.handoff_until is not None
+            and self.handoff_until > now
+            and self.handoff_from_worker != worker_id
+        )
 
 
 class ConversationEntry(models.Model):

@@ -128,6 +128,8 @@ RUNTIME_FIELDS = {
     "lease_seconds",
     "stale_after_seconds",
     "max_attempts",
+    "reassign_after_seconds",
+    "handoff_timeout_seconds",
     "system_prompt",
     "guest_cpus",
     "guest_memory_mb",

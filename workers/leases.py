@@ -124,14 +124,22 @@ def control_state(worker: Worker) -> dict:
 
     config = RuntimeConfig.get_cached()
     now = timezone.now()
-    worker = Worker.objects.get(pk=worker.pk)
+    worker = Worker.objects.select_related("assigned_conversation").get(pk=worker.pk)
     stop, reason = should_stop(worker, now)
     stale = is_stale(worker, now, config)
     if stale and not stop:
         stop, reason = True, "heartbeat stale"
     if not stale:
         Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
-    return {"should_stop": stop, "reason": reason, "status": worker.status}
+    # The conversation it serves now: fair share may have given it another one (§6.2), and
+    # the worker follows (snapshots the old workspace, claims in the new conversation).
+    conversation = worker.assigned_conversation
+    return {
+        "should_stop": stop,
+        "reason": reason,
+        "status": worker.status,
+        "conversation_id": conversation.conversation_id if conversation else None,
+    }
 
 
 def _other_live_workers(worker: Worker, now: dt.datetime, config: RuntimeConfig):
@@ -155,6 +163,15 @@ def _has_live_lease(now: dt.datetime):
             conversation_id=OuterRef("conversation_id"),
             status=Message.PROCESSING,
             lease_expires_at__gt=now,
+        )
+    )
+
+
+def _in_handoff(worker: Worker, now: dt.datetime):
+    """For a message queryset: its conversation waits for another worker's snapshot."""
+    return Exists(
+        Conversation.objects.filter(pk=OuterRef("conversation_id"), handoff_until__gt=now).exclude(
+            handoff_from_worker=worker.worker_id
         )
     )
 
@@ -224,6 +241,7 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
             .exclude(conversation_id__in=excluded)
             .exclude(_has_live_lease(now))
             .exclude(_owned_by_other_live_worker(worker, now, config))
+            .exclude(_in_handoff(worker, now))
             .order_by(*CLAIM_ORDER)
             .select_for_update(skip_locked=True, of=("self",))
             .only("id", "conversation_id")
@@ -257,6 +275,11 @@ def _claim_in_conversation(
     if not locked:
         # Waiting here (not skipping) is right: the conversation is this worker's to serve.
         conversation = _locked(Conversation, conversation.pk)
+    # Handoff (§6.2): the worker that released this conversation is still writing its
+    # snapshot; claiming now would restore an older one. Read off the row just locked, so
+    # every claim path checks it at no extra query, the same way on every database.
+    if conversation.in_handoff_for(worker.worker_id, now):
+        return None
     # The hot path, one query: the next ready message, with whether the conversation has a
     # processing message or another live owner. This is sound because the conversation row
     # was locked by an earlier statement: every claim locks it before it makes a message
@@ -441,7 +464,9 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
             else:
                 requeued += 1
         if worker_ids:
-            Worker.objects.filter(worker_id__in=worker_ids).update(load=0, assigned_lease_id="")
+            Worker.objects.filter(worker_id__in=worker_ids).update(
+                load=0, assigned_lease_id="", idle_since=now
+            )
             # Left with no job, the worker starts its idle clock like after a completion, so
             # a live worker whose job expired is still drained once it stays idle.
             Worker.objects.filter(
@@ -559,6 +584,7 @@ def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
     fields = {
         "load": 0,
         "heartbeat_at": now,
+        "idle_since": now,
         "assigned_lease_id": "",
         "scheduled_shutdown_at": now + dt.timedelta(seconds=config.idle_timeout_seconds),
     }

@@ -7,6 +7,7 @@ import datetime as dt
 from django.db import transaction
 from django.utils import timezone
 
+from agents.models import Conversation, RuntimeConfig
 from workers.models import Message, Worker
 
 # Forward only. Skipping ahead is allowed on purpose: a failed spawn (active → stopped, or
@@ -25,12 +26,19 @@ class InvalidTransition(Exception):
 
 
 def transition_worker(
-    worker: Worker, to_status: str, *, reason: str, now: dt.datetime | None = None
+    worker: Worker,
+    to_status: str,
+    *,
+    reason: str,
+    now: dt.datetime | None = None,
+    alive: bool = True,
 ) -> Worker:
     """Move ``worker`` forward in its lifecycle (never back); a no-op if already there.
 
     The update is conditional on the status read, so two reconciles racing on one worker
-    cannot both apply a transition.
+    cannot both apply a transition. Draining a worker that is ``alive`` (not gone, not
+    stale) hands its conversation off: nobody else claims there until its final snapshot is
+    stored (SPEC §6.2). Once it stops, nothing more comes from it: its handoffs end.
     """
     now = now or timezone.now()
     if to_status == worker.status:
@@ -62,8 +70,43 @@ def transition_worker(
             raise InvalidTransition(
                 f"Worker '{worker.worker_id}' changed status concurrently (now '{worker.status}')."
             )
+        if to_status == Worker.DRAINING and alive and worked_in_assignment(worker):
+            begin_handoff(worker.assigned_conversation_id, worker.worker_id, now)
+        elif to_status in (Worker.STOPPING, Worker.STOPPED):
+            end_handoff(worker.worker_id)
     worker.refresh_from_db()
     return worker
+
+
+def worked_in_assignment(worker: Worker) -> bool:
+    """It claimed a job in the conversation it is assigned to now, so its workspace holds
+    state of that conversation that only its next snapshot will carry."""
+    return bool(
+        worker.assigned_conversation_id
+        and worker.last_claim_at
+        and worker.assigned_at
+        and worker.last_claim_at >= worker.assigned_at
+    )
+
+
+def begin_handoff(
+    conversation_pk: int, worker_id: str, now: dt.datetime, config: RuntimeConfig | None = None
+) -> None:
+    """``worker_id`` released the conversation and is writing its snapshot of it: nobody
+    else claims there until that snapshot is finalized or failed, or the timeout passes."""
+    timeout = (config or RuntimeConfig.get_cached()).handoff_timeout_seconds
+    Conversation.objects.filter(pk=conversation_pk).update(
+        handoff_from_worker=worker_id, handoff_until=now + dt.timedelta(seconds=timeout)
+    )
+
+
+def end_handoff(worker_id: str, conversation_id: str | None = None) -> int:
+    """The worker's snapshot of the conversation (of all of them, when None) is in, or will
+    never come: the conversation is claimable again."""
+    pending = Conversation.objects.filter(handoff_from_worker=worker_id)
+    if conversation_id is not None:
+        pending = pending.filter(conversation_id=conversation_id)
+    return pending.update(handoff_from_worker="", handoff_until=None)
 
 
 def end_leases_held_by(worker_ids, now: dt.datetime) -> None:
@@ -86,9 +129,12 @@ def should_stop(worker: Worker, now: dt.datetime | None = None) -> tuple[bool, s
 
 
 def on_final_snapshot(worker: Worker, snapshot) -> None:
-    """A draining worker's final snapshot is in: it may now be torn down."""
+    """A snapshot is stored: its conversation's handoff (if any) ends, and a draining
+    worker may now be torn down."""
     with transaction.atomic():  # the snapshot link and the transition land together
+        # Worker row first, then the conversation: the lock order of claims and reconcile.
         Worker.objects.filter(pk=worker.pk).update(last_snapshot=snapshot)
+        end_handoff(snapshot.worker_id, snapshot.conversation_id)
         worker.refresh_from_db()
         if worker.status == Worker.DRAINING:
             transition_worker(worker, Worker.STOPPING, reason="final snapshot stored")

@@ -114,6 +114,9 @@ class Worker(models.Model):
     load = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_claim_at = models.DateTimeField(null=True, blank=True)
+    # When its last job ended (or it was given its conversation): with load 0, how long it
+    # has been idle, which decides who gives up its conversation first (fair share, §6.2).
+    idle_since = models.DateTimeField(null=True, blank=True)
     scheduled_shutdown_at = models.DateTimeField(null=True, blank=True)
     draining_since = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

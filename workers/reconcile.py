@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
+from workers.fair_share import reassign_idle_workers
 from workers.leases import live_worker_cutoff, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
 from workers.models import DataSnapshot, Message, Worker
@@ -69,6 +70,8 @@ class ReconcileReport:
     demand: int = 0
     running: int = 0
     spawned: list[str] = field(default_factory=list)
+    #: Fair share (SPEC §6.2): idle workers moved to waiting conversations, "worker: a -> b".
+    reassigned: list[str] = field(default_factory=list)
     spawn_failed: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     stopping: list[str] = field(default_factory=list)
@@ -83,6 +86,7 @@ class ReconcileReport:
     def changed(self) -> bool:
         return bool(
             self.spawned
+            or self.reassigned
             or self.drained
             or self.stopping
             or self.stopped
@@ -222,6 +226,7 @@ def _expire_leases_of_gone(gone: set[int], now: dt.datetime) -> None:
 def _audit_summary(report: ReconcileReport) -> dict:
     return {
         "spawned": report.spawned,
+        "reassigned": report.reassigned,
         "spawn_failed": report.spawn_failed,
         "drained": report.drained,
         "stopped": report.stopped,
@@ -246,9 +251,12 @@ def _observe_gone(provider: Provider) -> set[int]:
     return gone
 
 
-def _drain(worker: Worker, reason: str, now: dt.datetime, report: ReconcileReport) -> None:
+def _drain(
+    worker: Worker, reason: str, now: dt.datetime, report: ReconcileReport, *, alive: bool = True
+) -> None:
+    # Only a live worker's conversation is handed off: a gone or stale one sends no snapshot.
     try:
-        transition_worker(worker, Worker.DRAINING, reason=reason, now=now)
+        transition_worker(worker, Worker.DRAINING, reason=reason, now=now, alive=alive)
         report.drained.append(worker.worker_id)
     except InvalidTransition as exc:
         report.errors.append(str(exc))
@@ -266,12 +274,12 @@ def _advance_lifecycles(config, provider, gone: set[int], now, report: Reconcile
     stale_cutoff = live_worker_cutoff(now, config)
     active = Worker.objects.filter(status=Worker.ACTIVE)
     for worker in active.filter(pk__in=gone):
-        _drain(worker, "machine gone", now, report)
+        _drain(worker, "machine gone", now, report, alive=False)
     # A row never heard from (a token just issued for a hand-started worker) is judged by
     # its age, so it gets the same stale_after to show up as a worker that went quiet.
     never_seen_too_long = Q(heartbeat_at__isnull=True, created_at__lt=stale_cutoff)
     for worker in active.filter(Q(heartbeat_at__lt=stale_cutoff) | never_seen_too_long):
-        _drain(worker, "heartbeat stale", now, report)
+        _drain(worker, "heartbeat stale", now, report, alive=False)
     for worker in active.filter(scheduled_shutdown_at__lte=now, load=0):
         _drain(worker, "idle timeout", now, report)
     snapshot_deadline = now - dt.timedelta(seconds=config.snapshot_timeout_seconds)
@@ -316,7 +324,8 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
             lease_expires_at__gt=now,
         )
     )
-    slots = max(0, min(config.max_workers - report.running, config.spawn_step))
+    capacity = max(0, config.max_workers - report.running)
+    slots = min(capacity, config.spawn_step)
     # Walk the ready queue in claim order only as far as needed: the cost stays flat however
     # long the backlog is (the number of spawns per pass is small).
     rows = (
@@ -332,8 +341,11 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     idle_unassigned = Worker.objects.filter(
         status=Worker.ACTIVE, assigned_conversation__isnull=True, heartbeat_at__gte=cutoff
     ).count()
-    report.demand = max(0, len(targets) - idle_unassigned)
-    wanted = list(targets.items())[idle_unassigned:][:slots]
+    uncovered = list(targets.items())[idle_unassigned:]
+    report.demand = len(uncovered)
+    wanted = uncovered[:slots]
+    # Fair share (§6.2): what no spawn, now or later, can cover goes to the idle workers.
+    report.reassigned = reassign_idle_workers(uncovered[capacity:], config, now)
     if wanted:
         report.blocked = _spawn_blocked(provider, now)
         if report.blocked:

@@ -137,9 +137,15 @@ def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, si
 
 def fail_snapshot(snapshot: DataSnapshot, error: str) -> DataSnapshot:
     """An upload the worker gave up on; it is never restored (its file goes at expiry)."""
-    failed = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
-        status=DataSnapshot.FAILED, error=(error or "")[:5000], completed_at=timezone.now()
-    )
+    from workers.lifecycle import end_handoff
+
+    with transaction.atomic():
+        failed = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
+            status=DataSnapshot.FAILED, error=(error or "")[:5000], completed_at=timezone.now()
+        )
+        if failed:
+            # Nothing newer is coming from that worker: the conversation's handoff ends.
+            end_handoff(snapshot.worker_id, snapshot.conversation_id)
     snapshot.refresh_from_db()
     if not failed:
         raise _not_uploading(snapshot)

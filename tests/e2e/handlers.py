@@ -13,3 +13,13 @@ def slow_echo(context):
         open(marker, "a").close()
         time.sleep(float(os.environ.get("E2E_SLOW_SECONDS", "30")))
     return echo(context)
+
+
+def counting(context):
+    """Append the message to a file in the workspace and answer with the whole file: a turn
+    lost to an older snapshot shows as a missing line in the next reply."""
+    turns = context.data_dir / "workspace" / "turns.txt"
+    turns.parent.mkdir(parents=True, exist_ok=True)
+    with open(turns, "a") as handle:
+        handle.write(context.text + "\n")
+    return " / ".join(turns.read_text().splitlines())

@@ -183,7 +183,12 @@ def test_control_refreshes_liveness_of_a_live_worker(setup, runtime_config):
     message, worker, api = setup
     almost = dt.timedelta(seconds=runtime_config.stale_after_seconds - 5)
     Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now() - almost)
-    assert control(api) == {"should_stop": False, "reason": None, "status": "active"}
+    assert control(api) == {
+        "should_stop": False,
+        "reason": None,
+        "status": "active",
+        "conversation_id": None,
+    }
     worker.refresh_from_db()
     assert timezone.now() - worker.heartbeat_at < dt.timedelta(seconds=5)
 
@@ -221,7 +226,12 @@ def test_control_says_stop_to_a_stale_worker_and_does_not_revive_it(setup, runti
     message, worker, api = setup
     stale_at = timezone.now() - dt.timedelta(seconds=runtime_config.stale_after_seconds + 1)
     Worker.objects.filter(pk=worker.pk).update(heartbeat_at=stale_at)
-    assert control(api) == {"should_stop": True, "reason": "heartbeat stale", "status": "active"}
+    assert control(api) == {
+        "should_stop": True,
+        "reason": "heartbeat stale",
+        "status": "active",
+        "conversation_id": None,
+    }
     # Nor does a claim bring it back: it gets nothing and stays stale.
     assert claim(api) is None
     worker.refresh_from_db()
@@ -245,7 +255,12 @@ def test_control_stale_boundary_is_exactly_stale_after(setup, runtime_config):
 def test_control_says_stop_when_not_active(setup, status):
     message, worker, api = setup
     Worker.objects.filter(pk=worker.pk).update(status=status, status_reason="idle timeout")
-    assert control(api) == {"should_stop": True, "reason": "idle timeout", "status": status}
+    assert control(api) == {
+        "should_stop": True,
+        "reason": "idle timeout",
+        "status": status,
+        "conversation_id": None,
+    }
     worker.refresh_from_db()
     assert timezone.now() - worker.heartbeat_at < dt.timedelta(seconds=5)
 
@@ -257,7 +272,12 @@ def test_control_says_stop_past_scheduled_shutdown(setup):
     assert control(api)["should_stop"] is False
     with time_machine.travel(soon, tick=False):
         Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
-        assert control(api) == {"should_stop": True, "reason": "idle timeout", "status": "active"}
+        assert control(api) == {
+            "should_stop": True,
+            "reason": "idle timeout",
+            "status": "active",
+            "conversation_id": None,
+        }
 
 
 def test_a_stopped_workers_token_is_revoked(setup):

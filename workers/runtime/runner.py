@@ -121,6 +121,9 @@ class WorkerRuntime:
         self.agent_key = settings.agent_key
         self.restored_for: str | None = None
         self.jobs_done = 0
+        # The conversation claims are restricted to: the configured one, then whichever the
+        # server assigns (fair share may move an idle worker to a waiting conversation).
+        self.claim_for = settings.conversation_id
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -144,7 +147,8 @@ class WorkerRuntime:
                     logger.info("Server says stop: %s", control.get("reason"))
                     reason = "drain"
                     break
-                job = self.client.claim(self.settings.conversation_id)
+                self.follow_assignment(control.get("conversation_id"))
+                job = self.client.claim(self.claim_for)
                 failures, outage_since = 0, None
             except ApiError as exc:
                 if not _transient(exc):
@@ -251,6 +255,23 @@ class WorkerRuntime:
             self.jobs_done = 0
             clear_data_dir(self.settings.data_dir)
         self.restore_snapshot(conversation_id, agent_key)
+
+    def follow_assignment(self, assigned: str | None) -> None:
+        """The server gave this worker another conversation (fair share, SPEC §6.2): claim
+        there from now on, and hand the old one off at once — snapshot it and empty the
+        data dir — since no other worker may claim there until that snapshot is stored."""
+        if not assigned:  # unassigned: back to what it was configured with
+            self.claim_for = self.settings.conversation_id
+            return
+        if assigned == self.claim_for:
+            return
+        logger.info("Assigned to conversation %s now.", assigned)
+        self.claim_for = assigned
+        if self.restored_for not in (None, assigned) and self.jobs_done:
+            self.snapshot("drain")
+            self.jobs_done = 0
+            clear_data_dir(self.settings.data_dir)
+            self.restored_for = None  # the next job restores its conversation's snapshot
 
     def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:
         """Restore the newest usable snapshot of the conversation into the data dir.

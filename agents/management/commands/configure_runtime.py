@@ -43,6 +43,18 @@ class Command(BaseCommand):
         parser.add_argument("--lease-seconds", type=whole_number)
         parser.add_argument("--stale-after-seconds", type=whole_number)
         parser.add_argument("--max-attempts", type=whole_number)
+        parser.add_argument(
+            "--reassign-after-seconds",
+            type=whole_number,
+            help="Fair share: with max_workers reached, a worker idle this long moves to a "
+            "waiting conversation (default 30).",
+        )
+        parser.add_argument(
+            "--handoff-timeout-seconds",
+            type=whole_number,
+            help="How long a released conversation waits for its old worker's snapshot "
+            "(default 120).",
+        )
         parser.add_argument("--system-prompt")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
