@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -237,7 +236,6 @@ def configure_webhook(
             url=url,
             previous_url=previous_url or None,
         )
-    _SECRET_CACHE.pop(bot.bot_identity, None)  # this process sees the new secret at once
     warnings = []
     if previous_url and previous_url != url:
         warnings.append(
@@ -350,59 +348,6 @@ def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
         "changed": changed,
         "warnings": warnings,
     }
-
-
-_SECRET_CACHE: dict[str, tuple] = {}
-# A rotation done in another process is seen at the latest after this long.
-SECRET_CACHE_SECONDS = 30
-
-
-def webhook_secret_matches(bot: Bot, given: str | None, now: dt.datetime) -> bool:
-    """Constant-time check of the header against the bot's accepted secrets.
-
-    The decrypted secrets (each with the time it stops being valid) are kept in process
-    memory per bot; a header that does not match the cached set triggers a reload from the
-    store, so a rotation is seen at once and the store is not read for every update.
-    """
-    if not given:
-        return False
-    import time
-
-    cached = _SECRET_CACHE.get(bot.bot_identity)
-    fresh = cached and cached[0] == bot.pk and time.monotonic() - cached[2] < SECRET_CACHE_SECONDS
-    if fresh and secret_matches(given, _valid(cached[1], now)):
-        return True
-    candidates = webhook_secret_candidates(bot)
-    _SECRET_CACHE[bot.bot_identity] = (bot.pk, candidates, time.monotonic())
-    return secret_matches(given, _valid(candidates, now))
-
-
-def _valid(candidates: list[tuple[str, dt.datetime | None]], now: dt.datetime) -> list[str]:
-    return [secret for secret, until in candidates if until is None or until > now]
-
-
-def webhook_secret_candidates(bot: Bot) -> list[tuple[str, dt.datetime | None]]:
-    """The active secret (no end) and the previous one with the end of its grace period."""
-    from agents.secret_store import decrypt_secret
-
-    ref = webhook_secret_ref(bot.agent.agent_key)
-    versions = list(Secret.objects.filter(secret_ref=ref).order_by("-version")[:2])
-    candidates = []
-    for secret in versions:
-        if secret.active:
-            candidates.append((decrypt_secret(secret), None))
-        elif bot.previous_secret_valid_until:
-            candidates.append((decrypt_secret(secret), bot.previous_secret_valid_until))
-    return candidates
-
-
-def secret_matches(given: str | None, accepted: list[str]) -> bool:
-    if not given:
-        return False
-    matched = False
-    for candidate in accepted:  # compare with every candidate: timing reveals nothing
-        matched |= hmac.compare_digest(given.encode(), candidate.encode())
-    return matched
 
 
 # Readiness ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from agents.models import Conversation
-from telegram import ingress, services, views
+from telegram import ingress, services, views, webhook_auth
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
 from telegram.services import bind_identity, create_pairing_code
 from tests.telegram.conftest import bind, legacy_binding, text_update
@@ -77,19 +77,19 @@ def test_secret_is_checked_before_the_body_is_parsed(make_bot, post_update):
 
 def test_secret_compare_is_constant_time_over_every_candidate(monkeypatch):
     seen = []
-    real_compare = services.hmac.compare_digest
+    real_compare = webhook_auth.hmac.compare_digest
 
     def spy(a, b):
         seen.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr(services.hmac, "compare_digest", spy)
-    assert services.secret_matches("current", ["current", "previous"]) is True
+    monkeypatch.setattr(webhook_auth.hmac, "compare_digest", spy)
+    assert webhook_auth.secret_matches("current", ["current", "previous"]) is True
     # Even after a match, the other candidate is compared too: timing reveals nothing.
     assert [b for _, b in seen] == [b"current", b"previous"]
-    assert services.secret_matches("nope", ["current"]) is False
-    assert services.secret_matches(None, ["current"]) is False
-    assert services.secret_matches("", ["current"]) is False
+    assert webhook_auth.secret_matches("nope", ["current"]) is False
+    assert webhook_auth.secret_matches(None, ["current"]) is False
+    assert webhook_auth.secret_matches("", ["current"]) is False
 
 
 def test_bot_without_webhook_secret_refuses_everything(make_bot, post_update):
@@ -97,7 +97,6 @@ def test_bot_without_webhook_secret_refuses_everything(make_bot, post_update):
 
     make_bot("alpha", "100")
     Secret.objects.filter(secret_ref="telegram.webhookSecret.alpha").delete()
-    services._SECRET_CACHE.clear()
     assert post_update("100", text_update(1, "hi")).status_code == 403
 
 
@@ -232,7 +231,6 @@ def test_binding_to_a_disabled_agent_is_unroutable(make_bot, post_update):
     binding = bind_identity("u1", bot.agent, bot_identity="100", telegram_user_id="555", actor="t")
     bot.agent.enabled = False
     bot.agent.save()
-    views._BOT_CACHE.clear()
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unroutable"
     assert IngressIssue.objects.get().kind == "unroutable"
     assert IdentityBinding.objects.get(pk=binding.pk).status == "active"
@@ -383,7 +381,7 @@ def test_database_error_while_looking_up_the_bot_is_503(make_bot, post_update, m
     def down(*args):
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(views, "_cached_bot", down)
+    monkeypatch.setattr(views, "load_bot", down)
     response = post_update("100", text_update(1, "hi"))
     assert response.status_code == 503 and response.json() == {"error": "unavailable"}
 
