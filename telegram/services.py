@@ -36,7 +36,12 @@ class TelegramSetupError(Exception):
 
 
 class PairingError(Exception):
-    pass
+    """A refused pairing. ``reason`` is the stable code the webhook records for the admin
+    (not_found, used, expired, wrong_bot); the user never sees either (SPEC §23)."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def get_agent(agent_key: str) -> AgentProfile:
@@ -478,7 +483,7 @@ def consume_pairing_code(
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().filter(code=code.strip().upper()).first()
         if pairing is None:
-            raise PairingError("Pairing code not found")
+            raise PairingError("Pairing code not found", "not_found")
         if pairing.status != PairingCode.PENDING:
             raise _not_pending(pairing)
         if pairing.expires_at <= now:
@@ -487,13 +492,13 @@ def consume_pairing_code(
         else:
             expired = False
     if expired:  # committed above, so the expiry sticks
-        raise PairingError("Pairing code expired")
+        raise PairingError("Pairing code expired", "expired")
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().get(pk=pairing.pk)
         if pairing.status != PairingCode.PENDING:  # consumed concurrently
             raise _not_pending(pairing)
         if pairing.bot_identity != bot_identity:
-            raise PairingError("Pairing code belongs to a different Telegram bot")
+            raise PairingError("Pairing code belongs to a different Telegram bot", "wrong_bot")
         binding = bind_identity(
             pairing.consumer_user_id,
             pairing.agent,
@@ -514,8 +519,8 @@ def consume_pairing_code(
 
 def _not_pending(pairing: PairingCode) -> PairingError:
     if pairing.status == PairingCode.EXPIRED:
-        return PairingError("Pairing code expired")
-    return PairingError("Pairing code already used")
+        return PairingError("Pairing code expired", "expired")
+    return PairingError("Pairing code already used", "used")
 
 
 def bind_identity(
@@ -563,33 +568,27 @@ def bind_identity(
 # Every routed update asks this: written as SQL because the ORM spends longer compiling the
 # lookup than the database spends answering it (bench/webhook_ingest.py). Only a match is
 # then loaded through the ORM, with its agent.
-_BINDING_CANDIDATES_SQL = (
-    f"SELECT id, telegram_user_id, telegram_chat_id FROM {IdentityBinding._meta.db_table} "  # noqa: S608 (names, not input)
-    "WHERE status = %s AND bot_identity = %s AND (telegram_user_id = %s OR telegram_chat_id = %s) "
-    "ORDER BY bound_at DESC LIMIT 10"
+_BINDING_SQL = (
+    f"SELECT id FROM {IdentityBinding._meta.db_table} "  # noqa: S608 (names, not input)
+    "WHERE status = %s AND bot_identity = %s AND telegram_user_id = %s "
+    "ORDER BY bound_at DESC LIMIT 1"
 )
 
 
-def resolve_binding(bot_identity: str, telegram_user_id: str, chat_id: str):
-    """Active binding for (bot, user), else (bot, chat); legacy rows (no bot) never match."""
-    if not bot_identity or not (telegram_user_id or chat_id):
+def resolve_binding(bot_identity: str, telegram_user_id: str):
+    """The active binding of (bot, Telegram user); legacy rows (no bot) never match.
+
+    Only for private chats (SPEC §5.2): there is no chat fallback, so a binding never
+    routes anybody else's message, and a group never reaches a member's conversation.
+    """
+    if not bot_identity or not telegram_user_id:
         return None
     with connection.cursor() as cursor:
-        cursor.execute(
-            _BINDING_CANDIDATES_SQL,
-            # A blank id must match nothing (not the blank column of another row).
-            [IdentityBinding.ACTIVE, bot_identity, telegram_user_id or None, chat_id or None],
-        )
-        candidates = cursor.fetchall()
-    # The user match wins over the chat match; the newest wins within each.
-    chosen = next(
-        (pk for pk, user, _ in candidates if telegram_user_id and user == telegram_user_id), None
-    )
-    if chosen is None:
-        chosen = next((pk for pk, _, chat in candidates if chat_id and chat == chat_id), None)
-    if chosen is None:
+        cursor.execute(_BINDING_SQL, [IdentityBinding.ACTIVE, bot_identity, telegram_user_id])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return IdentityBinding.objects.select_related("agent").filter(pk=chosen).first()
+    return IdentityBinding.objects.select_related("agent").filter(pk=row[0]).first()
 
 
 def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:

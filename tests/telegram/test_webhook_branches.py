@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from agents.models import Conversation
-from telegram import ingress, services, views, webhook_auth
+from telegram import ingress, refusals, services, views, webhook_auth
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
 from telegram.services import bind_identity, create_pairing_code
 from tests.telegram.conftest import bind, legacy_binding, text_update
@@ -166,16 +166,20 @@ def test_start_pairing_is_never_enqueued_and_replies_through_a_task(
     assert len(no_telegram.calls) == 0
 
 
-def test_failed_pairing_replies_with_the_reason(
+def test_failed_pairing_records_the_reason_and_replies_the_uniform_refusal(
     make_bot, post_update, tasks, django_capture_on_commit_callbacks
 ):
     make_bot("alpha", "100")
     with django_capture_on_commit_callbacks(execute=True):
         body = post_update("100", text_update(1, "/start ZZZZZZZZZZ")).json()
-    assert body == {"ok": True, "status": "pairing_failed", "detail": "Pairing code not found"}
+    assert body == {"ok": True, "status": "pairing_failed", "detail": "not_found"}
     [(func, args)] = tasks
-    assert func == "telegram.tasks.send_text" and "Pairing code not found" in args[2]
+    assert func == "telegram.tasks.send_text" and args[2] == refusals.PAIRING_REFUSED_TEXT
     assert Message.objects.count() == 0
+    # The reason stays visible to the admin: the recorded update and an ingress issue.
+    assert TelegramUpdate.objects.get().detail == "not_found"
+    issue = IngressIssue.objects.get()
+    assert issue.kind == "pairing_failed" and "not_found" in issue.detail
 
 
 def test_start_addressed_to_this_bot_pairs(make_bot, post_update):
@@ -265,32 +269,32 @@ def test_bound_users_of_two_bots_with_the_same_telegram_id_reach_their_own_agent
     assert message_a.payload["metadata"]["consumer_user_id"] == "u-a"
 
 
-def test_chat_fallback_and_user_match_wins(make_bot, post_update):
+def test_no_chat_fallback_a_binding_routes_only_its_own_user(make_bot, post_update):
     bot = make_bot("alpha", "100")
     bind(bot, "by-chat", user="1", chat="900")
     bind(bot, "by-user", user="2", chat="901")
-    # Someone else in chat 900: the chat's binding.
+    # Someone else in chat 900 is not user 1: the chat's own conversation, not u1's.
     body = post_update("100", text_update(1, "x", user=3, chat=900)).json()
-    assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
-        "user-agent:alpha:by-chat"
-    )
-    # User 2 writing in chat 900: the user's own binding wins over the chat's.
-    body = post_update("100", text_update(2, "y", user=2, chat=900)).json()
+    message = Message.objects.get(pk=body["message_id"])
+    assert message.conversation.conversation_id == "telegram:100:900"
+    assert "consumer_user_id" not in message.payload["metadata"]
+    # User 2 in a private chat: their own binding.
+    body = post_update("100", text_update(2, "y", user=2)).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
         "user-agent:alpha:by-user"
     )
     # The same ids on a bot that has no bindings: never matched (bindings are bot-scoped).
     make_bot("beta", "200")
-    body = post_update("200", text_update(1, "z", user=2, chat=900)).json()
+    body = post_update("200", text_update(1, "z", user=2)).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
-        "telegram:200:900"
+        "telegram:200:2"
     )
 
 
 def test_legacy_binding_is_never_matched_even_when_binding_required(make_bot, post_update):
     bot = make_bot("alpha", "100", require_telegram_binding=True)
     legacy_binding(bot.agent, "old", telegram_user_id="555", telegram_chat_id="555")
-    assert services.resolve_binding("100", "555", "555") is None
+    assert services.resolve_binding("100", "555") is None
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unbound"
 
 
