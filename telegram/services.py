@@ -386,23 +386,35 @@ def readiness(agent_key: str) -> dict:
         ),
         "agent_enabled": (agent.enabled, "enabled" if agent.enabled else "agent disabled"),
     }
-    has_binding = IdentityBinding.objects.filter(agent=agent, status="active").exists()
-    if not token or not bot:
-        next_action = "import_token"
-    elif not (bot and bot.webhook_verified):
-        next_action = "configure_webhook"
-    elif agent.require_telegram_binding and not has_binding:
+    # A binding that can route: on the agent's current bot, for a Telegram user (private
+    # chats resolve by (bot, user) only; legacy, old-bot or chat-only rows never match).
+    has_binding = bool(bot) and (
+        IdentityBinding.objects.filter(
+            agent=agent, status=IdentityBinding.ACTIVE, bot_identity=bot.bot_identity
+        )
+        .exclude(telegram_user_id="")
+        .exists()
+    )
+    # SPEC §5.1 item 5: the first failing step, in this order.
+    steps = [
+        ("import_token", token and bool(bot)),
+        ("configure_webhook", bool(bot and bot.webhook_verified)),
+        ("configure_provider", provider_ok),
+        ("import_secrets", not missing),
+        ("enable_agent", agent.enabled),
+    ]
+    next_action = next((step for step, ok in steps if not ok), None)
+    if next_action is None and agent.require_telegram_binding and not has_binding:
         pending = PairingCode.objects.filter(
-            agent=agent, status="pending", expires_at__gt=timezone.now()
+            agent=agent, status=PairingCode.PENDING, expires_at__gt=timezone.now()
         ).exists()
         next_action = "complete_pairing" if pending else "create_pairing"
-    else:
-        next_action = "ready"
+    next_action = next_action or "ready"
     return {
         "agent_key": agent_key,
         "items": {name: {"ok": ok, "reason": reason} for name, (ok, reason) in items.items()},
         "next_action": next_action,
-        "ready": next_action == "ready" and all(ok for ok, _ in items.values()),
+        "ready": next_action == "ready",
     }
 
 

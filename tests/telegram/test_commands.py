@@ -442,6 +442,39 @@ def test_agent_status_reports_missing_secrets_and_fly_config(db, cli, make_bot):
     assert "ok  required_secrets_present" in cli("agent_status", "alpha")[1]
 
 
+def test_next_action_is_the_first_failing_step_and_ready_only_when_ready(onboarded, cli):
+    """SPEC §5.1 item 5 (issue 10 item 6: a missing secret answered "ready", ready false)."""
+
+    def status():
+        code, out, _ = cli("agent_status", "alpha", "--json")
+        assert code == 0
+        data = json.loads(out)
+        assert data["ready"] is (data["next_action"] == "ready")
+        return data["next_action"]
+
+    assert status() == "ready"
+    AgentProfile.objects.filter(agent_key="alpha").update(
+        secrets_ref=["model.apiKey"], enabled=False, require_telegram_binding=True
+    )
+    RuntimeConfig.get()
+    RuntimeConfig.objects.update(provider_kind="fly", app_name="", image="")
+    assert status() == "configure_provider"
+    RuntimeConfig.objects.update(app_name="app", image="img")
+    assert status() == "import_secrets"
+    import_secret("model.apiKey", "v", actor="t")
+    assert status() == "enable_agent"
+    AgentProfile.objects.filter(agent_key="alpha").update(enabled=True)
+    # Bindings that can never route do not count as paired: legacy (no bot), another bot's,
+    # or one without a Telegram user (only the removed chat fallback matched those).
+    agent = AgentProfile.objects.get(agent_key="alpha")
+    legacy_binding(agent, "old", telegram_user_id="5")
+    services.bind_identity("u-other", agent, bot_identity="999", telegram_user_id="6", actor="t")
+    services.bind_identity("u-chat", agent, bot_identity="100", telegram_chat_id="7", actor="t")
+    assert status() == "create_pairing"
+    services.bind_identity("u1", agent, bot_identity="100", telegram_user_id="8", actor="t")
+    assert status() == "ready"
+
+
 def test_agent_status_bad_argument(db, cli):
     one_line_error(*cli("agent_status", "ghost")[::2], "'ghost' not found")
 
