@@ -149,7 +149,8 @@ def decrypt_secret(secret: Secret) -> str:
     if key is None:
         raise SecretUnavailable(
             f"Secret '{secret.secret_ref}' v{secret.version} is encrypted with key "
-            f"'{secret.key_id}', which is not in AGENT_FACTORY_ENCRYPTION_KEYS."
+            f"'{secret.key_id}', which is not in AGENT_FACTORY_ENCRYPTION_KEYS: put that key "
+            "back in the list or import the secret again."
         )
     if secret.algorithm != Secret.ALGORITHM:
         raise SecretUnavailable(

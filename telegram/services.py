@@ -15,6 +15,7 @@ from agents.audit import record_audit
 from agents.models import AgentProfile, RuntimeConfig, Secret
 from agents.secret_store import (
     SecretStoreError,
+    SecretUnavailable,
     get_active_secret,
     get_active_secret_value,
     has_active_secret,
@@ -74,6 +75,9 @@ class ImportResult:
     # token is still stored (it was verified) and the reason is reported here.
     webhook: dict | None = None
     webhook_error: str | None = None
+    # After --replace-bot: whether Telegram stopped sending the old bot's updates to us.
+    old_webhook_deleted: bool | None = None
+    old_webhook_error: str | None = None
 
 
 def import_telegram_token(
@@ -105,6 +109,7 @@ def import_telegram_token(
 def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) -> ImportResult:
     agent_key, identity = agent.agent_key, str(info.id)
     revoked = expired = 0
+    old_token = old_token_error = None
     with transaction.atomic():
         owner = Bot.objects.select_for_update().filter(bot_identity=identity).first()
         if owner is not None and owner.agent_id != agent.pk:
@@ -123,6 +128,11 @@ def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) 
                     f"@{info.username} ({identity}) and revoke the old bot's bindings."
                 )
             replaced = current.bot_identity
+            # Kept to tell Telegram, after commit, to stop delivering the old bot's updates.
+            try:
+                old_token = get_active_secret_value(token_ref(agent_key))
+            except SecretUnavailable as exc:
+                old_token_error = str(exc)
             revoked = IdentityBinding.objects.filter(
                 agent=agent, bot_identity=replaced, status=IdentityBinding.ACTIVE
             ).update(status=IdentityBinding.REVOKED, revoked_at=timezone.now())
@@ -165,14 +175,53 @@ def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) 
         revoked_bindings=revoked,
         expired_pairings=expired,
     )
+    if replaced:
+        result.old_webhook_error = _delete_old_webhook(
+            replaced, old_token, old_token_error, actor=actor
+        )
+        result.old_webhook_deleted = result.old_webhook_error is None
     if result.rotated and bot.webhook_url:
         # Same bot, new token (revoked in BotFather): point the webhook again with it, after
         # the token is committed, keeping the webhook secret so no update is refused.
         try:
             result.webhook = configure_webhook(agent_key, actor=actor, keep_secret=True)
-        except TelegramSetupError as exc:
+        except (TelegramSetupError, SecretUnavailable) as exc:
             result.webhook_error = str(exc)
     return result
+
+
+def old_webhook_warning(result: ImportResult) -> str:
+    return (
+        f"The replaced bot {result.replaced_bot} still has its webhook pointing here "
+        f"(deleteWebhook failed: {result.old_webhook_error}); Telegram will keep posting its "
+        "updates, which are refused. Remove it with the old token or in BotFather."
+    )
+
+
+def _delete_old_webhook(
+    bot_identity: str, token: str | None, token_error: str | None, *, actor: str
+) -> str | None:
+    """``deleteWebhook`` for a replaced bot; returns why it failed, or None. Audited both
+    ways: while the old bot's webhook stays set, Telegram keeps posting its updates here
+    (each refused with 403) until an operator deletes it in BotFather."""
+    error = None
+    if token is None:
+        error = token_error or "no token stored for the old bot"
+    else:
+        try:
+            TelegramClient(token).delete_webhook()
+        except TelegramError as exc:
+            error = str(exc)
+    with transaction.atomic():
+        record_audit(
+            actor,
+            "telegram.delete_old_webhook",
+            bot_identity,
+            bot_identity=bot_identity,
+            deleted=error is None,
+            error=error,
+        )
+    return error
 
 
 def webhook_url_for(bot_identity: str, base_url: str | None = None) -> str:

@@ -178,6 +178,70 @@ def test_replace_bot_revokes_bindings_expires_codes_and_audits(onboarded, cli, t
     assert OTHER not in json.dumps(event.details)
 
 
+def lose_key(ref: str) -> None:
+    """As if the key that encrypted ``ref`` left AGENT_FACTORY_ENCRYPTION_KEYS."""
+    Secret.objects.filter(secret_ref=ref).update(key_id="deadbeef")
+
+
+def test_replace_bot_deletes_the_old_bots_webhook(onboarded, cli, tg):
+    get_me(tg, OTHER, 200, "other_bot")
+    deleted = tg.post(f"{TG}/bot{TOKEN}/deleteWebhook", json={"ok": True, "result": True})
+    code, out, err = cli("import_telegram_token", "alpha", "--replace-bot", "--json", stdin=OTHER)
+    assert code == 0, err
+    data = json.loads(out)
+    assert (data["old_webhook_deleted"], data["old_webhook_error"]) == (True, None)
+    assert deleted.call_count == 1  # with the old bot's token
+    event = AuditEvent.objects.get(action="telegram.delete_old_webhook")
+    assert event.target_id == "100" and event.details == {
+        "bot_identity": "100",
+        "deleted": True,
+        "error": None,
+    }
+    assert "still has its webhook" not in err
+
+
+@pytest.mark.parametrize("cause", ["token_revoked", "token_undecryptable"])
+def test_replace_bot_reports_an_old_webhook_it_could_not_delete(onboarded, cli, tg, cause):
+    get_me(tg, OTHER, 200, "other_bot")
+    deleted = tg.post(
+        f"{TG}/bot{TOKEN}/deleteWebhook",
+        status=401,
+        json={"ok": False, "error_code": 401, "description": "Unauthorized"},
+    )
+    if cause == "token_undecryptable":
+        lose_key("telegram.botToken.alpha")
+    code, out, err = cli("import_telegram_token", "alpha", "--replace-bot", "--json", stdin=OTHER)
+    assert code == 0, err  # the new bot is stored all the same
+    assert get_active_secret_value("telegram.botToken.alpha") == OTHER
+    data = json.loads(out)
+    assert data["old_webhook_deleted"] is False
+    reason = "Unauthorized" if cause == "token_revoked" else "not in AGENT_FACTORY_ENCRYPTION"
+    assert reason in data["old_webhook_error"]
+    assert "replaced bot 100 still has its webhook" in err and reason in err
+    assert deleted.call_count == (1 if cause == "token_revoked" else 0)
+    event = AuditEvent.objects.get(action="telegram.delete_old_webhook")
+    assert event.details["deleted"] is False and reason in event.details["error"]
+    assert TOKEN not in out + err + json.dumps(event.details)
+
+
+@pytest.mark.parametrize(
+    "argv,lost",
+    [
+        (("configure_telegram_webhook", "alpha"), "telegram.botToken.alpha"),
+        (("configure_telegram_webhook", "alpha"), "telegram.webhookSecret.alpha"),
+        (("rotate_webhook_secret", "alpha"), "telegram.webhookSecret.alpha"),
+        (("reconcile_bot_identity", "alpha"), "telegram.botToken.alpha"),
+        (("simulate_update", "alpha", "hi"), "telegram.webhookSecret.alpha"),
+    ],
+)
+def test_commands_say_one_line_when_a_secret_cannot_be_decrypted(onboarded, cli, tg, argv, lost):
+    webhook_calls(tg, TOKEN, {"url": URL}, {"url": URL})
+    lose_key(lost)
+    code, out, err = cli(*argv)
+    one_line_error(code, err, lost, "not in AGENT_FACTORY_ENCRYPTION_KEYS")
+    assert "Traceback" not in err
+
+
 # configure_telegram_webhook ------------------------------------------------------------
 
 
