@@ -56,9 +56,10 @@ def _handle(request, bot_identity: str):
     now = timezone.now()
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
     # Read fresh for every update, never cached (SPEC §5.3, last paragraph).
-    bot = load_bot(bot_identity)
-    if bot is None or not webhook_secret_matches(bot, given, now):
+    loaded = load_bot(bot_identity)
+    if loaded is None or not webhook_secret_matches(loaded, given, now):
         return _error("invalid_secret_token", 403)
+    bot = loaded.bot
 
     update = _parse(request)
     if update is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -21,13 +22,6 @@ from telegram.models import Bot, webhook_secret_ref
 _PLAINTEXT_BY_ROW: dict[tuple[int, bytes], str] = {}
 _PLAINTEXT_ROWS_MAX = 1000
 
-# The two newest versions of the agent's webhook secret (the active one and, during a
-# rotation, the previous one). Written as SQL: it runs for every update.
-_SECRET_ROWS_SQL = (
-    f"SELECT id, active, nonce FROM {Secret._meta.db_table} "  # noqa: S608 (names, not input)
-    "WHERE secret_ref = %s ORDER BY version DESC LIMIT 2"
-)
-
 
 def _columns(model, alias: str) -> tuple[list, str]:
     fields = list(model._meta.concrete_fields)
@@ -37,14 +31,26 @@ def _columns(model, alias: str) -> tuple[list, str]:
 
 _BOT_FIELDS, _BOT_COLUMNS = _columns(Bot, "b")
 _AGENT_FIELDS, _AGENT_COLUMNS = _columns(AgentProfile, "a")
+# The bot, its agent and the two newest versions of the agent's webhook secret (the active
+# one and, during a rotation, the previous one): one round trip for every update.
 _BOT_SQL = (
-    f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS} FROM {Bot._meta.db_table} b "  # noqa: S608
-    f"JOIN {AgentProfile._meta.db_table} a ON a.id = b.agent_id WHERE b.bot_identity = %s"
+    f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS}, s.id, s.active, s.nonce "  # noqa: S608
+    f"FROM {Bot._meta.db_table} b JOIN {AgentProfile._meta.db_table} a ON a.id = b.agent_id "
+    f"LEFT JOIN {Secret._meta.db_table} s ON s.secret_ref = %s || a.agent_key "
+    "WHERE b.bot_identity = %s ORDER BY s.version DESC LIMIT 2"
 )
+_SECRET_REF_PREFIX = webhook_secret_ref("")
 
 
-def load_bot(bot_identity: str) -> Bot | None:
-    """The bot with its agent, as the database has it now (one query, every update).
+@dataclass(frozen=True)
+class IngressBot:
+    bot: Bot
+    # (id, active, nonce) of the webhook secret's two newest versions, newest first.
+    secret_rows: list[tuple[int, bool, bytes]]
+
+
+def load_bot(bot_identity: str) -> IngressBot | None:
+    """The bot with its agent and webhook secret rows, as the database has them now.
 
     The same rows as ``Bot.objects.select_related("agent")``, read with one prepared SQL
     string because compiling that ORM query costs several times what the database spends
@@ -52,14 +58,15 @@ def load_bot(bot_identity: str) -> Bot | None:
     applies, so the instances are identical.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_BOT_SQL, [bot_identity])
-        row = cursor.fetchone()
-    if row is None:
+        cursor.execute(_BOT_SQL, [_SECRET_REF_PREFIX, bot_identity])
+        rows = cursor.fetchall()
+    if not rows:
         return None
-    split = len(_BOT_FIELDS)
-    bot = _instance(Bot, _BOT_FIELDS, row[:split])
-    bot.agent = _instance(AgentProfile, _AGENT_FIELDS, row[split:])
-    return bot
+    split, end = len(_BOT_FIELDS), len(_BOT_FIELDS) + len(_AGENT_FIELDS)
+    bot = _instance(Bot, _BOT_FIELDS, rows[0][:split])
+    bot.agent = _instance(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
+    secrets = [(r[end], bool(r[end + 1]), bytes(r[end + 2])) for r in rows if r[end] is not None]
+    return IngressBot(bot, secrets)
 
 
 _CONVERTERS: dict[tuple[str, type], list] = {}
@@ -87,20 +94,19 @@ def _instance(model, fields: list, values):
     return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
-def webhook_secret_matches(bot: Bot, given: str | None, now: dt.datetime) -> bool:
+def webhook_secret_matches(loaded: IngressBot, given: str | None, now: dt.datetime) -> bool:
     """Constant-time check of the header against the bot's currently accepted secrets.
 
     Raises ``SecretUnavailable`` when an accepted secret cannot be decrypted.
     """
     if not given:
         return False
-    with connection.cursor() as cursor:
-        cursor.execute(_SECRET_ROWS_SQL, [webhook_secret_ref(bot.agent.agent_key)])
-        rows = cursor.fetchall()
-    accepted = []
-    for pk, active, nonce in rows:
-        if active or (bot.previous_secret_valid_until and bot.previous_secret_valid_until > now):
-            accepted.append(_plaintext(pk, bytes(nonce)))
+    until = loaded.bot.previous_secret_valid_until
+    accepted = [
+        _plaintext(pk, nonce)
+        for pk, active, nonce in loaded.secret_rows
+        if active or (until is not None and until > now)
+    ]
     return secret_matches(given, accepted)
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Secret
 from agents.secret_store import import_secret
 from telegram import services
 from telegram.models import Bot
@@ -70,10 +70,21 @@ def test_load_bot_reads_what_the_orm_reads(make_bot, identity):
     )
     AgentProfile.objects.filter(pk=bot.agent_id).update(require_telegram_binding=True)
     expected = Bot.objects.select_related("agent").filter(bot_identity=identity).first()
-    loaded = load_bot(identity)
+    found = load_bot(identity)
     if expected is None:
-        assert loaded is None
+        assert found is None
         return
+    loaded = found.bot
+    # The secret rows come along: newest first, the two newest only.
+    import_secret("telegram.webhookSecret.alpha", "t" * 40, actor="t")
+    import_secret("telegram.webhookSecret.alpha", "u" * 40, actor="t")
+    rows = load_bot(identity).secret_rows
+    assert [(active) for _, active, _ in rows] == [True, False]
+    assert [pk for pk, _, _ in rows] == list(
+        Secret.objects.filter(secret_ref="telegram.webhookSecret.alpha")
+        .order_by("-version")
+        .values_list("pk", flat=True)[:2]
+    )
     fields = [f.attname for f in Bot._meta.concrete_fields]
     assert [getattr(loaded, f) for f in fields] == [getattr(expected, f) for f in fields]
     agent_fields = [f.attname for f in AgentProfile._meta.concrete_fields]
