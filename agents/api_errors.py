@@ -5,9 +5,13 @@ Validation errors add ``"fields"`` with DRF's per-field messages.
 
 from __future__ import annotations
 
+import logging
+
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
@@ -65,6 +69,18 @@ def exception_handler(exc, context):
     from django.core.exceptions import PermissionDenied, RequestDataTooBig
     from django.http import Http404
 
+    from agents.secret_store import SecretUnavailable
+
+    if isinstance(exc, SecretUnavailable):
+        # Never the ref or key id to the caller (a worker runs agent code): those go to the
+        # server's log for the operator.
+        logger.error("Answered 503 secret_unavailable: %s", exc)
+        return error_response(
+            "secret_unavailable",
+            "A secret this request needs cannot be decrypted with the server's keys; an "
+            "operator must restore the key or import the secret again.",
+            503,
+        )
     if isinstance(exc, RequestDataTooBig):
         return error_response(
             "request_too_large",

@@ -42,8 +42,14 @@ class SecretNotFound(SecretStoreError):
     pass
 
 
-class SecretDecryptionError(SecretStoreError):
-    pass
+class SecretUnavailable(SecretStoreError):
+    """A stored secret the key ring cannot decrypt (its key left
+    ``AGENT_FACTORY_ENCRYPTION_KEYS``, an unknown algorithm, an altered ciphertext).
+
+    The one error every reader maps to a clean answer (SPEC §23): a command prints one line,
+    the webhook answers 503, the APIs 503 ``secret_unavailable``. The message names the ref,
+    version and key id, never a value.
+    """
 
 
 def key_id_for(key: bytes) -> str:
@@ -141,12 +147,13 @@ def encrypt_value(secret_ref: str, version: int, plaintext: str) -> tuple[bytes,
 def decrypt_secret(secret: Secret) -> str:
     key = get_key_ring().key_by_id(secret.key_id)
     if key is None:
-        raise SecretDecryptionError(
+        raise SecretUnavailable(
             f"Secret '{secret.secret_ref}' v{secret.version} is encrypted with key "
-            f"'{secret.key_id}', which is not in AGENT_FACTORY_ENCRYPTION_KEYS."
+            f"'{secret.key_id}', which is not in AGENT_FACTORY_ENCRYPTION_KEYS: put that key "
+            "back in the list or import the secret again."
         )
     if secret.algorithm != Secret.ALGORITHM:
-        raise SecretDecryptionError(
+        raise SecretUnavailable(
             f"Secret '{secret.secret_ref}' v{secret.version} uses unsupported algorithm "
             f"'{secret.algorithm}'."
         )
@@ -157,7 +164,7 @@ def decrypt_secret(secret: Secret) -> str:
             _associated_data(secret.secret_ref, secret.version),
         )
     except (InvalidTag, ValueError):
-        raise SecretDecryptionError(
+        raise SecretUnavailable(
             f"Secret '{secret.secret_ref}' v{secret.version} failed authentication: the "
             "ciphertext was altered or belongs to another secret."
         )
@@ -291,7 +298,7 @@ def rotate_encryption_key(*, actor: str, batch_size: int = 200) -> dict:
             ):
                 try:
                     plaintext = decrypt_secret(secret)
-                except SecretDecryptionError as exc:
+                except SecretUnavailable as exc:
                     failed.append(f"{secret.secret_ref} v{secret.version}: {exc}")
                     continue
                 secret.ciphertext, secret.nonce, secret.key_id = encrypt_value(

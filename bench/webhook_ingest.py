@@ -82,7 +82,7 @@ def main() -> None:
             "message": {
                 "message_id": n,
                 "from": {"id": 1000 + n % 500},
-                "chat": {"id": 1000 + n % 500},
+                "chat": {"id": 1000 + n % 500, "type": "private"},
                 "date": 0,
                 "text": f"message {n}",
             },

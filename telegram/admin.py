@@ -19,6 +19,7 @@ from django.utils.safestring import mark_safe
 from agents.admin_access import require
 from agents.audit import actor_name
 from agents.models import AgentProfile
+from agents.secret_store import SecretUnavailable
 from telegram import services
 from telegram.models import (
     Bot,
@@ -103,6 +104,8 @@ def onboarding_view(model_admin, request, agent_id: int):
                             f"Replaced bot {result.replaced_bot}: {result.revoked_bindings} "
                             f"binding(s) revoked, {result.expired_pairings} code(s) expired.",
                         )
+                    if result.old_webhook_error:
+                        messages.warning(request, services.old_webhook_warning(result))
                     if result.webhook_error:
                         messages.error(
                             request, f"Token stored, but the webhook: {result.webhook_error}"
@@ -133,7 +136,7 @@ def onboarding_view(model_admin, request, agent_id: int):
                         actor=actor,
                         ttl_minutes=pairing_form.cleaned_data["ttl_minutes"],
                     )
-        except (services.TelegramSetupError, services.PairingError) as exc:
+        except (services.TelegramSetupError, services.PairingError, SecretUnavailable) as exc:
             messages.error(request, str(exc))
     bot = Bot.objects.filter(agent=agent).first()
     link = services.deep_link(bot.username, pairing.code) if pairing and bot else None
@@ -211,7 +214,7 @@ class BotAdmin(admin.ModelAdmin):
             key = bot.agent.agent_key
             try:
                 result = step(key, actor=actor)
-            except services.TelegramSetupError as exc:
+            except (services.TelegramSetupError, SecretUnavailable) as exc:
                 self.message_user(request, f"{key}: {exc}", messages.ERROR)
                 continue
             yield key, result

@@ -159,6 +159,10 @@ class TelegramClient:
             )
         )
 
+    def delete_webhook(self) -> bool:
+        # Pending updates stay with Telegram (readable by the bot's new owner via getUpdates).
+        return bool(self._call("deleteWebhook", {"drop_pending_updates": False}))
+
     def get_webhook_info(self) -> dict:
         result = self._call("getWebhookInfo")
         return result if isinstance(result, dict) else {}

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
+from telegram import refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
 from telegram.services import (
     PairingError,
@@ -31,6 +32,8 @@ class Incoming:
     chat_id: str
     message_id: str | None
     attachments: list[dict] = field(default_factory=list)
+    # Only a private chat is a place for pairing and for a binding's conversation (§5.2).
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def extract(update: dict) -> Incoming | None:
         chat_id=chat_id,
         message_id=_id(message.get("message_id")),
         attachments=attachments,
+        private=chat.get("type") == "private",
     )
 
 
@@ -188,38 +192,30 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
     code = pairing_code_in(incoming.text, bot.username)
     if code is not None:
         return _pair(bot, update, incoming, code)
-    binding = resolve_binding(bot.bot_identity, incoming.user_id, incoming.chat_id)
-    # A bound user talks to the agent of their binding (its conversation belongs to it);
-    # everyone else to the bot's own agent.
-    agent = binding.agent if binding is not None else bot.agent
+    # SPEC §5.2: a binding is looked up by (bot, sender) and routes only a private chat into
+    # the bound user's conversation. A group message always goes to the group's own
+    # conversation with the bot's agent; there a binding only lets its member talk when the
+    # agent requires one.
+    binding = None
+    if incoming.private or bot.agent.require_telegram_binding:
+        binding = resolve_binding(bot.bot_identity, incoming.user_id)
+    routed_binding = binding if incoming.private else None
+    agent = routed_binding.agent if routed_binding is not None else bot.agent
     with transaction.atomic():
         if binding is None and agent.require_telegram_binding:
-            _record(bot, update, "unbound")
-            IngressIssue.objects.create(
-                bot_identity=bot.bot_identity,
-                kind="unbound",
-                detail=f"Telegram user {incoming.user_id} is not paired with '{agent.agent_key}'.",
-                telegram_user_id=incoming.user_id,
-                telegram_chat_id=incoming.chat_id,
-            )
-            _reply_after_commit(
-                bot,
-                incoming.chat_id,
-                "This bot only talks to paired users. Ask for a pairing link to get started.",
-            )
-            return RouteResult("unbound")
+            return _unbound(bot, update, incoming, agent)
         if not agent.enabled:
             return _unroutable(bot, update, incoming, f"Agent '{agent.agent_key}' is disabled.")
         conversation_id = (
-            binding.conversation_id
-            if binding is not None
+            routed_binding.conversation_id
+            if routed_binding is not None
             else chat_conversation_id(bot.bot_identity, incoming.chat_id)
         )
         try:
             result = enqueue_message(
                 conversation_id=conversation_id,
                 agent_key=agent.agent_key,
-                payload=_payload(bot, update, incoming, binding),
+                payload=_payload(bot, update, incoming, routed_binding),
                 scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
                 agent=agent,
             )
@@ -229,6 +225,24 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
         if incoming.attachments:
             _fetch_media_after_commit(result.message)
     return RouteResult("enqueued", {"message_id": result.message.pk})
+
+
+def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:
+    # "Please pair" goes to a private chat only, once per user per hour; a group hears
+    # nothing (the bot must not answer every unpaired member there).
+    notify = incoming.private and refusals.please_pair_due(bot.bot_identity, incoming.user_id)
+    _record(bot, update, "unbound")
+    IngressIssue.objects.create(
+        bot_identity=bot.bot_identity,
+        kind=IngressIssue.UNBOUND,
+        detail=f"Telegram user {incoming.user_id} is not paired with '{agent.agent_key}'.",
+        telegram_user_id=incoming.user_id,
+        telegram_chat_id=incoming.chat_id,
+        notified=notify,
+    )
+    if notify:
+        _reply_after_commit(bot, incoming.chat_id, refusals.PLEASE_PAIR_TEXT)
+    return RouteResult("unbound")
 
 
 def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> RouteResult:
@@ -282,6 +296,20 @@ def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
     # is marked in its own (committed) savepoint inside consume_pairing_code, so that
     # survives the refusal.
     with transaction.atomic():
+        if not incoming.private:
+            # A group is never private (SPEC §5.2): the code is not even looked up, so
+            # nothing is consumed and it is no guess for the cooldown.
+            _record(bot, update, "pairing_failed", "private_chat_only")
+            _reply_after_commit(bot, incoming.chat_id, refusals.PRIVATE_CHAT_ONLY_TEXT)
+            return RouteResult("pairing_failed", {"detail": "private_chat_only"})
+        if refusals.pairing_cooldown_active(bot.bot_identity, incoming.user_id):
+            return _pairing_refused(
+                bot,
+                update,
+                incoming,
+                "cooldown",
+                f"{refusals.PAIRING_FAILURES_PER_HOUR} failed attempts within an hour",
+            )
         try:
             consume_pairing_code(
                 code,
@@ -290,11 +318,24 @@ def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
                 telegram_chat_id=incoming.chat_id,
             )
         except PairingError as exc:
-            _record(bot, update, "pairing_failed", str(exc))
-            _reply_after_commit(bot, incoming.chat_id, f"Pairing failed: {exc}.")
-            return RouteResult("pairing_failed", {"detail": str(exc)})
+            return _pairing_refused(bot, update, incoming, exc.reason, str(exc))
         _record(bot, update, "paired")
-        _reply_after_commit(
-            bot, incoming.chat_id, "You are paired. Send a message to talk to your agent."
-        )
+        _reply_after_commit(bot, incoming.chat_id, refusals.PAIRED_TEXT)
     return RouteResult("paired")
+
+
+def _pairing_refused(
+    bot: Bot, update: dict, incoming: Incoming, reason: str, explanation: str
+) -> RouteResult:
+    """Record the reason for the admin; tell the user the same thing whatever it was."""
+    _record(bot, update, "pairing_failed", reason)
+    detail = f"Pairing by Telegram user {incoming.user_id} refused ({reason}): {explanation}."
+    IngressIssue.objects.create(
+        bot_identity=bot.bot_identity,
+        kind=IngressIssue.PAIRING_COOLDOWN if reason == "cooldown" else IngressIssue.PAIRING_FAILED,
+        detail=detail[:300],
+        telegram_user_id=incoming.user_id,
+        telegram_chat_id=incoming.chat_id,
+    )
+    _reply_after_commit(bot, incoming.chat_id, refusals.PAIRING_REFUSED_TEXT)
+    return RouteResult("pairing_failed", {"detail": reason})

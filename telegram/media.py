@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from agents.secret_store import get_active_secret_value
+from agents.secret_store import SecretUnavailable, get_active_secret_value
 from telegram.client import TelegramClient, TelegramError
 from telegram.models import token_ref
 from workers.models import Message, MessageAttachment
@@ -33,7 +33,11 @@ def fetch_message_attachments(message_id: int) -> dict:
     message = Message.objects.filter(pk=message_id).first()
     if message is None:
         return {"fetched": 0, "failed": 0}
-    token = get_active_secret_value(token_ref(message.agent_key))
+    try:
+        token = get_active_secret_value(token_ref(message.agent_key))
+    except SecretUnavailable as exc:  # the files fail like with no token; the message goes on
+        logger.error("Attachments of message %s not fetched: %s", message_id, exc)
+        token = None
     client = TelegramClient(token) if token else None
     fetched = failed = 0
     for attachment in message.attachments.filter(status=MessageAttachment.PENDING):

@@ -136,17 +136,31 @@ class TelegramUpdate(models.Model):
 
 
 class IngressIssue(models.Model):
-    """Updates we could not route (unbound user, missing or disabled agent), for admins."""
+    """Updates we refused or could not route, for admins: an unbound user, a missing or
+    disabled agent, a failed pairing attempt. The rows of one (bot, Telegram user) in the
+    last hour are also the shared state of the pairing cooldown and the "please pair"
+    notice (every server reads the same rows)."""
+
+    UNBOUND, UNROUTABLE = "unbound", "unroutable"
+    PAIRING_FAILED, PAIRING_COOLDOWN = "pairing_failed", "pairing_cooldown"
 
     bot_identity = models.CharField(max_length=32)
-    kind = models.CharField(max_length=20)  # unbound | unroutable
+    kind = models.CharField(max_length=20)  # one of the constants above
     detail = models.CharField(max_length=300)
     telegram_user_id = models.CharField(max_length=32, blank=True)
     telegram_chat_id = models.CharField(max_length=32, blank=True)
+    # The user was sent a notice about this one (at most one "please pair" per hour).
+    notified = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["bot_identity", "telegram_user_id", "kind", "created_at"],
+                name="issue_bot_user_kind_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from agents.audit import record_audit
 from agents.models import AgentProfile, RuntimeConfig, Secret
 from agents.secret_store import (
     SecretStoreError,
+    SecretUnavailable,
     get_active_secret,
     get_active_secret_value,
     has_active_secret,
@@ -37,7 +37,12 @@ class TelegramSetupError(Exception):
 
 
 class PairingError(Exception):
-    pass
+    """A refused pairing. ``reason`` is the stable code the webhook records for the admin
+    (not_found, used, expired, wrong_bot); the user never sees either (SPEC §23)."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def get_agent(agent_key: str) -> AgentProfile:
@@ -70,6 +75,9 @@ class ImportResult:
     # token is still stored (it was verified) and the reason is reported here.
     webhook: dict | None = None
     webhook_error: str | None = None
+    # After --replace-bot: whether Telegram stopped sending the old bot's updates to us.
+    old_webhook_deleted: bool | None = None
+    old_webhook_error: str | None = None
 
 
 def import_telegram_token(
@@ -101,6 +109,7 @@ def import_telegram_token(
 def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) -> ImportResult:
     agent_key, identity = agent.agent_key, str(info.id)
     revoked = expired = 0
+    old_token = old_token_error = None
     with transaction.atomic():
         owner = Bot.objects.select_for_update().filter(bot_identity=identity).first()
         if owner is not None and owner.agent_id != agent.pk:
@@ -119,6 +128,11 @@ def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) 
                     f"@{info.username} ({identity}) and revoke the old bot's bindings."
                 )
             replaced = current.bot_identity
+            # Kept to tell Telegram, after commit, to stop delivering the old bot's updates.
+            try:
+                old_token = get_active_secret_value(token_ref(agent_key))
+            except SecretUnavailable as exc:
+                old_token_error = str(exc)
             revoked = IdentityBinding.objects.filter(
                 agent=agent, bot_identity=replaced, status=IdentityBinding.ACTIVE
             ).update(status=IdentityBinding.REVOKED, revoked_at=timezone.now())
@@ -161,14 +175,53 @@ def _store_imported_token(agent, token, info, *, actor: str, replace_bot: bool) 
         revoked_bindings=revoked,
         expired_pairings=expired,
     )
+    if replaced:
+        result.old_webhook_error = _delete_old_webhook(
+            replaced, old_token, old_token_error, actor=actor
+        )
+        result.old_webhook_deleted = result.old_webhook_error is None
     if result.rotated and bot.webhook_url:
         # Same bot, new token (revoked in BotFather): point the webhook again with it, after
         # the token is committed, keeping the webhook secret so no update is refused.
         try:
             result.webhook = configure_webhook(agent_key, actor=actor, keep_secret=True)
-        except TelegramSetupError as exc:
+        except (TelegramSetupError, SecretUnavailable) as exc:
             result.webhook_error = str(exc)
     return result
+
+
+def old_webhook_warning(result: ImportResult) -> str:
+    return (
+        f"The replaced bot {result.replaced_bot} still has its webhook pointing here "
+        f"(deleteWebhook failed: {result.old_webhook_error}); Telegram will keep posting its "
+        "updates, which are refused. Remove it with the old token or in BotFather."
+    )
+
+
+def _delete_old_webhook(
+    bot_identity: str, token: str | None, token_error: str | None, *, actor: str
+) -> str | None:
+    """``deleteWebhook`` for a replaced bot; returns why it failed, or None. Audited both
+    ways: while the old bot's webhook stays set, Telegram keeps posting its updates here
+    (each refused with 403) until an operator deletes it in BotFather."""
+    error = None
+    if token is None:
+        error = token_error or "no token stored for the old bot"
+    else:
+        try:
+            TelegramClient(token).delete_webhook()
+        except TelegramError as exc:
+            error = str(exc)
+    with transaction.atomic():
+        record_audit(
+            actor,
+            "telegram.delete_old_webhook",
+            bot_identity,
+            bot_identity=bot_identity,
+            deleted=error is None,
+            error=error,
+        )
+    return error
 
 
 def webhook_url_for(bot_identity: str, base_url: str | None = None) -> str:
@@ -237,7 +290,6 @@ def configure_webhook(
             url=url,
             previous_url=previous_url or None,
         )
-    _SECRET_CACHE.pop(bot.bot_identity, None)  # this process sees the new secret at once
     warnings = []
     if previous_url and previous_url != url:
         warnings.append(
@@ -352,59 +404,6 @@ def reconcile_bot_identity(agent_key: str, *, actor: str) -> dict:
     }
 
 
-_SECRET_CACHE: dict[str, tuple] = {}
-# A rotation done in another process is seen at the latest after this long.
-SECRET_CACHE_SECONDS = 30
-
-
-def webhook_secret_matches(bot: Bot, given: str | None, now: dt.datetime) -> bool:
-    """Constant-time check of the header against the bot's accepted secrets.
-
-    The decrypted secrets (each with the time it stops being valid) are kept in process
-    memory per bot; a header that does not match the cached set triggers a reload from the
-    store, so a rotation is seen at once and the store is not read for every update.
-    """
-    if not given:
-        return False
-    import time
-
-    cached = _SECRET_CACHE.get(bot.bot_identity)
-    fresh = cached and cached[0] == bot.pk and time.monotonic() - cached[2] < SECRET_CACHE_SECONDS
-    if fresh and secret_matches(given, _valid(cached[1], now)):
-        return True
-    candidates = webhook_secret_candidates(bot)
-    _SECRET_CACHE[bot.bot_identity] = (bot.pk, candidates, time.monotonic())
-    return secret_matches(given, _valid(candidates, now))
-
-
-def _valid(candidates: list[tuple[str, dt.datetime | None]], now: dt.datetime) -> list[str]:
-    return [secret for secret, until in candidates if until is None or until > now]
-
-
-def webhook_secret_candidates(bot: Bot) -> list[tuple[str, dt.datetime | None]]:
-    """The active secret (no end) and the previous one with the end of its grace period."""
-    from agents.secret_store import decrypt_secret
-
-    ref = webhook_secret_ref(bot.agent.agent_key)
-    versions = list(Secret.objects.filter(secret_ref=ref).order_by("-version")[:2])
-    candidates = []
-    for secret in versions:
-        if secret.active:
-            candidates.append((decrypt_secret(secret), None))
-        elif bot.previous_secret_valid_until:
-            candidates.append((decrypt_secret(secret), bot.previous_secret_valid_until))
-    return candidates
-
-
-def secret_matches(given: str | None, accepted: list[str]) -> bool:
-    if not given:
-        return False
-    matched = False
-    for candidate in accepted:  # compare with every candidate: timing reveals nothing
-        matched |= hmac.compare_digest(given.encode(), candidate.encode())
-    return matched
-
-
 # Readiness ---------------------------------------------------------------------------------
 
 
@@ -436,23 +435,35 @@ def readiness(agent_key: str) -> dict:
         ),
         "agent_enabled": (agent.enabled, "enabled" if agent.enabled else "agent disabled"),
     }
-    has_binding = IdentityBinding.objects.filter(agent=agent, status="active").exists()
-    if not token or not bot:
-        next_action = "import_token"
-    elif not (bot and bot.webhook_verified):
-        next_action = "configure_webhook"
-    elif agent.require_telegram_binding and not has_binding:
+    # A binding that can route: on the agent's current bot, for a Telegram user (private
+    # chats resolve by (bot, user) only; legacy, old-bot or chat-only rows never match).
+    has_binding = bool(bot) and (
+        IdentityBinding.objects.filter(
+            agent=agent, status=IdentityBinding.ACTIVE, bot_identity=bot.bot_identity
+        )
+        .exclude(telegram_user_id="")
+        .exists()
+    )
+    # SPEC §5.1 item 5: the first failing step, in this order.
+    steps = [
+        ("import_token", token and bool(bot)),
+        ("configure_webhook", bool(bot and bot.webhook_verified)),
+        ("configure_provider", provider_ok),
+        ("import_secrets", not missing),
+        ("enable_agent", agent.enabled),
+    ]
+    next_action = next((step for step, ok in steps if not ok), None)
+    if next_action is None and agent.require_telegram_binding and not has_binding:
         pending = PairingCode.objects.filter(
-            agent=agent, status="pending", expires_at__gt=timezone.now()
+            agent=agent, status=PairingCode.PENDING, expires_at__gt=timezone.now()
         ).exists()
         next_action = "complete_pairing" if pending else "create_pairing"
-    else:
-        next_action = "ready"
+    next_action = next_action or "ready"
     return {
         "agent_key": agent_key,
         "items": {name: {"ok": ok, "reason": reason} for name, (ok, reason) in items.items()},
         "next_action": next_action,
-        "ready": next_action == "ready" and all(ok for ok, _ in items.values()),
+        "ready": next_action == "ready",
     }
 
 
@@ -533,7 +544,7 @@ def consume_pairing_code(
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().filter(code=code.strip().upper()).first()
         if pairing is None:
-            raise PairingError("Pairing code not found")
+            raise PairingError("Pairing code not found", "not_found")
         if pairing.status != PairingCode.PENDING:
             raise _not_pending(pairing)
         if pairing.expires_at <= now:
@@ -542,13 +553,13 @@ def consume_pairing_code(
         else:
             expired = False
     if expired:  # committed above, so the expiry sticks
-        raise PairingError("Pairing code expired")
+        raise PairingError("Pairing code expired", "expired")
     with transaction.atomic():
         pairing = PairingCode.objects.select_for_update().get(pk=pairing.pk)
         if pairing.status != PairingCode.PENDING:  # consumed concurrently
             raise _not_pending(pairing)
         if pairing.bot_identity != bot_identity:
-            raise PairingError("Pairing code belongs to a different Telegram bot")
+            raise PairingError("Pairing code belongs to a different Telegram bot", "wrong_bot")
         binding = bind_identity(
             pairing.consumer_user_id,
             pairing.agent,
@@ -569,8 +580,8 @@ def consume_pairing_code(
 
 def _not_pending(pairing: PairingCode) -> PairingError:
     if pairing.status == PairingCode.EXPIRED:
-        return PairingError("Pairing code expired")
-    return PairingError("Pairing code already used")
+        return PairingError("Pairing code expired", "expired")
+    return PairingError("Pairing code already used", "used")
 
 
 def bind_identity(
@@ -618,33 +629,27 @@ def bind_identity(
 # Every routed update asks this: written as SQL because the ORM spends longer compiling the
 # lookup than the database spends answering it (bench/webhook_ingest.py). Only a match is
 # then loaded through the ORM, with its agent.
-_BINDING_CANDIDATES_SQL = (
-    f"SELECT id, telegram_user_id, telegram_chat_id FROM {IdentityBinding._meta.db_table} "  # noqa: S608 (names, not input)
-    "WHERE status = %s AND bot_identity = %s AND (telegram_user_id = %s OR telegram_chat_id = %s) "
-    "ORDER BY bound_at DESC LIMIT 10"
+_BINDING_SQL = (
+    f"SELECT id FROM {IdentityBinding._meta.db_table} "  # noqa: S608 (names, not input)
+    "WHERE status = %s AND bot_identity = %s AND telegram_user_id = %s "
+    "ORDER BY bound_at DESC LIMIT 1"
 )
 
 
-def resolve_binding(bot_identity: str, telegram_user_id: str, chat_id: str):
-    """Active binding for (bot, user), else (bot, chat); legacy rows (no bot) never match."""
-    if not bot_identity or not (telegram_user_id or chat_id):
+def resolve_binding(bot_identity: str, telegram_user_id: str):
+    """The active binding of (bot, Telegram user); legacy rows (no bot) never match.
+
+    Only for private chats (SPEC §5.2): there is no chat fallback, so a binding never
+    routes anybody else's message, and a group never reaches a member's conversation.
+    """
+    if not bot_identity or not telegram_user_id:
         return None
     with connection.cursor() as cursor:
-        cursor.execute(
-            _BINDING_CANDIDATES_SQL,
-            # A blank id must match nothing (not the blank column of another row).
-            [IdentityBinding.ACTIVE, bot_identity, telegram_user_id or None, chat_id or None],
-        )
-        candidates = cursor.fetchall()
-    # The user match wins over the chat match; the newest wins within each.
-    chosen = next(
-        (pk for pk, user, _ in candidates if telegram_user_id and user == telegram_user_id), None
-    )
-    if chosen is None:
-        chosen = next((pk for pk, _, chat in candidates if chat_id and chat == chat_id), None)
-    if chosen is None:
+        cursor.execute(_BINDING_SQL, [IdentityBinding.ACTIVE, bot_identity, telegram_user_id])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return IdentityBinding.objects.select_related("agent").filter(pk=chosen).first()
+    return IdentityBinding.objects.select_related("agent").filter(pk=row[0]).first()
 
 
 def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:

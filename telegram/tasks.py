@@ -7,7 +7,7 @@ import logging
 
 from django.utils import timezone
 
-from agents.secret_store import get_active_secret_value
+from agents.secret_store import SecretUnavailable, get_active_secret_value
 from telegram.client import TelegramClient, TelegramError
 from telegram.models import IngressIssue, TelegramUpdate, token_ref
 
@@ -15,8 +15,12 @@ logger = logging.getLogger(__name__)
 
 
 def _client(agent_key: str) -> TelegramClient | None:
-    """A client with the agent's bot token, or None when it has none."""
-    token = get_active_secret_value(token_ref(agent_key))
+    """A client with the agent's bot token, or None when it has none (or cannot read it)."""
+    try:
+        token = get_active_secret_value(token_ref(agent_key))
+    except SecretUnavailable as exc:
+        logger.error("Telegram call for agent %s skipped: %s", agent_key, exc)
+        return None
     return TelegramClient(token) if token else None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -17,9 +16,10 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from agents.secret_store import SecretUnavailable
 from telegram import ingress
-from telegram.models import Bot, TelegramUpdate
-from telegram.services import webhook_secret_matches
+from telegram.models import TelegramUpdate
+from telegram.webhook_auth import load_bot, webhook_secret_matches
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,21 @@ def webhook(request, bot_identity: str):
     except DatabaseError:
         logger.exception("Database unavailable while handling a Telegram update.")
         return _error("unavailable", 503)
+    except SecretUnavailable as exc:
+        # A key left the key ring: Telegram retries, nothing is lost, the operator is told
+        # why in one line (never a traceback, never a value).
+        logger.error("Telegram update for bot %s refused with 503: %s", bot_identity, exc)
+        return _error("unavailable", 503)
 
 
 def _handle(request, bot_identity: str):
     now = timezone.now()
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
-    bot = _cached_bot(bot_identity)
-    if bot is None or not webhook_secret_matches(bot, given, now):
-        # Maybe the cached row is stale (a rotation, a new bot): decide on fresh data.
-        bot = _load_bot(bot_identity)
-        if bot is None or not webhook_secret_matches(bot, given, now):
-            return _error("invalid_secret_token", 403)
+    # Read fresh for every update, never cached (SPEC §5.3, last paragraph).
+    loaded = load_bot(bot_identity)
+    if loaded is None or not webhook_secret_matches(loaded, given, now):
+        return _error("invalid_secret_token", 403)
+    bot = loaded.bot
 
     update = _parse(request)
     if update is None:
@@ -98,27 +102,6 @@ def already_seen(bot_identity: str, update_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_SEEN_SQL, [bot_identity, update_id])
         return cursor.fetchone() is not None
-
-
-# Bots (with their agent) as read at most this long ago in this process: every update needs
-# them, and a changed flag (agent disabled, binding required) may take that long to apply.
-BOT_CACHE_SECONDS = 2.0
-_BOT_CACHE: dict[str, tuple[float, Bot | None]] = {}
-
-
-def _cached_bot(bot_identity: str) -> Bot | None:
-    cached = _BOT_CACHE.get(bot_identity)
-    if cached and time.monotonic() - cached[0] < BOT_CACHE_SECONDS:
-        return cached[1]
-    return _load_bot(bot_identity)
-
-
-def _load_bot(bot_identity: str) -> Bot | None:
-    bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
-    if len(_BOT_CACHE) > 10_000:  # unknown identities must not grow it without bound
-        _BOT_CACHE.clear()
-    _BOT_CACHE[bot_identity] = (time.monotonic(), bot)
-    return bot
 
 
 def _parse(request) -> dict | None:

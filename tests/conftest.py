@@ -79,12 +79,11 @@ def enqueue(db):
 
 @pytest.fixture(autouse=True)
 def clear_process_caches():
-    """Hot-path caches (bots, webhook secrets, runtime config) live per process; tests
+    """Hot-path caches (decrypted webhook secrets, runtime config) live per process; tests
     create and drop rows freely, so each test starts with them empty."""
     from agents.models import _RUNTIME_CONFIG_CACHE
-    from telegram import services, views
+    from telegram import webhook_auth
 
     _RUNTIME_CONFIG_CACHE.clear()
-    views._BOT_CACHE.clear()
-    services._SECRET_CACHE.clear()
+    webhook_auth._PLAINTEXT_BY_ROW.clear()
     yield

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
+from agents.secret_store import SecretUnavailable
 from workers.fair_share import reassign_idle_workers
 from workers.leases import live_worker_cutoff, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
@@ -467,6 +468,9 @@ def _provider_spawn(provider: Provider, worker: Worker, request: SpawnRequest) -
         return provider.spawn(request)
     except ProviderError:
         raise
+    except SecretUnavailable as exc:
+        # A secret the machine needs cannot be decrypted: a clear reason, not a traceback.
+        raise SpawnFailed(str(exc), SpawnResult())
     except Exception as exc:
         logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
         raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())

@@ -16,8 +16,8 @@ from django.db import IntegrityError, connection, connections, transaction
 
 from agents.models import AuditEvent, Secret
 from agents.secret_store import (
-    SecretDecryptionError,
     SecretStoreError,
+    SecretUnavailable,
     _key_ring_for,
     decrypt_secret,
     get_active_secret_value,
@@ -73,7 +73,7 @@ def test_tampered_ciphertext_fails_clearly(db):
     data = bytearray(bytes(secret.ciphertext))
     data[0] ^= 1
     Secret.objects.filter(pk=secret.pk).update(ciphertext=bytes(data))
-    with pytest.raises(SecretDecryptionError, match="failed authentication") as exc:
+    with pytest.raises(SecretUnavailable, match="failed authentication") as exc:
         get_active_secret_value("api.key")
     assert PLAINTEXT not in str(exc.value)
 
@@ -82,14 +82,14 @@ def test_ciphertext_moved_to_another_row_fails(db):
     source = import_secret("one", PLAINTEXT, actor="t")
     target = import_secret("two", "other", actor="t")
     Secret.objects.filter(pk=target.pk).update(ciphertext=source.ciphertext, nonce=source.nonce)
-    with pytest.raises(SecretDecryptionError):
+    with pytest.raises(SecretUnavailable):
         get_active_secret_value("two")
 
 
 def test_unknown_key_id_fails_clearly(db):
     secret = import_secret("api.key", PLAINTEXT, actor="t")
     Secret.objects.filter(pk=secret.pk).update(key_id="deadbeef")
-    with pytest.raises(SecretDecryptionError, match="'deadbeef', which is not in"):
+    with pytest.raises(SecretUnavailable, match="'deadbeef', which is not in"):
         get_active_secret_value("api.key")
 
 
@@ -193,7 +193,7 @@ def test_plaintext_never_in_database_admin_status_or_logs(
 def test_errors_never_carry_the_value(db, settings):
     secret = import_secret("err.check", PLAINTEXT, actor="t")
     settings.AGENT_FACTORY_ENCRYPTION_KEYS = NEW_KEY  # the writing key removed
-    with pytest.raises(SecretDecryptionError) as exc:
+    with pytest.raises(SecretUnavailable) as exc:
         get_active_secret_value("err.check")
     assert "not in AGENT_FACTORY_ENCRYPTION_KEYS" in str(exc.value)
     assert PLAINTEXT not in str(exc.value) and PLAINTEXT not in repr(exc.value.args)
@@ -233,7 +233,7 @@ def test_older_version_keeps_its_own_associated_data(db):
     assert decrypt_secret(Secret.objects.get(pk=first.pk)) == "one"
     # v1's ciphertext on the v2 row: same ref, other version -> refused, not "one".
     Secret.objects.filter(pk=second.pk).update(ciphertext=first.ciphertext, nonce=first.nonce)
-    with pytest.raises(SecretDecryptionError, match="failed authentication"):
+    with pytest.raises(SecretUnavailable, match="failed authentication"):
         get_active_secret_value("api.key")
 
 

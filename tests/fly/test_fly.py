@@ -492,6 +492,18 @@ def test_cleanup_without_app_needs_the_fly_provider(fly_config, fly):
     assert fly.calls == []
 
 
+def test_cleanup_with_an_undecryptable_fly_token_is_one_clear_error(fly_config, fly, settings):
+    from agents.models import Secret
+    from agents.secret_store import import_secret
+
+    settings.FLY_API_TOKEN = ""
+    import_secret("fly.apiToken", TOKEN, actor="t")
+    Secret.objects.filter(secret_ref="fly.apiToken").update(key_id="deadbeef")
+    with pytest.raises(CommandError, match="'fly.apiToken' v1 .* not in AGENT_FACTORY_ENCRYP"):
+        call_command("run_fly_cleanup", "--apply")
+    assert fly.calls == []
+
+
 def test_cleanup_refuses_without_app(db, settings):
     settings.FLY_API_TOKEN = TOKEN
     RuntimeConfig.get()

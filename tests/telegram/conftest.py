@@ -73,13 +73,20 @@ def post_update(client):
     return post
 
 
-def text_update(update_id: int, text: str, *, user: int = 555, chat: int | None = None):
+def text_update(
+    update_id: int,
+    text: str,
+    *,
+    user: int = 555,
+    chat: int | None = None,
+    chat_type: str = "private",
+):
     return {
         "update_id": update_id,
         "message": {
             "message_id": update_id * 10,
             "from": {"id": user, "is_bot": False, "first_name": "U"},
-            "chat": {"id": chat if chat is not None else user, "type": "private"},
+            "chat": {"id": chat if chat is not None else user, "type": chat_type},
             "date": 1700000000,
             "text": text,
         },

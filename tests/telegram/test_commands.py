@@ -178,6 +178,70 @@ def test_replace_bot_revokes_bindings_expires_codes_and_audits(onboarded, cli, t
     assert OTHER not in json.dumps(event.details)
 
 
+def lose_key(ref: str) -> None:
+    """As if the key that encrypted ``ref`` left AGENT_FACTORY_ENCRYPTION_KEYS."""
+    Secret.objects.filter(secret_ref=ref).update(key_id="deadbeef")
+
+
+def test_replace_bot_deletes_the_old_bots_webhook(onboarded, cli, tg):
+    get_me(tg, OTHER, 200, "other_bot")
+    deleted = tg.post(f"{TG}/bot{TOKEN}/deleteWebhook", json={"ok": True, "result": True})
+    code, out, err = cli("import_telegram_token", "alpha", "--replace-bot", "--json", stdin=OTHER)
+    assert code == 0, err
+    data = json.loads(out)
+    assert (data["old_webhook_deleted"], data["old_webhook_error"]) == (True, None)
+    assert deleted.call_count == 1  # with the old bot's token
+    event = AuditEvent.objects.get(action="telegram.delete_old_webhook")
+    assert event.target_id == "100" and event.details == {
+        "bot_identity": "100",
+        "deleted": True,
+        "error": None,
+    }
+    assert "still has its webhook" not in err
+
+
+@pytest.mark.parametrize("cause", ["token_revoked", "token_undecryptable"])
+def test_replace_bot_reports_an_old_webhook_it_could_not_delete(onboarded, cli, tg, cause):
+    get_me(tg, OTHER, 200, "other_bot")
+    deleted = tg.post(
+        f"{TG}/bot{TOKEN}/deleteWebhook",
+        status=401,
+        json={"ok": False, "error_code": 401, "description": "Unauthorized"},
+    )
+    if cause == "token_undecryptable":
+        lose_key("telegram.botToken.alpha")
+    code, out, err = cli("import_telegram_token", "alpha", "--replace-bot", "--json", stdin=OTHER)
+    assert code == 0, err  # the new bot is stored all the same
+    assert get_active_secret_value("telegram.botToken.alpha") == OTHER
+    data = json.loads(out)
+    assert data["old_webhook_deleted"] is False
+    reason = "Unauthorized" if cause == "token_revoked" else "not in AGENT_FACTORY_ENCRYPTION"
+    assert reason in data["old_webhook_error"]
+    assert "replaced bot 100 still has its webhook" in err and reason in err
+    assert deleted.call_count == (1 if cause == "token_revoked" else 0)
+    event = AuditEvent.objects.get(action="telegram.delete_old_webhook")
+    assert event.details["deleted"] is False and reason in event.details["error"]
+    assert TOKEN not in out + err + json.dumps(event.details)
+
+
+@pytest.mark.parametrize(
+    "argv,lost",
+    [
+        (("configure_telegram_webhook", "alpha"), "telegram.botToken.alpha"),
+        (("configure_telegram_webhook", "alpha"), "telegram.webhookSecret.alpha"),
+        (("rotate_webhook_secret", "alpha"), "telegram.webhookSecret.alpha"),
+        (("reconcile_bot_identity", "alpha"), "telegram.botToken.alpha"),
+        (("simulate_update", "alpha", "hi"), "telegram.webhookSecret.alpha"),
+    ],
+)
+def test_commands_say_one_line_when_a_secret_cannot_be_decrypted(onboarded, cli, tg, argv, lost):
+    webhook_calls(tg, TOKEN, {"url": URL}, {"url": URL})
+    lose_key(lost)
+    code, out, err = cli(*argv)
+    one_line_error(code, err, lost, "not in AGENT_FACTORY_ENCRYPTION_KEYS")
+    assert "Traceback" not in err
+
+
 # configure_telegram_webhook ------------------------------------------------------------
 
 
@@ -299,7 +363,6 @@ def test_rotate_keeps_the_old_secret_ten_minutes(onboarded, cli, tg, post_update
     assert post_update("100", text_update(2, "b"), secret=new).status_code == 200
     with time_machine.travel(timezone.now() + dt.timedelta(minutes=9, seconds=50)):
         assert post_update("100", text_update(3, "c"), secret=old).status_code == 200
-    services._SECRET_CACHE.clear()
     with time_machine.travel(timezone.now() + dt.timedelta(minutes=10, seconds=5)):
         assert post_update("100", text_update(4, "d"), secret=old).status_code == 403
         assert post_update("100", text_update(5, "e"), secret=new).status_code == 200
@@ -441,6 +504,39 @@ def test_agent_status_reports_missing_secrets_and_fly_config(db, cli, make_bot):
     assert "NO  provider_configured" in out
     import_secret("model.apiKey", "v", actor="t")
     assert "ok  required_secrets_present" in cli("agent_status", "alpha")[1]
+
+
+def test_next_action_is_the_first_failing_step_and_ready_only_when_ready(onboarded, cli):
+    """SPEC §5.1 item 5 (issue 10 item 6: a missing secret answered "ready", ready false)."""
+
+    def status():
+        code, out, _ = cli("agent_status", "alpha", "--json")
+        assert code == 0
+        data = json.loads(out)
+        assert data["ready"] is (data["next_action"] == "ready")
+        return data["next_action"]
+
+    assert status() == "ready"
+    AgentProfile.objects.filter(agent_key="alpha").update(
+        secrets_ref=["model.apiKey"], enabled=False, require_telegram_binding=True
+    )
+    RuntimeConfig.get()
+    RuntimeConfig.objects.update(provider_kind="fly", app_name="", image="")
+    assert status() == "configure_provider"
+    RuntimeConfig.objects.update(app_name="app", image="img")
+    assert status() == "import_secrets"
+    import_secret("model.apiKey", "v", actor="t")
+    assert status() == "enable_agent"
+    AgentProfile.objects.filter(agent_key="alpha").update(enabled=True)
+    # Bindings that can never route do not count as paired: legacy (no bot), another bot's,
+    # or one without a Telegram user (only the removed chat fallback matched those).
+    agent = AgentProfile.objects.get(agent_key="alpha")
+    legacy_binding(agent, "old", telegram_user_id="5")
+    services.bind_identity("u-other", agent, bot_identity="999", telegram_user_id="6", actor="t")
+    services.bind_identity("u-chat", agent, bot_identity="100", telegram_chat_id="7", actor="t")
+    assert status() == "create_pairing"
+    services.bind_identity("u1", agent, bot_identity="100", telegram_user_id="8", actor="t")
+    assert status() == "ready"
 
 
 def test_agent_status_bad_argument(db, cli):

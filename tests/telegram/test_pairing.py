@@ -184,7 +184,7 @@ def test_telegram_user_or_chat_moves_to_the_newest_consumer_on_one_bot(make_bot)
     first = bind(bot, "u1", user="42", chat="900")
     second = consume(create_pairing_code("u2", "alpha", actor="t").code, user="42", chat="42")
     assert IdentityBinding.objects.get(pk=first.pk).status == "revoked"
-    assert resolve_binding("100", "42", "42").consumer_user_id == "u2"
+    assert resolve_binding("100", "42").consumer_user_id == "u2"
     # A chat collision revokes too: u3 pairs from user 77 in u2's chat 42.
     third = consume(create_pairing_code("u3", "alpha", actor="t").code, user="77", chat="42")
     assert IdentityBinding.objects.get(pk=second.pk).status == "revoked"
@@ -197,19 +197,21 @@ def test_same_telegram_user_on_two_bots_stays_two_bindings(make_bot):
     consume(create_pairing_code("u1", "alpha", actor="t").code, bot="100")
     consume(create_pairing_code("u2", "beta", actor="t").code, bot="200")
     assert IdentityBinding.objects.filter(status="active", telegram_user_id="42").count() == 2
-    assert resolve_binding("100", "42", "42").consumer_user_id == "u1"
-    assert resolve_binding("200", "42", "42").consumer_user_id == "u2"
-    assert resolve_binding("300", "42", "42") is None
+    assert resolve_binding("100", "42").consumer_user_id == "u1"
+    assert resolve_binding("200", "42").consumer_user_id == "u2"
+    assert resolve_binding("300", "42") is None
 
 
-def test_resolution_user_first_then_chat(make_bot):
+def test_resolution_is_by_bot_and_telegram_user_only(make_bot):
+    # SPEC §5.2: no chat fallback. Another user in the bound user's chat matches nothing.
     bot = make_bot("alpha", "100")
     bind(bot, "chat-owner", user="1", chat="900")
     bind(bot, "user-owner", user="2", chat="5")
-    assert resolve_binding("100", "2", "900").consumer_user_id == "user-owner"
-    assert resolve_binding("100", "3", "900").consumer_user_id == "chat-owner"
-    assert resolve_binding("100", "3", "4") is None
-    assert resolve_binding("100", "", "") is None
+    assert resolve_binding("100", "2").consumer_user_id == "user-owner"
+    assert resolve_binding("100", "1").consumer_user_id == "chat-owner"
+    assert resolve_binding("100", "3") is None
+    assert resolve_binding("100", "") is None
+    assert resolve_binding("", "1") is None
 
 
 def test_conversation_id_survives_re_pairing(make_bot, post_update):
@@ -230,7 +232,7 @@ def test_conversation_id_survives_re_pairing(make_bot, post_update):
     assert conv_one.conversation_id == "user-agent:alpha:u1"
     assert Conversation.objects.count() == 1
     # The old Telegram account is no longer bound (1 consumer → 1 active binding).
-    assert resolve_binding("100", "42", "42") is None
+    assert resolve_binding("100", "42") is None
 
 
 def test_bind_audits_and_revoke_is_idempotent(make_bot):

@@ -159,7 +159,7 @@ def test_code_for_bot_a_fails_on_bot_b(make_bot, post_update):
     assert body == {
         "ok": True,
         "status": "pairing_failed",
-        "detail": "Pairing code belongs to a different Telegram bot",
+        "detail": "wrong_bot",
     }
     assert IdentityBinding.objects.count() == 0
     assert PairingCode.objects.get().status == "pending"
@@ -170,14 +170,14 @@ def test_expired_code_reports_expired_on_every_retry(make_bot, post_update):
     code = create_pairing_code("user-1", "alpha", actor="test", ttl_minutes=1)
     with time_machine.travel(code.expires_at, tick=False):
         first = post_update("100", text_update(1, f"/start {code.code}")).json()
-    assert first["detail"] == "Pairing code expired"
+    assert first["detail"] == "expired"
     assert PairingCode.objects.get().status == "expired"
     for update_id in (2, 3):
         retry = post_update("100", text_update(update_id, f"/start {code.code}")).json()
-        assert retry == {"ok": True, "status": "pairing_failed", "detail": "Pairing code expired"}
+        assert retry == {"ok": True, "status": "pairing_failed", "detail": "expired"}
     assert PairingCode.objects.get().status == "expired"
     unknown = post_update("100", text_update(4, "/start NOPE234567")).json()
-    assert unknown["detail"] == "Pairing code not found"
+    assert unknown["detail"] == "not_found"
 
 
 def test_same_telegram_user_on_two_bots_routes_to_each_agent(make_bot, post_update):

@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from agents.models import Conversation
-from telegram import ingress, services, views
+from telegram import ingress, refusals, services, views, webhook_auth
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
 from telegram.services import bind_identity, create_pairing_code
 from tests.telegram.conftest import bind, legacy_binding, text_update
@@ -77,19 +77,19 @@ def test_secret_is_checked_before_the_body_is_parsed(make_bot, post_update):
 
 def test_secret_compare_is_constant_time_over_every_candidate(monkeypatch):
     seen = []
-    real_compare = services.hmac.compare_digest
+    real_compare = webhook_auth.hmac.compare_digest
 
     def spy(a, b):
         seen.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr(services.hmac, "compare_digest", spy)
-    assert services.secret_matches("current", ["current", "previous"]) is True
+    monkeypatch.setattr(webhook_auth.hmac, "compare_digest", spy)
+    assert webhook_auth.secret_matches("current", ["current", "previous"]) is True
     # Even after a match, the other candidate is compared too: timing reveals nothing.
     assert [b for _, b in seen] == [b"current", b"previous"]
-    assert services.secret_matches("nope", ["current"]) is False
-    assert services.secret_matches(None, ["current"]) is False
-    assert services.secret_matches("", ["current"]) is False
+    assert webhook_auth.secret_matches("nope", ["current"]) is False
+    assert webhook_auth.secret_matches(None, ["current"]) is False
+    assert webhook_auth.secret_matches("", ["current"]) is False
 
 
 def test_bot_without_webhook_secret_refuses_everything(make_bot, post_update):
@@ -97,7 +97,6 @@ def test_bot_without_webhook_secret_refuses_everything(make_bot, post_update):
 
     make_bot("alpha", "100")
     Secret.objects.filter(secret_ref="telegram.webhookSecret.alpha").delete()
-    services._SECRET_CACHE.clear()
     assert post_update("100", text_update(1, "hi")).status_code == 403
 
 
@@ -167,16 +166,20 @@ def test_start_pairing_is_never_enqueued_and_replies_through_a_task(
     assert len(no_telegram.calls) == 0
 
 
-def test_failed_pairing_replies_with_the_reason(
+def test_failed_pairing_records_the_reason_and_replies_the_uniform_refusal(
     make_bot, post_update, tasks, django_capture_on_commit_callbacks
 ):
     make_bot("alpha", "100")
     with django_capture_on_commit_callbacks(execute=True):
         body = post_update("100", text_update(1, "/start ZZZZZZZZZZ")).json()
-    assert body == {"ok": True, "status": "pairing_failed", "detail": "Pairing code not found"}
+    assert body == {"ok": True, "status": "pairing_failed", "detail": "not_found"}
     [(func, args)] = tasks
-    assert func == "telegram.tasks.send_text" and "Pairing code not found" in args[2]
+    assert func == "telegram.tasks.send_text" and args[2] == refusals.PAIRING_REFUSED_TEXT
     assert Message.objects.count() == 0
+    # The reason stays visible to the admin: the recorded update and an ingress issue.
+    assert TelegramUpdate.objects.get().detail == "not_found"
+    issue = IngressIssue.objects.get()
+    assert issue.kind == "pairing_failed" and "not_found" in issue.detail
 
 
 def test_start_addressed_to_this_bot_pairs(make_bot, post_update):
@@ -232,7 +235,6 @@ def test_binding_to_a_disabled_agent_is_unroutable(make_bot, post_update):
     binding = bind_identity("u1", bot.agent, bot_identity="100", telegram_user_id="555", actor="t")
     bot.agent.enabled = False
     bot.agent.save()
-    views._BOT_CACHE.clear()
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unroutable"
     assert IngressIssue.objects.get().kind == "unroutable"
     assert IdentityBinding.objects.get(pk=binding.pk).status == "active"
@@ -267,32 +269,32 @@ def test_bound_users_of_two_bots_with_the_same_telegram_id_reach_their_own_agent
     assert message_a.payload["metadata"]["consumer_user_id"] == "u-a"
 
 
-def test_chat_fallback_and_user_match_wins(make_bot, post_update):
+def test_no_chat_fallback_a_binding_routes_only_its_own_user(make_bot, post_update):
     bot = make_bot("alpha", "100")
     bind(bot, "by-chat", user="1", chat="900")
     bind(bot, "by-user", user="2", chat="901")
-    # Someone else in chat 900: the chat's binding.
+    # Someone else in chat 900 is not user 1: the chat's own conversation, not u1's.
     body = post_update("100", text_update(1, "x", user=3, chat=900)).json()
-    assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
-        "user-agent:alpha:by-chat"
-    )
-    # User 2 writing in chat 900: the user's own binding wins over the chat's.
-    body = post_update("100", text_update(2, "y", user=2, chat=900)).json()
+    message = Message.objects.get(pk=body["message_id"])
+    assert message.conversation.conversation_id == "telegram:100:900"
+    assert "consumer_user_id" not in message.payload["metadata"]
+    # User 2 in a private chat: their own binding.
+    body = post_update("100", text_update(2, "y", user=2)).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
         "user-agent:alpha:by-user"
     )
     # The same ids on a bot that has no bindings: never matched (bindings are bot-scoped).
     make_bot("beta", "200")
-    body = post_update("200", text_update(1, "z", user=2, chat=900)).json()
+    body = post_update("200", text_update(1, "z", user=2)).json()
     assert Message.objects.get(pk=body["message_id"]).conversation.conversation_id == (
-        "telegram:200:900"
+        "telegram:200:2"
     )
 
 
 def test_legacy_binding_is_never_matched_even_when_binding_required(make_bot, post_update):
     bot = make_bot("alpha", "100", require_telegram_binding=True)
     legacy_binding(bot.agent, "old", telegram_user_id="555", telegram_chat_id="555")
-    assert services.resolve_binding("100", "555", "555") is None
+    assert services.resolve_binding("100", "555") is None
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unbound"
 
 
@@ -383,7 +385,7 @@ def test_database_error_while_looking_up_the_bot_is_503(make_bot, post_update, m
     def down(*args):
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(views, "_cached_bot", down)
+    monkeypatch.setattr(views, "load_bot", down)
     response = post_update("100", text_update(1, "hi"))
     assert response.status_code == 503 and response.json() == {"error": "unavailable"}
 

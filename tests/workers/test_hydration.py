@@ -267,3 +267,23 @@ def test_expired_or_foreign_lease_gets_no_bundle(holder, make_worker, worker_api
     _, other = make_worker("w-other-2", heartbeat_at=timezone.now())
     foreign = worker_api(other).get(path, {"lease_id": job["lease_id"]})
     assert foreign.status_code == 409 and BOT_TOKEN.encode() not in foreign.content
+
+
+@pytest.mark.parametrize("lost", ["telegram.botToken.alpha", "agent-bridge.serviceKey.alpha"])
+def test_hydration_with_an_undecryptable_secret_is_503_secret_unavailable(
+    holder, alpha_agent, lost, caplog
+):
+    """SPEC §23: never a 500; the operator's log names the secret, the worker is not told."""
+    from agents.models import Secret
+
+    _, _, api, job = holder
+    import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "7"})
+    import_secret("agent-bridge.serviceKey.alpha", SERVICE_KEY, actor="t")
+    enable_bridge(alpha_agent)
+    Secret.objects.filter(secret_ref=lost).update(key_id="deadbeef")
+    response = api.get(f"{API}/jobs/{job['message_id']}/hydration/", {"lease_id": job["lease_id"]})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "secret_unavailable" and "cannot be decrypted" in body["detail"]
+    assert lost not in body["detail"] and BOT_TOKEN not in response.content.decode()
+    assert any(lost in r.getMessage() and r.exc_info is None for r in caplog.records)

@@ -105,6 +105,25 @@ def test_spawn_failure_records_error_and_stops_row(fake_provider, alpha_agent, e
         assert len(reconcile().spawned) == 1
 
 
+def test_spawn_needing_an_undecryptable_secret_fails_with_its_reason(
+    fake_provider, alpha_agent, enqueue, monkeypatch, caplog
+):
+    """SPEC §23: a secret the key ring cannot decrypt (a Fly token, a bridge key) is a clear
+    spawn failure, not an "unexpected error" traceback."""
+    from agents.secret_store import SecretUnavailable
+
+    def spawn(self, request):
+        raise SecretUnavailable("Secret 'fly.apiToken' v1 is encrypted with key 'deadbeef'")
+
+    monkeypatch.setattr(RecordingProvider, "spawn", spawn)
+    enqueue("conv-1", "alpha")
+    report = reconcile()
+    assert report.spawn_failed and "'fly.apiToken' v1" in report.errors[0]
+    assert "unexpected error" not in report.errors[0]
+    assert Worker.objects.get().status in ("stopping", "stopped")
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_repeated_spawn_failures_back_off_exponentially(fake_provider, alpha_agent, enqueue):
     enqueue("conv-1", "alpha")
     fake_provider.fail_spawn = True

@@ -6,6 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from agents.secret_store import SecretUnavailable
 from telegram.services import PairingError, TelegramSetupError
 
 
@@ -19,7 +20,7 @@ class TelegramCommand(BaseCommand):
     def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
-        except (TelegramSetupError, PairingError) as exc:
+        except (TelegramSetupError, PairingError, SecretUnavailable) as exc:
             raise CommandError(str(exc))
 
     def emit(self, options, data: dict, text: str) -> None:

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import import_telegram_token
+from telegram.services import import_telegram_token, old_webhook_warning
 
 
 class Command(TelegramCommand):
@@ -43,6 +43,8 @@ class Command(TelegramCommand):
             "expired_pairings": result.expired_pairings,
             "webhook_verified": (result.webhook or {}).get("verified"),
             "webhook_error": result.webhook_error,
+            "old_webhook_deleted": result.old_webhook_deleted,
+            "old_webhook_error": result.old_webhook_error,
         }
         self.emit(
             options,
@@ -52,6 +54,8 @@ class Command(TelegramCommand):
         )
         for warning in (result.webhook or {}).get("warnings", []):
             self.stderr.write(f"Warning: {warning}")
+        if result.old_webhook_error:
+            self.stderr.write(f"Warning: {old_webhook_warning(result)}")
         if result.webhook_error:
             raise CommandError(
                 f"Token stored, but setting the webhook again failed ({result.webhook_error}); "
