@@ -148,9 +148,8 @@ def test_bucket_refusal_also_notifies(
 ):
     make_bot("alpha", "100")
     limits(user_burst=1, user_rate_per_minute=1)
-    with time_machine.travel(T0, tick=False):
-        with django_capture_on_commit_callbacks(execute=True):
-            assert statuses(post_update, 1, 3) == ["enqueued", "throttled", "throttled"]
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        assert statuses(post_update, 1, 3) == ["enqueued", "throttled", "throttled"]
     assert len(notices(tg)) == 1
 
 
