@@ -247,7 +247,9 @@ def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> Rout
     return RouteResult("unroutable")
 
 
-def _throttled(bot: Bot, update: dict, incoming: Incoming, throttle) -> RouteResult:
+def _throttled(
+    bot: Bot, update: dict, incoming: Incoming, throttle: quotas.Throttle
+) -> RouteResult:
     # Recorded, so a redelivery is a duplicate; not queued (SPEC §5.3 step 6a).
     _record(bot, update, "throttled", throttle.detail)
     if throttle.notify:
