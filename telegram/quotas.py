@@ -12,9 +12,11 @@ roll back together:
 The bucket lives in the ``SenderQuota`` table and is changed by one upsert per update, so
 every web server shares it and two concurrent updates of one sender are serialised by the
 row lock (PostgreSQL) or the write lock (SQLite); it never admits more than burst + refill.
-The queue cap counts without a lock: one sender's updates are already serialised by the
-bucket row, so only several senders writing into one group at the same instant can pass
-the cap, by at most the number of their requests in flight.
+The queue cap counts without a lock, in a statement of its own after the bucket's (so
+under PostgreSQL's read committed it sees what a concurrent update of the same sender
+committed while this one waited for the bucket row): one sender's updates are serialised
+by the bucket row, so only several senders writing into one group at the same instant can
+pass the cap, by at most the number of their requests in flight.
 
 A refused update is recorded with outcome ``throttled`` (so a redelivery is a duplicate)
 and nothing is queued; the sender is told at most once a minute. Throttling is expected
