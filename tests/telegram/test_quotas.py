@@ -231,3 +231,46 @@ def test_concurrent_senders_never_pass_burst_plus_refill(make_bot, frozen):
         assert sum(admitted) == 5
     else:
         assert 5 <= sum(admitted) <= 5 + int(elapsed * 1.0)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_updates_of_one_sender_never_pass_the_queue_cap(make_bot):
+    """The bucket row serialises one sender's updates, and the cap is counted after it:
+    concurrent webhook requests of one sender fill the conversation exactly to the cap."""
+    from django.test import Client
+
+    make_bot("alpha", "100")
+    limits(user_burst=100, user_rate_per_minute=100, conversation_queue_cap=3)
+    answers: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(12)
+
+    def deliver(update_id: int):
+        try:
+            client = Client()
+            barrier.wait(timeout=10)
+            response = client.post(
+                "/telegram/webhook/100/",
+                json.dumps(text_update(update_id, f"m{update_id}", user=7)),
+                content_type="application/json",
+                HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
+            )
+            with lock:
+                answers.append(response.json()["status"])
+        except BaseException as exc:  # surfaced below
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(1, 13)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(answers) == ["enqueued"] * 3 + ["throttled"] * 9
+    assert Message.objects.count() == 3
+    assert TelegramUpdate.objects.filter(outcome="throttled").count() == 9
