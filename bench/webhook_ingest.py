@@ -2,7 +2,8 @@
 
 gunicorn (2 workers) on PostgreSQL; 5,000 distinct updates from 16 concurrent clients, each
 update sent twice (the second must be answered "duplicate"). Baseline in the same run: a
-minimal view that inserts one row. Prints updates/s, p50/p99 and the checks.
+minimal view that inserts one row, measured in rounds alternating with the webhook's.
+Prints updates/s, p50/p99, their ratios to the baseline and the checks.
 
 Every update passes the quotas at the door (SPEC §23: the sender's token bucket, the
 conversation's queue cap), so their cost is measured; the traffic is spread over enough
@@ -10,6 +11,7 @@ private chats that no sender passes the default burst (10) and no conversation t
 queue cap (20): nothing is throttled by design, and the run checks that.
 
     .venv/bin/python bench/webhook_ingest.py [--updates 5000] [--clients 16] [--users N]
+        [--rounds 10]
 
 ``BENCH_DATABASE_URL`` names the database it creates and drops (default ``af_bench``).
 """
@@ -66,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--updates", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=10, help="alternating measurement rounds")
     parser.add_argument(
         "--users",
         type=int,
@@ -114,14 +117,26 @@ def main() -> None:
     headers = {"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"}
 
     with Server(workers=2) as server:
-        # Warm both workers' connections, then measure the baseline and the webhook.
+        # Warm both workers' connections, then measure the baseline and the webhook in
+        # alternating rounds, so a machine whose load changes during the run weighs on
+        # both sides alike (one long phase each let the load of the moment decide).
         drive(lambda i: f"{server.url}/bench/baseline/", ["{}"] * 50, {}, 4)
-        base_elapsed, base_lat, _ = drive(
-            lambda i: f"{server.url}/bench/baseline/", ["{}"] * len(bodies), {}, args.clients
-        )
-        elapsed, lat, answers = drive(
-            lambda i: f"{server.url}/telegram/webhook/900/", bodies, headers, args.clients
-        )
+        base_elapsed = elapsed = 0.0
+        base_lat, lat, answers = [], [], []
+        size = -(-len(bodies) // args.rounds)
+        for start in range(0, len(bodies), size):
+            chunk = bodies[start : start + size]
+            took, latencies, _ = drive(
+                lambda i: f"{server.url}/bench/baseline/", ["{}"] * len(chunk), {}, args.clients
+            )
+            base_elapsed += took
+            base_lat += latencies
+            took, latencies, chunk_answers = drive(
+                lambda i: f"{server.url}/telegram/webhook/900/", chunk, headers, args.clients
+            )
+            elapsed += took
+            lat += latencies
+            answers += chunk_answers
 
     statuses = {}
     for code, content in answers:
