@@ -250,6 +250,19 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
             "Retries",
             {"fields": ["max_attempts", "retry_base_seconds", "retry_factor", "retry_max_seconds"]},
         ),
+        (
+            "Quotas",
+            {
+                "fields": [
+                    "user_rate_per_minute",
+                    "user_burst",
+                    "conversation_queue_cap",
+                    "history_entries_per_job",
+                    "history_bytes_per_job",
+                    "snapshot_prepares_per_minute",
+                ]
+            },
+        ),
     ]
 
     def has_add_permission(self, request):

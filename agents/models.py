@@ -214,6 +214,37 @@ class RuntimeConfig(models.Model):
         help_text="A conversation released by a live worker waits at most this long for that "
         "worker's snapshot before another worker may claim it.",
     )
+    # Quotas (SPEC §23): at the webhook door, per job's history, per worker's snapshots.
+    user_rate_per_minute = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Messages per minute a Telegram user may send to one bot (token bucket).",
+    )
+    user_burst = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Messages a Telegram user may send at once before the rate applies.",
+    )
+    conversation_queue_cap = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="Messages a conversation may have waiting (queued or processing).",
+    )
+    history_entries_per_job = models.PositiveIntegerField(
+        default=64,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="History entries one job may append (complete and messages together).",
+    )
+    history_bytes_per_job = models.PositiveIntegerField(
+        default=1024 * 1024,
+        validators=[MinValueValidator(1024), MaxValueValidator(64 * 1024 * 1024)],
+        help_text="Bytes of history content (UTF-8) one job may append.",
+    )
+    snapshot_prepares_per_minute = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Snapshots one worker may prepare per minute.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

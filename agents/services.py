@@ -134,6 +134,12 @@ RUNTIME_FIELDS = {
     "guest_cpus",
     "guest_memory_mb",
     "fly_cleanup_nightly",
+    "user_rate_per_minute",
+    "user_burst",
+    "conversation_queue_cap",
+    "history_entries_per_job",
+    "history_bytes_per_job",
+    "snapshot_prepares_per_minute",
 }
 
 

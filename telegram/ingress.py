@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
-from telegram import refusals
+from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
 from telegram.services import (
     PairingError,
@@ -211,6 +211,9 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
             if routed_binding is not None
             else chat_conversation_id(bot.bot_identity, incoming.chat_id)
         )
+        throttle = quotas.check(bot.bot_identity, incoming.user_id, conversation_id)
+        if throttle is not None:
+            return _throttled(bot, update, incoming, throttle)
         try:
             result = enqueue_message(
                 conversation_id=conversation_id,
@@ -255,6 +258,16 @@ def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> Rout
         telegram_chat_id=incoming.chat_id,
     )
     return RouteResult("unroutable")
+
+
+def _throttled(
+    bot: Bot, update: dict, incoming: Incoming, throttle: quotas.Throttle
+) -> RouteResult:
+    # Recorded, so a redelivery is a duplicate; not queued (SPEC §5.3 step 6a).
+    _record(bot, update, "throttled", throttle.detail)
+    if throttle.notify:
+        _reply_after_commit(bot, incoming.chat_id, quotas.NOTICE_TEXT)
+    return RouteResult("throttled")
 
 
 def _payload(bot: Bot, update: dict, incoming: Incoming, binding) -> dict:

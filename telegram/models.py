@@ -135,6 +135,34 @@ class TelegramUpdate(models.Model):
         return f"{self.bot_identity}#{self.update_id} {self.outcome}"
 
 
+class SenderQuota(models.Model):
+    """The token bucket of one Telegram user on one bot (SPEC §23 quotas at the door).
+
+    Changed only by ``telegram.quotas`` in one atomic upsert per update, so every web
+    server shares it. Times are Unix seconds (floats) because the refill is arithmetic on
+    them inside that statement, the same on PostgreSQL and SQLite.
+    """
+
+    bot_identity = models.CharField(max_length=32)
+    telegram_user_id = models.CharField(max_length=32)
+    tokens = models.FloatField()
+    refilled_at = models.FloatField()
+    # Whether the sender's latest message was admitted (the upsert reports it through this).
+    admitted = models.BooleanField(default=True)
+    # When the sender was last told they are throttled (at most one notice per minute).
+    notified_at = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot_identity", "telegram_user_id"], name="sender_quota_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"quota of {self.telegram_user_id} on {self.bot_identity}"
+
+
 class IngressIssue(models.Model):
     """Updates we refused or could not route, for admins: an unbound user, a missing or
     disabled agent, a failed pairing attempt. The rows of one (bot, Telegram user) in the

@@ -10,6 +10,7 @@ from django.utils import timezone
 from agents.secret_store import SecretUnavailable, get_active_secret_value
 from telegram.client import TelegramClient, TelegramError
 from telegram.models import IngressIssue, TelegramUpdate, token_ref
+from telegram.quotas import prune_sender_quotas
 
 logger = logging.getLogger(__name__)
 
@@ -60,4 +61,5 @@ def prune_old_updates(now=None, keep_hours: int = UPDATE_RETENTION_HOURS) -> dic
     updates, _ = TelegramUpdate.objects.filter(received_at__lt=cutoff).delete()
     # Routing problems stay visible to admins longer than the dedupe rows.
     issues, _ = IngressIssue.objects.filter(created_at__lt=cutoff - dt.timedelta(days=27)).delete()
-    return {"deleted_updates": updates, "deleted_issues": issues}
+    buckets = prune_sender_quotas((now or timezone.now()).timestamp())
+    return {"deleted_updates": updates, "deleted_issues": issues, "deleted_sender_quotas": buckets}

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents.models import AgentProfile, Conversation, ConversationEntry
 from agents.secret_store import decrypt_secret, get_active_secret, get_active_secret_value
-from workers import leases
+from workers import leases, quotas
 from workers.models import Message, MessageAttachment, Worker
 
 HISTORY_WINDOW = 64
@@ -167,6 +167,10 @@ def append_conversation_messages(
         )
         if len(stored) >= len(batch) and stored[len(stored) - len(batch) :] == batch:
             return 0
+        # Per-job caps (SPEC §23); a retry of an accepted batch was answered just above.
+        quotas.check_history(
+            message.pk, [content for _, content in stored], [content for _, content in batch]
+        )
         ConversationEntry.objects.bulk_create(
             ConversationEntry(
                 conversation=conversation,

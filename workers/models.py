@@ -177,6 +177,8 @@ class DataSnapshot(models.Model):
                 name="snapshot_restore_idx",
             ),
             models.Index(fields=["status", "expires_at"], name="snapshot_expiry_idx"),
+            # The prepare rate per worker (SPEC §23): its snapshots of the last minute.
+            models.Index(fields=["worker_id", "-created_at"], name="snapshot_worker_recent_idx"),
         ]
 
     def __str__(self) -> str:

@@ -12,16 +12,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
+from workers import quotas
 from workers.models import DataSnapshot, Message, Worker
 
 CHUNK = 1024 * 1024
 
 
 class SnapshotError(Exception):
-    def __init__(self, code: str, detail: str):
+    def __init__(self, code: str, detail: str, retry_after: int | None = None):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.retry_after = retry_after
 
 
 def prepare_snapshot(
@@ -41,13 +43,20 @@ def prepare_snapshot(
             "invalid_request",
             f"Conversation '{conversation_id}' belongs to agent '{owner_key}', not '{agent_key}'.",
         )
-    return DataSnapshot.objects.create(
-        workspace_id=workspace_id,
-        agent_key=agent_key,
-        worker_id=worker.worker_id,
-        conversation_id=conversation_id,
-        reason=reason,
-    )
+    with transaction.atomic():
+        # The worker's row lock serialises its concurrent prepares for the rate check.
+        Worker.objects.select_for_update().filter(pk=worker.pk).first()
+        try:
+            quotas.check_prepare_rate(worker)
+        except quotas.PrepareThrottled as exc:
+            raise SnapshotError("throttled", exc.detail, retry_after=exc.retry_after) from None
+        return DataSnapshot.objects.create(
+            workspace_id=workspace_id,
+            agent_key=agent_key,
+            worker_id=worker.worker_id,
+            conversation_id=conversation_id,
+            reason=reason,
+        )
 
 
 class _TooLarge(Exception):

@@ -18,6 +18,7 @@ from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
 from workers.hydration import AppendError, append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
+from workers.quotas import HistoryTooLarge
 
 
 def get_or_404(queryset, what: str, **lookup):
@@ -149,6 +150,8 @@ class AppendMessagesView(WorkerView):
             raise LeaseLostError()
         except AppendError as exc:
             return error_response("invalid_request", str(exc), 400)
+        except HistoryTooLarge as exc:
+            return error_response("too_large", str(exc), 413)
         return Response({"appended": appended})
 
 
@@ -165,11 +168,17 @@ SNAPSHOT_ERROR_STATUS = {
     "checksum_mismatch": 400,
     "too_large": 413,
     "invalid_request": 400,
+    "throttled": 429,
 }
 
 
 def snapshot_error(exc: snapshots.SnapshotError) -> Response:
-    return error_response(exc.code, exc.detail, SNAPSHOT_ERROR_STATUS.get(exc.code, 400))
+    http_status = SNAPSHOT_ERROR_STATUS.get(exc.code, 400)
+    if exc.retry_after is None:
+        return error_response(exc.code, exc.detail, http_status)
+    response = error_response(exc.code, exc.detail, http_status, retry_after=exc.retry_after)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 class SnapshotPrepareView(WorkerView):

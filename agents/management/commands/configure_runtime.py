@@ -25,7 +25,7 @@ def whole_number(value: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "Change the runtime config (provider, scaling, leases, prompt) and print it."
+    help = "Change the runtime config (provider, scaling, leases, prompt, quotas) and print it."
 
     def add_arguments(self, parser):
         parser.add_argument("--provider", choices=["local", "fly", "none"], dest="provider_kind")
@@ -56,6 +56,13 @@ class Command(BaseCommand):
             "(default 120).",
         )
         parser.add_argument("--system-prompt")
+        # Quotas (SPEC §23)
+        parser.add_argument("--user-rate-per-minute", type=whole_number)
+        parser.add_argument("--user-burst", type=whole_number)
+        parser.add_argument("--conversation-queue-cap", type=whole_number)
+        parser.add_argument("--history-entries-per-job", type=whole_number)
+        parser.add_argument("--history-bytes-per-job", type=whole_number)
+        parser.add_argument("--snapshot-prepares-per-minute", type=whole_number)
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):

@@ -1,0 +1,159 @@
+"""Quotas at the webhook door (SPEC §23, §5.3 step 6a).
+
+Two limits, checked after routing (the conversation is known) and before enqueue, inside
+the webhook's transaction so the decision, the update record and the queue row commit or
+roll back together:
+
+- a token bucket per (bot, Telegram user): ``user_rate_per_minute`` tokens a minute, at
+  most ``user_burst`` saved up; each admitted message takes one;
+- a cap of ``conversation_queue_cap`` waiting (queued or processing) messages per
+  conversation.
+
+The bucket lives in the ``SenderQuota`` table and is changed by one upsert per update, so
+every web server shares it and two concurrent updates of one sender are serialised by the
+row lock (PostgreSQL) or the write lock (SQLite); it never admits more than burst + refill.
+The queue cap counts without a lock, in a statement of its own after the bucket's (so
+under PostgreSQL's read committed it sees what a concurrent update of the same sender
+committed while this one waited for the bucket row): one sender's updates are serialised
+by the bucket row, so only several senders writing into one group at the same instant can
+pass the cap, by at most the number of their requests in flight.
+
+A refused update is recorded with outcome ``throttled`` (so a redelivery is a duplicate)
+and nothing is queued; the sender is told at most once a minute. Throttling is expected
+and high-volume, so it writes no audit row: the update row (admin: Telegram › Telegram
+updates, filter "throttled") and a log line per notice are the trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.db import connection
+
+from agents.models import Conversation, RuntimeConfig
+from telegram.models import SenderQuota
+from workers.models import Message
+
+logger = logging.getLogger(__name__)
+
+NOTICE_INTERVAL_SECONDS = 60.0
+NOTICE_TEXT = (
+    "You are sending messages faster than I can take them, so I skipped your last one. "
+    "Please wait a minute, then send it again."
+)
+# Buckets untouched this long are full again (any sane rate refills them in far less), so
+# their rows carry no information and are pruned with the old update records.
+SENDER_QUOTA_RETENTION_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Why an update was refused, and whether this refusal should tell the sender."""
+
+    detail: str
+    notify: bool
+
+
+def check(bot_identity: str, telegram_user_id: str, conversation_id: str) -> Throttle | None:
+    """None when the update may be enqueued; else the refusal. Call inside the webhook's
+    transaction: a rollback then also returns the sender's token."""
+    config = RuntimeConfig.get_cached()
+    now = time.time()
+    if not _take_token(bot_identity, telegram_user_id, config, now):
+        detail = (
+            f"Telegram user {telegram_user_id} is over {config.user_rate_per_minute} "
+            f"messages/min (burst {config.user_burst})."
+        )
+    elif _waiting_at_least(conversation_id, config.conversation_queue_cap):
+        detail = (
+            f"Conversation {conversation_id} already has {config.conversation_queue_cap} "
+            "waiting messages."
+        )
+    else:
+        return None
+    notify = _claim_notice(bot_identity, telegram_user_id, now)
+    if notify:
+        # One line per notice (at most one per sender a minute), not one per refusal.
+        logger.warning("Throttled bot %s: %s", bot_identity, detail)
+    return Throttle(detail=detail, notify=notify)
+
+
+_QUOTA_TABLE = SenderQuota._meta.db_table
+
+
+def _available(table: str) -> str:
+    """SQL for the tokens the stored bucket holds at %(now)s: refilled, capped at burst.
+    Portable CASE instead of LEAST/GREATEST (SQLite has neither)."""
+    elapsed = (
+        f"(CASE WHEN %(now)s > {table}.refilled_at "
+        f"THEN %(now)s - {table}.refilled_at ELSE 0 END)"
+    )
+    refilled = f"({table}.tokens + %(per_second)s * {elapsed})"
+    return f"(CASE WHEN {refilled} < %(burst)s THEN {refilled} ELSE %(burst)s END)"
+
+
+_AVAILABLE = _available(_QUOTA_TABLE)
+# One statement: a new sender starts with a full bucket less this message; a known one is
+# refilled for the time since its last message and pays one token if it has one. Every SET
+# expression reads the old row, and RETURNING reports the decision.
+_TAKE_TOKEN_SQL = (
+    f"INSERT INTO {_QUOTA_TABLE} "  # noqa: S608 (names, not input)
+    "(bot_identity, telegram_user_id, tokens, refilled_at, admitted) "
+    "VALUES (%(bot)s, %(user)s, %(burst)s - 1, %(now)s, %(yes)s) "
+    "ON CONFLICT (bot_identity, telegram_user_id) DO UPDATE SET "
+    f"tokens = CASE WHEN {_AVAILABLE} >= 1 THEN {_AVAILABLE} - 1 ELSE {_AVAILABLE} END, "
+    f"admitted = CASE WHEN {_AVAILABLE} >= 1 THEN %(yes)s ELSE %(no)s END, "
+    # A clock that stepped back never refills twice.
+    f"refilled_at = CASE WHEN %(now)s > {_QUOTA_TABLE}.refilled_at "
+    f"THEN %(now)s ELSE {_QUOTA_TABLE}.refilled_at END "
+    "RETURNING admitted"
+)
+
+
+def _take_token(bot_identity: str, user_id: str, config: RuntimeConfig, now: float) -> bool:
+    params = {
+        "bot": bot_identity,
+        "user": user_id,
+        "burst": float(config.user_burst),
+        "per_second": config.user_rate_per_minute / 60.0,
+        "now": now,
+        "yes": True,
+        "no": False,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_TOKEN_SQL, params)
+        return bool(cursor.fetchone()[0])
+
+
+# Reads at most `cap` rows off the (conversation, status) index, however long the queue.
+_WAITING_SQL = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM "  # noqa: S608 (names, not input)
+    f"{Message._meta.db_table} m JOIN {Conversation._meta.db_table} c "
+    "ON c.id = m.conversation_id "
+    "WHERE c.conversation_id = %s AND m.status IN (%s, %s) LIMIT %s) waiting"
+)
+
+
+def _waiting_at_least(conversation_id: str, cap: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(_WAITING_SQL, [conversation_id, Message.QUEUED, Message.PROCESSING, cap])
+        return cursor.fetchone()[0] >= cap
+
+
+def _claim_notice(bot_identity: str, user_id: str, now: float) -> bool:
+    """True for the one refusal a minute that tells the sender (a conditional update, so two
+    servers never both send it). A queue-cap refusal of a sender whose bucket row does not
+    exist yet cannot happen: the bucket check before it always writes the row."""
+    return bool(
+        SenderQuota.objects.filter(bot_identity=bot_identity, telegram_user_id=user_id)
+        .exclude(notified_at__gt=now - NOTICE_INTERVAL_SECONDS)
+        .update(notified_at=now)
+    )
+
+
+def prune_sender_quotas(now: float | None = None) -> int:
+    cutoff = (now if now is not None else time.time()) - SENDER_QUOTA_RETENTION_SECONDS
+    deleted, _ = SenderQuota.objects.filter(refilled_at__lt=cutoff).delete()
+    return deleted
