@@ -33,11 +33,11 @@ def prepare_snapshot(
         raise SnapshotError("forbidden", "This worker was never assigned to that conversation.")
     # A conversation keeps its agent for life: a snapshot filed under another agent key
     # could never be restored, so it is refused rather than stored.
-    owner_key = (
+    owner_key, handoff_from, handoff_until = (
         Conversation.objects.filter(conversation_id=conversation_id)
-        .values_list("agent__agent_key", flat=True)
+        .values_list("agent__agent_key", "handoff_from_worker", "handoff_until")
         .first()
-    )
+    ) or (None, "", None)
     if owner_key is not None and owner_key != agent_key:
         raise SnapshotError(
             "invalid_request",
@@ -46,8 +46,17 @@ def prepare_snapshot(
     with transaction.atomic():
         # The worker's row lock serialises its concurrent prepares for the rate check.
         Worker.objects.select_for_update().filter(pk=worker.pk).first()
+        # A snapshot the server itself asked for (this worker is handing the conversation
+        # off: drain, fair share) is never throttled: refusing it would hold the handoff
+        # until its timeout and lose the workspace's newest turns.
+        handing_off = (
+            handoff_from == worker.worker_id
+            and handoff_until is not None
+            and handoff_until > timezone.now()
+        )
         try:
-            quotas.check_prepare_rate(worker)
+            if not handing_off:
+                quotas.check_prepare_rate(worker)
         except quotas.PrepareThrottled as exc:
             raise SnapshotError("throttled", exc.detail, retry_after=exc.retry_after) from None
         return DataSnapshot.objects.create(

@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from agents.models import ConversationEntry, RuntimeConfig
+from agents.models import Conversation, ConversationEntry, RuntimeConfig
 from workers.models import DataSnapshot
 
 API = "/api/v1/worker"
@@ -124,3 +124,25 @@ def test_prepare_limit_comes_from_the_runtime_config(leased):
         assert prepare(api).status_code == 201
         response = prepare(api)
     assert response.status_code == 429 and response.json()["retry_after"] == 60
+
+
+def test_a_handoff_snapshot_is_never_throttled(leased):
+    # The server asked for this snapshot (drain, fair share): refusing it would hold the
+    # conversation's handoff until its timeout and lose the workspace's newest turns.
+    worker, api, job = leased
+    limits(snapshot_prepares_per_minute=1)
+    with time_machine.travel(T0, tick=False):
+        assert prepare(api).status_code == 201
+        assert prepare(api).status_code == 429
+        Conversation.objects.filter(conversation_id="conv-q").update(
+            handoff_from_worker="w-quota", handoff_until=timezone.now() + dt.timedelta(minutes=2)
+        )
+        assert prepare(api).status_code == 201
+        # Another worker's handoff, or one past its timeout, exempts nothing.
+        Conversation.objects.filter(conversation_id="conv-q").update(handoff_from_worker="w-other")
+        assert prepare(api).status_code == 429
+        Conversation.objects.filter(conversation_id="conv-q").update(
+            handoff_from_worker="w-quota", handoff_until=timezone.now()
+        )
+        assert prepare(api).status_code == 429
+    assert DataSnapshot.objects.count() == 2
