@@ -69,8 +69,7 @@ class TelegramSender:
     def send_message(self, chat_id: int | str, text: str) -> list[dict]:
         """Send ``text`` split into ≤ 4096-character messages; returns Telegram's results."""
         return [
-            self._send({"chat_id": chat_id, "text": chunk})
-            for chunk in split_message(text or " ")
+            self._send({"chat_id": chat_id, "text": chunk}) for chunk in split_message(text or " ")
         ]
 
     def _send(self, payload: dict):
