@@ -1,6 +1,9 @@
 """``agent-factory-worker`` as its own program (SPEC §12): the console script's entry point,
 run in a clean environment (no DJANGO_SETTINGS_MODULE, no server variable) with Django and
-every app made unimportable, answers a real job from a live server and stops cleanly."""
+every app made unimportable, answers a real job from a live server and stops cleanly.
+
+``AF_TEST_WORKER_PROGRAM=/path/to/venv/bin/agent-factory-worker`` runs an installed script
+instead (e.g. from a venv holding only the wheel and ``requests``, no Django at all)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,13 @@ ENTRY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts
 
 def worker_program(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:
     """The console script's entry point, with the server's code unimportable."""
+    clean = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
+    installed = os.environ.get("AF_TEST_WORKER_PROGRAM")
+    if installed:  # run outside the checkout, so only the installed package is importable
+        return subprocess.Popen(
+            [installed, *args], cwd=Path(installed).parent, env=clean, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+        )  # fmt: skip
     module, _, function = ENTRY.partition(":")
     script = (
         "import sys\n"
@@ -39,7 +49,6 @@ def worker_program(*args: str, env: dict[str, str], **popen) -> subprocess.Popen
         f"from {module} import {function} as main\n"
         "sys.exit(main())\n"
     )
-    clean = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=ROOT,
