@@ -1,7 +1,7 @@
 """The reference worker's loop, delivery, snapshots, handlers and exit codes (SPEC §12).
 
-A stateful fake of the worker API stands in for the server; Telegram is the real client
-against ``responses``; the HTTP handler talks to a fake endpoint on 127.0.0.1.
+A stateful fake of the worker API stands in for the server; Telegram is the worker's own
+sender against ``responses``; the HTTP handler talks to a fake endpoint on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 import responses
 from django.core.management import call_command
 
-from telegram.client import TelegramClient
 from workers.runtime.api_client import ApiError, LeaseLostError
 from workers.runtime.archive import make_archive as write_archive
 from workers.runtime.handlers import JobContext, http_forward, load_handler
@@ -30,6 +29,7 @@ from workers.runtime.runner import (
     WorkerRuntime,
     WorkerSettings,
 )
+from workers.runtime.telegram_sender import TelegramSender
 
 TG = "https://tg.test"
 TOKEN = "123:SECRET-bot-token-abcdef"
@@ -148,7 +148,7 @@ def make_job(message_id=7, conversation="c1", text="hi", chat="55"):
 
 
 def telegram_factory(sleeps):
-    return lambda token: TelegramClient(token, base_url=TG, sleep=sleeps.append)
+    return lambda token: TelegramSender(token, base_url=TG, sleep=sleeps.append)
 
 
 def make_runtime(server, tmp_path, handler=None, sleeps=None, **settings):

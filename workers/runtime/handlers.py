@@ -6,12 +6,12 @@ callable ``handler(context) -> str``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from django.utils.module_loading import import_string
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,18 @@ def http_forward(context: JobContext) -> str:
 
 
 BUILT_INS = {"echo": echo, "http": http_forward, "openclaw": http_forward}
+
+
+def import_string(dotted_path: str):
+    """The attribute named by ``package.module.attribute`` (ImportError when there is none)."""
+    module_path, _, attribute = dotted_path.rpartition(".")
+    if not module_path:
+        raise ImportError(f"{dotted_path!r} is not a dotted path")
+    module = importlib.import_module(module_path)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ImportError(f"module {module_path!r} has no attribute {attribute!r}") from None
 
 
 def load_handler(name: str | None):

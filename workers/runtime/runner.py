@@ -11,9 +11,9 @@ On start: restore the conversation's latest snapshot into the data dir, then mat
 the global skills into ``<data dir>/skills``. On SIGTERM, ``should_stop`` or idle exit:
 finish the current job, snapshot the data dir (tar.gz), return ``EXIT_OK``.
 
-Exit codes (``manage.py run_worker``): 0 normal stop; 1 another API error (a 4xx other than
-401); 2 bad configuration; 3 the server refused the worker token (401: revoked, or never
-valid).
+Exit codes (``agent-factory-worker``, ``manage.py run_worker``; see ``cli.py``): 0 normal
+stop; 1 another API error (a 4xx other than 401); 2 bad configuration; 3 the server refused
+the worker token (401: revoked, or never valid).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from telegram.client import TelegramClient, TelegramError
 from workers.runtime.api_client import ApiError, DownloadTooLarge, LeaseLostError, WorkerApiClient
 from workers.runtime.archive import (
     DEFAULT_LIMITS,
@@ -39,6 +38,7 @@ from workers.runtime.archive import (
     work_dir,
 )
 from workers.runtime.handlers import JobContext
+from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
 
@@ -62,6 +62,8 @@ class WorkerSettings:
     workspace_id: str = "default"
     handler: str = "echo"
     skills_channel: str = "stable"
+    # Where replies go while the worker delivers them itself (SPEC §22 compatibility mode).
+    telegram_api_base_url: str = DEFAULT_API_BASE_URL
     idle_exit_seconds: float | None = None
     poll_seconds: float = 2.0
     heartbeat_seconds: float = 10.0
@@ -110,12 +112,14 @@ class WorkerRuntime:
         client: WorkerApiClient,
         handler,
         *,
-        telegram_factory=TelegramClient,
+        telegram_factory=None,
     ):
         self.settings = settings
         self.client = client
         self.handler = handler
-        self.telegram_factory = telegram_factory
+        self.telegram_factory = telegram_factory or (
+            lambda token: TelegramSender(token, base_url=settings.telegram_api_base_url)
+        )
         self.stop_requested = threading.Event()
         self.conversation_id = settings.conversation_id
         self.agent_key = settings.agent_key
@@ -242,7 +246,7 @@ class WorkerRuntime:
             raise RuntimeError(f"Cannot deliver to Telegram: no {missing}.")
         try:
             self.telegram_factory(token).send_message(chat_id, reply)
-        except TelegramError as exc:
+        except TelegramSendError as exc:
             raise RuntimeError(f"Telegram delivery failed: {exc}") from None
 
     # Snapshots and skills ---------------------------------------------------------------

@@ -8,7 +8,7 @@ skill sees either the old or the new version, complete, and never a missing one.
 longer released are removed (only entries this worker wrote, recognised by their marker
 file); version directories no link points to any more are deleted.
 
-Bundle hash (SPEC §13, ``agents.skill_bundle``): SHA-256 over the files sorted by path
+Bundle hash (SPEC §13, ``workers.runtime.skill_layout``): SHA-256 over the files sorted by path
 (code-point order), each contributing ``path``, NUL, the file's SHA-256 (lowercase hex),
 NUL, its content, NUL — all UTF-8.
 """
@@ -22,8 +22,8 @@ import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 
-from agents.skill_bundle import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
 from workers.runtime.archive import DEFAULT_LIMITS, ArchiveLimits, remove_entry
+from workers.runtime.skill_layout import LAYOUT_VERSION, MARKER, bundle_sha256, file_sha256
 
 logger = logging.getLogger("agent_factory.worker")
 

@@ -1,166 +1,34 @@
-"""``manage.py run_worker``: the reference worker (SPEC §12).
-
-Configuration comes from flags or the matching environment variables:
-``AGENT_FACTORY_API_URL``, ``AGENT_FACTORY_WORKER_TOKEN``, ``AGENT_FACTORY_WORKER_ID`` (all
-three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
-``AGENT_FACTORY_DATA_DIR``, ``AGENT_FACTORY_WORKER_HANDLER`` (``echo``, ``http`` or a dotted
-path), ``AGENT_FACTORY_SKILLS_CHANNEL``, ``AGENT_FACTORY_IDLE_EXIT_SECONDS``,
-``AGENT_FACTORY_POLL_SECONDS`` (2), ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10) and
-``AGENT_FACTORY_MAX_OUTAGE_SECONDS`` (900; 0 waits for the API forever).
-
-Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit); 1 the API answered with
-another error (e.g. 403) or stayed unreachable past the outage limit; 2 bad configuration
-(missing or invalid setting, unknown handler);
-3 the server refused the token (401).
+"""``manage.py run_worker``: the reference worker (SPEC §12), a thin wrapper around the
+``agent-factory-worker`` program (``workers.runtime.cli``): same flags, same environment
+variables, same exit codes — 0 normal stop (SIGTERM, should_stop, idle exit); 1 the API
+answered with another error (e.g. 403) or stayed unreachable past the outage limit; 2 bad
+configuration (missing or invalid setting, unknown handler); 3 the server refused the token
+(401). What it adds from the server's settings: the default data dir and the Telegram API
+base URL (``TELEGRAM_API_BASE_URL``) unless ``AGENT_FACTORY_*`` says otherwise.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from workers.runtime.api_client import ApiError, WorkerApiClient
-from workers.runtime.handlers import load_handler
-from workers.runtime.runner import (
-    EXIT_API_ERROR,
-    EXIT_CONFIG,
-    EXIT_UNAUTHORIZED,
-    WorkerRuntime,
-    WorkerSettings,
-)
+from workers.runtime import cli
 
 
-def _env(name: str, default=None):
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-def _seconds(*, allow_zero: bool):
-    """An argparse type: a number of seconds (argparse also applies it to env defaults, so
-    a bad environment variable is reported like a bad flag, with exit code 2)."""
-
-    def parse(raw):
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
-        if value < 0 or (value == 0 and not allow_zero) or value != value:
-            raise argparse.ArgumentTypeError(f"{raw!r} must be a positive number of seconds")
-        return value
-
-    return parse
+def _default_data_dir(worker_id: str) -> Path:
+    return Path(settings.VAR_DIR) / "worker-data" / worker_id
 
 
 class Command(BaseCommand):
-    help = (
-        "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit. "
-        "Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit), 1 another API error, "
-        "2 bad configuration, 3 the server refused the token."
-    )
+    help = cli.DESCRIPTION
 
     def add_arguments(self, parser):
-        parser.add_argument("--api-url", default=_env("AGENT_FACTORY_API_URL"))
-        parser.add_argument("--token", default=_env("AGENT_FACTORY_WORKER_TOKEN"))
-        parser.add_argument("--worker-id", default=_env("AGENT_FACTORY_WORKER_ID"))
-        parser.add_argument("--conversation-id", default=_env("AGENT_FACTORY_CONVERSATION_ID"))
-        parser.add_argument("--agent-key", default=_env("AGENT_FACTORY_AGENT_KEY"))
-        parser.add_argument("--data-dir", default=_env("AGENT_FACTORY_DATA_DIR"))
-        parser.add_argument("--workspace-id", default=_env("AGENT_FACTORY_WORKSPACE_ID", "default"))
-        parser.add_argument("--handler", default=_env("AGENT_FACTORY_WORKER_HANDLER", "echo"))
-        parser.add_argument(
-            "--skills-channel", default=_env("AGENT_FACTORY_SKILLS_CHANNEL", "stable")
-        )
-        parser.add_argument(
-            "--idle-exit-seconds",
-            type=_seconds(allow_zero=True),
-            default=_env("AGENT_FACTORY_IDLE_EXIT_SECONDS", "0"),
-            help="Exit after this long without a job (0: never).",
-        )
-        parser.add_argument(
-            "--poll-seconds",
-            type=_seconds(allow_zero=False),
-            default=_env("AGENT_FACTORY_POLL_SECONDS", "2"),
-            help="Wait between control/claim polls while idle (SPEC: 2 s).",
-        )
-        parser.add_argument(
-            "--max-outage-seconds",
-            type=_seconds(allow_zero=True),
-            default=_env("AGENT_FACTORY_MAX_OUTAGE_SECONDS", "900"),
-            help="Exit (code 1) when the API stays unreachable this long (0: never).",
-        )
-        parser.add_argument(
-            "--heartbeat-seconds",
-            type=_seconds(allow_zero=False),
-            default=_env("AGENT_FACTORY_HEARTBEAT_SECONDS", "10"),
-            help="Lease heartbeat interval while a job runs (SPEC: 10 s).",
-        )
+        cli.add_arguments(parser, telegram_api_base_url=settings.TELEGRAM_API_BASE_URL)
 
     def handle(self, *args, **options):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
-        missing = [n for n in ("api_url", "token", "worker_id") if not options[n]]
-        if missing:
-            self.stderr.write(
-                "run_worker needs "
-                + ", ".join(f"--{m.replace('_', '-')}" for m in missing)
-                + " (or the AGENT_FACTORY_* environment variables)."
-            )
-            raise SystemExit(EXIT_CONFIG)
-        if urlsplit(options["api_url"]).scheme not in ("http", "https"):
-            self.stderr.write("--api-url must be an http(s) URL.")
-            raise SystemExit(EXIT_CONFIG)
-        try:
-            handler = load_handler(options["handler"])
-        except RuntimeError as exc:
-            self.stderr.write(str(exc))
-            raise SystemExit(EXIT_CONFIG)
-        data_dir = Path(
-            options["data_dir"] or Path(settings.VAR_DIR) / "worker-data" / options["worker_id"]
+        code = cli.execute(
+            options, error=self.stderr.write, default_data_dir=_default_data_dir, prog="run_worker"
         )
-        worker_settings = WorkerSettings(
-            api_url=options["api_url"],
-            token=options["token"],
-            worker_id=options["worker_id"],
-            data_dir=data_dir,
-            conversation_id=options["conversation_id"],
-            agent_key=options["agent_key"],
-            workspace_id=options["workspace_id"],
-            handler=options["handler"],
-            skills_channel=options["skills_channel"],
-            idle_exit_seconds=options["idle_exit_seconds"] or None,
-            poll_seconds=options["poll_seconds"],
-            heartbeat_seconds=options["heartbeat_seconds"],
-            max_outage_seconds=options["max_outage_seconds"],
-        )
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self.stderr.write(f"Cannot create the data dir {data_dir}: {exc.strerror}.")
-            raise SystemExit(EXIT_CONFIG)
-        runtime = WorkerRuntime(
-            worker_settings, WorkerApiClient(options["api_url"], options["token"]), handler
-        )
-        # SIGTERM/SIGINT only ask the loop to stop: the job in hand is finished, then the
-        # data dir is snapshotted. The previous handlers come back afterwards.
-        previous = {
-            signum: signal.signal(signum, runtime.request_stop)
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            code = runtime.run()
-        except ApiError as exc:
-            if exc.status == 401:
-                self.stderr.write("The server refused this worker's token (401).")
-                raise SystemExit(EXIT_UNAUTHORIZED)
-            self.stderr.write(f"The worker API answered {exc}; stopping.")
-            raise SystemExit(EXIT_API_ERROR)
-        finally:
-            for signum, handler_before in previous.items():
-                signal.signal(signum, handler_before)
         raise SystemExit(code)
