@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.e2e.scale_harness import (
-    Pass,
-    ScaleConfig,
-    database_url,
-    parse_trace,
-    reconcile_overlaps,
-    reply_report,
-)
+from tests.e2e.scale_checks import Pass, parse_trace, reconcile_overlaps, reply_report
+from tests.e2e.scale_fleet import database_url
+from tests.e2e.scale_harness import ScaleConfig
 
 SENT = {"1": ["a0", "a1", "a2"], "2": ["b0", "b1"]}
 

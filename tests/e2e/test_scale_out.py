@@ -6,39 +6,38 @@ alternating servers, while random worker processes are SIGKILLed. Then: nothing 
 nothing out of order per chat, no two reconcile passes at once, never more workers than
 ``max_workers``, and a reply sent twice only for a message whose worker was killed while
 holding it (the documented window: Telegram accepted the reply, the worker died before its
-``delivered`` record). Sizes and timers: ``SCALE_*`` variables (see ScaleConfig).
+``delivered`` record). Sizes and timers: ``SCALE_*`` variables (see ScaleConfig); the figures
+are printed on one ``SCALE-OUT`` line.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import resource
 import sys
 import time
+from collections import Counter
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
 from django.db.models import Count
 
-from tests.e2e.scale_harness import (
-    Chaos,
-    Fleet,
-    Load,
-    Sampler,
-    ScaleConfig,
-    database_url,
-    parse_trace,
-    reconcile_overlaps,
-    redis_available,
-    reply_report,
-)
+from tests.e2e.scale_checks import parse_trace, reconcile_overlaps, reply_report
+from tests.e2e.scale_fleet import Fleet, database_url, redis_available
+from tests.e2e.scale_harness import Chaos, Load, Sampler, ScaleConfig
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 AGENT = "scale"
 BOT_TOKEN = "4242:scale-sandbox-token"
 BOT_ID = "4242"
+
+
+def log(text: str) -> None:
+    """Progress on stderr (shown with -s, and with the output of a failed test)."""
+    print(f"[scale {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def setup_agent(fleet: Fleet, config: ScaleConfig) -> None:
@@ -71,7 +70,7 @@ def setup_agent(fleet: Fleet, config: ScaleConfig) -> None:
 
 
 def webhook_target() -> tuple[str, str]:
-    """(webhook path, secret) as Telegram would know them after setWebhook."""
+    """(webhook path, secret) as Telegram knows them after setWebhook."""
     from agents.secret_store import get_active_secret_value
     from telegram.models import Bot, webhook_secret_ref
     from telegram.services import webhook_url_for
@@ -94,6 +93,7 @@ def distinct_replies() -> dict[str, int]:
 
 
 def replies_by_chat() -> dict[str, list[str]]:
+    """Each chat's replies in the order the (fake) Telegram accepted them."""
     from telegram.models import SandboxMessage
 
     received: dict[str, list[str]] = {}
@@ -109,23 +109,13 @@ def message_figures() -> dict:
     return dict(Message.objects.values("status").annotate(n=Count("id")).values_list("status", "n"))
 
 
-def log(text: str) -> None:
-    """Progress on stderr (shown with -s, and with the output of a failed test)."""
-    print(f"[scale {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def answered_count(load: Load) -> int:
-    expected = load.expected
-    return sum(min(n, len(expected.get(c, []))) for c, n in distinct_replies().items())
-
-
 def wait_until_answered(fleet: Fleet, load: Load, deadline: float) -> None:
-    total = load.total()
+    total, expected = load.total(), load.expected
     last = time.monotonic()
     while time.monotonic() < deadline:
-        dead = fleet.alive()
-        assert not dead, f"{dead} died during the run; logs in {fleet.logs}"
-        answered = answered_count(load)
+        dead = fleet.dead()
+        assert not dead, f"{dead} exited during the run; logs in {fleet.logs}"
+        answered = sum(min(n, len(expected.get(c, []))) for c, n in distinct_replies().items())
         if answered >= total and message_figures().get("done", 0) >= total:
             return
         if time.monotonic() - last >= 10:
@@ -140,26 +130,31 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
     missing = redis_available(redis_url)
     if missing:
         pytest.skip(missing)
-    rng = random.Random(config.seed)
     started = time.monotonic()
-    fleet = Fleet(config, tmp_path, database_url(connection.settings_dict), redis_url)
+    fleet = Fleet(
+        tmp_path,
+        database_url(connection.settings_dict),
+        redis_url,
+        gunicorn_workers=config.gunicorn_workers,
+        q_workers=config.q_workers,
+    )
     load = chaos = sampler = None
+    load_seconds = 0.0
     try:
         fleet.start_servers()
-        log(f"servers up at {fleet.urls} ({time.monotonic() - started:.1f}s)")
         setup_agent(fleet, config)
         path, secret = webhook_target()
         fleet.start_clusters()
-        log(f"agent set up, clusters started ({time.monotonic() - started:.1f}s)")
+        log(f"servers {fleet.urls} up, agent set up ({time.monotonic() - started:.1f} s)")
         load = Load(config, fleet.urls, path, secret, distinct_replies)
-        chaos = Chaos(fleet, load, config.kills, rng)
+        chaos = Chaos(fleet, load, config.kills, random.Random(config.seed))
         sampler = Sampler(fleet)
         sampler.start()
         chaos.start()
         load_started = time.monotonic()
         deadline = load_started + config.deadline
         load.run(deadline, progress=log)
-        log(f"posting done ({time.monotonic() - load_started:.1f}s into the load)")
+        log(f"posting done ({time.monotonic() - load_started:.1f} s into the load)")
         chaos.halt.set()
         wait_until_answered(fleet, load, deadline)
         load_seconds = time.monotonic() - load_started
@@ -173,59 +168,58 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
 
     from workers.models import Message, Worker
 
-    expected = load.expected
-    report = reply_report(expected, replies_by_chat())
+    total = load.total()
+    report = reply_report(load.expected, replies_by_chat())
     passes = parse_trace(fleet.trace_file.read_text().splitlines())
     overlaps = reconcile_overlaps(passes)
     statuses = list(load.statuses.values())
-    text_to_message = {
+    message_of = {
         (payload or {}).get("message_text"): pk
         for pk, payload in Message.objects.values_list("pk", "payload")
     }
-    twice_messages = {text_to_message.get(text) for text in report.answered_twice}
+    twice = {message_of.get(text) for text in report.answered_twice}
     mid_job_kills = [k for k in chaos.kills if k.jobs]
-    killed_jobs = set().union(*(k.jobs for k in chaos.kills)) if chaos.kills else set()
+    killed_jobs = set().union(*(k.jobs for k in chaos.kills))
+    answered_twice = sum(report.answered_twice.values())
     messages = message_figures()
-    total = load.total()
+    harness_cpu = resource.getrusage(resource.RUSAGE_SELF)
     summary = (
-        f"SCALE-OUT updates={total} conversations={len(expected)} "
+        f"SCALE-OUT updates={total} conversations={len(load.expected)} "
         f"posted={2 * len(statuses)} duplicates_posted={len(statuses)} "
         f"post_retries={dict(load.retries)} kills={len(chaos.kills)} "
-        f"kills_mid_job={len(mid_job_kills)} answered_twice={sum(report.answered_twice.values())} "
+        f"kills_mid_job={len(mid_job_kills)} answered_twice={answered_twice} "
         f"lost={len(report.lost)} out_of_order={len(report.out_of_order)} "
-        f"unexpected={len(report.unexpected)} "
+        f"misrouted={len(report.unexpected)} messages={messages} "
         f"max_live_workers={sampler.max_rows}/{config.max_workers} "
         f"max_worker_processes={sampler.max_processes} "
         f"max_processing_per_conversation={sampler.max_processing_per_conversation} "
-        f"workers_spawned={Worker.objects.count()} "
-        f"reconcile_passes={len(passes)} reconcile_processes={len({p.pid for p in passes})} "
-        f"reconcile_overlaps={len(overlaps)} messages={messages} "
-        f"load_seconds={load_seconds:.1f} duration={time.monotonic() - started:.1f}s "
+        f"workers_spawned={Worker.objects.count()} reconcile_passes={len(passes)} "
+        f"reconcile_processes={len({p.pid for p in passes})} "
+        f"reconcile_overlaps={len(overlaps)} load={load_seconds:.1f}s "
+        f"duration={time.monotonic() - started:.1f}s cpu_seconds={sampler.cpu.seconds()} "
+        f"harness_cpu={harness_cpu.ru_utime + harness_cpu.ru_stime:.1f}s "
         f"seed={config.seed}"
     )
     with capsys.disabled():
         print(f"\n{summary}")
 
     assert not load.errors, load.errors[:5]
-    assert len(statuses) == total, f"only {len(statuses)} of {total} updates were posted"
-    assert all(s == ["duplicate", "enqueued"] for s in statuses), _status_counts(statuses)
-    assert not report.lost, f"{len(report.lost)} lost, e.g. {report.lost[:5]}"
+    assert len(statuses) == total, f"{len(statuses)} of {total} updates posted in time"
+    # Each update: one post enqueued it, its racing twin was answered "duplicate".
+    assert all(s == ["duplicate", "enqueued"] for s in statuses), Counter(map(tuple, statuses))
+    assert not report.lost, f"{len(report.lost)} never answered, e.g. {report.lost[:5]}"
     assert not report.out_of_order, report.out_of_order[:3]
     assert not report.unexpected, report.unexpected[:5]
     assert messages == {"done": total}, messages
+    assert len({p.pid for p in passes}) >= 2, "the trace must show passes of several processes"
     assert not overlaps, [(a.pid, b.pid) for a, b in overlaps[:5]]
-    assert len(passes) > 0 and len({p.pid for p in passes}) >= 2  # both clusters reconciled
-    assert sampler.samples > 0 and sampler.max_rows <= config.max_workers
+    assert sampler.samples > 0
+    assert sampler.max_rows <= config.max_workers
     assert sampler.max_processes <= config.max_workers
     assert sampler.max_processing_per_conversation <= 1
+    assert config.kills == 0 or chaos.kills, "no worker was killed"
     # The one window for a second copy: the worker was killed holding that message, after
     # Telegram accepted the reply and before its `delivered` record. One kill, one copy.
-    assert twice_messages <= killed_jobs, (twice_messages - killed_jobs, report.answered_twice)
-    assert sum(report.answered_twice.values()) <= len(mid_job_kills)
+    assert twice <= killed_jobs, (twice - killed_jobs, report.answered_twice)
+    assert answered_twice <= len(mid_job_kills)
     assert not leftovers, f"worker processes left running: {leftovers}"
-
-
-def _status_counts(statuses):
-    from collections import Counter
-
-    return Counter(tuple(s) for s in statuses).most_common(5)

@@ -12,7 +12,7 @@ import time
 import pytest
 from django.db import connection
 
-from tests.e2e.scale_harness import parse_trace, reconcile_overlaps
+from tests.e2e.scale_checks import parse_trace, reconcile_overlaps
 from workers import reconcile as reconcile_module
 from workers.reconcile import reconcile, reconcile_lock
 
