@@ -40,8 +40,9 @@ class ScaleConfig:
     conversations: int = 200
     max_workers: int = 10
     kills: int = 20
-    # Conversations posted to but not fully answered yet, at most (closed-loop load: the
-    # backlog stays bounded, so the end of the run waits on no slow schedule).
+    # Conversations in flight (posting, or with messages not done yet), at most: a
+    # closed-loop load keeps the backlog bounded, so the end of the run waits on no slow
+    # schedule.
     window: int = 6
     # Between two updates of one user: 10 updates take ~3.5 s, under the default quota
     # (burst 10, 20 per minute per user).
@@ -95,12 +96,12 @@ class Load:
     update goes to one server and, at the same moment, to the other (a redelivery racing
     the original), alternating which server gets it first."""
 
-    def __init__(self, config: ScaleConfig, urls: list[str], path: str, secret: str, answered):
+    def __init__(self, config: ScaleConfig, urls: list[str], path: str, secret: str, unfinished):
         self.config = config
         self.urls = urls
         self.path = path
         self.secret = secret
-        self.answered = answered  # () -> {chat: number of distinct replies}
+        self.unfinished = unfinished  # () -> {Telegram user ids with messages not done}
         run_tag = secrets.token_hex(2)
         self.conversations = [
             Conversation(
@@ -184,22 +185,22 @@ class Load:
     def run(self, deadline: float, progress=None) -> None:
         """Post everything (returns when every session has posted, or at ``deadline``).
 
-        A new conversation starts while fewer than ``window`` are unanswered, or while none
-        is posting and fewer than twice that are unanswered: enqueues are what trigger
+        A new conversation starts while fewer than ``window`` are in flight, or while none
+        is posting and fewer than twice that are in flight: enqueues are what trigger
         reconcile passes between the one-minute schedules, so traffic never pauses while
         conversations wait for a worker."""
-        sessions: list[threading.Thread] = []
+        sessions: dict[str, threading.Thread] = {}
         pending = list(self.conversations)
-        done_chats: set[str] = set()
+        finished: set[str] = set()
         last_progress = time.monotonic()
         while pending and time.monotonic() < deadline:
-            counts = self.answered()
-            done_chats.update(
-                c.chat for c in self.conversations[: self.started]
-                if counts.get(c.chat, 0) >= len(c.texts)
+            unfinished = self.unfinished()
+            finished.update(
+                user for user, thread in sessions.items()
+                if not thread.is_alive() and user not in unfinished
             )  # fmt: skip
-            in_flight = self.started - len(done_chats)
-            posting = sum(thread.is_alive() for thread in sessions)
+            in_flight = len(sessions) - len(finished)
+            posting = sum(thread.is_alive() for thread in sessions.values())
             while pending and (
                 in_flight < self.config.window
                 or (posting == 0 and in_flight < 2 * self.config.window)
@@ -207,7 +208,7 @@ class Load:
                 conversation = pending.pop(0)
                 thread = threading.Thread(target=self._session, args=(conversation,), daemon=True)
                 thread.start()
-                sessions.append(thread)
+                sessions[str(conversation.user_id)] = thread
                 self.started += 1
                 in_flight += 1
                 posting += 1
@@ -215,13 +216,13 @@ class Load:
                 last_progress = time.monotonic()
                 progress(
                     f"posted {self.posted}/{self.total()} updates; conversations: "
-                    f"{self.started} started, {len(done_chats)} answered, {posting} posting"
+                    f"{self.started} started, {len(finished)} finished, {posting} posting"
                 )
             time.sleep(0.3)
-        for thread in sessions:
+        for thread in sessions.values():
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.stop.set()  # past the deadline: the sessions still running post no more
-        for thread in sessions:
+        for thread in sessions.values():
             thread.join(timeout=35)
         self._pool.shutdown(wait=True)
 

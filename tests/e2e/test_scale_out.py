@@ -92,6 +92,15 @@ def distinct_replies() -> dict[str, int]:
     return dict(rows)
 
 
+def users_with_messages_not_done() -> set[str]:
+    from workers.models import Message
+
+    rows = Message.objects.exclude(status=Message.DONE).values_list(
+        "payload__provider_user_id", flat=True
+    )
+    return set(rows.distinct())
+
+
 def replies_by_chat() -> dict[str, list[str]]:
     """Each chat's replies in the order the (fake) Telegram accepted them."""
     from telegram.models import SandboxMessage
@@ -146,7 +155,7 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
         path, secret = webhook_target()
         fleet.start_clusters()
         log(f"servers {fleet.urls} up, agent set up ({time.monotonic() - started:.1f} s)")
-        load = Load(config, fleet.urls, path, secret, distinct_replies)
+        load = Load(config, fleet.urls, path, secret, users_with_messages_not_done)
         chaos = Chaos(fleet, load, config.kills, random.Random(config.seed))
         sampler = Sampler(fleet)
         sampler.start()
