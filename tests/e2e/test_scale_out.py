@@ -137,6 +137,8 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
     config = ScaleConfig.from_env()
     redis_url = os.environ.get("SCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
     missing = redis_available(redis_url)
+    if missing and os.environ.get("SCALE_OUT_REQUIRED") == "1":
+        pytest.fail(f"{missing} (SCALE_OUT_REQUIRED=1: CI must run this proof)")
     if missing:
         pytest.skip(missing)
     started = time.monotonic()
@@ -211,6 +213,12 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
     )
     with capsys.disabled():
         print(f"\n{summary}")
+        for text, extra in report.answered_twice.items():
+            holders = [k.worker_id for k in chaos.kills if message_of.get(text) in k.jobs]
+            print(
+                f"SCALE-OUT answered twice: {text!r} +{extra} (message {message_of.get(text)}, "
+                f"killed holding it: {holders or 'none'})"
+            )
 
     assert not load.errors, load.errors[:5]
     assert len(statuses) == total, f"{len(statuses)} of {total} updates posted in time"
