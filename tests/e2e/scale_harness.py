@@ -34,7 +34,9 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class ScaleConfig:
-    """Sizes and timers; every field has a ``SCALE_<NAME>`` environment override."""
+    """Sizes and timers; each has a ``SCALE_<NAME>`` environment override, except the
+    number of servers and clusters (the proof is about two of each). The seed chooses the
+    kills (timing is never replayable exactly)."""
 
     updates: int = 2000
     conversations: int = 200
@@ -118,7 +120,8 @@ class Load:
         self.stop = threading.Event()
         self.errors: list[str] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2 * config.window + 4)
+        # Every session posting (up to twice the window) has its two posts in flight at once.
+        self._pool = ThreadPoolExecutor(max_workers=4 * config.window + 4)
 
     @property
     def expected(self) -> dict[str, list[str]]:

@@ -146,6 +146,8 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
         tmp_path,
         database_url(connection.settings_dict),
         redis_url,
+        servers=config.servers,
+        clusters=config.clusters,
         gunicorn_workers=config.gunicorn_workers,
         q_workers=config.q_workers,
     )
