@@ -260,6 +260,9 @@ AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="
 # Override the local worker command (tests use a stand-in); empty = manage.py run_worker.
 AGENT_FACTORY_LOCAL_WORKER_COMMAND: list[str] = []
 AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 10.0
+# Diagnostics: a file where every reconcile pass appends its begin and end (the scale-out
+# test checks from it that no two passes ever overlapped). Empty: off.
+AGENT_FACTORY_RECONCILE_TRACE_FILE = env.str("AGENT_FACTORY_RECONCILE_TRACE_FILE", default="")
 
 # Serve a fake Telegram Bot API at /sandbox/telegram/ (point TELEGRAM_API_BASE_URL at it).
 AGENT_FACTORY_TELEGRAM_SANDBOX = env.bool("AGENT_FACTORY_TELEGRAM_SANDBOX", default=DEBUG)

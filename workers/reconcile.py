@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -178,8 +179,38 @@ def reconcile(
         if not held:
             report.skipped = "another reconcile is running"
             return report
-        _reconcile_locked(actor, now, report)
+        with _traced_pass():
+            _reconcile_locked(actor, now, report)
     return report
+
+
+@contextlib.contextmanager
+def _traced_pass():
+    """With ``AGENT_FACTORY_RECONCILE_TRACE_FILE`` set (diagnostics, the scale-out test),
+    append a ``begin`` line once the lock is held and an ``end`` line before it is released:
+    ``<monotonic ns> <pid> <pass id> <begin|end>``. The monotonic clock is system-wide on
+    Linux, so lines from every process on one machine compare, and two passes that ever ran
+    at once show as overlapping intervals."""
+    path = settings.AGENT_FACTORY_RECONCILE_TRACE_FILE
+    if not path:
+        yield
+        return
+    pass_id = secrets.token_hex(6)
+    _trace(path, pass_id, "begin")
+    try:
+        yield
+    finally:
+        _trace(path, pass_id, "end")
+
+
+def _trace(path: str, pass_id: str, event: str) -> None:
+    # One write to a file opened for appending: lines from concurrent processes never mix.
+    line = f"{time.monotonic_ns()} {os.getpid()} {pass_id} {event}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _reconcile_locked(actor: str, now: dt.datetime | None, report: ReconcileReport) -> None:
