@@ -248,6 +248,9 @@ AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="
 # Override the local worker command (tests use a stand-in); empty = manage.py run_worker.
 AGENT_FACTORY_LOCAL_WORKER_COMMAND: list[str] = []
 AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 10.0
+# Where local workers' data dirs live; empty = <system temp dir>/agent-factory-workers.
+# Never inside var/: workers run agent code, var/ holds the database and the dev key.
+AGENT_FACTORY_LOCAL_DATA_ROOT = env.str("AGENT_FACTORY_LOCAL_DATA_ROOT", default="")
 
 # Serve a fake Telegram Bot API at /sandbox/telegram/ (point TELEGRAM_API_BASE_URL at it).
 AGENT_FACTORY_TELEGRAM_SANDBOX = env.bool("AGENT_FACTORY_TELEGRAM_SANDBOX", default=DEBUG)

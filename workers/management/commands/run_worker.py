@@ -23,10 +23,10 @@ import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from workers.runtime.api_client import ApiError, WorkerApiClient
+from workers.runtime.data_dir import default_data_dir
 from workers.runtime.handlers import load_handler
 from workers.runtime.runner import (
     EXIT_API_ERROR,
@@ -59,6 +59,8 @@ def _seconds(*, allow_zero: bool):
 
 
 class Command(BaseCommand):
+    # The server's checks need the server's settings; the worker has none of them (SPEC §23).
+    requires_system_checks = []
     help = (
         "Run a worker: poll the worker API, run jobs, deliver replies, snapshot on exit. "
         "Exit codes: 0 normal stop (SIGTERM, should_stop, idle exit), 1 another API error, "
@@ -120,9 +122,12 @@ class Command(BaseCommand):
         except RuntimeError as exc:
             self.stderr.write(str(exc))
             raise SystemExit(EXIT_CONFIG)
-        data_dir = Path(
-            options["data_dir"] or Path(settings.VAR_DIR) / "worker-data" / options["worker_id"]
-        )
+        try:
+            # Never under var/ (next to the database and the key file): the temp dir.
+            data_dir = Path(options["data_dir"] or default_data_dir(options["worker_id"]))
+        except ValueError as exc:
+            self.stderr.write(f"No default data dir: {exc}; pass --data-dir.")
+            raise SystemExit(EXIT_CONFIG)
         worker_settings = WorkerSettings(
             api_url=options["api_url"],
             token=options["token"],
