@@ -115,9 +115,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A bounded psycopg pool per process and CONN_MAX_AGE=0 (SPEC §18): persistent
+    # per-thread connections under the threaded server exhausted PostgreSQL's connections.
+    from config.db_pool import pool_options, register_fork_safety
+
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["pool"] = pool_options(
+        min_size=env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        max_size=env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        # How long a request waits for a free connection before failing.
+        timeout=env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    )
+    register_fork_safety()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
