@@ -1,11 +1,15 @@
 """The main job on one machine: migrate, demo admin, web server, django-q2 cluster.
 
+The web server is gunicorn, as in production (SPEC §24); ``--dev`` serves with Django's
+development server and its autoreload instead.
+
 The local worker pool is not a child of this command: the reconcile schedule (run by the
 django-q2 cluster) spawns ``run_worker`` processes through the local provider on demand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -54,6 +58,29 @@ def start_child(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
 
 
+def gunicorn_argv(python: str, host: str, port: int, workers: int, threads: int) -> list[str]:
+    """gunicorn as in production (SPEC §24): ``workers`` processes of ``threads`` threads.
+    On PostgreSQL each process holds at most DATABASE_POOL_MAX_SIZE connections. No access
+    log: the sandbox's request paths carry bot tokens."""
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        # Below the supervisor's wait, so gunicorn's own graceful stop finishes first.
+        "--graceful-timeout",
+        "10",
+    ]
+
+
 def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
     """Create the demo superuser once; its password lives in var/ so every start can print it."""
     user_model = get_user_model()
@@ -93,33 +120,70 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument(
+            "--dev",
+            action="store_true",
+            help="Serve with Django's development server and its autoreload instead of gunicorn.",
+        )
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+            help="gunicorn worker processes (default $WEB_CONCURRENCY or 2).",
+        )
+        parser.add_argument(
+            "--web-threads",
+            type=int,
+            default=4,
+            help="Threads per gunicorn worker (default 4).",
+        )
+        parser.add_argument(
             "--no-qcluster",
             action="store_true",
             help="Do not start the django-q2 cluster (schedules, triggers).",
         )
 
-    def handle(self, *args, host, port, no_qcluster, **options):
-        if not settings.DEBUG:
-            self.stderr.write(
-                "run_embedded serves the development server; for production run gunicorn "
-                "and 'manage.py qcluster' under your process manager (see README)."
-            )
+    def handle(self, *args, host, port, dev, web_workers, web_threads, no_qcluster, **options):
+        if web_workers < 1 or web_threads < 1:
+            raise CommandError("--web-workers and --web-threads must be at least 1.")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
+        if not settings.DEBUG:
+            # WhiteNoise serves the admin's assets from STATIC_ROOT when DEBUG is off.
+            call_command("collectstatic", interactive=False, verbosity=0)
         self._run_setup_hooks()
         username, password, _ = ensure_demo_admin(settings.VAR_DIR / "demo-admin-password")
 
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
-        children: list[subprocess.Popen] = [
-            start_child([python, manage, "runserver", f"{host}:{port}", "--noreload"])
-        ]
+        if dev:
+            web = [python, manage, "runserver", f"{host}:{port}"]
+        else:
+            web = gunicorn_argv(python, host, port, web_workers, web_threads)
+        # Ctrl+C/SIGTERM from here on only ask to stop: whenever it comes (even while
+        # starting up) the children are stopped in order, never left behind.
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        children: list[subprocess.Popen] = [start_child(web)]
         if not no_qcluster:
             children.append(start_child([python, manage, "qcluster"]))
+        try:
+            base = f"http://{host}:{port}"
+            if self._wait_until_serving(base, children) and not self._stopping:
+                self._run_poststart_hooks()
+            if not self._stopping:
+                self._announce(base, username, password)
+                self._supervise(children)
+        finally:
+            self._stop_children(children)
+        failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+        if failed and not self._stopping:
+            raise CommandError("A child process exited unexpectedly; everything was stopped.")
 
-        base = f"http://{host}:{port}"
-        if self._wait_until_serving(base, children):
-            self._run_poststart_hooks()
+    def _request_stop(self, signum, frame) -> None:
+        self._stopping = True
+
+    def _announce(self, base: str, username: str, password: str) -> None:
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nAgent Factory is running at {base}/admin/\n"
@@ -133,7 +197,6 @@ class Command(BaseCommand):
                 "  and watch the reply under Telegram > Sandbox messages in the admin.\n"
             )
         self.stdout.write("Press Ctrl+C to stop.\n")
-        self._supervise(children)
 
     def _run_setup_hooks(self) -> None:
         """Idempotent start-up steps other apps register (schedules, the Telegram sandbox)."""
@@ -144,7 +207,7 @@ class Command(BaseCommand):
         import urllib.request
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping:
             if children[0].poll() is not None:
                 return False
             try:
@@ -163,45 +226,40 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: {exc}")
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
-        """Wait for Ctrl+C/SIGTERM or a child's death, then stop in dependency order:
-        the django-q2 cluster first (no new workers get spawned), then the local workers
-        (they snapshot through the web server), the web server last."""
-        stopping = False
+        """Wait for Ctrl+C/SIGTERM or a child's death."""
+        while not self._stopping:
+            if any(child.poll() is not None for child in children):
+                break
+            time.sleep(0.5)
 
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        try:
-            while not stopping:
-                if any(child.poll() is not None for child in children):
-                    break
-                time.sleep(0.5)
-        finally:
-            web, others = children[0], children[1:]
-            _signal(others)  # the cluster stops spawning while the workers stop
-            stopped = stop_local_workers()
-            _wait(others)
-            stopped += stop_local_workers()  # one the cluster spawned while stopping
-            if stopped:
-                self.stdout.write(f"Stopped {stopped} local worker process(es).")
-            _signal([web])
-            _wait([web])
-        failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
-        if failed and not stopping:
-            raise CommandError("A child process exited unexpectedly; everything was stopped.")
+    def _stop_children(self, children: list[subprocess.Popen]) -> None:
+        """Stop in dependency order: the django-q2 cluster first (no new workers get
+        spawned), then the local workers (they snapshot through the web server), the web
+        server last."""
+        web, others = children[0], children[1:]
+        _signal(others)  # the cluster stops spawning while the workers stop
+        stopped = stop_local_workers()
+        _wait(others)
+        stopped += stop_local_workers()  # one the cluster spawned while stopping
+        if stopped:
+            self.stdout.write(f"Stopped {stopped} local worker process(es).")
+        _signal([web], group=True)  # runserver's autoreloader serves from a child
+        _wait([web], timeout=20, group=True)
 
 
-def _signal(children) -> None:
+def _signal(children, group: bool = False) -> None:
     for child in children:
         if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+            if group:  # each child leads its own session: its group is its own tree
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
+            else:
+                child.send_signal(signal.SIGTERM)
 
 
-def _wait(children, timeout: float = 15) -> None:
-    """Wait (bounded) for children already sent SIGTERM, then SIGKILL what is left."""
+def _wait(children, timeout: float = 15, group: bool = False) -> None:
+    """Wait (bounded) for children already sent SIGTERM, then SIGKILL what is left (with
+    ``group``, of their whole process group: nothing of the web server may outlive us)."""
     deadline = time.monotonic() + timeout
     for child in children:
         try:
@@ -209,3 +267,6 @@ def _wait(children, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(timeout=5)
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
