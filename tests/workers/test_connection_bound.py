@@ -118,6 +118,23 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server's process group (for the report: wall time on a
+    shared machine says little)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid:  # process group
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def hammer(port: int, tokens: list[str], per_client: int) -> Counter:
     statuses: Counter = Counter()
     lock = threading.Lock()
@@ -178,9 +195,11 @@ def run_load(make_worker, kind: str, *, settings_module="config.test_settings", 
     finally:
         sampler.done.set()
         sampler.join(timeout=5)
+        cpu = server_cpu_seconds(server.pid)
         stop(server)
     print(
-        f"{kind}: {sum(statuses.values())} requests in {elapsed:.1f} s, statuses "
+        f"{kind}: {sum(statuses.values())} requests in {elapsed:.1f} s (server CPU "
+        f"{cpu:.1f} s, client CPU {time.process_time():.1f} s), statuses "
         f"{dict(statuses)}, connections max {max(sampler.samples)} over "
         f"{len(sampler.samples)} samples"
     )
