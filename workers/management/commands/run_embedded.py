@@ -50,11 +50,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def _close_database_pools() -> None:
+    """Close this process's connections and PostgreSQL pools (and so the pool's threads)
+    before forking children with a preexec_fn; they reopen on the next query."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        if getattr(conn, "pool", None) is not None:
+            conn.close_pool()
+
+
 def start_child(argv: list[str]) -> subprocess.Popen:
     """Start a child in its own session: Ctrl+C (SIGINT to the terminal's process group) and
     a SIGTERM to our group reach only the supervisor, which then stops everything in order;
     the web server must outlive the workers, which snapshot through it."""
-    # preexec_fn is unsafe with threads; this command starts its children before any.
+    # preexec_fn is unsafe with threads; this command starts its children before any (it
+    # closes its database pools, which run threads, first).
     return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
 
 
@@ -159,6 +171,7 @@ class Command(BaseCommand):
             web = [python, manage, "runserver", f"{host}:{port}"]
         else:
             web = gunicorn_argv(python, host, port, web_workers, web_threads)
+        _close_database_pools()
         # Ctrl+C/SIGTERM from here on only ask to stop: whenever it comes (even while
         # starting up) the children are stopped in order, never left behind.
         self._stopping = False
