@@ -19,8 +19,8 @@ from workers.providers.local import process_alive
 
 
 class FakeChild:
-    def __init__(self, name, events):
-        self.name, self.events, self.returncode = name, events, None
+    def __init__(self, name, events, pid=None):
+        self.name, self.events, self.returncode, self.pid = name, events, None, pid
 
     def poll(self):
         return self.returncode
@@ -39,12 +39,21 @@ class FakeChild:
 def test_shutdown_stops_schedules_then_workers_then_the_web_server(monkeypatch):
     events: list[str] = []
     monkeypatch.setattr(run_embedded, "stop_local_workers", lambda: events.append("workers") or 1)
-    children = [FakeChild("web", events), FakeChild("qcluster", events)]
+    children = [FakeChild("web", events, pid=-4242), FakeChild("qcluster", events)]
+
+    def killpg(pgid, signum):  # the web server is signalled as a process group
+        assert pgid == -4242  # (a fake id: nothing real is ever signalled here)
+        if signum == signal.SIGTERM:
+            children[0].send_signal(signum)
+
+    monkeypatch.setattr(run_embedded.os, "killpg", killpg)
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     command = run_embedded.Command()
     try:
+        command._install_stop_handlers()
         threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
         command._supervise(children)  # returns once the (Ctrl+C-like) SIGTERM arrived
+        command._stop_children(children)
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])

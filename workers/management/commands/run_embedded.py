@@ -174,9 +174,7 @@ class Command(BaseCommand):
         _close_database_pools()
         # Ctrl+C/SIGTERM from here on only ask to stop: whenever it comes (even while
         # starting up) the children are stopped in order, never left behind.
-        self._stopping = False
-        signal.signal(signal.SIGTERM, self._request_stop)
-        signal.signal(signal.SIGINT, self._request_stop)
+        self._install_stop_handlers()
         children: list[subprocess.Popen] = [start_child(web)]
         if not no_qcluster:
             children.append(start_child([python, manage, "qcluster"]))
@@ -192,6 +190,11 @@ class Command(BaseCommand):
         failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
         if failed and not self._stopping:
             raise CommandError("A child process exited unexpectedly; everything was stopped.")
+
+    def _install_stop_handlers(self) -> None:
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
 
     def _request_stop(self, signum, frame) -> None:
         self._stopping = True
