@@ -67,7 +67,7 @@ def local_data_dir(worker_id: str) -> Path:
 
 
 def _check_outside_server_files(data_dir: Path) -> None:
-    """Refuse a data dir that sits in (or holds) the directory of the database or the
+    """Refuse a data dir inside the directory of the database, var/ or the
     key file: the worker could list or read them from its own data dir's parents."""
     protected = [Path(settings.VAR_DIR), Path(settings.AGENT_FACTORY_DEV_KEY_FILE).parent]
     database = settings.DATABASES["default"]
