@@ -238,3 +238,26 @@ def test_data_root_next_to_the_database_or_key_is_refused(db, settings, tmp_path
         )
     popen.assert_not_called()
     assert not root.exists()
+
+
+def test_a_planted_symlink_as_data_root_is_refused(db, settings, tmp_path):
+    from unittest import mock
+
+    settings.VAR_DIR = tmp_path / "var"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "workers").symlink_to(tmp_path / "elsewhere")
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
+    with (
+        mock.patch("workers.providers.local.subprocess.Popen") as popen,
+        pytest.raises(ProviderError, match="symlink or belongs to another user"),
+    ):
+        LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-x",
+                token="t",
+                api_url="http://x",
+                conversation_id=None,
+                agent_key=None,
+            )
+        )
+    popen.assert_not_called()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -86,6 +87,21 @@ def _check_outside_server_files(data_dir: Path) -> None:
             )
 
 
+def _ensure_private_root(root: Path) -> None:
+    """Create the data root private to this user. The temp dir is shared with other local
+    accounts: a root someone else created (or a symlink planted there) is refused."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(root)
+    except OSError as exc:
+        raise ProviderError(f"Could not create the local worker data root {root}: {exc}")
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        raise ProviderError(
+            f"The local worker data root {root} is a symlink or belongs to another user; "
+            "set AGENT_FACTORY_LOCAL_DATA_ROOT to a directory of this user."
+        )
+
+
 def worker_environment(request: SpawnRequest, data_dir: Path) -> dict[str, str]:
     """The complete environment of a local worker process (see WORKER_ENV_ALLOWLIST)."""
     env = {name: os.environ[name] for name in INHERITED_ENV if os.environ.get(name)}
@@ -146,11 +162,7 @@ class LocalProvider(Provider):
     def spawn(self, request: SpawnRequest) -> SpawnResult:
         data_dir = local_data_dir(request.worker_id)
         _check_outside_server_files(data_dir)
-        try:
-            # Private to this user: other local accounts share the temp dir.
-            data_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ProviderError(f"Could not create the local worker data root: {exc}")
+        _ensure_private_root(data_dir.parent)
         log_dir = Path(settings.VAR_DIR) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = worker_environment(request, data_dir)
