@@ -6,6 +6,7 @@ its data dir's parents."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def isolated(system, settings, monkeypatch):  # noqa: F811 (the imported fixture
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AGENT_FACTORY_WORKER_HANDLER", "tests.e2e.handlers.dump_surroundings")
     monkeypatch.setenv("OPENCLAW_SERVICE_KEY", "bridge-key-not-for-the-environment")
-    return system, database, key_file
+    yield system, database, key_file
+    for worker in Worker.objects.all():  # the system fixture kills them: no teardown ran
+        shutil.rmtree(local_data_dir(worker.worker_id), ignore_errors=True)
 
 
 def test_local_worker_sees_no_server_secret(isolated):

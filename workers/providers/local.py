@@ -148,6 +148,12 @@ def process_alive(pid: int | None, worker_id: str) -> bool:
     return state is not None and state not in ("Z", "X") and _is_our_worker(pid, worker_id)
 
 
+def process_exited(pid: int | None) -> bool:
+    """True once ``pid`` has exited (a zombie counts), without reaping it: its parent may
+    still want the exit status."""
+    return not pid or _process_state(pid) in (None, "Z", "X")
+
+
 def _reap(pid: int) -> None:
     # Collect the exit status if the process is our child, so it does not linger as a zombie.
     try:
@@ -204,11 +210,15 @@ class LocalProvider(Provider):
                 time.sleep(0.1)
             else:
                 raise ProviderError(f"Local worker process {pid} did not exit after SIGKILL.")
-        # The process is gone (its snapshot, if any, is on the server): its files go too.
-        try:
-            shutil.rmtree(local_data_dir(worker.worker_id), ignore_errors=True)
-        except ProviderError:
-            pass  # an id that never had a data dir of ours
+        remove_data_dir(worker.worker_id)
+
+
+def remove_data_dir(worker_id: str) -> None:
+    """Once the process is gone (its snapshot, if any, is on the server), its files go too."""
+    try:
+        shutil.rmtree(local_data_dir(worker_id), ignore_errors=True)
+    except ProviderError:
+        pass  # an id that never had a data dir of ours
 
 
 def terminate_worker_processes(workers, grace_seconds: float | None = None) -> list[Worker]:

@@ -32,10 +32,23 @@ def stop_local_workers(grace_seconds: float | None = None) -> int:
     caller stops it afterwards); stragglers are killed so none outlives the server it talks
     to. Returns how many were signalled."""
     from workers.models import Worker
-    from workers.providers.local import terminate_worker_processes
+    from workers.providers.local import (
+        process_exited,
+        remove_data_dir,
+        terminate_worker_processes,
+    )
 
     workers = Worker.objects.filter(provider="local").exclude(status="stopped")
-    return len(terminate_worker_processes(list(workers), grace_seconds))
+    signalled = terminate_worker_processes(list(workers), grace_seconds)
+    deadline = time.monotonic() + 5  # a SIGKILLed one takes a moment to be gone
+    for worker in signalled:
+        while not process_exited(worker.process_id):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            remove_data_dir(worker.worker_id)
+    return len(signalled)
 
 
 def _die_with_parent() -> None:
@@ -174,6 +187,7 @@ class Command(BaseCommand):
         _close_database_pools()
         # Ctrl+C/SIGTERM from here on only ask to stop: whenever it comes (even while
         # starting up) the children are stopped in order, never left behind.
+        self._dev = dev
         self._install_stop_handlers()
         children: list[subprocess.Popen] = [start_child(web)]
         if not no_qcluster:
@@ -182,7 +196,7 @@ class Command(BaseCommand):
             base = f"http://{host}:{port}"
             if self._wait_until_serving(base, children) and not self._stopping:
                 self._run_poststart_hooks()
-            if not self._stopping:
+            if not self._stopping and children[0].poll() is None:
                 self._announce(base, username, password)
                 self._supervise(children)
         finally:
@@ -259,7 +273,9 @@ class Command(BaseCommand):
         stopped += stop_local_workers()  # one the cluster spawned while stopping
         if stopped:
             self.stdout.write(f"Stopped {stopped} local worker process(es).")
-        _signal([web], group=True)  # runserver's autoreloader serves from a child
+        # runserver's autoreloader serves from a child: signal its whole group; gunicorn's
+        # master stops its own workers. Whatever is left of the group is killed after.
+        _signal([web], group=self._dev)
         _wait([web], timeout=20, group=True)
 
 
