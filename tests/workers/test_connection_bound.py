@@ -6,7 +6,8 @@ gunicorn, on PostgreSQL, while another session samples ``pg_stat_activity``. Wit
 (``DATABASE_POOL_MAX_SIZE`` = 4 here) a server process never holds more than that many
 connections: runserver ≤ 4, gunicorn with 2 worker processes ≤ 2 × 4 = 8 (16 threads each,
 so the pool, not the thread count, is what bounds it); no request fails. A control run
-without the pool (the old CONN_MAX_AGE=60) shows the same sampler seeing far more.
+without the pool (the old CONN_MAX_AGE=60) shows the same sampler seeing more (it stops as
+soon as it does, so as not to take a shared server's connections from everyone else).
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ class Sampler(threading.Thread):
     """Counts the server's sessions (by application name) every 20 ms, from the
     ``postgres`` database so its own session is not among them."""
 
-    def __init__(self, database: str, application_name: str):
+    def __init__(self, database: str, application_name: str, stop_above: int | None = None):
         super().__init__(daemon=True)
         self.database, self.application_name = database, application_name
         self.samples: list[int] = []
         self.done = threading.Event()
+        # Set once a sample exceeds ``stop_above``: the control run stops there rather
+        # than take the shared server's connections away from everyone else.
+        self.exceeded = threading.Event()
+        self.stop_above = stop_above
 
     def run(self):
         s = connection.settings_dict
@@ -75,6 +80,8 @@ class Sampler(threading.Thread):
                     [self.database, self.application_name],
                 ).fetchone()
                 self.samples.append(row[0])
+                if self.stop_above is not None and row[0] > self.stop_above:
+                    self.exceeded.set()
                 time.sleep(0.02)
 
 
@@ -135,13 +142,15 @@ def server_cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
-def hammer(port: int, tokens: list[str], per_client: int) -> Counter:
+def hammer(port: int, tokens: list[str], per_client: int, stop: threading.Event) -> Counter:
     statuses: Counter = Counter()
     lock = threading.Lock()
 
     def client(token: str):
         seen: Counter = Counter()
         for _ in range(per_client):
+            if stop.is_set():
+                break
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             try:  # a fresh connection per request: a new server thread per request
                 conn.request(
@@ -174,7 +183,9 @@ def hammer(port: int, tokens: list[str], per_client: int) -> Counter:
     return statuses
 
 
-def run_load(make_worker, kind: str, *, settings_module="config.test_settings", per_client):
+def run_load(
+    make_worker, kind: str, *, settings_module="config.test_settings", per_client, stop_above=None
+):
     tokens = [make_worker(f"{kind}-{i}")[1] for i in range(CLIENTS)]
     port = free_port()
     python = sys.executable
@@ -186,11 +197,11 @@ def run_load(make_worker, kind: str, *, settings_module="config.test_settings", 
         argv = [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
     application_name = f"af-load-{kind}-{os.getpid()}"
     server = start_server(argv, application_name, port, settings_module)
-    sampler = Sampler(connection.settings_dict["NAME"], application_name)
+    sampler = Sampler(connection.settings_dict["NAME"], application_name, stop_above)
     sampler.start()
     try:
         started = time.monotonic()
-        statuses = hammer(port, tokens, per_client)
+        statuses = hammer(port, tokens, per_client, sampler.exceeded)
         elapsed = time.monotonic() - started
     finally:
         sampler.done.set()
@@ -225,5 +236,6 @@ def test_without_the_pool_runserver_exceeds_that_bound(make_worker):
         "runserver",
         settings_module="tests.workers.load_settings_without_pool",
         per_client=50,
+        stop_above=POOL_MAX * GUNICORN_WORKERS,
     )
     assert peak > POOL_MAX * GUNICORN_WORKERS
