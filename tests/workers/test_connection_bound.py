@@ -27,6 +27,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+from workers.management.commands.run_embedded import _die_with_parent
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +104,7 @@ def start_server(argv: list[str], application_name: str, port: int, settings_mod
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,  # no server outlives a test run that was killed
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
