@@ -29,7 +29,6 @@ def bench_env(**extra) -> dict:
         DJANGO_SETTINGS_MODULE="bench.settings",
         DATABASE_URL=PG_URL,
         DEBUG="0",
-        CONN_MAX_AGE="600",
         **extra,
     )
     return env

@@ -74,6 +74,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's static files under gunicorn (SPEC §24): from the finders with DEBUG on,
+    # from STATIC_ROOT (collectstatic) with it off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -115,9 +118,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A bounded psycopg pool per process and CONN_MAX_AGE=0 (SPEC §18): persistent
+    # per-thread connections under the threaded server exhausted PostgreSQL's connections.
+    from config.db_pool import pool_options, register_fork_safety
+
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection as it hands it out (one empty query), so a database
+    # restart costs no failed request.
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["pool"] = pool_options(
+        min_size=env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        max_size=env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        # How long a request waits for a free connection before failing.
+        timeout=env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    )
+    register_fork_safety()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -134,6 +151,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise serves from here with DEBUG off (collectstatic) and warns when it is missing.
+STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 STORAGES = {
@@ -263,6 +282,9 @@ AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 10.0
 # Diagnostics: a file where every reconcile pass appends its begin and end (the scale-out
 # test checks from it that no two passes ever overlapped). Empty: off.
 AGENT_FACTORY_RECONCILE_TRACE_FILE = env.str("AGENT_FACTORY_RECONCILE_TRACE_FILE", default="")
+# Where local workers' data dirs live; empty = <system temp dir>/agent-factory-workers.
+# Never inside var/: workers run agent code, var/ holds the database and the dev key.
+AGENT_FACTORY_LOCAL_DATA_ROOT = env.str("AGENT_FACTORY_LOCAL_DATA_ROOT", default="")
 
 # Serve a fake Telegram Bot API at /sandbox/telegram/ (point TELEGRAM_API_BASE_URL at it).
 AGENT_FACTORY_TELEGRAM_SANDBOX = env.bool("AGENT_FACTORY_TELEGRAM_SANDBOX", default=DEBUG)

@@ -1,14 +1,51 @@
-"""Settings for ``manage.py run_worker``: the worker never touches the database or the
-secret store (it talks only to the worker API), so it must start without the server's
-SECRET_KEY and encryption keys, e.g. on a Fly machine."""
+"""Settings for ``manage.py run_worker`` (chosen by manage.py for that command).
 
-import base64
+A worker runs agent code, so it must not hold anything of the server's (SPEC §23): this
+module stands alone. It does not import ``config.settings``, reads no ``.env`` file and no
+database, key or token variable; its SECRET_KEY is random per process (Django wants one; the
+worker signs nothing). The only outside inputs are the worker's own ``AGENT_FACTORY_*``
+variables (read by the command) and ``TELEGRAM_API_BASE_URL``.
+"""
+
 import os
 import secrets
+from pathlib import Path
 
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault(
-    "AGENT_FACTORY_ENCRYPTION_KEYS", base64.b64encode(secrets.token_bytes(32)).decode()
-)
+BASE_DIR = Path(__file__).resolve().parent.parent
 
-from config.settings import *  # noqa: E402,F403
+SECRET_KEY = secrets.token_urlsafe(50)
+DEBUG = False
+ALLOWED_HOSTS: list[str] = []
+
+# Only what the command needs to be found and its imports to load; no database at all.
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "agents",
+    "workers",
+]
+DATABASES: dict = {}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+TELEGRAM_API_BASE_URL = (
+    os.environ.get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org"
+).rstrip("/")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
+    "handlers": {
+        "console": {
+            "()": "config.logging_filters.CurrentStderrHandler",
+            "formatter": "plain",
+            "filters": ["redact_bot_tokens"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    # urllib3 logs request paths at DEBUG, and Telegram's paths contain the bot token.
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}

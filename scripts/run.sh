@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: sets up .venv, installs, migrates, creates the demo
-# admin, then runs the web server, the django-q2 cluster (schedules, triggers) and, through
-# the local provider, the worker pool. Telegram is the built-in offline sandbox unless
-# TELEGRAM_API_BASE_URL says otherwise.
+# admin, then runs the web server (gunicorn; --dev: runserver with autoreload), the django-q2
+# cluster (schedules, triggers) and, through the local provider, the worker pool. Telegram
+# is the built-in offline sandbox unless TELEGRAM_API_BASE_URL says otherwise. Arguments go
+# to run_embedded (--dev, --web-workers N, --no-qcluster, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh

@@ -33,6 +33,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def processes_in(directory: Path) -> list[str]:
+    """Command lines of the live processes whose working directory is ``directory``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")) == directory:
+                stat = (proc / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
 def test_readme_first_command_serves_admin(tmp_path):
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/run.sh" in readme.split("\n## ")[0]
@@ -99,6 +115,13 @@ def test_readme_first_command_serves_admin(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert status == 200, (tmp_path / "main.log").read_text()[-3000:]
+        # Served by gunicorn as in production (SPEC §24), the admin's CSS included.
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=5
+        ) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/css")
+            assert response.headers["Server"].startswith("gunicorn")
         deadline = time.monotonic() + 30
         while (
             time.monotonic() < deadline
@@ -142,6 +165,7 @@ def test_readme_first_command_serves_admin(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=45)
         assert not port_open(port), "the web server outlived the main job"
+        assert processes_in(clone) == [], "a child outlived the main job"
         assert re.search(rb"Q Cluster \S+ .*has stopped", (tmp_path / "main.log").read_bytes())
     finally:
         # Whatever is left of the process group (only after a failure above).
@@ -151,4 +175,53 @@ def test_readme_first_command_serves_admin(tmp_path):
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_dev_flag_serves_with_autoreload_and_stops_every_child(tmp_path):
+    """``--dev`` keeps Django's development server with its autoreloader (which serves from
+    a child process); SIGTERM still stops all of it."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "AGENT_FACTORY_", "PUBLIC_BASE_URL"))
+    }
+    env.update(
+        DEBUG="1",
+        AGENT_FACTORY_VAR_DIR=str(tmp_path / "var"),
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        TELEGRAM_API_BASE_URL=f"http://127.0.0.1:{port}/sandbox/telegram",
+        WORKER_PROVIDER="none",
+    )
+    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(ROOT / ".venv/bin/python"), str(ROOT / "manage.py"), "run_embedded", "--dev"]
+        + ["--no-qcluster", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        server = None
+        while time.monotonic() < deadline and process.poll() is None and server is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/", timeout=2) as r:
+                    server = r.headers["Server"]
+            except OSError:
+                time.sleep(0.3)
+        assert server and server.startswith("WSGIServer"), (tmp_path / "dev.log").read_text()
+        # The autoreloader: a parent watching files and the child that serves.
+        assert sum("runserver" in cmd for cmd in processes_in(tmp_path)) == 2
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=45)
+        assert processes_in(tmp_path) == [], "a child outlived the main job"
+        assert not port_open(port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
         log.close()

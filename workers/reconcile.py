@@ -98,6 +98,15 @@ class ReconcileReport:
         )
 
 
+def _discard_connection() -> None:
+    raw = connection.connection
+    if raw is not None:
+        with contextlib.suppress(Exception):
+            raw.close()  # the pool discards a closed connection instead of reusing it
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+
+
 @contextlib.contextmanager
 def reconcile_lock(wait_seconds: float = 0.0):
     """Yield True while holding the single-reconcile lock, False if it stayed taken.
@@ -123,9 +132,11 @@ def reconcile_lock(wait_seconds: float = 0.0):
                     with connection.cursor() as cursor:
                         cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
                 except DatabaseError:
-                    # A broken connection already released the lock; do not mask the error
-                    # that broke it.
+                    # Do not mask the error that broke the connection. Close it for real so
+                    # the lock dies with the session: a pooled connection handed back with
+                    # the lock still held would block every later pass.
                     logger.warning("Could not release the reconcile lock explicitly.")
+                    _discard_connection()
         return
     import fcntl
 

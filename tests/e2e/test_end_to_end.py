@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,14 +21,16 @@ from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
 from telegram.models import Bot, SandboxMessage
 from telegram.services import configure_webhook, import_telegram_token
+from tests.e2e.handlers import slow_marker
 from workers.lifecycle import transition_worker
 from workers.models import DataSnapshot, Message, Worker
-from workers.providers.local import process_alive
+from workers.providers.local import local_data_dir, process_alive
 from workers.reconcile import reconcile
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT = 60
+WORKER_COMMAND = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "run_worker"]
 
 
 @pytest.fixture
@@ -38,12 +41,19 @@ def system(live_server, settings, monkeypatch, tmp_path):
     settings.PUBLIC_BASE_URL = live_server.url
     settings.AGENT_FACTORY_WORKER_API_URL = live_server.url
     settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 5.0
-    settings.VAR_DIR = tmp_path
+    settings.VAR_DIR = tmp_path / "var"
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
     monkeypatch.setenv("TELEGRAM_API_BASE_URL", sandbox)
-    monkeypatch.setenv("AGENT_FACTORY_POLL_SECONDS", "0.2")
-    monkeypatch.setenv("AGENT_FACTORY_HEARTBEAT_SECONDS", "1")
+    # Workers inherit only allowlisted names (SPEC §23): the handler by the environment,
+    # the test's fast timers as flags of the worker command.
     monkeypatch.setenv("AGENT_FACTORY_WORKER_HANDLER", "tests.e2e.handlers.slow_echo")
-    monkeypatch.setenv("E2E_SLOW_MARKER", str(tmp_path / "slow-started"))
+    settings.AGENT_FACTORY_LOCAL_WORKER_COMMAND = [
+        *WORKER_COMMAND,
+        "--poll-seconds",
+        "0.2",
+        "--heartbeat-seconds",
+        "1",
+    ]
     config = RuntimeConfig.get()
     config.provider_kind = "local"
     config.max_workers = 4
@@ -127,7 +137,7 @@ def test_update_is_answered_by_echo_in_the_right_chat(system):
     ]
     # The worker process fetched the manifest and materialised the skill, verified.
     worker = Worker.objects.get()
-    skills = Path(settings.VAR_DIR) / "worker-data" / worker.worker_id / "skills"
+    skills = local_data_dir(worker.worker_id) / "skills"
     assert (skills / "greeter" / "SKILL.md").read_text() == skill_md
 
 
@@ -153,12 +163,10 @@ def test_redelivered_update_is_answered_once(system):
 def test_worker_killed_mid_job_still_answers_exactly_once(system):
     bot = onboard("alpha", "100:alpha-sandbox-token")
     post_update(system, bot, 1, "slow please", user=11)
-    marker = Path(os.environ["E2E_SLOW_MARKER"])
+    marker = slow_marker(Path(settings.AGENT_FACTORY_LOCAL_DATA_ROOT))
     wait_for(marker.exists, what="the handler to start")
     first = Worker.objects.get()
-    os.killpg(first.process_id, signal.SIGKILL)
-    marker.unlink()
-    os.environ["E2E_SLOW_MARKER"] = ""  # the replacement worker answers at once
+    os.killpg(first.process_id, signal.SIGKILL)  # the replacement sees the marker: no pause
     wait_for(lambda: replies("100", 11), what="the reply after the crash")
     wait_for(lambda: Message.objects.get().status == "done", what="completion")
     time.sleep(1)
@@ -186,8 +194,8 @@ def test_snapshot_is_restored_for_the_same_conversation_only(system):
     workers = {
         w.assigned_conversation.conversation_id: w for w in Worker.objects.exclude(pk=first.pk)
     }
-    same = Path(settings.VAR_DIR) / "worker-data" / workers["telegram:100:21"].worker_id
-    other = Path(settings.VAR_DIR) / "worker-data" / workers["telegram:100:22"].worker_id
+    same = local_data_dir(workers["telegram:100:21"].worker_id)
+    other = local_data_dir(workers["telegram:100:22"].worker_id)
     transcript = (same / "workspace" / "transcript.txt").read_text()
     assert "remember apples" in transcript and "and pears" in transcript
     assert "remember apples" not in (other / "workspace" / "transcript.txt").read_text()

@@ -10,8 +10,13 @@ import time
 import pytest
 
 from workers.models import Worker
-from workers.providers.base import SpawnRequest
-from workers.providers.local import LocalProvider, process_alive
+from workers.providers.base import ProviderError, SpawnRequest
+from workers.providers.local import (
+    WORKER_ENV_ALLOWLIST,
+    LocalProvider,
+    local_data_dir,
+    process_alive,
+)
 
 STAND_IN = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"]
 IGNORES_TERM = [
@@ -24,7 +29,8 @@ IGNORES_TERM = [
 
 @pytest.fixture
 def provider(settings, tmp_path):
-    settings.VAR_DIR = tmp_path
+    settings.VAR_DIR = tmp_path / "var"
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
     settings.AGENT_FACTORY_LOCAL_WORKER_COMMAND = STAND_IN
     settings.AGENT_FACTORY_LOCAL_TERM_GRACE_SECONDS = 1.0
     spawned = []
@@ -144,7 +150,7 @@ def test_default_command_is_manage_py_run_worker(db, settings, tmp_path):
     from pathlib import Path
     from unittest import mock
 
-    settings.VAR_DIR = tmp_path
+    settings.VAR_DIR = tmp_path / "var"
     settings.AGENT_FACTORY_LOCAL_WORKER_COMMAND = []
     fake = mock.Mock(pid=4242)
     with mock.patch("workers.providers.local.subprocess.Popen", return_value=fake) as popen:
@@ -164,3 +170,94 @@ def test_default_command_is_manage_py_run_worker(db, settings, tmp_path):
     assert kwargs["env"]["AGENT_FACTORY_WORKER_ID"] == "w-9"
     assert kwargs["env"]["AGENT_FACTORY_WORKER_TOKEN"] == "wk_t"
     assert (result.process_id, result.machine_id) == (4242, "pid-4242")
+
+
+def test_teardown_removes_the_data_dir(db, provider):
+    local, spawned = provider
+    worker = spawn(provider, spawned)
+    data_dir = local_data_dir(worker.worker_id)
+    data_dir.mkdir(parents=True)
+    (data_dir / "workspace.txt").write_text("left behind")
+    local.teardown(worker)
+    assert local.is_gone(worker)
+    assert not data_dir.exists()
+    local.teardown(worker)  # already gone: still fine
+
+
+def test_environment_is_the_allowlist_only(db, settings, tmp_path, monkeypatch):
+    """Whatever the server's environment holds, a worker gets the allowlisted names only."""
+    from unittest import mock
+
+    settings.VAR_DIR = tmp_path / "var"
+    for name in ("SECRET_KEY", "AGENT_FACTORY_ENCRYPTION_KEYS", "DATABASE_URL", "FLY_API_TOKEN"):
+        monkeypatch.setenv(name, "server-only")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings")
+    monkeypatch.setenv("AGENT_FACTORY_WORKER_HANDLER", "http")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    with mock.patch(
+        "workers.providers.local.subprocess.Popen", return_value=mock.Mock(pid=4242)
+    ) as popen:
+        LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-env",
+                token="wk_t",
+                api_url="http://x",
+                conversation_id="c1",
+                agent_key="alpha",
+                env={"FLY_API_TOKEN": "x"},
+            )
+        )
+    env = popen.call_args.kwargs["env"]
+    assert set(env) <= WORKER_ENV_ALLOWLIST
+    assert "server-only" not in env.values()
+    assert env["AGENT_FACTORY_WORKER_HANDLER"] == "http" and env["LANG"] == "C.UTF-8"
+    assert env["TELEGRAM_API_BASE_URL"] == settings.TELEGRAM_API_BASE_URL
+    assert env["AGENT_FACTORY_DATA_DIR"] == str(local_data_dir("w-env"))
+
+
+@pytest.mark.parametrize("inside", ["var", "key"])
+def test_data_root_next_to_the_database_or_key_is_refused(db, settings, tmp_path, inside):
+    from unittest import mock
+
+    settings.VAR_DIR = tmp_path / "var"
+    settings.AGENT_FACTORY_DEV_KEY_FILE = tmp_path / "keys" / "dev-encryption.key"
+    root = tmp_path / ("var" if inside == "var" else "keys") / "workers"
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(root)
+    with (
+        mock.patch("workers.providers.local.subprocess.Popen") as popen,
+        pytest.raises(ProviderError, match="next to the server's database or key file"),
+    ):
+        LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-x",
+                token="t",
+                api_url="http://x",
+                conversation_id=None,
+                agent_key=None,
+            )
+        )
+    popen.assert_not_called()
+    assert not root.exists()
+
+
+def test_a_planted_symlink_as_data_root_is_refused(db, settings, tmp_path):
+    from unittest import mock
+
+    settings.VAR_DIR = tmp_path / "var"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "workers").symlink_to(tmp_path / "elsewhere")
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
+    with (
+        mock.patch("workers.providers.local.subprocess.Popen") as popen,
+        pytest.raises(ProviderError, match="symlink or belongs to another user"),
+    ):
+        LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-x",
+                token="t",
+                api_url="http://x",
+                conversation_id=None,
+                agent_key=None,
+            )
+        )
+    popen.assert_not_called()

@@ -15,12 +15,12 @@ import pytest
 
 from workers.management.commands import run_embedded
 from workers.models import Worker
-from workers.providers.local import process_alive
+from workers.providers.local import local_data_dir, process_alive
 
 
 class FakeChild:
-    def __init__(self, name, events):
-        self.name, self.events, self.returncode = name, events, None
+    def __init__(self, name, events, pid=None):
+        self.name, self.events, self.returncode, self.pid = name, events, None, pid
 
     def poll(self):
         return self.returncode
@@ -39,12 +39,22 @@ class FakeChild:
 def test_shutdown_stops_schedules_then_workers_then_the_web_server(monkeypatch):
     events: list[str] = []
     monkeypatch.setattr(run_embedded, "stop_local_workers", lambda: events.append("workers") or 1)
-    children = [FakeChild("web", events), FakeChild("qcluster", events)]
+    children = [FakeChild("web", events, pid=-4242), FakeChild("qcluster", events)]
+
+    def killpg(pgid, signum):  # the web server is signalled as a process group
+        assert pgid == -4242  # (a fake id: nothing real is ever signalled here)
+        if signum == signal.SIGTERM:
+            children[0].send_signal(signum)
+
+    monkeypatch.setattr(run_embedded.os, "killpg", killpg)
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     command = run_embedded.Command()
+    command._dev = True  # runserver: the web server's whole group is signalled
     try:
+        command._install_stop_handlers()
         threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
         command._supervise(children)  # returns once the (Ctrl+C-like) SIGTERM arrived
+        command._stop_children(children)
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
@@ -82,19 +92,24 @@ def start(worker_id, code, marker):
 
 
 @pytest.mark.django_db
-def test_stop_local_workers_waits_for_them_and_kills_the_stubborn(tmp_path):
+def test_stop_local_workers_waits_for_them_and_kills_the_stubborn(tmp_path, settings):
+    settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
     marker = tmp_path / "polite-exit"
     polite = start("w-polite", POLITE, marker)
     stubborn = start("w-stubborn", STUBBORN, tmp_path / "unused")
     try:
+        data_dirs = []
         for worker_id, process in (("w-polite", polite), ("w-stubborn", stubborn)):
             Worker.objects.create(worker_id=worker_id, provider="local", process_id=process.pid)
+            data_dirs.append(local_data_dir(worker_id))
+            data_dirs[-1].mkdir(parents=True)
         Worker.objects.create(worker_id="w-gone", provider="local", process_id=None)
         started = time.monotonic()
         assert run_embedded.stop_local_workers(grace_seconds=1.0) == 2
         elapsed = time.monotonic() - started
         # The polite one handled SIGTERM itself (a worker snapshots there) and was waited for.
         assert marker.read_text() == "snapshot taken"
+        assert not data_dirs[0].exists() and not data_dirs[1].exists()  # removed once gone
         assert stubborn.wait(timeout=5) == -signal.SIGKILL  # killed after the grace period
         assert 0.9 <= elapsed < 5
         assert not process_alive(polite.pid, "w-polite")

@@ -1,11 +1,15 @@
 """The main job on one machine: migrate, demo admin, web server, django-q2 cluster.
 
+The web server is gunicorn, as in production (SPEC §24); ``--dev`` serves with Django's
+development server and its autoreload instead.
+
 The local worker pool is not a child of this command: the reconcile schedule (run by the
 django-q2 cluster) spawns ``run_worker`` processes through the local provider on demand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -28,10 +32,23 @@ def stop_local_workers(grace_seconds: float | None = None) -> int:
     caller stops it afterwards); stragglers are killed so none outlives the server it talks
     to. Returns how many were signalled."""
     from workers.models import Worker
-    from workers.providers.local import terminate_worker_processes
+    from workers.providers.local import (
+        process_exited,
+        remove_data_dir,
+        terminate_worker_processes,
+    )
 
     workers = Worker.objects.filter(provider="local").exclude(status="stopped")
-    return len(terminate_worker_processes(list(workers), grace_seconds))
+    signalled = terminate_worker_processes(list(workers), grace_seconds)
+    deadline = time.monotonic() + 5  # a SIGKILLed one takes a moment to be gone
+    for worker in signalled:
+        while not process_exited(worker.process_id):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            remove_data_dir(worker.worker_id)
+    return len(signalled)
 
 
 def _die_with_parent() -> None:
@@ -46,12 +63,47 @@ def _die_with_parent() -> None:
         pass
 
 
+def _close_database_pools() -> None:
+    """Close this process's connections and PostgreSQL pools (and so the pool's threads)
+    before forking children with a preexec_fn; they reopen on the next query."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        if getattr(conn, "pool", None) is not None:
+            conn.close_pool()
+
+
 def start_child(argv: list[str]) -> subprocess.Popen:
     """Start a child in its own session: Ctrl+C (SIGINT to the terminal's process group) and
     a SIGTERM to our group reach only the supervisor, which then stops everything in order;
     the web server must outlive the workers, which snapshot through it."""
-    # preexec_fn is unsafe with threads; this command starts its children before any.
+    # preexec_fn is unsafe with threads; this command starts its children before any (it
+    # closes its database pools, which run threads, first).
     return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def gunicorn_argv(python: str, host: str, port: int, workers: int, threads: int) -> list[str]:
+    """gunicorn as in production (SPEC §24): ``workers`` processes of ``threads`` threads.
+    On PostgreSQL each process holds at most DATABASE_POOL_MAX_SIZE connections. No access
+    log: the sandbox's request paths carry bot tokens."""
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        # Below the supervisor's wait, so gunicorn's own graceful stop finishes first.
+        "--graceful-timeout",
+        "10",
+    ]
 
 
 def ensure_demo_admin(password_file: Path) -> tuple[str, str, bool]:
@@ -93,33 +145,75 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument(
+            "--dev",
+            action="store_true",
+            help="Serve with Django's development server and its autoreload instead of gunicorn.",
+        )
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+            help="gunicorn worker processes (default $WEB_CONCURRENCY or 2).",
+        )
+        parser.add_argument(
+            "--web-threads",
+            type=int,
+            default=4,
+            help="Threads per gunicorn worker (default 4).",
+        )
+        parser.add_argument(
             "--no-qcluster",
             action="store_true",
             help="Do not start the django-q2 cluster (schedules, triggers).",
         )
 
-    def handle(self, *args, host, port, no_qcluster, **options):
-        if not settings.DEBUG:
-            self.stderr.write(
-                "run_embedded serves the development server; for production run gunicorn "
-                "and 'manage.py qcluster' under your process manager (see README)."
-            )
+    def handle(self, *args, host, port, dev, web_workers, web_threads, no_qcluster, **options):
+        if web_workers < 1 or web_threads < 1:
+            raise CommandError("--web-workers and --web-threads must be at least 1.")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
+        if not settings.DEBUG:
+            # WhiteNoise serves the admin's assets from STATIC_ROOT when DEBUG is off.
+            call_command("collectstatic", interactive=False, verbosity=0)
         self._run_setup_hooks()
         username, password, _ = ensure_demo_admin(settings.VAR_DIR / "demo-admin-password")
 
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
-        children: list[subprocess.Popen] = [
-            start_child([python, manage, "runserver", f"{host}:{port}", "--noreload"])
-        ]
+        if dev:
+            web = [python, manage, "runserver", f"{host}:{port}"]
+        else:
+            web = gunicorn_argv(python, host, port, web_workers, web_threads)
+        _close_database_pools()
+        # Ctrl+C/SIGTERM from here on only ask to stop: whenever it comes (even while
+        # starting up) the children are stopped in order, never left behind.
+        self._dev = dev
+        self._install_stop_handlers()
+        children: list[subprocess.Popen] = [start_child(web)]
         if not no_qcluster:
             children.append(start_child([python, manage, "qcluster"]))
+        try:
+            base = f"http://{host}:{port}"
+            if self._wait_until_serving(base, children) and not self._stopping:
+                self._run_poststart_hooks()
+            if not self._stopping and children[0].poll() is None:
+                self._announce(base, username, password)
+                self._supervise(children)
+        finally:
+            self._stop_children(children)
+        failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+        if failed and not self._stopping:
+            raise CommandError("A child process exited unexpectedly; everything was stopped.")
 
-        base = f"http://{host}:{port}"
-        if self._wait_until_serving(base, children):
-            self._run_poststart_hooks()
+    def _install_stop_handlers(self) -> None:
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stopping = True
+
+    def _announce(self, base: str, username: str, password: str) -> None:
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nAgent Factory is running at {base}/admin/\n"
@@ -133,7 +227,6 @@ class Command(BaseCommand):
                 "  and watch the reply under Telegram > Sandbox messages in the admin.\n"
             )
         self.stdout.write("Press Ctrl+C to stop.\n")
-        self._supervise(children)
 
     def _run_setup_hooks(self) -> None:
         """Idempotent start-up steps other apps register (schedules, the Telegram sandbox)."""
@@ -144,7 +237,7 @@ class Command(BaseCommand):
         import urllib.request
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping:
             if children[0].poll() is not None:
                 return False
             try:
@@ -163,45 +256,42 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: {exc}")
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
-        """Wait for Ctrl+C/SIGTERM or a child's death, then stop in dependency order:
-        the django-q2 cluster first (no new workers get spawned), then the local workers
-        (they snapshot through the web server), the web server last."""
-        stopping = False
+        """Wait for Ctrl+C/SIGTERM or a child's death."""
+        while not self._stopping:
+            if any(child.poll() is not None for child in children):
+                break
+            time.sleep(0.5)
 
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        try:
-            while not stopping:
-                if any(child.poll() is not None for child in children):
-                    break
-                time.sleep(0.5)
-        finally:
-            web, others = children[0], children[1:]
-            _signal(others)  # the cluster stops spawning while the workers stop
-            stopped = stop_local_workers()
-            _wait(others)
-            stopped += stop_local_workers()  # one the cluster spawned while stopping
-            if stopped:
-                self.stdout.write(f"Stopped {stopped} local worker process(es).")
-            _signal([web])
-            _wait([web])
-        failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
-        if failed and not stopping:
-            raise CommandError("A child process exited unexpectedly; everything was stopped.")
+    def _stop_children(self, children: list[subprocess.Popen]) -> None:
+        """Stop in dependency order: the django-q2 cluster first (no new workers get
+        spawned), then the local workers (they snapshot through the web server), the web
+        server last."""
+        web, others = children[0], children[1:]
+        _signal(others)  # the cluster stops spawning while the workers stop
+        stopped = stop_local_workers()
+        _wait(others)
+        stopped += stop_local_workers()  # one the cluster spawned while stopping
+        if stopped:
+            self.stdout.write(f"Stopped {stopped} local worker process(es).")
+        # runserver's autoreloader serves from a child: signal its whole group; gunicorn's
+        # master stops its own workers. Whatever is left of the group is killed after.
+        _signal([web], group=self._dev)
+        _wait([web], timeout=20, group=True)
 
 
-def _signal(children) -> None:
+def _signal(children, group: bool = False) -> None:
     for child in children:
         if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+            if group:  # each child leads its own session: its group is its own tree
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
+            else:
+                child.send_signal(signal.SIGTERM)
 
 
-def _wait(children, timeout: float = 15) -> None:
-    """Wait (bounded) for children already sent SIGTERM, then SIGKILL what is left."""
+def _wait(children, timeout: float = 15, group: bool = False) -> None:
+    """Wait (bounded) for children already sent SIGTERM, then SIGKILL what is left (with
+    ``group``, of their whole process group: nothing of the web server may outlive us)."""
     deadline = time.monotonic() + timeout
     for child in children:
         try:
@@ -209,3 +299,6 @@ def _wait(children, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(timeout=5)
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
