@@ -20,9 +20,8 @@ import requests
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 # Workers poll twice a second when idle and exit after 2 s without a job (the runtime
-# config's idle timeout is 10 s at least); they skip the server's system checks (a third of
-# a worker's start-up, and about the server's settings anyway).
-WORKER_ARGS = "--skip-checks --poll-seconds 0.5 --idle-exit-seconds 2 --heartbeat-seconds 2"
+# config's idle timeout is 10 s at least). run_worker runs no system checks of its own.
+WORKER_ARGS = "--poll-seconds 0.5 --idle-exit-seconds 2 --heartbeat-seconds 2"
 
 
 def worker_processes(api_urls: set[str]) -> dict[int, str]:
