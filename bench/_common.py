@@ -29,6 +29,10 @@ def bench_env(**extra) -> dict:
         DJANGO_SETTINGS_MODULE="bench.settings",
         DATABASE_URL=PG_URL,
         DEBUG="0",
+        # Plain http on loopback: the production defaults would redirect every request to
+        # https (SPEC §23's documented opt-outs, as the test suite uses them).
+        SECURE_SSL_REDIRECT="0",
+        SECURE_HSTS_SECONDS="0",
         **extra,
     )
     return env

@@ -17,7 +17,7 @@ from django.db import connection
 
 from agents.models import AgentProfile, Secret
 from agents.secret_store import decrypt_secret
-from telegram.models import Bot, webhook_secret_ref
+from telegram.models import Bot, TelegramUpdate, webhook_secret_ref
 
 _PLAINTEXT_BY_ROW: dict[tuple[int, bytes], str] = {}
 _PLAINTEXT_ROWS_MAX = 1000
@@ -31,10 +31,15 @@ def _columns(model, alias: str) -> tuple[list, str]:
 
 _BOT_FIELDS, _BOT_COLUMNS = _columns(Bot, "b")
 _AGENT_FIELDS, _AGENT_COLUMNS = _columns(AgentProfile, "a")
-# The bot, its agent and the two newest versions of the agent's webhook secret (the active
-# one and, during a rotation, the previous one): one round trip for every update.
+# The bot, its agent, the two newest versions of the agent's webhook secret (the active one
+# and, during a rotation, the previous one) and whether the update was already recorded: one
+# round trip for every update, and all a redelivery costs. The dedupe flag reads the
+# (bot_identity, update_id) unique index; it is an early answer only — the guarantee is that
+# unique row, written in the same transaction as the queue row.
 _BOT_SQL = (
-    f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS}, s.id, s.active, s.nonce "  # noqa: S608
+    f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS}, s.id, s.active, s.nonce, "  # noqa: S608
+    f"EXISTS (SELECT 1 FROM {TelegramUpdate._meta.db_table} u "
+    "WHERE u.bot_identity = b.bot_identity AND u.update_id = %s) "
     f"FROM {Bot._meta.db_table} b JOIN {AgentProfile._meta.db_table} a ON a.id = b.agent_id "
     f"LEFT JOIN {Secret._meta.db_table} s ON s.secret_ref = %s || a.agent_key "
     "WHERE b.bot_identity = %s ORDER BY s.version DESC LIMIT 2"
@@ -47,10 +52,13 @@ class IngressBot:
     bot: Bot
     # (id, active, nonce) of the webhook secret's two newest versions, newest first.
     secret_rows: list[tuple[int, bool, bytes]]
+    # Whether (this bot, the update id asked about) is already recorded.
+    update_seen: bool = False
 
 
-def load_bot(bot_identity: str) -> IngressBot | None:
-    """The bot with its agent and webhook secret rows, as the database has them now.
+def load_bot(bot_identity: str, update_id: int | None = None) -> IngressBot | None:
+    """The bot with its agent and webhook secret rows, as the database has them now, and
+    whether ``update_id`` (if given) was already recorded for it.
 
     The same rows as ``Bot.objects.select_related("agent")``, read with one prepared SQL
     string because compiling that ORM query costs several times what the database spends
@@ -58,7 +66,7 @@ def load_bot(bot_identity: str) -> IngressBot | None:
     applies, so the instances are identical.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_BOT_SQL, [_SECRET_REF_PREFIX, bot_identity])
+        cursor.execute(_BOT_SQL, [update_id, _SECRET_REF_PREFIX, bot_identity])
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -66,7 +74,7 @@ def load_bot(bot_identity: str) -> IngressBot | None:
     bot = _instance(Bot, _BOT_FIELDS, rows[0][:split])
     bot.agent = _instance(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
     secrets = [(r[end], bool(r[end + 1]), bytes(r[end + 2])) for r in rows if r[end] is not None]
-    return IngressBot(bot, secrets)
+    return IngressBot(bot, secrets, update_seen=bool(rows[0][end + 3]))
 
 
 _CONVERTERS: dict[tuple[str, type], list] = {}
