@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 
 from agents.models import RuntimeConfig
-from workers.leases import live_worker_cutoff
+from workers.leases import live_workers
 from workers.lifecycle import begin_handoff, worked_in_assignment
 from workers.models import Message, Worker
 
@@ -26,7 +26,6 @@ def idle_workers(config: RuntimeConfig, now: dt.datetime, limit: int) -> list[Wo
     ``reassign_after_seconds``, idle longest first. One query, locked (skipping a worker
     that is claiming right now). A worker whose own conversation has ready work is about to
     claim it, so it is not idle (unless another live worker serves that conversation too)."""
-    live = live_worker_cutoff(now, config)
     own_ready = Exists(
         Message.objects.filter(
             conversation_id=OuterRef("assigned_conversation_id"),
@@ -35,16 +34,13 @@ def idle_workers(config: RuntimeConfig, now: dt.datetime, limit: int) -> list[Wo
         )
     )
     shared = Exists(
-        Worker.objects.filter(
-            assigned_conversation_id=OuterRef("assigned_conversation_id"),
-            status=Worker.ACTIVE,
-            heartbeat_at__gte=live,
-        ).exclude(pk=OuterRef("pk"))
+        live_workers(now, config)
+        .filter(assigned_conversation_id=OuterRef("assigned_conversation_id"))
+        .exclude(pk=OuterRef("pk"))
     )
     return list(
-        Worker.objects.filter(
-            status=Worker.ACTIVE,
-            heartbeat_at__gte=live,
+        live_workers(now, config)
+        .filter(
             load=0,
             assigned_lease_id="",
             assigned_conversation__isnull=False,

@@ -103,6 +103,14 @@ def live_worker_cutoff(now: dt.datetime, config: RuntimeConfig) -> dt.datetime:
     return now - dt.timedelta(seconds=config.stale_after_seconds)
 
 
+def live_workers(now: dt.datetime, config: RuntimeConfig):
+    """Workers that may claim and were heard from within ``stale_after``: the one
+    definition of a live worker for every query (claims, sweeps, reconcile, fair share)."""
+    return Worker.objects.filter(
+        status=Worker.ACTIVE, heartbeat_at__gte=live_worker_cutoff(now, config)
+    )
+
+
 def is_stale(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> bool:
     """Liveness older than ``stale_after``: the rest of the system already treats the worker
     as dead (another worker may have taken over its conversation), so it must not come back.
@@ -143,9 +151,7 @@ def control_state(worker: Worker) -> dict:
 
 
 def _other_live_workers(worker: Worker, now: dt.datetime, config: RuntimeConfig):
-    return Worker.objects.filter(
-        status=Worker.ACTIVE, heartbeat_at__gte=live_worker_cutoff(now, config)
-    ).exclude(pk=worker.pk)
+    return live_workers(now, config).exclude(pk=worker.pk)
 
 
 def _owned_by_other_live_worker(worker: Worker, now: dt.datetime, config: RuntimeConfig):

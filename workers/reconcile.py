@@ -29,7 +29,7 @@ from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
 from agents.secret_store import SecretUnavailable
 from workers.fair_share import reassign_idle_workers
-from workers.leases import live_worker_cutoff, sweep_expired_leases
+from workers.leases import live_worker_cutoff, live_workers, sweep_expired_leases
 from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
 from workers.models import DataSnapshot, Message, Worker
 from workers.providers import (
@@ -352,13 +352,8 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     report.running = Worker.objects.exclude(status=Worker.STOPPED).count()
     if not provider.autoscale:
         return []
-    cutoff = live_worker_cutoff(now, config)
     covered = Exists(
-        Worker.objects.filter(
-            assigned_conversation=OuterRef("conversation_id"),
-            status=Worker.ACTIVE,
-            heartbeat_at__gte=cutoff,
-        )
+        live_workers(now, config).filter(assigned_conversation=OuterRef("conversation_id"))
     )
     leased = Exists(
         Message.objects.filter(
@@ -381,9 +376,7 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     targets: dict[int, str] = {}
     for conversation_pk, agent_key in rows:
         targets.setdefault(conversation_pk, agent_key)
-    idle_unassigned = Worker.objects.filter(
-        status=Worker.ACTIVE, assigned_conversation__isnull=True, heartbeat_at__gte=cutoff
-    ).count()
+    idle_unassigned = live_workers(now, config).filter(assigned_conversation__isnull=True).count()
     uncovered = list(targets.items())[idle_unassigned:]
     report.demand = len(uncovered)
     wanted = uncovered[:slots]
