@@ -33,3 +33,27 @@ class CurrentStderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value):
         pass  # always the current sys.stderr
+
+
+def redacted_stderr_handler() -> dict:
+    """A ``LOGGING`` handler writing to the current stderr with bot tokens redacted."""
+    return {
+        "()": "config.logging_filters.CurrentStderrHandler",
+        "formatter": "plain",
+        "filters": ["redact_bot_tokens"],
+    }
+
+
+def base_logging(level: str) -> dict:
+    """The ``LOGGING`` both the server and the worker start from (the worker's settings may
+    not import the server's): plain lines on stderr, bot tokens redacted, urllib3 quiet —
+    it logs request paths at DEBUG, and Telegram's paths contain the bot token."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
+        "handlers": {"console": redacted_stderr_handler()},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {"urllib3": {"level": "WARNING"}},
+    }

@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logging_filters import base_logging, redacted_stderr_handler
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AGENT_FACTORY_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -220,32 +222,15 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = 0.5
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
-    "handlers": {
-        "console": {
-            "()": "config.logging_filters.CurrentStderrHandler",
-            "formatter": "plain",
-            "filters": ["redact_bot_tokens"],
-        },
-        # runserver's access log (the sandbox's paths carry the sandbox bot token).
-        "django.server": {
-            "()": "config.logging_filters.CurrentStderrHandler",
-            "formatter": "plain",
-            "filters": ["redact_bot_tokens"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
+LOGGING = base_logging(env.str("LOG_LEVEL", default="INFO"))
+# runserver's access log (the sandbox's paths carry the sandbox bot token).
+LOGGING["handlers"]["django.server"] = redacted_stderr_handler()
+LOGGING["loggers"].update(
+    {
         "django.db.backends": {"level": "WARNING"},
-        # urllib3 logs request paths at DEBUG, and Telegram's paths contain the bot token.
-        "urllib3": {"level": "WARNING"},
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
-    },
-}
+    }
+)
 
 # HTTPS (SPEC §23). With DEBUG off: secure cookies, every http request redirected to https
 # and HSTS for a year, each with an env opt-out (tests and loopback fakes on plain http use

@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from config.logging_filters import base_logging
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = secrets.token_urlsafe(50)
@@ -33,19 +35,4 @@ TELEGRAM_API_BASE_URL = (
     os.environ.get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org"
 ).rstrip("/")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"redact_bot_tokens": {"()": "config.logging_filters.RedactBotTokens"}},
-    "handlers": {
-        "console": {
-            "()": "config.logging_filters.CurrentStderrHandler",
-            "formatter": "plain",
-            "filters": ["redact_bot_tokens"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": "INFO"},
-    # urllib3 logs request paths at DEBUG, and Telegram's paths contain the bot token.
-    "loggers": {"urllib3": {"level": "WARNING"}},
-}
+LOGGING = base_logging("INFO")
