@@ -85,19 +85,20 @@ def main() -> None:
     reset_database()
     setup_django()
     from agents.models import AgentProfile
+    from agents.secret_refs import bot_token_ref, webhook_secret_ref
     from agents.secret_store import import_secret
     from telegram.models import Bot, TelegramUpdate
     from workers.models import Message
 
     agent = AgentProfile.objects.create(agent_key="bench")
     import_secret(
-        "telegram.botToken.bench",
+        bot_token_ref("bench"),
         "900:BENCH-TOKEN-xxxxxxxx",
         actor="bench",
         metadata={"bot_identity": "900"},
     )
     secret = "w" * 43
-    import_secret("telegram.webhookSecret.bench", secret, actor="bench")
+    import_secret(webhook_secret_ref("bench"), secret, actor="bench")
     Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
 
     updates = []

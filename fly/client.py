@@ -14,6 +14,7 @@ from urllib.parse import quote
 import requests
 from django.conf import settings
 
+from agents.secret_refs import FLY_API_TOKEN
 from agents.secret_store import SecretUnavailable, get_active_secret_value
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ class FlyConfigurationError(Exception):
 def fly_token() -> str:
     try:
         token = (settings.FLY_API_TOKEN or "").strip() or (
-            get_active_secret_value("fly.apiToken") or ""
+            get_active_secret_value(FLY_API_TOKEN) or ""
         )
     except SecretUnavailable as exc:  # a configuration problem like a missing token
         raise FlyConfigurationError(str(exc))
     if not token.strip():
         raise FlyConfigurationError(
-            "Missing Fly API token: set FLY_API_TOKEN or import the 'fly.apiToken' secret."
+            f"Missing Fly API token: set FLY_API_TOKEN or import the '{FLY_API_TOKEN}' secret."
         )
     return token.strip()
 

@@ -6,9 +6,9 @@ import hashlib
 import re
 
 from agents.models import AgentProfile, RuntimeConfig
+from agents.secret_refs import linking_secret_candidates, service_key_candidates
 from agents.secret_store import get_active_secret_value
 from fly.client import FlyApiError, FlyClient, FlyConfigurationError
-from workers.hydration import service_key_candidates
 from workers.models import Worker
 from workers.providers.base import (
     Provider,
@@ -91,10 +91,7 @@ def forwarded_bridge_env(agent_key: str | None) -> dict[str, str]:
         if value:
             env["OPENCLAW_SERVICE_KEY"] = value
             break
-    for ref in (
-        f"agent-bridge.linkingSharedSecret.{agent_key}",
-        "agent-bridge.linkingSharedSecret",
-    ):
+    for ref in linking_secret_candidates(agent_key):
         value = get_active_secret_value(ref)
         if value:
             env["OPENCLAW_LINKING_SHARED_SECRET"] = value

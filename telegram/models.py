@@ -6,6 +6,10 @@ from django.db import models
 from django.utils import timezone
 
 from agents.models import AgentProfile
+from agents.secret_refs import bot_token_ref, webhook_secret_ref
+
+# The old names, kept for the modules that still import them from here.
+token_ref = bot_token_ref
 
 
 class Bot(models.Model):
@@ -34,19 +38,11 @@ class Bot(models.Model):
 
     @property
     def token_ref(self) -> str:
-        return token_ref(self.agent.agent_key)
+        return bot_token_ref(self.agent.agent_key)
 
     @property
     def webhook_secret_ref(self) -> str:
         return webhook_secret_ref(self.agent.agent_key)
-
-
-def token_ref(agent_key: str) -> str:
-    return f"telegram.botToken.{agent_key}"
-
-
-def webhook_secret_ref(agent_key: str) -> str:
-    return f"telegram.webhookSecret.{agent_key}"
 
 
 class PairingCode(models.Model):

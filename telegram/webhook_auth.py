@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from django.db import connection
 
 from agents.models import AgentProfile, Secret
+from agents.secret_refs import WEBHOOK_SECRET_PREFIX
 from agents.secret_store import decrypt_secret
-from telegram.models import Bot, TelegramUpdate, webhook_secret_ref
+from telegram.models import Bot, TelegramUpdate
 
 _PLAINTEXT_BY_ROW: dict[tuple[int, bytes], str] = {}
 _PLAINTEXT_ROWS_MAX = 1000
@@ -44,7 +45,7 @@ _BOT_SQL = (
     f"LEFT JOIN {Secret._meta.db_table} s ON s.secret_ref = %s || a.agent_key "
     "WHERE b.bot_identity = %s ORDER BY s.version DESC LIMIT 2"
 )
-_SECRET_REF_PREFIX = webhook_secret_ref("")
+_SECRET_REF_PREFIX = WEBHOOK_SECRET_PREFIX
 
 
 @dataclass(frozen=True)

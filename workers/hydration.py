@@ -10,6 +10,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from agents import secret_refs as refs
 from agents.models import AgentProfile, Conversation, ConversationEntry
 from agents.secret_store import decrypt_secret, get_active_secret, get_active_secret_value
 from workers import leases, quotas
@@ -20,22 +21,6 @@ HISTORY_WINDOW = 64
 
 class AppendError(ValueError):
     """The append was refused for a reason other than the lease; nothing was written."""
-
-
-def bot_token_ref(agent_key: str) -> str:
-    return f"telegram.botToken.{agent_key}"
-
-
-def scoped_candidates(prefix: str, agent_key: str, preferred_ref: str | None = None) -> list[str]:
-    """Secret lookup order: the profile's own ref, then ``<prefix>.<agent>``, then ``<prefix>``."""
-    preferred = (preferred_ref or "").strip()
-    refs = [preferred] if preferred else []
-    refs += [f"{prefix}.{agent_key}", prefix]
-    return list(dict.fromkeys(refs))
-
-
-def service_key_candidates(agent_key: str, preferred_ref: str | None) -> list[str]:
-    return scoped_candidates("agent-bridge.serviceKey", agent_key, preferred_ref)
 
 
 def _first_secret(refs: list[str]) -> tuple[str | None, str | None]:
@@ -54,7 +39,7 @@ def _configured_or_secret(config: dict, field: str, prefix: str, agent_key: str)
     """A plain profile value wins (even an empty one); else the scoped secret, else None."""
     if config.get(field) is not None:
         return config[field]
-    return _first_secret(scoped_candidates(prefix, agent_key))[1]
+    return _first_secret(refs.scoped_candidates(prefix, agent_key))[1]
 
 
 def build_bridge(profile: AgentProfile, bot_identity: str | None) -> dict | None:
@@ -64,20 +49,20 @@ def build_bridge(profile: AgentProfile, bot_identity: str | None) -> dict | None
         return None
     agent_key = profile.agent_key
     key_ref, service_key = _first_secret(
-        service_key_candidates(agent_key, config.get("service_key_secret_ref"))
+        refs.service_key_candidates(agent_key, config.get("service_key_secret_ref"))
     )
     _, url_map = _first_secret(
-        scoped_candidates(
-            "agent-bridge.baseUrlMapJson", agent_key, config.get("app_base_url_map_json_secret_ref")
+        refs.scoped_candidates(
+            refs.BRIDGE_BASE_URL_MAP_JSON, agent_key, config.get("app_base_url_map_json_secret_ref")
         )
     )
     return {
-        "base_url": _configured_or_secret(config, "base_url", "agent-bridge.baseUrl", agent_key),
+        "base_url": _configured_or_secret(config, "base_url", refs.BRIDGE_BASE_URL, agent_key),
         "app_base_url_map_json": url_map,
         "service_id": _configured_or_secret(
-            config, "service_id", "agent-bridge.serviceId", agent_key
+            config, "service_id", refs.BRIDGE_SERVICE_ID, agent_key
         ),
-        "app_key": _configured_or_secret(config, "app_key", "agent-bridge.appKey", agent_key),
+        "app_key": _configured_or_secret(config, "app_key", refs.BRIDGE_APP_KEY, agent_key),
         "service_key": service_key,
         "service_key_secret_ref": key_ref,
         "bot_identity": bot_identity,
@@ -87,7 +72,7 @@ def build_bridge(profile: AgentProfile, bot_identity: str | None) -> dict | None
 def build_hydration_bundle(message: Message, *, base_url: str) -> dict:
     conversation = message.conversation
     profile = conversation.agent
-    token_secret = get_active_secret(bot_token_ref(profile.agent_key))
+    token_secret = get_active_secret(refs.bot_token_ref(profile.agent_key))
     bot_identity = (token_secret.metadata or {}).get("bot_identity") if token_secret else None
     history = list(
         ConversationEntry.objects.filter(conversation=conversation).order_by("-at", "-id")[

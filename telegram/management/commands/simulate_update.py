@@ -6,9 +6,10 @@ import requests
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from agents.secret_refs import webhook_secret_ref
 from agents.secret_store import get_active_secret_value
 from telegram.management.commands._base import TelegramCommand
-from telegram.models import Bot, webhook_secret_ref
+from telegram.models import Bot
 from telegram.services import webhook_url_for
 
 
