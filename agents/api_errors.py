@@ -1,6 +1,8 @@
 """One error shape for every API: ``{"error": "<stable_code>", "detail": "<sentence>"}`` (SPEC §19).
 
-Validation errors add ``"fields"`` with DRF's per-field messages.
+Validation errors add ``"fields"`` with DRF's per-field messages. Domain errors
+(``agents.errors.DomainError``: lease lost, caps, refusals) carry their status and code and
+are mapped here, once, so views never translate them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import logging
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from agents.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +25,6 @@ class ApiError(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "invalid_request"
     default_detail = "The request is not valid."
-
-
-class LeaseLost(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "lease_lost"
-    default_detail = (
-        "The lease is not held by this worker any more (expired, released or never held)."
-    )
 
 
 class Conflict(ApiError):
@@ -81,6 +78,14 @@ def exception_handler(exc, context):
             "operator must restore the key or import the secret again.",
             503,
         )
+    if isinstance(exc, DomainError):
+        # A business rule said no (lease lost, a cap, a refused snapshot): nothing changed.
+        set_rollback()
+        extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+        response = error_response(exc.code, exc.detail, exc.status_code, **extra)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, RequestDataTooBig):
         return error_response(
             "request_too_large",

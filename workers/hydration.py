@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents import secret_refs as refs
+from agents.errors import DomainError
 from agents.models import AgentProfile, Conversation, ConversationEntry
 from agents.secret_store import decrypt_secret, get_active_secret, get_active_secret_value
 from workers import leases, quotas
@@ -19,7 +20,7 @@ from workers.models import Message, MessageAttachment, Worker
 HISTORY_WINDOW = 64
 
 
-class AppendError(ValueError):
+class AppendError(DomainError, ValueError):
     """The append was refused for a reason other than the lease; nothing was written."""
 
 

@@ -24,6 +24,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
+from workers.errors import LeaseLost  # defined with its 409 answer; leases.LeaseLost stays
 from workers.models import Message, Worker
 
 LEASE_EXPIRED_ERROR = "lease expired"
@@ -32,10 +33,6 @@ CLAIM_CANDIDATE_TRIES = 8
 # A job heartbeat refreshes the worker's own liveness only when it is older than this (far
 # below stale_after), saving a write on most heartbeats.
 LIVENESS_REFRESH = dt.timedelta(seconds=30)
-
-
-class LeaseLost(Exception):
-    """The caller does not hold a live lease on the message; nothing was changed."""
 
 
 def _update(model, values: dict, *where: tuple[str, str, object]) -> int:

@@ -13,6 +13,7 @@ import math
 
 from django.utils import timezone
 
+from agents.errors import DomainError
 from agents.models import RuntimeConfig
 from workers.models import DataSnapshot, Worker
 
@@ -21,8 +22,11 @@ logger = logging.getLogger(__name__)
 PREPARE_WINDOW = dt.timedelta(minutes=1)
 
 
-class HistoryTooLarge(ValueError):
+class HistoryTooLarge(DomainError, ValueError):
     """A job's history would pass its entry or byte cap; nothing was appended."""
+
+    status_code = 413
+    code = "too_large"
 
 
 class PrepareThrottled(Exception):

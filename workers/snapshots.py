@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.errors import DomainError
 from agents.models import Conversation, RuntimeConfig
 from workers import quotas
 from workers.models import DataSnapshot, Message, Worker
@@ -18,12 +19,25 @@ from workers.models import DataSnapshot, Message, Worker
 CHUNK = 1024 * 1024
 
 
-class SnapshotError(Exception):
+# The worker API's status for each refusal code (SPEC §7).
+SNAPSHOT_ERROR_STATUS = {
+    "forbidden": 403,
+    "conflict": 409,
+    "checksum_mismatch": 400,
+    "too_large": 413,
+    "invalid_request": 400,
+    "throttled": 429,
+}
+
+
+class SnapshotError(DomainError):
     def __init__(self, code: str, detail: str, retry_after: int | None = None):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
+        super().__init__(
+            detail,
+            code=code,
+            status_code=SNAPSHOT_ERROR_STATUS.get(code, 400),
+            retry_after=retry_after,
+        )
 
 
 def prepare_snapshot(

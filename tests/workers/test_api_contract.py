@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from django.utils import timezone
 
-from agents.api_errors import LeaseLost
+from workers.errors import LeaseLost
 from workers.models import DataSnapshot, Message
 
 API = "/api/v1/worker"

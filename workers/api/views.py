@@ -1,4 +1,6 @@
-"""Worker REST API (SPEC §7). Thin views: every rule lives in workers.leases & co."""
+"""Worker REST API (SPEC §7). Thin views: every rule lives in workers.leases & co., and their
+domain errors (lease lost, snapshot refusals, history caps) carry their own status and code,
+mapped once by the API's exception handler (agents.api_errors)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,12 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.api_errors import LeaseLost as LeaseLostError
 from agents.api_errors import error_response
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
-from workers.hydration import AppendError, append_conversation_messages, build_hydration_bundle
+from workers.hydration import append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
-from workers.quotas import HistoryTooLarge
 
 
 def get_or_404(queryset, what: str, **lookup):
@@ -83,10 +83,7 @@ class HydrationView(WorkerView):
     @extend_schema(parameters=[s.HydrationQuerySerializer], responses={200: dict})
     def get(self, request, message_id: int):
         data = self.valid(s.HydrationQuerySerializer, request.query_params)
-        try:
-            message = leases.get_leased_message(self.worker, message_id, data["lease_id"])
-        except leases.LeaseLost:
-            raise LeaseLostError()
+        message = leases.get_leased_message(self.worker, message_id, data["lease_id"])
         return Response(build_hydration_bundle(message, base_url=self.base_url()))
 
 
@@ -94,10 +91,7 @@ class HeartbeatView(WorkerView):
     @extend_schema(request=s.LeaseSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.LeaseSerializer, request.data)
-        try:
-            expires = leases.heartbeat_job(self.worker, message_id, data["lease_id"])
-        except leases.LeaseLost:
-            raise LeaseLostError()
+        expires = leases.heartbeat_job(self.worker, message_id, data["lease_id"])
         return Response({"lease_expires_at": iso(expires)})
 
 
@@ -105,10 +99,7 @@ class CompleteView(WorkerView):
     @extend_schema(request=s.LeaseSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.LeaseSerializer, request.data)
-        try:
-            leases.complete_job(self.worker, message_id, data["lease_id"])
-        except leases.LeaseLost:
-            raise LeaseLostError()
+        leases.complete_job(self.worker, message_id, data["lease_id"])
         return Response({"status": "done"})
 
 
@@ -116,10 +107,7 @@ class FailView(WorkerView):
     @extend_schema(request=s.FailSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.FailSerializer, request.data)
-        try:
-            message = leases.fail_job(self.worker, message_id, data["lease_id"], data["error"])
-        except leases.LeaseLost:
-            raise LeaseLostError()
+        message = leases.fail_job(self.worker, message_id, data["lease_id"], data["error"])
         return Response({"status": message.status, "next_attempt_at": iso(message.next_retry_at)})
 
 
@@ -127,10 +115,7 @@ class DeliveredView(WorkerView):
     @extend_schema(request=s.LeaseSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.LeaseSerializer, request.data)
-        try:
-            delivered_at = leases.mark_delivered(self.worker, message_id, data["lease_id"])
-        except leases.LeaseLost:
-            raise LeaseLostError()
+        delivered_at = leases.mark_delivered(self.worker, message_id, data["lease_id"])
         return Response({"delivered_at": iso(delivered_at)})
 
 
@@ -138,20 +123,13 @@ class AppendMessagesView(WorkerView):
     @extend_schema(request=s.AppendMessagesSerializer, responses={200: dict})
     def post(self, request, conversation_id: str):
         data = self.valid(s.AppendMessagesSerializer, request.data)
-        try:
-            appended = append_conversation_messages(
-                self.worker,
-                conversation_id=conversation_id,
-                message_id=data["message_id"],
-                lease_id=data["lease_id"],
-                messages=data["messages"],
-            )
-        except leases.LeaseLost:
-            raise LeaseLostError()
-        except AppendError as exc:
-            return error_response("invalid_request", str(exc), 400)
-        except HistoryTooLarge as exc:
-            return error_response("too_large", str(exc), 413)
+        appended = append_conversation_messages(
+            self.worker,
+            conversation_id=conversation_id,
+            message_id=data["message_id"],
+            lease_id=data["lease_id"],
+            messages=data["messages"],
+        )
         return Response({"appended": appended})
 
 
@@ -162,33 +140,11 @@ class RawBytesParser(BaseParser):
         return stream
 
 
-SNAPSHOT_ERROR_STATUS = {
-    "forbidden": 403,
-    "conflict": 409,
-    "checksum_mismatch": 400,
-    "too_large": 413,
-    "invalid_request": 400,
-    "throttled": 429,
-}
-
-
-def snapshot_error(exc: snapshots.SnapshotError) -> Response:
-    http_status = SNAPSHOT_ERROR_STATUS.get(exc.code, 400)
-    if exc.retry_after is None:
-        return error_response(exc.code, exc.detail, http_status)
-    response = error_response(exc.code, exc.detail, http_status, retry_after=exc.retry_after)
-    response["Retry-After"] = str(exc.retry_after)
-    return response
-
-
 class SnapshotPrepareView(WorkerView):
     @extend_schema(request=s.PrepareSnapshotSerializer, responses={201: dict})
     def post(self, request):
         data = self.valid(s.PrepareSnapshotSerializer, request.data)
-        try:
-            snapshot = snapshots.prepare_snapshot(self.worker, **data)
-        except snapshots.SnapshotError as exc:
-            return snapshot_error(exc)
+        snapshot = snapshots.prepare_snapshot(self.worker, **data)
         upload_url = self.base_url() + reverse("workers:snapshot-upload", args=[snapshot.pk])
         return Response(
             {"snapshot_id": snapshot.pk, "upload_url": upload_url}, status=status.HTTP_201_CREATED
@@ -205,10 +161,7 @@ class SnapshotUploadView(WorkerView):
     @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict})
     def put(self, request, snapshot_id: int):
         snapshot = own_snapshot(self.worker, snapshot_id)
-        try:
-            sha256, size = snapshots.store_upload(snapshot, request._request)
-        except snapshots.SnapshotError as exc:
-            return snapshot_error(exc)
+        sha256, size = snapshots.store_upload(snapshot, request._request)
         return Response({"sha256": sha256, "size_bytes": size})
 
 
@@ -217,10 +170,7 @@ class SnapshotFinalizeView(WorkerView):
     def post(self, request, snapshot_id: int):
         data = self.valid(s.FinalizeSnapshotSerializer, request.data)
         snapshot = own_snapshot(self.worker, snapshot_id)
-        try:
-            snapshots.finalize_snapshot(self.worker, snapshot, **data)
-        except snapshots.SnapshotError as exc:
-            return snapshot_error(exc)
+        snapshots.finalize_snapshot(self.worker, snapshot, **data)
         return Response({"status": "ready"})
 
 
@@ -229,10 +179,7 @@ class SnapshotFailView(WorkerView):
     def post(self, request, snapshot_id: int):
         data = self.valid(s.FailSnapshotSerializer, request.data)
         snapshot = own_snapshot(self.worker, snapshot_id)
-        try:
-            snapshots.fail_snapshot(snapshot, data["error"])
-        except snapshots.SnapshotError as exc:
-            return snapshot_error(exc)
+        snapshots.fail_snapshot(snapshot, data["error"])
         return Response({"status": "failed"})
 
 
@@ -251,10 +198,7 @@ class SnapshotRejectView(WorkerView):
     def post(self, request, snapshot_id: int):
         data = self.valid(s.RejectSnapshotSerializer, request.data)
         snapshot = get_or_404(DataSnapshot.objects, "snapshot", pk=snapshot_id)
-        try:
-            snapshots.reject_snapshot(self.worker, snapshot, data["error"])
-        except snapshots.SnapshotError as exc:
-            return snapshot_error(exc)
+        snapshots.reject_snapshot(self.worker, snapshot, data["error"])
         return Response({"status": "failed"})
 
 
