@@ -252,6 +252,8 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
 # Idempotent management commands the main job (run_embedded) runs after migrating:
 # schedule registration, the Telegram sandbox set-up, …
 AGENT_FACTORY_STARTUP_COMMANDS: list[str] = ["register_schedules"]
+# Every app's django-q2 schedules (each declares its own in <app>/schedules.py).
+AGENT_FACTORY_SCHEDULES = "config.schedules.all_schedules"
 
 # Worker providers by RuntimeConfig.provider_kind (dotted paths: workers never imports fly).
 AGENT_FACTORY_PROVIDERS = {

@@ -15,6 +15,7 @@ from fly.client import FlyApiError, FlyClient, FlyConfigurationError
 from workers.lifecycle import end_leases_held_by, transition_worker
 from workers.models import Worker
 from workers.reconcile import reconcile_lock
+from workers.scheduling import register_schedules
 
 CLEANUP_LOCK_WAIT_SECONDS = 60
 
@@ -190,9 +191,4 @@ def sync_nightly_schedule(sender, instance, raw=False, **kwargs) -> None:
     if raw:
         return
 
-    def register() -> None:
-        from workers.schedules import register_schedules
-
-        register_schedules()
-
-    transaction.on_commit(register, robust=True)  # a schedule hiccup never fails a save
+    transaction.on_commit(register_schedules, robust=True)  # a schedule hiccup never fails a save

@@ -16,9 +16,13 @@ from django_q.conf import Conf
 from django_q.models import Schedule
 
 from agents.models import RuntimeConfig
-from config.schedules import NIGHTLY_FLY_CLEANUP, SCHEDULES
-from workers.schedules import register_schedules
+from config.schedules import all_schedules
+from fly.schedules import NIGHTLY_CLEANUP as NIGHTLY_FLY_CLEANUP
+from workers.scheduling import Scheduled, declared_schedules, register_schedules
 from workers.triggers import TRIGGER_CACHE_KEY, request_reconcile
+
+# Always on (the nightly Fly cleanup is opt-in).
+SCHEDULES = [entry for entry in all_schedules() if entry.enabled_if is None]
 
 
 def schedule_set():
@@ -53,8 +57,46 @@ def test_catch_up_is_off():
 
 
 def test_every_scheduled_function_exists():
-    for _, func, _, _ in [*SCHEDULES, NIGHTLY_FLY_CLEANUP]:
-        assert callable(import_string(func)), func
+    for entry in all_schedules():
+        assert callable(import_string(entry.func)), entry.func
+
+
+def test_each_app_declares_its_own_schedules():
+    """config/schedules.py only assembles: each schedule's function lives in the app whose
+    schedules.py declares it (workers knows nothing of Fly's nightly cleanup)."""
+    import fly.schedules
+    import telegram.schedules
+    import workers.schedules
+
+    by_app = {
+        "workers": workers.schedules.SCHEDULES,
+        "telegram": telegram.schedules.SCHEDULES,
+        "fly": fly.schedules.SCHEDULES,
+    }
+    for app, entries in by_app.items():
+        assert entries and all(entry.func.startswith(f"{app}.") for entry in entries), app
+    assert sorted(all_schedules()) == sorted(sum(by_app.values(), []))
+
+
+def extra_app_schedules():
+    return [*all_schedules(), ("another-app-job", "tests.workers.another_job", "I", 5)]
+
+
+def test_a_new_app_adds_a_schedule_by_declaring_it(runtime_config, settings):
+    settings.AGENT_FACTORY_SCHEDULES = f"{__name__}.extra_app_schedules"
+    register_schedules()
+    row = Schedule.objects.get(name="another-app-job")
+    assert (row.func, row.schedule_type, row.minutes) == ("tests.workers.another_job", "I", 5)
+
+
+def twice_declared():
+    return [*all_schedules(), Scheduled("reconcile-workers", "elsewhere.reconcile", "I", 2)]
+
+
+def test_two_apps_cannot_declare_one_name(runtime_config, settings):
+    settings.AGENT_FACTORY_SCHEDULES = f"{__name__}.twice_declared"
+    with pytest.raises(ValueError, match="reconcile-workers"):
+        declared_schedules()
 
 
 def test_duplicate_rows_are_collapsed_and_changes_applied(runtime_config):

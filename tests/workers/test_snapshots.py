@@ -149,9 +149,9 @@ def test_abandoned_upload_is_cleaned_after_a_day(leased):
 def test_retention_runs_hourly_on_the_schedule():
     from django.utils.module_loading import import_string
 
-    from config.schedules import SCHEDULES
+    from workers.schedules import SCHEDULES
 
-    entries = {name: (func, kind, every) for name, func, kind, every in SCHEDULES}
+    entries = {entry.name: (entry.func, entry.kind, entry.every) for entry in SCHEDULES}
     func, kind, _ = entries["expire-snapshots"]
     assert kind == "H"
     assert import_string(func) is expire_old_snapshots

@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from workers.schedules import register_schedules
+from workers.scheduling import register_schedules
 
 
 class Command(BaseCommand):
-    help = "Register the django-q2 schedules (reconcile, sweeps, expiry, nightly Fly cleanup)."
+    help = "Register every app's django-q2 schedules (each declares its own in schedules.py)."
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
