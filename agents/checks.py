@@ -1,4 +1,6 @@
-"""System checks for dangerous configuration (``manage.py check --deploy`` shows them too)."""
+"""The agents app's system checks (encryption keys, public URL, hosts); each app registers
+its own in its ``checks.py`` from ``AppConfig.ready`` (``manage.py check --deploy`` shows
+them too)."""
 
 from __future__ import annotations
 
@@ -38,13 +40,6 @@ def check_public_base_url(app_configs, **kwargs):
         return [
             checks.Error("PUBLIC_BASE_URL must start with http:// or https://.", id="agents.E002")
         ]
-    if not settings.DEBUG and not url.startswith("https://") and not _is_local(url):
-        return [
-            checks.Warning(
-                "PUBLIC_BASE_URL is not https: Telegram only delivers webhooks to https URLs.",
-                id="agents.W003",
-            )
-        ]
     return []
 
 
@@ -55,19 +50,6 @@ def check_debug_hosts(app_configs, **kwargs):
             checks.Warning(
                 "ALLOWED_HOSTS contains '*' with DEBUG off: any Host header is accepted.",
                 id="agents.W004",
-            )
-        ]
-    return []
-
-
-@checks.register()
-def check_q_cluster(app_configs, **kwargs):
-    conf = settings.Q_CLUSTER
-    if conf.get("retry", 0) <= conf.get("timeout", 0):
-        return [
-            checks.Error(
-                "Q_CLUSTER retry must be larger than timeout, or a slow task runs twice.",
-                id="agents.E003",
             )
         ]
     return []
@@ -94,70 +76,21 @@ def check_dev_key_in_use(app_configs, **kwargs):
     ]
 
 
-def _is_local(url: str) -> bool:
+def is_local_url(url: str) -> bool:
     return any(host in url for host in ("://127.", "://localhost", "://[::1]"))
 
 
-@checks.register(checks.Tags.security)
-def check_outbound_api_urls(app_configs, **kwargs):
-    """The Telegram API carries the bot token in its path and Fly a bearer token: over plain
-    http to another host they travel in cleartext. Local fakes (tests, sandbox) are fine."""
-    if settings.DEBUG:
-        return []
-    warnings = []
-    for name, check_id in (
-        ("TELEGRAM_API_BASE_URL", "agents.W005"),
-        ("FLY_API_BASE_URL", "agents.W006"),
-    ):
-        url = getattr(settings, name)
-        if url.startswith("http://") and not _is_local(url):
-            warnings.append(
-                checks.Warning(
-                    f"{name} is plain http with DEBUG off: API tokens would cross the network "
-                    "unencrypted.",
-                    hint=f"Use https, or leave {name} unset for the real API.",
-                    id=check_id,
-                )
-            )
-    return warnings
-
-
-@checks.register(checks.Tags.security)
-def check_telegram_sandbox(app_configs, **kwargs):
-    if settings.DEBUG or not settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
+def plain_http_warning(name: str, check_id: str) -> list[checks.Warning]:
+    """Setting ``name`` (an outside API's base URL) is plain http to another host with DEBUG
+    off: the token it carries would travel in cleartext. Local fakes (tests, sandbox) are
+    fine. The telegram and fly apps check their own URL with it."""
+    url = getattr(settings, name)
+    if settings.DEBUG or not url.startswith("http://") or is_local_url(url):
         return []
     return [
         checks.Warning(
-            "The Telegram sandbox (a fake Bot API at /sandbox/telegram/) is on with DEBUG off: "
-            "anyone who can reach the server can read and post sandbox traffic.",
-            hint="Set AGENT_FACTORY_TELEGRAM_SANDBOX=0 in production.",
-            id="agents.W007",
+            f"{name} is plain http with DEBUG off: API tokens would cross the network unencrypted.",
+            hint=f"Use https, or leave {name} unset for the real API.",
+            id=check_id,
         )
     ]
-
-
-@checks.register()
-def check_worker_provider(app_configs, **kwargs):
-    if settings.WORKER_PROVIDER == "fly" and not settings.FLY_API_TOKEN:
-        return [
-            checks.Warning(
-                "WORKER_PROVIDER is fly but FLY_API_TOKEN is not set: no worker can be started.",
-                hint="Set FLY_API_TOKEN, or choose another provider.",
-                id="agents.W008",
-            )
-        ]
-    return []
-
-
-@checks.register()
-def check_redis_url(app_configs, **kwargs):
-    url = settings.REDIS_URL
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        return [
-            checks.Error(
-                "REDIS_URL must start with redis://, rediss:// or unix://.",
-                hint="Leave REDIS_URL unset to use the database as the django-q2 broker.",
-                id="agents.E004",
-            )
-        ]
-    return []

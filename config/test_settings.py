@@ -38,4 +38,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # The suite runs with DEBUG off against fake APIs on plain http and with the sandbox on, on
 # purpose; these warnings are about production and would only clutter command output.
-SILENCED_SYSTEM_CHECKS = ["agents.W005", "agents.W006", "agents.W007"]
+SILENCED_SYSTEM_CHECKS = ["telegram.W002", "telegram.W003", "fly.W001"]

@@ -8,6 +8,7 @@ class FlyConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from agents.models import RuntimeConfig
+        from fly import checks  # noqa: F401  (registers system checks)
         from fly.cleanup import sync_nightly_schedule
 
         post_save.connect(

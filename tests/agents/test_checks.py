@@ -1,4 +1,5 @@
-"""System checks for dangerous configuration: each has an ID and fires only when it should."""
+"""System checks for dangerous configuration: each has an ID prefixed by the app that owns
+the setting, and fires only when it should."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from django.core import checks
 KEY = base64.b64encode(b"k" * 32).decode()
 
 
+APPS = ("agents.", "workers.", "telegram.", "fly.")
+
+
 def ids(**kwargs) -> set[str]:
     return {message.id for message in checks.run_checks(**kwargs)}
+
+
+def ours(found: set[str]) -> set[str]:
+    return {check_id for check_id in found if check_id.startswith(APPS)}
 
 
 @pytest.fixture
@@ -29,7 +37,7 @@ def production(settings):
 
 def test_clean_production_configuration_has_no_findings(production):
     production.REDIS_URL = ""
-    assert {i for i in ids(include_deployment_checks=True) if i.startswith("agents.")} == set()
+    assert ours(ids(include_deployment_checks=True)) == set()
 
 
 @pytest.mark.parametrize(
@@ -39,14 +47,14 @@ def test_clean_production_configuration_has_no_findings(production):
         ({"AGENT_FACTORY_ENCRYPTION_KEYS": "%%%"}, "agents.E001", checks.ERROR),
         ({"AGENT_FACTORY_ENCRYPTION_KEYS": f"{KEY},{KEY}"}, "agents.W002", checks.WARNING),
         ({"PUBLIC_BASE_URL": "factory.example"}, "agents.E002", checks.ERROR),
-        ({"PUBLIC_BASE_URL": "http://factory.example"}, "agents.W003", checks.WARNING),
+        ({"PUBLIC_BASE_URL": "http://factory.example"}, "telegram.W001", checks.WARNING),
         ({"ALLOWED_HOSTS": ["*"]}, "agents.W004", checks.WARNING),
-        ({"Q_CLUSTER": {"timeout": 300, "retry": 300}}, "agents.E003", checks.ERROR),
-        ({"TELEGRAM_API_BASE_URL": "http://tg.example"}, "agents.W005", checks.WARNING),
-        ({"FLY_API_BASE_URL": "http://fly.example/v1"}, "agents.W006", checks.WARNING),
-        ({"AGENT_FACTORY_TELEGRAM_SANDBOX": True}, "agents.W007", checks.WARNING),
-        ({"WORKER_PROVIDER": "fly", "FLY_API_TOKEN": ""}, "agents.W008", checks.WARNING),
-        ({"REDIS_URL": "localhost:6379"}, "agents.E004", checks.ERROR),
+        ({"Q_CLUSTER": {"timeout": 300, "retry": 300}}, "workers.E001", checks.ERROR),
+        ({"TELEGRAM_API_BASE_URL": "http://tg.example"}, "telegram.W002", checks.WARNING),
+        ({"FLY_API_BASE_URL": "http://fly.example/v1"}, "fly.W001", checks.WARNING),
+        ({"AGENT_FACTORY_TELEGRAM_SANDBOX": True}, "telegram.W003", checks.WARNING),
+        ({"WORKER_PROVIDER": "fly", "FLY_API_TOKEN": ""}, "fly.W002", checks.WARNING),
+        ({"REDIS_URL": "localhost:6379"}, "workers.E002", checks.ERROR),
     ],
 )
 def test_dangerous_configuration_is_reported(production, overrides, check_id, level):
@@ -70,7 +78,7 @@ def test_dangerous_configuration_is_reported(production, overrides, check_id, le
 def test_safe_variants_are_not_reported(production, overrides):
     for name, value in overrides.items():
         setattr(production, name, value)
-    assert {i for i in ids() if i.startswith("agents.")} == set()
+    assert ours(ids()) == set()
 
 
 def test_debug_on_relaxes_the_production_warnings(settings):
@@ -81,7 +89,7 @@ def test_debug_on_relaxes_the_production_warnings(settings):
     settings.AGENT_FACTORY_TELEGRAM_SANDBOX = True
     settings.ALLOWED_HOSTS = ["*"]
     found = ids()
-    assert not found & {"agents.W003", "agents.W004", "agents.W005", "agents.W007"}
+    assert not found & {"telegram.W001", "agents.W004", "telegram.W002", "telegram.W003"}
 
 
 def test_dev_key_warning_only_under_deploy(settings):
@@ -89,3 +97,20 @@ def test_dev_key_warning_only_under_deploy(settings):
     settings.AGENT_FACTORY_ENCRYPTION_KEYS = ""
     assert "agents.W001" not in ids()
     assert "agents.W001" in ids(include_deployment_checks=True)
+
+
+def test_each_app_registers_its_own_checks():
+    """agents checks only its own settings: Telegram's, Fly's and django-q2's live in their
+    apps (registered from each AppConfig.ready)."""
+    by_module = {}
+    for check in checks.registry.registry.get_checks(include_deployment_checks=True):
+        by_module.setdefault(check.__module__, set()).add(check.__name__)
+    assert {"check_q_cluster", "check_redis_url"} <= by_module["workers.checks"]
+    assert {"check_bot_api_url", "check_telegram_sandbox"} <= by_module["telegram.checks"]
+    assert {"check_machines_api_url", "check_worker_provider"} <= by_module["fly.checks"]
+    assert by_module["agents.checks"] == {
+        "check_encryption_keys",
+        "check_public_base_url",
+        "check_debug_hosts",
+        "check_dev_key_in_use",
+    }
