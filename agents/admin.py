@@ -13,7 +13,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from agents.admin_access import require
+from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name, record_audit
 from agents.models import (
     AgentProfile,
@@ -319,20 +319,12 @@ class ConversationAdmin(AuditedModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "actor", "action", "target_type", "target_id"]
     list_filter = ["action", "target_type"]
     search_fields = ["actor", "action", "target_id"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    deletable = False
 
 
 class GlobalSkillVersionInline(admin.TabularInline):
@@ -444,13 +436,7 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
 
 @admin.register(GlobalSkillRelease)
-class GlobalSkillReleaseAdmin(AuditedModelAdmin):
+class GlobalSkillReleaseAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
     list_filter = ["channel", "active"]
     list_select_related = ["skill", "version"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -24,3 +24,20 @@ def require(request, allowed: bool, *, door: str, permission: str) -> None:
         path=request.path,
     )
     raise PermissionDenied
+
+
+class ReadOnlyAdminMixin:
+    """An admin list of rows only the system writes (audit events, updates, releases, …):
+    viewed here, never added or edited. Deleting stays Django's delete permission, unless
+    ``deletable = False`` (a record that must outlive any admin)."""
+
+    deletable = True
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return self.deletable and super().has_delete_permission(request, obj)

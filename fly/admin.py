@@ -8,28 +8,20 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from agents.admin_access import require
+from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from fly.cleanup import CleanupError, run_fly_cleanup
 from fly.models import FlyCleanupRun
 
 
 @admin.register(FlyCleanupRun)
-class FlyCleanupRunAdmin(admin.ModelAdmin):
+class FlyCleanupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "actor", "target_id", "summary"]
     change_list_template = "admin/fly/cleanup_changelist.html"
+    deletable = False  # the runs are audit rows
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(action="fly.cleanup")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         # Whoever may run a cleanup may see the past runs and the preview.

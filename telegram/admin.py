@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from agents.admin_access import require
+from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
@@ -361,39 +361,21 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
 
 
 @admin.register(TelegramUpdate)
-class TelegramUpdateAdmin(admin.ModelAdmin):
+class TelegramUpdateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "bot_identity", "update_id", "outcome", "detail", "message_id"]
     list_filter = ["outcome"]
     search_fields = ["bot_identity", "update_id"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(IngressIssue)
-class IngressIssueAdmin(admin.ModelAdmin):
+class IngressIssueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "detail"]
     list_filter = ["kind"]
     search_fields = ["bot_identity", "telegram_user_id", "detail"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(SandboxMessage)
-class SandboxMessageAdmin(admin.ModelAdmin):
+class SandboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "bot_id", "chat_id", "text"]
     search_fields = ["chat_id", "text"]
     list_filter = ["bot_id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -156,3 +156,30 @@ def test_fly_cleanup_preview_then_confirm(admin_client, world, settings):
     responses.get(f"{base}/volumes", json=[])
     admin_client.post(reverse("admin:fly_cleanup_run"), {"app": "af", "confirm": "yes"})
     assert AuditEvent.objects.filter(action="fly.cleanup", actor="admin").exists()
+
+
+def test_lists_the_system_writes_are_read_only(rf, admin_user):
+    """One mixin (agents.admin_access.ReadOnlyAdminMixin): no add, no change; audit records
+    cannot be deleted either, the others only with Django's delete permission."""
+    from agents.admin_access import ReadOnlyAdminMixin
+
+    request = rf.get("/admin/")
+    request.user = admin_user
+    read_only = {
+        model._meta.label: model_admin
+        for model, model_admin in admin.site._registry.items()
+        if isinstance(model_admin, ReadOnlyAdminMixin)
+    }
+    assert set(read_only) == {
+        "agents.AuditEvent",
+        "agents.GlobalSkillRelease",
+        "fly.FlyCleanupRun",
+        "telegram.TelegramUpdate",
+        "telegram.IngressIssue",
+        "telegram.SandboxMessage",
+    }
+    for label, model_admin in read_only.items():
+        assert not model_admin.has_add_permission(request), label
+        assert not model_admin.has_change_permission(request), label
+        deletable = label not in {"agents.AuditEvent", "fly.FlyCleanupRun"}
+        assert model_admin.has_delete_permission(request) is deletable, label

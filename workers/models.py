@@ -183,3 +183,16 @@ class DataSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} of {self.conversation_id} ({self.status})"
+
+
+# Admin lists of one slice of the queue each (their own pages and permissions).
+class DeadLetter(Message):
+    class Meta:
+        proxy = True
+        verbose_name = "dead-lettered message"
+
+
+class ExpiredLease(Message):
+    class Meta:
+        proxy = True
+        verbose_name = "message with an expired lease"

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from agents.models import AuditEvent
-from workers.admin import dashboard_data
+from workers.dashboard import dashboard_data
 from workers.models import Message, Worker
 
 

@@ -1,6 +1,6 @@
 from django import template
 
-from workers.admin import dashboard_for
+from workers.dashboard import dashboard_for
 
 register = template.Library()
 
