@@ -439,4 +439,5 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 class GlobalSkillReleaseAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
     list_filter = ["channel", "active"]
-    list_select_related = ["skill", "version"]
+    # A version's name includes its skill's slug: without version__skill, one query per row.
+    list_select_related = ["skill", "version__skill"]
