@@ -293,7 +293,10 @@ def test_latest_snapshot_body_and_download_only_for_the_conversations_worker(
     # ... but only the conversation's worker may download it.
     path = found["download_url"].replace("http://testserver", "")
     denied = stranger.get(path)
-    assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
+    assert denied.status_code == 403 and denied.json() == {
+        "error": "forbidden",
+        "detail": "Only a worker assigned to this conversation may download it.",
+    }
     assert b"".join(api.get(path).streaming_content) == data
 
 

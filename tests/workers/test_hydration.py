@@ -133,6 +133,12 @@ def test_attachment_download_only_for_the_conversations_worker(
     assert worker_api(None).get(path).status_code == 401
     missing = api.get(f"{API}/attachments/999999/download/")
     assert missing.status_code == 404
+    # A ready row whose file is gone: 404 with the §19 body.
+    MessageAttachment.objects.filter(pk=attachment.pk).update(file="")
+    assert api.get(path).json() == {
+        "error": "not_found",
+        "detail": "The attachment file is not stored.",
+    }
 
 
 def test_plaintext_secrets_reach_only_the_lease_holders_bundle(

@@ -8,12 +8,11 @@ from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.api_errors import error_response
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
@@ -48,6 +47,11 @@ class WorkerView(APIView):
 
     def base_url(self) -> str:
         return self.request.build_absolute_uri("/").rstrip("/")
+
+    def require_assigned(self, conversation_id: str) -> None:
+        """Downloads are for a worker assigned to the conversation (SPEC §7)."""
+        if not snapshots.worker_may_access_conversation(self.worker, conversation_id):
+            raise PermissionDenied("Only a worker assigned to this conversation may download it.")
 
 
 class ControlView(WorkerView):
@@ -229,10 +233,7 @@ class SnapshotDownloadView(WorkerView):
         snapshot = get_or_404(
             DataSnapshot.objects, "snapshot", pk=snapshot_id, status=DataSnapshot.READY
         )
-        if not snapshots.worker_may_access_conversation(self.worker, snapshot.conversation_id):
-            return error_response(
-                "forbidden", "Only a worker assigned to this conversation may download it.", 403
-            )
+        self.require_assigned(snapshot.conversation_id)
         return FileResponse(snapshot.archive.open("rb"), content_type="application/gzip")
 
 
@@ -245,13 +246,9 @@ class AttachmentDownloadView(WorkerView):
             pk=attachment_id,
             status=MessageAttachment.READY,
         )
-        conversation_id = attachment.message.conversation.conversation_id
-        if not snapshots.worker_may_access_conversation(self.worker, conversation_id):
-            return error_response(
-                "forbidden", "Only a worker assigned to this conversation may download it.", 403
-            )
+        self.require_assigned(attachment.message.conversation.conversation_id)
         if not attachment.file:
-            return error_response("not_found", "The attachment file is not stored.", 404)
+            raise NotFound("The attachment file is not stored.")
         return FileResponse(
             attachment.file.open("rb"),
             content_type=attachment.mime_type or "application/octet-stream",
