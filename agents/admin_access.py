@@ -1,5 +1,6 @@
-"""Refusing an admin door: 403, and an audit row saying who tried which door (a staff user
-probing doors they may not use is something a security reviewer wants to see)."""
+"""Admin access shared by every app: refusing a door (403, and an audit row saying who tried
+which door: a staff user probing doors they may not use is something a security reviewer
+wants to see), and the read-only lists of rows only the system writes."""
 
 from __future__ import annotations
 
