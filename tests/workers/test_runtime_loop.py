@@ -93,10 +93,10 @@ class FakeServer:
         self.calls.append(("append", tuple((m["role"], m["content"]) for m in messages)))
         self._maybe_crash("append")
 
-    def complete(self, job):
+    def complete(self, job, usage=None):
         self.calls.append("complete")
 
-    def fail(self, job, error):
+    def fail(self, job, error, usage=None):
         self.calls.append(("fail", error))
 
     def latest_snapshot(self, workspace_id, agent_key, conversation_id, before=None):
@@ -408,7 +408,7 @@ def test_reply_is_sent_before_delivered_is_recorded(tmp_path):
         def delivered(self, job):
             order.append("delivered")
 
-        def complete(self, job):
+        def complete(self, job, usage=None):
             order.append("complete")
 
     make_runtime(Ordered(), tmp_path).process(make_job())

@@ -102,11 +102,11 @@ class HeartbeatView(WorkerView):
 
 
 class CompleteView(WorkerView):
-    @extend_schema(request=s.LeaseSerializer, responses={200: dict})
+    @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
-        data = self.valid(s.LeaseSerializer, request.data)
+        data = self.valid(s.CompleteSerializer, request.data)
         try:
-            leases.complete_job(self.worker, message_id, data["lease_id"])
+            leases.complete_job(self.worker, message_id, data["lease_id"], data.get("usage"))
         except leases.LeaseLost:
             raise LeaseLostError()
         return Response({"status": "done"})
@@ -117,7 +117,9 @@ class FailView(WorkerView):
     def post(self, request, message_id: int):
         data = self.valid(s.FailSerializer, request.data)
         try:
-            message = leases.fail_job(self.worker, message_id, data["lease_id"], data["error"])
+            message = leases.fail_job(
+                self.worker, message_id, data["lease_id"], data["error"], data.get("usage")
+            )
         except leases.LeaseLost:
             raise LeaseLostError()
         return Response({"status": message.status, "next_attempt_at": iso(message.next_retry_at)})

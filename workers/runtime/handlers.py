@@ -1,7 +1,26 @@
-"""Job handlers: turn a hydrated job into the reply text.
+"""Job handlers: turn a hydrated job into the reply.
 
-``AGENT_FACTORY_WORKER_HANDLER`` names a built-in (``echo``, ``http``) or a dotted path to a
-callable ``handler(context) -> str``.
+The interface (every handler, built-in or a dotted path importable in the worker):
+
+    handler(context: JobContext) -> str | HandlerResult
+
+- ``context.text``: the user's message; ``context.history``: the conversation's last
+  entries (``[{"role", "content", "at"}]``, oldest first, this message not included);
+  ``context.runtime``: the agent's runtime settings from the hydration (SPEC §21) with
+  exactly the keys ``handler, model, base_url, api_key, temperature, max_tokens,
+  timeout_seconds, system_prompt``; ``context.data_dir``: the worker's data dir (snapshotted).
+- Return the reply text, or ``HandlerResult(text, usage)`` with usage
+  ``{"input_tokens", "output_tokens", "cost_usd"?, "model"}`` (sent on complete).
+- Fail by raising; ``HandlerError(message, usage=...)`` carries a message that is safe to
+  show in the admin and the usage of the failed attempt (sent on fail). The job is retried
+  by the server (SPEC §6.3). Any other exception is reported as ``Type: message``.
+- ``runtime["api_key"]`` is the model key: keep it in memory (or in the environment of a
+  child process the handler starts); never log it, never write it under ``data_dir``, never
+  put it in an error message. The worker redacts it from error texts as a last resort.
+
+Which handler runs: ``AGENT_FACTORY_WORKER_HANDLER`` (or ``--handler``) when the worker is
+started with one — it then runs every job — else the hydration's ``runtime.handler``.
+Built-ins: ``echo``, ``llm`` (workers/runtime/llm.py), ``http``, ``openclaw``.
 """
 
 from __future__ import annotations
@@ -23,6 +42,35 @@ class JobContext:
     @property
     def text(self) -> str:
         return (self.job.get("payload") or {}).get("message_text") or ""
+
+    @property
+    def runtime(self) -> dict:
+        return self.bundle.get("runtime") or {}
+
+    @property
+    def history(self) -> list[dict]:
+        return (self.bundle.get("conversation") or {}).get("history") or []
+
+    @property
+    def attachments(self) -> list[dict]:
+        """The message's attachments as hydrated (kind, file name, mime type, size, …)."""
+        return (self.bundle.get("payload") or self.job.get("payload") or {}).get(
+            "attachments"
+        ) or []
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    text: str
+    usage: dict | None = None
+
+
+class HandlerError(RuntimeError):
+    """A handler failure with a message fit for the admin, and the attempt's usage."""
+
+    def __init__(self, message: str, *, usage: dict | None = None):
+        super().__init__(message)
+        self.usage = usage
 
 
 def echo(context: JobContext) -> str:
@@ -68,7 +116,13 @@ def http_forward(context: JobContext) -> str:
     return reply
 
 
-BUILT_INS = {"echo": echo, "http": http_forward, "openclaw": http_forward}
+# A dotted path string is imported on first use (a handler module may be heavy).
+BUILT_INS = {
+    "echo": echo,
+    "llm": "workers.runtime.llm.llm_handler",
+    "http": http_forward,
+    "openclaw": http_forward,
+}
 
 
 def import_string(dotted_path: str):
@@ -85,8 +139,9 @@ def import_string(dotted_path: str):
 
 def load_handler(name: str | None):
     name = (name or "echo").strip()
-    if name in BUILT_INS:
+    if name in BUILT_INS and not isinstance(BUILT_INS[name], str):
         return BUILT_INS[name]
+    name = BUILT_INS.get(name, name)
     try:
         handler = import_string(name)
     except ImportError as exc:
