@@ -75,9 +75,7 @@ def test_one_call_with_prompt_history_message_and_parameters(tmp_path):
 
 
 def test_optional_parameters_and_key_are_left_out(tmp_path):
-    ctx = context(
-        tmp_path, "", temperature=None, max_tokens=None, api_key=None, system_prompt=""
-    )
+    ctx = context(tmp_path, "", temperature=None, max_tokens=None, api_key=None, system_prompt="")
     with FakeOpenAI() as fake:
         ctx.runtime["base_url"] = fake.base_url + "/"  # a trailing slash is fine
         quick(ctx)
@@ -119,9 +117,7 @@ def test_endless_5xx_gives_a_clear_failure_without_the_key(tmp_path):
         quick(context(tmp_path, fake.base_url))
     assert len(fake.completions) == 4  # MAX_TRIES, then the job fails (SPEC §6.3 retries it)
     message = str(caught.value)
-    assert message == (
-        "The model endpoint answered 500: fake failure 500 (gave up after 4 tries)."
-    )
+    assert message == ("The model endpoint answered 500: fake failure 500 (gave up after 4 tries).")
     assert caught.value.usage == {
         "input_tokens": 0, "output_tokens": 0, "model": "openai/gpt-4o-mini"
     }  # fmt: skip
@@ -188,9 +184,7 @@ def test_the_fake_streams_too(tmp_path):
             stream=True,
             timeout=5,
         )
-        events = [
-            line.removeprefix(b"data: ") for line in response.iter_lines() if line
-        ]
+        events = [line.removeprefix(b"data: ") for line in response.iter_lines() if line]
     assert events[-1] == b"[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
