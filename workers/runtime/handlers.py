@@ -83,37 +83,52 @@ def echo(context: JobContext) -> str:
     return context.text or "(empty message)"
 
 
-def http_forward(context: JobContext) -> str:
-    """Forward the job to an HTTP endpoint or an OpenClaw gateway and return its reply.
+def http_forward(context: JobContext) -> str | HandlerResult:
+    """Forward the job to an HTTP endpoint and return its reply (SPEC §21 ``http``).
 
-    POSTs ``{"job", "conversation", "bridge", "workspace_dir", "skills_dir"}`` to
-    ``AGENT_FACTORY_HANDLER_URL`` (falling back to ``OPENCLAW_GATEWAY_URL``) with
-    ``OPENCLAW_GATEWAY_TOKEN`` as a bearer token when set; the endpoint answers
-    ``{"reply": "..."}``. The bot token is never forwarded.
+    POSTs ``{"job", "conversation", "runtime", "bridge", "workspace_dir", "skills_dir"}``
+    (``runtime`` without the key) to the agent's ``runtime.base_url``, falling back to
+    ``AGENT_FACTORY_HANDLER_URL`` / ``OPENCLAW_GATEWAY_URL``, with the model key (or
+    ``OPENCLAW_GATEWAY_TOKEN``) as a bearer token when set. The endpoint answers
+    ``{"reply": "..." | {"text": ...}, "usage"?: {...}}``. The bot token is never forwarded.
     """
-    url = os.environ.get("AGENT_FACTORY_HANDLER_URL") or os.environ.get("OPENCLAW_GATEWAY_URL")
+    runtime = context.runtime
+    url = (
+        runtime.get("base_url")
+        or os.environ.get("AGENT_FACTORY_HANDLER_URL")
+        or os.environ.get("OPENCLAW_GATEWAY_URL")
+    )
     if not url:
         raise RuntimeError(
-            "The http handler needs AGENT_FACTORY_HANDLER_URL or OPENCLAW_GATEWAY_URL."
+            "The http handler needs the agent's base_url, AGENT_FACTORY_HANDLER_URL "
+            "or OPENCLAW_GATEWAY_URL."
         )
     headers = {}
-    if os.environ.get("OPENCLAW_GATEWAY_TOKEN"):
-        headers["Authorization"] = f"Bearer {os.environ['OPENCLAW_GATEWAY_TOKEN']}"
-    timeout = float(os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")) / 1000
+    token = runtime.get("api_key") or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    timeout = runtime.get("timeout_seconds") or float(
+        os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")
+    ) / 1000
     body = {
         "job": context.job,
         "conversation": context.bundle.get("conversation"),
+        "runtime": {key: value for key, value in runtime.items() if key != "api_key"},
         "bridge": context.bundle.get("bridge"),
         "workspace_dir": str(context.data_dir / "workspace"),
         "skills_dir": str(context.data_dir / "skills"),
     }
     response = requests.post(url, json=body, headers=headers, timeout=(5, timeout))
     if response.status_code != 200:
-        raise RuntimeError(f"Handler endpoint answered {response.status_code}.")
-    reply = response.json().get("reply")
+        raise HandlerError(f"Handler endpoint answered {response.status_code}.")
+    answer = response.json()
+    reply = answer.get("reply") if isinstance(answer, dict) else None
+    if isinstance(reply, dict):
+        reply = reply.get("text")
     if not isinstance(reply, str):
-        raise RuntimeError("Handler endpoint answered without a 'reply' string.")
-    return reply
+        raise HandlerError("Handler endpoint answered without a 'reply' string.")
+    usage = answer.get("usage")
+    return HandlerResult(text=reply, usage=usage) if isinstance(usage, dict) else reply
 
 
 # A dotted path string is imported on first use (a handler module may be heavy).
