@@ -47,7 +47,7 @@ def record_usage(message_id: int, usage: dict | None, outcome: str, now: dt.date
     output_tokens = usage.get("output_tokens") or 0
     reported = usage.get("cost_usd")
     cost = (
-        Decimal(str(reported))
+        Decimal(str(round(float(reported), 6)))
         if reported is not None
         else estimated_cost(message.conversation.agent, input_tokens, output_tokens)
     )

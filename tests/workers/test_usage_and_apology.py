@@ -215,3 +215,10 @@ def test_no_apology_when_the_reply_was_delivered(
         leases.fail_job(worker, message.pk, job.lease_id, "crashed after delivery")
     assert sent(telegram) == []
     assert Message.objects.get(pk=message.pk).status == "dead_letter"
+
+
+def test_a_precise_reported_cost_is_rounded_to_micro_dollars(holder):
+    api, job = holder()
+    usage = {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0012345678, "model": "m"}
+    assert post(api, job, "complete", usage=usage).status_code == 200
+    assert JobUsage.objects.get().cost_usd == Decimal("0.001235")

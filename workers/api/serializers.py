@@ -22,10 +22,9 @@ class UsageSerializer(serializers.Serializer):
 
     input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
     output_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
-    cost_usd = serializers.DecimalField(
-        max_digits=14, decimal_places=6, min_value=0, required=False, allow_null=True,
-        coerce_to_string=False,
-    )  # fmt: skip
+    cost_usd = serializers.FloatField(
+        min_value=0, max_value=1_000_000, required=False, allow_null=True
+    )
     model = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
 
 
