@@ -71,7 +71,7 @@ def validate_secret_refs(value: object) -> None:
             raise ValidationError(f"{exc.messages[0]} (got {item!r})", code="bad_secret_ref")
 
 
-class AgentProfile(models.Model):
+class AgentProfile(runtime_settings.AgentRuntimeFields):
     agent_key = models.CharField(max_length=64, unique=True, validators=[agent_key_validator])
     version = models.PositiveIntegerField(default=1, help_text="Bumped on every change.")
     secrets_ref = models.JSONField(
@@ -86,51 +86,6 @@ class AgentProfile(models.Model):
         default=False,
         help_text="Off: unpaired senders reach the agent in a per-chat conversation. "
         "On: only paired users.",
-    )
-    # Runtime (SPEC §21): what a worker runs for this agent, delivered in the hydration.
-    handler = models.CharField(
-        max_length=200,
-        default="echo",
-        validators=[runtime_settings.validate_handler],
-        help_text="echo, llm, openclaw, http or a dotted path importable in the worker.",
-    )
-    model = models.CharField(
-        max_length=200,
-        blank=True,
-        validators=[runtime_settings.validate_model_name],
-        help_text="Sent to the endpoint as given (e.g. gpt-4o-mini, openai/gpt-4o-mini).",
-    )
-    base_url = models.CharField(
-        max_length=500,
-        blank=True,
-        validators=[runtime_settings.validate_base_url],
-        help_text="OpenAI-compatible endpoint (…/v1); empty: the handler's default.",
-    )
-    api_key_secret_ref = models.CharField(
-        max_length=200,
-        blank=True,
-        validators=[secret_ref_validator],
-        help_text="The secret holding the model API key (only its name is stored here).",
-    )
-    temperature = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
-    )
-    max_tokens = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
-    )
-    timeout_seconds = models.PositiveIntegerField(
-        default=runtime_settings.DEFAULT_TIMEOUT_SECONDS,
-        validators=[MinValueValidator(1), MaxValueValidator(3600)],
-        help_text="One model call's time limit.",
-    )
-    system_prompt = models.TextField(
-        blank=True, help_text="Empty: the runtime config's system prompt."
-    )
-    price_per_million_input_tokens = models.DecimalField(
-        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
-    )
-    price_per_million_output_tokens = models.DecimalField(
-        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

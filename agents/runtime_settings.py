@@ -10,6 +10,8 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
 
 BUILT_IN_HANDLERS = ("echo", "llm", "openclaw", "http")
 # Handlers that call a model: they need a model name (and usually a key).
@@ -53,6 +55,65 @@ def validate_model_name(value: str) -> None:
             "Model must be a name without spaces (e.g. gpt-4o-mini or openai/gpt-4o-mini).",
             code="bad_model",
         )
+
+
+def validate_secret_ref(value: str) -> None:
+    from agents.models import secret_ref_validator  # one definition of a ref's shape
+
+    secret_ref_validator(value)
+
+
+class AgentRuntimeFields(models.Model):
+    """The runtime settings of an agent profile (``AgentProfile`` inherits them)."""
+
+    # Runtime (SPEC §21): what a worker runs for this agent, delivered in the hydration.
+    handler = models.CharField(
+        max_length=200,
+        default="echo",
+        validators=[validate_handler],
+        help_text="echo, llm, openclaw, http or a dotted path importable in the worker.",
+    )
+    model = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_model_name],
+        help_text="Sent to the endpoint as given (e.g. gpt-4o-mini, openai/gpt-4o-mini).",
+    )
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="OpenAI-compatible endpoint (…/v1); empty: the handler's default.",
+    )
+    api_key_secret_ref = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_secret_ref],
+        help_text="The secret holding the model API key (only its name is stored here).",
+    )
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="One model call's time limit.",
+    )
+    system_prompt = models.TextField(
+        blank=True, help_text="Empty: the runtime config's system prompt."
+    )
+    price_per_million_input_tokens = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    price_per_million_output_tokens = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+
+    class Meta:
+        abstract = True
 
 
 def check_profile_runtime(profile) -> dict:

@@ -164,3 +164,32 @@ def load_handler(name: str | None):
     if not callable(handler):
         raise RuntimeError(f"Handler '{name}' is not callable.")
     return handler
+
+
+def run_handler(handler, job: dict, bundle: dict, data_dir: Path) -> HandlerResult:
+    """Run ``handler`` (the worker's own), or when None the agent's ``runtime.handler`` from
+    the hydration; a str answer becomes a HandlerResult."""
+    if handler is None:
+        name = (bundle.get("runtime") or {}).get("handler") or "echo"
+        try:
+            handler = load_handler(name)
+        except RuntimeError as exc:
+            raise HandlerError(str(exc)) from None
+    result = handler(JobContext(job=job, bundle=bundle, data_dir=data_dir))
+    if isinstance(result, HandlerResult):
+        return result
+    if not isinstance(result, str):
+        raise HandlerError(f"The handler answered {type(result).__name__}, not text.")
+    return HandlerResult(text=result)
+
+
+def secrets_of(bundle: dict) -> tuple[str, ...]:
+    """The plaintext secrets of a hydration that must never appear in an error text."""
+    runtime = bundle.get("runtime") or {}
+    return tuple(v for v in (runtime.get("api_key"),) if isinstance(v, str) and len(v) >= 4)
+
+
+def redact(text: str, secrets) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text

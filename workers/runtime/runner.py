@@ -37,7 +37,7 @@ from workers.runtime.archive import (
     restore_archive,
     work_dir,
 )
-from workers.runtime.handlers import HandlerError, HandlerResult, JobContext, load_handler
+from workers.runtime.handlers import HandlerError, redact, run_handler, secrets_of
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
@@ -200,8 +200,8 @@ class WorkerRuntime:
                 heartbeat.stop()
                 self.client.complete(job)
                 return "redelivered"
-            secrets = _secrets_of(bundle)
-            result = self.run_handler(job, bundle)
+            secrets = secrets_of(bundle)
+            result = run_handler(self.handler, job, bundle, self.settings.data_dir)
             reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
@@ -222,7 +222,7 @@ class WorkerRuntime:
         except Exception as exc:  # the handler or delivery failed: report it, keep running
             # The text goes to the log and the admin: the model key is taken out of it (a
             # handler should never put it there; this is the last line of defence).
-            error = _redact(
+            error = redact(
                 str(exc) if isinstance(exc, HandlerError) else f"{type(exc).__name__}: {exc}",
                 secrets,
             )
@@ -239,23 +239,6 @@ class WorkerRuntime:
             return "failed"
         finally:
             heartbeat.stop()
-
-    def run_handler(self, job: dict, bundle: dict) -> HandlerResult:
-        """The worker's own handler when it was started with one, else the agent's
-        (``runtime.handler`` of the hydration); a str answer becomes a HandlerResult."""
-        handler = self.handler
-        if handler is None:
-            name = (bundle.get("runtime") or {}).get("handler") or "echo"
-            try:
-                handler = load_handler(name)
-            except RuntimeError as exc:
-                raise HandlerError(str(exc)) from None
-        result = handler(JobContext(job=job, bundle=bundle, data_dir=self.settings.data_dir))
-        if isinstance(result, HandlerResult):
-            return result
-        if not isinstance(result, str):
-            raise HandlerError(f"The handler answered {type(result).__name__}, not text.")
-        return HandlerResult(text=result)
 
     def history_entries(self, job: dict, reply: str) -> list[dict]:
         text = (job.get("payload") or {}).get("message_text") or ""
@@ -428,14 +411,3 @@ def _transient(exc: ApiError) -> bool:
     """Network errors and 5xx are worth waiting out; 4xx answers are not."""
     return exc.status == 0 or exc.status >= 500
 
-
-def _secrets_of(bundle: dict) -> tuple[str, ...]:
-    """The plaintext secrets of a hydration that must never appear in an error text."""
-    runtime = bundle.get("runtime") or {}
-    return tuple(v for v in (runtime.get("api_key"),) if isinstance(v, str) and len(v) >= 4)
-
-
-def _redact(text: str, secrets) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text
