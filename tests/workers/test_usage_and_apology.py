@@ -222,3 +222,12 @@ def test_a_precise_reported_cost_is_rounded_to_micro_dollars(holder):
     usage = {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0012345678, "model": "m"}
     assert post(api, job, "complete", usage=usage).status_code == 200
     assert JobUsage.objects.get().cost_usd == Decimal("0.001235")
+
+
+def test_usage_of_an_unknown_agent_is_one_clear_error(db):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="Agent profile 'ghost' not found."):
+        call_command("agent_status", "ghost", "--usage", stdout=io.StringIO())
+    with pytest.raises(ValueError, match="period must be one of day, month"):
+        usage_summary(period="week")
