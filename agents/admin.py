@@ -14,6 +14,12 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from agents.admin_access import ReadOnlyAdminMixin, require
+from agents.admin_runtime import (
+    PROFILE_FIELDSETS,
+    AgentProfileAdminForm,
+    describe_model_key,
+    save_profile_with_key,
+)
 from agents.audit import actor_name, record_audit
 from agents.models import (
     AgentProfile,
@@ -27,7 +33,7 @@ from agents.models import (
     Secret,
 )
 from agents.secret_store import SecretStoreError, import_secret, validate_secret_input
-from agents.services import save_agent_profile, save_runtime_config
+from agents.services import save_runtime_config
 
 
 class AuditedModelAdmin(admin.ModelAdmin):
@@ -74,6 +80,8 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(AuditedModelAdmin):
+    form = AgentProfileAdminForm
+    fieldsets = PROFILE_FIELDSETS
     list_display = [
         "agent_key",
         "enabled",
@@ -84,8 +92,12 @@ class AgentProfileAdmin(AuditedModelAdmin):
     ]
     list_filter = ["enabled", "require_telegram_binding"]
     search_fields = ["agent_key"]
-    readonly_fields = ["version", "created_at", "updated_at"]
+    readonly_fields = ["version", "created_at", "updated_at", "model_key_state"]
     audit_prefix = "agent"  # the same action names as configure_agent
+
+    @admin.display(description="Model key")
+    def model_key_state(self, obj):
+        return describe_model_key(obj)
 
     @admin.display(description="Telegram")
     def onboarding(self, obj):
@@ -97,10 +109,9 @@ class AgentProfileAdmin(AuditedModelAdmin):
         return format_html('<a href="{}">onboarding</a>', url)
 
     def save_model(self, request, obj, form, change):
-        # The same rule as configure_agent: version bump on a real change, audit row.
-        save_agent_profile(
-            obj, actor=actor_name(request.user), created=not change, changed=form.changed_data
-        )
+        # The same rule as configure_agent: version bump on a real change, audit row; a
+        # typed model key becomes a new secret version in the same transaction.
+        save_profile_with_key(obj, form, actor=actor_name(request.user), created=not change)
 
 
 class SecretAdminForm(forms.ModelForm):

@@ -9,6 +9,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from agents import runtime_settings
+
 agent_key_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
     "Agent key must be a slug: 1-64 lowercase letters, digits, '-' or '_', "
@@ -69,7 +71,7 @@ def validate_secret_refs(value: object) -> None:
             raise ValidationError(f"{exc.messages[0]} (got {item!r})", code="bad_secret_ref")
 
 
-class AgentProfile(models.Model):
+class AgentProfile(runtime_settings.AgentRuntimeFields):
     agent_key = models.CharField(max_length=64, unique=True, validators=[agent_key_validator])
     version = models.PositiveIntegerField(default=1, help_text="Bumped on every change.")
     secrets_ref = models.JSONField(
@@ -93,6 +95,11 @@ class AgentProfile(models.Model):
 
     def __str__(self) -> str:
         return self.agent_key
+
+    def clean(self) -> None:
+        errors = runtime_settings.check_profile_runtime(self)
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def bridge_enabled(self) -> bool:

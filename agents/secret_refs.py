@@ -10,6 +10,7 @@ from __future__ import annotations
 BOT_TOKEN_PREFIX = "telegram.botToken."
 WEBHOOK_SECRET_PREFIX = "telegram.webhookSecret."
 FLY_API_TOKEN = "fly.apiToken"
+MODEL_API_KEY_PREFIX = "agent.modelApiKey."
 
 # The agent bridge (reference queue.md §5.2): each is looked up agent-scoped first
 # (``<prefix>.<agent_key>``), then shared (``<prefix>``).
@@ -23,6 +24,11 @@ BRIDGE_LINKING_SHARED_SECRET = "agent-bridge.linkingSharedSecret"
 
 def bot_token_ref(agent_key: str) -> str:
     return BOT_TOKEN_PREFIX + agent_key
+
+
+def model_api_key_ref(agent_key: str) -> str:
+    """Where the admin stores an agent's model key when the profile names no ref (SPEC §21)."""
+    return f"{MODEL_API_KEY_PREFIX}{agent_key}"
 
 
 def webhook_secret_ref(agent_key: str) -> str:

@@ -30,9 +30,12 @@ def configure_agent(
     enabled: bool | None = None,
     bridge_config: dict | None = None,
     require_telegram_binding: bool | None = None,
+    runtime: dict | None = None,
 ) -> tuple[AgentProfile, bool]:
     """Create or update a profile. ``None`` leaves a setting as it is. Validates before
-    saving, so bad input changes nothing; a call that changes nothing writes nothing."""
+    saving, so bad input changes nothing; a call that changes nothing writes nothing.
+    ``runtime`` holds runtime settings by field name (``parse_runtime_json``); there a
+    ``None`` is a value (e.g. no temperature), and keys left out keep theirs."""
     requested = {
         "secrets_ref": secrets_ref,
         "enabled": enabled,
@@ -41,18 +44,18 @@ def configure_agent(
     }
     existed = AgentProfile.objects.filter(agent_key=agent_key).exists()
     try:
-        return _configure_agent_once(agent_key, actor=actor, requested=requested)
+        return _configure_agent_once(agent_key, actor=actor, requested=requested, runtime=runtime)
     except (IntegrityError, ConfigurationError):
         # Another call created the profile between our read and our insert (the unique
         # key then fails as an IntegrityError or as "already exists"): apply ours as an
         # update of that profile. Any other error is the caller's to see.
         if existed or not AgentProfile.objects.filter(agent_key=agent_key).exists():
             raise
-    return _configure_agent_once(agent_key, actor=actor, requested=requested)
+    return _configure_agent_once(agent_key, actor=actor, requested=requested, runtime=runtime)
 
 
 def _configure_agent_once(
-    agent_key: str, *, actor: str, requested: dict
+    agent_key: str, *, actor: str, requested: dict, runtime: dict | None = None
 ) -> tuple[AgentProfile, bool]:
     with transaction.atomic():
         profile = AgentProfile.objects.select_for_update().filter(agent_key=agent_key).first()
@@ -60,6 +63,10 @@ def _configure_agent_once(
         if created:
             profile = AgentProfile(agent_key=agent_key)
         changed = _apply_changes(profile, requested, created=created)
+        for name, value in (runtime or {}).items():
+            if getattr(profile, name) != value:
+                setattr(profile, name, value)
+                changed.append(name)
         save_agent_profile(profile, actor=actor, created=created, changed=changed)
     return profile, created
 

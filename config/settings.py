@@ -261,6 +261,9 @@ AGENT_FACTORY_PROVIDERS = {
     "fly": "fly.provider.FlyProvider",
     "none": "workers.providers.base.NoProvider",
 }
+# Tells a user their message failed for good (SPEC §22): called with the message id after
+# a job dead-letters (dotted path: workers never imports telegram). Empty: nobody is told.
+AGENT_FACTORY_DEAD_LETTER_SINK = "telegram.dead_letters.apologize"
 # The API URL spawned workers call back to (defaults to PUBLIC_BASE_URL).
 AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="").rstrip("/")
 # Override the local worker command (tests use a stand-in); empty = manage.py run_worker.

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AgentProfile, RuntimeConfig, Secret
+from agents.runtime_settings import model_key_status
 from agents.secret_store import (
     SecretStoreError,
     SecretUnavailable,
@@ -434,6 +435,7 @@ def readiness(agent_key: str) -> dict:
             "all present" if not missing else f"missing: {', '.join(missing)}",
         ),
         "agent_enabled": (agent.enabled, "enabled" if agent.enabled else "agent disabled"),
+        "model_key_present": model_key_status(agent),
     }
     # A binding that can route: on the agent's current bot, for a Telegram user (private
     # chats resolve by (bot, user) only; legacy, old-bot or chat-only rows never match).
@@ -449,7 +451,7 @@ def readiness(agent_key: str) -> dict:
         ("import_token", token and bool(bot)),
         ("configure_webhook", bool(bot and bot.webhook_verified)),
         ("configure_provider", provider_ok),
-        ("import_secrets", not missing),
+        ("import_secrets", not missing and items["model_key_present"][0]),
         ("enable_agent", agent.enabled),
     ]
     next_action = next((step for step, ok in steps if not ok), None)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents import secret_refs as refs
 from agents.errors import DomainError
-from agents.models import AgentProfile, Conversation, ConversationEntry
+from agents.models import AgentProfile, Conversation, ConversationEntry, RuntimeConfig
 from agents.secret_store import decrypt_secret, get_active_secret, get_active_secret_value
 from workers import leases, quotas
 from workers.models import Message, MessageAttachment, Worker
@@ -70,6 +70,22 @@ def build_bridge(profile: AgentProfile, bot_identity: str | None) -> dict | None
     }
 
 
+def build_runtime(profile: AgentProfile) -> dict:
+    """The agent's runtime settings for the worker (SPEC §21), with the model key decrypted:
+    the only secret a worker needs. Its keys are the handlers' contract (workers/runtime)."""
+    ref = profile.api_key_secret_ref
+    return {
+        "handler": profile.handler,
+        "model": profile.model,
+        "base_url": profile.base_url,
+        "api_key": get_active_secret_value(ref) if ref else None,
+        "temperature": profile.temperature,
+        "max_tokens": profile.max_tokens,
+        "timeout_seconds": profile.timeout_seconds,
+        "system_prompt": profile.system_prompt or RuntimeConfig.get_cached().system_prompt,
+    }
+
+
 def build_hydration_bundle(message: Message, *, base_url: str) -> dict:
     conversation = message.conversation
     profile = conversation.agent
@@ -114,6 +130,7 @@ def build_hydration_bundle(message: Message, *, base_url: str) -> dict:
             ],
             "pending_tool_calls": conversation.pending_tool_calls,
         },
+        "runtime": build_runtime(profile),
         "telegram_bot_token": decrypt_secret(token_secret) if token_secret else None,
         "bot_identity": bot_identity,
         "bridge": build_bridge(profile, bot_identity),

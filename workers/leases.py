@@ -24,8 +24,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
+from workers.dead_letters import apologize_after_commit
 from workers.errors import LeaseLost  # defined with its 409 answer; leases.LeaseLost stays
-from workers.models import Message, Worker
+from workers.models import JobUsage, Message, Worker
+from workers.usage import record_usage
 
 LEASE_EXPIRED_ERROR = "lease expired"
 SWEEP_BATCH = 500
@@ -418,6 +420,8 @@ def _release_expired(message: Message, now: dt.datetime) -> str:
         # its place ahead of later messages of its conversation.
         fields.update(status=Message.QUEUED, next_retry_at=None)
     Message.objects.filter(pk=message.pk).update(**fields)
+    if fields["status"] == Message.DEAD_LETTER:
+        apologize_after_commit([message.pk], now)
     return fields["status"]
 
 
@@ -535,7 +539,7 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
     return expires
 
 
-def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
+def complete_job(worker: Worker, message_id: int, lease_id: str, usage: dict | None = None) -> None:
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
@@ -543,10 +547,13 @@ def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
         updated = _fenced_update(worker, message_id, lease_id, now, {**done, "last_error": ""})
         if updated != 1:
             raise LeaseLost()
+        record_usage(message_id, usage, JobUsage.DONE, now)
         _after_job(worker, now, config)
 
 
-def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Message:
+def fail_job(
+    worker: Worker, message_id: int, lease_id: str, error: str, usage: dict | None = None
+) -> Message:
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         now = timezone.now()
@@ -565,6 +572,9 @@ def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Mess
             retry_at = now + dt.timedelta(seconds=retry_delay_seconds(attempts, config))
             fields.update(status=Message.QUEUED, scheduled_for=retry_at, next_retry_at=retry_at)
         Message.objects.filter(pk=message.pk).update(**fields)
+        record_usage(message_id, usage, JobUsage.FAILED, now)
+        if fields["status"] == Message.DEAD_LETTER:
+            apologize_after_commit([message_id], now)
         _after_job(worker, now, config)
         return Message.objects.get(pk=message_id)
 

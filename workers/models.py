@@ -42,6 +42,9 @@ class Message(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the user was told this job failed for good (SPEC §22): set once, so a requeued
+    # dead letter that dies again never apologises twice.
+    apologized_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -183,6 +186,37 @@ class DataSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} of {self.conversation_id} ({self.status})"
+
+
+class JobUsage(models.Model):
+    """Tokens and cost of one attempt of one job (SPEC §21): a row per complete or fail that
+    reported usage, so failed attempts count too. Summed by ``workers.usage``."""
+
+    DONE, FAILED = "done", "failed"
+    OUTCOME_CHOICES = [(DONE, DONE), (FAILED, FAILED)]
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="usage_records")
+    agent_key = models.CharField(max_length=64)
+    # The consumer user of a bound sender, else "<provider>:<provider user id>".
+    consumer_user = models.CharField(max_length=255)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # True when the handler reported the cost, False when computed from the agent's prices.
+    cost_reported = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=6, choices=OUTCOME_CHOICES)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["agent_key", "created_at"], name="usage_agent_day_idx"),
+            models.Index(fields=["consumer_user", "created_at"], name="usage_user_day_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.input_tokens}+{self.output_tokens} tokens for message {self.message_id}"
 
 
 # Admin lists of one slice of the queue each (their own pages and permissions).

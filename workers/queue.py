@@ -41,15 +41,6 @@ class EnqueueResult:
     conversation_created: bool
 
 
-def apply_system_prompt(message_text: str, system_prompt: str | None) -> str:
-    """Append the runtime config's system prompt to the user's text (reference queue §4.9)."""
-    prompt = (system_prompt or "").strip()
-    if not prompt:
-        return message_text
-    trimmed = message_text.rstrip()
-    return f"{trimmed}\n\n{prompt}" if trimmed else prompt
-
-
 def _as_json(value: Any) -> str:
     try:
         return json.dumps(value)
@@ -174,11 +165,11 @@ def enqueue_message(
                 raise _agent_mismatch(conversation_id, agent_key)
             conversation_pk = conversation.pk
         provider_user_id = payload["provider_user_id"].strip()
+        # The user's text as sent: the system prompt reaches the handler in the hydration's
+        # ``runtime.system_prompt`` (SPEC §6.1 revision 2), not glued onto the message.
         stored_payload = {
             **payload,
-            "message_text": apply_system_prompt(
-                payload.get("message_text", ""), config.system_prompt
-            ),
+            "message_text": payload.get("message_text", ""),
             "provider_user_id": provider_user_id,
             "metadata": {**(payload.get("metadata") or {}), "provider_user_id": provider_user_id},
         }

@@ -122,6 +122,10 @@ def profile_form(initial_refs: str = "[]", **overrides) -> dict:
         "bridge_config": "{}",
         "initial-bridge_config": "{}",
         "enabled": "on",
+        "handler": "echo",
+        "timeout_seconds": "120",
+        "price_per_million_input_tokens": "0",
+        "price_per_million_output_tokens": "0",
     }
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}

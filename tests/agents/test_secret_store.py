@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import IntegrityError, connection, connections, transaction
 
-from agents.models import AuditEvent, Secret
+from agents.models import AgentProfile, AuditEvent, Secret
 from agents.secret_store import (
     SecretStoreError,
     SecretUnavailable,
@@ -153,12 +153,26 @@ def test_plaintext_never_in_database_admin_status_or_logs(
     )
     assert response.status_code == 200 and b"Secret ref must be" in response.content
     assert PLAINTEXT.encode() not in response.content
+    # The agent profile's write-only model key (SPEC §21), also a way in.
+    response = admin_client.post(
+        "/admin/agents/agentprofile/add/",
+        {
+            "agent_key": "leaky", "secrets_ref": "[]", "initial-secrets_ref": "[]",
+            "bridge_config": "{}", "initial-bridge_config": "{}", "handler": "llm",
+            "model": "m", "api_key_secret_ref": "leak.model", "api_key": PLAINTEXT,
+            "timeout_seconds": "60", "price_per_million_input_tokens": "0",
+            "price_per_million_output_tokens": "0",
+        },
+    )  # fmt: skip
+    assert response.status_code == 302
+    profile = AgentProfile.objects.get(agent_key="leaky")
     # Rotation rewrites every row; the value must stay encrypted through it.
     settings.AGENT_FACTORY_ENCRYPTION_KEYS = f"{NEW_KEY},{OLD_KEY}"
     assert cli("rotate_encryption_key").code == 0
     secret = Secret.objects.get(secret_ref="leak.check", active=True)
     assert decrypt_secret(secret) == PLAINTEXT + "-2"
     assert get_active_secret_value("leak.cli") == PLAINTEXT
+    assert get_active_secret_value("leak.model") == PLAINTEXT
     assert _scan_database_for(PLAINTEXT.encode()) == []
     old = Secret.objects.get(secret_ref="leak.check", version=1)
     event = AuditEvent.objects.filter(action="secret.import").first()
@@ -174,6 +188,9 @@ def test_plaintext_never_in_database_admin_status_or_logs(
         "/admin/agents/auditevent/",
         f"/admin/agents/auditevent/{event.pk}/change/",
         "/admin/",
+        "/admin/agents/agentprofile/",
+        f"/admin/agents/agentprofile/{profile.pk}/change/",
+        f"/admin/agents/agentprofile/{profile.pk}/history/",
     ]
     for page in pages:
         response = admin_client.get(page)

@@ -168,20 +168,16 @@ def test_conversation_agent_mismatch_sentence(alpha_agent, beta_agent):
     )
 
 
-def test_system_prompt_rules(alpha_agent, runtime_config):
-    """reference queue.md §4.9: trimmed prompt appended after a blank line; empty text → prompt."""
-    assert enqueue().message.payload["message_text"] == "hi"  # no prompt: unchanged
-    runtime_config.system_prompt = "  Be brief.  "
+def test_system_prompt_is_not_appended_to_the_text(alpha_agent, runtime_config):
+    """SPEC §6.1 revision 2: the prompt travels in the hydration, the text stays the user's."""
+    runtime_config.system_prompt = "Be brief."
     runtime_config.save()
     from agents.models import _RUNTIME_CONFIG_CACHE
 
     _RUNTIME_CONFIG_CACHE.clear()
-    assert enqueue(payload={**BASE, "message_text": "hello \n"}).message.payload[
-        "message_text"
-    ] == ("hello\n\nBe brief.")
-    assert enqueue(payload={**BASE, "message_text": "   "}).message.payload["message_text"] == (
-        "Be brief."
-    )
+    stored = enqueue(payload={**BASE, "message_text": "hello \n"}).message.payload
+    assert stored["message_text"] == "hello \n"
+    assert enqueue(payload={**BASE, "message_text": ""}).message.payload["message_text"] == ""
 
 
 def test_scheduled_for_and_max_attempts_are_kept(alpha_agent):

@@ -17,6 +17,7 @@ from workers.models import MessageAttachment
 API = "/api/v1/worker"
 BOT_TOKEN = "777:PLAINTEXT-BOT-TOKEN"
 SERVICE_KEY = "svc-PLAINTEXT-SERVICE-KEY"
+MODEL_KEY = "sk-PLAINTEXT-MODEL-KEY-77"
 
 
 @pytest.fixture
@@ -150,7 +151,12 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
     import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "7"})
     import_secret("agent-bridge.serviceKey", SERVICE_KEY, actor="t")
     enable_bridge(alpha_agent)
-    secrets_ = (BOT_TOKEN.encode(), SERVICE_KEY.encode())
+    # The model key too (SPEC §21): stored through the store, named by the profile.
+    import_secret("alpha.modelKey", MODEL_KEY, actor="t")
+    alpha_agent.handler, alpha_agent.model = "llm", "gpt-4o-mini"
+    alpha_agent.api_key_secret_ref = "alpha.modelKey"
+    alpha_agent.save()
+    secrets_ = (BOT_TOKEN.encode(), SERVICE_KEY.encode(), MODEL_KEY.encode())
 
     good = api.get(f"{API}/jobs/{job['message_id']}/hydration/", {"lease_id": job["lease_id"]})
     assert all(s in good.content for s in secrets_)
@@ -191,6 +197,9 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
         admin_client.get(f"/admin/workers/message/{message.pk}/change/"),
         admin_client.get("/admin/workers/worker/"),
         admin_client.get("/admin/"),
+        admin_client.get("/admin/agents/agentprofile/"),
+        admin_client.get(f"/admin/agents/agentprofile/{alpha_agent.pk}/change/"),
+        admin_client.get("/admin/agents/secret/"),
     ]
     assert [r.status_code for r in others[:4]] == [409, 401, 409, 400]
     for response in others:
@@ -203,8 +212,8 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
     assert late.status_code == 409
     assert all(s not in late.content for s in secrets_)
     for details in AuditEvent.objects.values_list("details", flat=True):
-        assert BOT_TOKEN not in str(details) and SERVICE_KEY not in str(details)
-    assert BOT_TOKEN not in caplog.text and SERVICE_KEY not in caplog.text
+        assert all(s.decode() not in str(details) for s in secrets_)
+    assert all(s.decode() not in caplog.text for s in secrets_)
 
 
 def test_bridge_matches_the_reference_expectation(holder, alpha_agent):
@@ -293,3 +302,41 @@ def test_hydration_with_an_undecryptable_secret_is_503_secret_unavailable(
     assert body["error"] == "secret_unavailable" and "cannot be decrypted" in body["detail"]
     assert lost not in body["detail"] and BOT_TOKEN not in response.content.decode()
     assert any(lost in r.getMessage() and r.exc_info is None for r in caplog.records)
+
+
+def test_runtime_section_carries_the_agents_settings_and_key(holder, alpha_agent, runtime_config):
+    """SPEC §8/§21: the handler's settings and the model key, for the lease holder."""
+    message, worker, api, job = holder
+    runtime_config.system_prompt = "Global prompt."
+    runtime_config.save()
+    assert bundle(api, job)["runtime"] == {
+        "handler": "echo",
+        "model": "",
+        "base_url": "",
+        "api_key": None,
+        "temperature": None,
+        "max_tokens": None,
+        "timeout_seconds": 120,
+        "system_prompt": "Global prompt.",  # the runtime config's, when the agent has none
+    }
+    import_secret("alpha.modelKey", MODEL_KEY, actor="t")
+    fields = {
+        "handler": "llm",
+        "model": "openai/gpt-4o-mini",
+        "base_url": "https://openrouter.ai/api/v1",
+        "api_key_secret_ref": "alpha.modelKey",
+        "temperature": 0.7,
+        "max_tokens": 300,
+        "timeout_seconds": 30,
+        "system_prompt": "Agent prompt.",
+    }
+    for name, value in fields.items():
+        setattr(alpha_agent, name, value)
+    alpha_agent.save()
+    runtime = bundle(api, job)["runtime"]
+    assert runtime == {
+        **{k: v for k, v in fields.items() if k != "api_key_secret_ref"},
+        "api_key": MODEL_KEY,
+    }
+    # The user's text is as sent: the prompt is in the runtime, not in the message.
+    assert bundle(api, job)["payload"]["message_text"] == "hello"

@@ -145,10 +145,10 @@ def test_enqueue_validation(alpha_agent, db):
     assert message.priority == 100
 
 
-def test_system_prompt_is_appended(alpha_agent, enqueue, runtime_config):
+def test_system_prompt_stays_out_of_the_queued_text(alpha_agent, enqueue, runtime_config):
     runtime_config.system_prompt = "  Be brief.  "
     runtime_config.save()
-    assert enqueue("c1", "alpha", "hello  ").payload["message_text"] == "hello\n\nBe brief."
+    assert enqueue("c1", "alpha", "hello  ").payload["message_text"] == "hello  "
 
 
 @pytest.mark.parametrize("action", ["heartbeat", "complete", "fail", "delivered"])

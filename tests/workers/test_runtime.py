@@ -32,10 +32,10 @@ class FakeApi:
     def append_messages(self, job, messages):
         self.calls.append("append")
 
-    def complete(self, job):
+    def complete(self, job, usage=None):
         self.calls.append("complete")
 
-    def fail(self, job, error):
+    def fail(self, job, error, usage=None):
         self.calls.append(f"fail:{error}")
 
     def latest_snapshot(self, *args):

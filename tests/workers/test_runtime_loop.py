@@ -20,7 +20,7 @@ from django.core.management import call_command
 
 from workers.runtime.api_client import ApiError, LeaseLostError
 from workers.runtime.archive import make_archive as write_archive
-from workers.runtime.handlers import JobContext, http_forward, load_handler
+from workers.runtime.handlers import HandlerResult, JobContext, http_forward, load_handler
 from workers.runtime.runner import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -93,10 +93,10 @@ class FakeServer:
         self.calls.append(("append", tuple((m["role"], m["content"]) for m in messages)))
         self._maybe_crash("append")
 
-    def complete(self, job):
+    def complete(self, job, usage=None):
         self.calls.append("complete")
 
-    def fail(self, job, error):
+    def fail(self, job, error, usage=None):
         self.calls.append(("fail", error))
 
     def latest_snapshot(self, workspace_id, agent_key, conversation_id, before=None):
@@ -408,7 +408,7 @@ def test_reply_is_sent_before_delivered_is_recorded(tmp_path):
         def delivered(self, job):
             order.append("delivered")
 
-        def complete(self, job):
+        def complete(self, job, usage=None):
             order.append("complete")
 
     make_runtime(Ordered(), tmp_path).process(make_job())
@@ -572,6 +572,7 @@ def gateway(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Gateway.answers, _Gateway.received = [], []
+    _Gateway.port = server.server_address[1]
     url = f"http://127.0.0.1:{server.server_address[1]}/agent"
     monkeypatch.delenv("AGENT_FACTORY_HANDLER_URL", raising=False)
     monkeypatch.setenv("OPENCLAW_GATEWAY_URL", url)
@@ -594,6 +595,21 @@ def test_http_forwarder_posts_the_job_and_returns_the_reply(gateway, tmp_path):
     assert TOKEN not in json.dumps(body)  # the bot token stays with the worker
 
 
+def test_http_forwarder_uses_the_agents_runtime(gateway, tmp_path):
+    """SPEC §21: runtime.base_url and the model key win; the key is a header, not body."""
+    answer = {"reply": {"text": "runtime reply"}, "usage": {"input_tokens": 4}}
+    gateway.answers.append((200, answer))
+    url = f"http://127.0.0.1:{gateway.port}/agent-specific"
+    runtime = {"handler": "http", "base_url": url, "api_key": "sk-http-KEY", "model": "m"}
+    bundle = {"conversation": {"history": []}, "runtime": runtime}
+    context = JobContext(job=make_job(), bundle=bundle, data_dir=tmp_path)
+    assert http_forward(context) == HandlerResult("runtime reply", {"input_tokens": 4})
+    ((headers, body),) = gateway.received
+    assert headers["Authorization"] == "Bearer sk-http-KEY"
+    assert body["runtime"] == {"handler": "http", "base_url": url, "model": "m"}
+    assert "sk-http-KEY" not in json.dumps(body)
+
+
 def test_http_forwarder_errors_are_clear(gateway, tmp_path, monkeypatch):
     context = JobContext(job=make_job(), bundle={}, data_dir=tmp_path)
     gateway.answers.append((502, {"error": "down"}))
@@ -603,7 +619,7 @@ def test_http_forwarder_errors_are_clear(gateway, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="without a 'reply' string"):
         http_forward(context)
     monkeypatch.delenv("OPENCLAW_GATEWAY_URL")
-    with pytest.raises(RuntimeError, match="needs AGENT_FACTORY_HANDLER_URL"):
+    with pytest.raises(RuntimeError, match="needs the agent's base_url, AGENT_FACTORY_HANDLER_URL"):
         http_forward(context)
 
 
@@ -612,7 +628,7 @@ def test_http_forwarder_failure_fails_the_job_in_the_worker(gateway, tmp_path):
     server = FakeServer()
     with responses.RequestsMock(passthru_prefixes=("http://127.0.0.1",)):
         assert make_runtime(server, tmp_path, handler=http_forward).process(make_job()) == "failed"
-    assert ("fail", "RuntimeError: Handler endpoint answered 500.") in server.calls
+    assert ("fail", "Handler endpoint answered 500.") in server.calls
 
 
 # Exit codes (manage.py run_worker) ---------------------------------------------------------

@@ -17,8 +17,24 @@ class LeaseSerializer(serializers.Serializer):
     lease_id = serializers.CharField(max_length=64)
 
 
+class UsageSerializer(serializers.Serializer):
+    """One attempt's usage (SPEC §21); cost_usd only when the handler knows it."""
+
+    input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
+    output_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
+    cost_usd = serializers.FloatField(
+        min_value=0, max_value=1_000_000, required=False, allow_null=True
+    )
+    model = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+
+
+class CompleteSerializer(LeaseSerializer):
+    usage = UsageSerializer(required=False, allow_null=True)
+
+
 class FailSerializer(LeaseSerializer):
     error = serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False)
+    usage = UsageSerializer(required=False, allow_null=True)
 
 
 class HistoryEntrySerializer(serializers.Serializer):

@@ -100,10 +100,10 @@ class HeartbeatView(WorkerView):
 
 
 class CompleteView(WorkerView):
-    @extend_schema(request=s.LeaseSerializer, responses={200: dict})
+    @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
-        data = self.valid(s.LeaseSerializer, request.data)
-        leases.complete_job(self.worker, message_id, data["lease_id"])
+        data = self.valid(s.CompleteSerializer, request.data)
+        leases.complete_job(self.worker, message_id, data["lease_id"], data.get("usage"))
         return Response({"status": "done"})
 
 
@@ -111,7 +111,9 @@ class FailView(WorkerView):
     @extend_schema(request=s.FailSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.FailSerializer, request.data)
-        message = leases.fail_job(self.worker, message_id, data["lease_id"], data["error"])
+        message = leases.fail_job(
+            self.worker, message_id, data["lease_id"], data["error"], data.get("usage")
+        )
         return Response({"status": message.status, "next_attempt_at": iso(message.next_retry_at)})
 
 

@@ -105,17 +105,17 @@ class WorkerApiClient:
             "POST", f"jobs/{job['message_id']}/heartbeat/", json={"lease_id": job["lease_id"]}
         )
 
-    def complete(self, job: dict) -> dict:
-        return self.json(
-            "POST", f"jobs/{job['message_id']}/complete/", json={"lease_id": job["lease_id"]}
-        )
+    def complete(self, job: dict, usage: dict | None = None) -> dict:
+        body = {"lease_id": job["lease_id"]}
+        if usage:
+            body["usage"] = usage
+        return self.json("POST", f"jobs/{job['message_id']}/complete/", json=body)
 
-    def fail(self, job: dict, error: str) -> dict:
-        return self.json(
-            "POST",
-            f"jobs/{job['message_id']}/fail/",
-            json={"lease_id": job["lease_id"], "error": error[:10_000]},
-        )
+    def fail(self, job: dict, error: str, usage: dict | None = None) -> dict:
+        body = {"lease_id": job["lease_id"], "error": error[:10_000]}
+        if usage:
+            body["usage"] = usage
+        return self.json("POST", f"jobs/{job['message_id']}/fail/", json=body)
 
     def delivered(self, job: dict) -> dict:
         return self.json(

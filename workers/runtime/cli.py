@@ -8,7 +8,8 @@ Configuration comes from flags or the matching environment variables:
 ``AGENT_FACTORY_API_URL``, ``AGENT_FACTORY_WORKER_TOKEN``, ``AGENT_FACTORY_WORKER_ID`` (all
 three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
 ``AGENT_FACTORY_DATA_DIR``, ``AGENT_FACTORY_WORKSPACE_ID``, ``AGENT_FACTORY_WORKER_HANDLER``
-(``echo``, ``http`` or a dotted path), ``AGENT_FACTORY_SKILLS_CHANNEL``,
+(a handler for every job; unset: each agent's runtime handler from the hydration),
+``AGENT_FACTORY_SKILLS_CHANNEL``,
 ``AGENT_FACTORY_IDLE_EXIT_SECONDS``, ``AGENT_FACTORY_POLL_SECONDS`` (2),
 ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10), ``AGENT_FACTORY_MAX_OUTAGE_SECONDS`` (900; 0 waits
 for the API forever) and ``AGENT_FACTORY_TELEGRAM_API_BASE_URL`` (where the worker sends
@@ -79,7 +80,12 @@ def add_arguments(parser, *, telegram_api_base_url: str = DEFAULT_API_BASE_URL) 
     parser.add_argument("--agent-key", default=_env("AGENT_FACTORY_AGENT_KEY"))
     parser.add_argument("--data-dir", default=_env("AGENT_FACTORY_DATA_DIR"))
     parser.add_argument("--workspace-id", default=_env("AGENT_FACTORY_WORKSPACE_ID", "default"))
-    parser.add_argument("--handler", default=_env("AGENT_FACTORY_WORKER_HANDLER", "echo"))
+    parser.add_argument(
+        "--handler",
+        default=_env("AGENT_FACTORY_WORKER_HANDLER"),
+        help="Run this handler for every job (echo, llm, http, openclaw or a dotted path); "
+        "default: each agent's runtime handler, from the hydration.",
+    )
     parser.add_argument("--skills-channel", default=_env("AGENT_FACTORY_SKILLS_CHANNEL", "stable"))
     parser.add_argument(
         "--idle-exit-seconds",
@@ -141,7 +147,7 @@ def execute(
             error(f"--{name.replace('_', '-')} must be an http(s) URL.")
             return EXIT_CONFIG
     try:
-        handler = load_handler(options["handler"])
+        handler = load_handler(options["handler"]) if options["handler"] else None
     except RuntimeError as exc:
         error(str(exc))
         return EXIT_CONFIG

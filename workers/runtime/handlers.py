@@ -1,7 +1,26 @@
-"""Job handlers: turn a hydrated job into the reply text.
+"""Job handlers: turn a hydrated job into the reply.
 
-``AGENT_FACTORY_WORKER_HANDLER`` names a built-in (``echo``, ``http``) or a dotted path to a
-callable ``handler(context) -> str``.
+The interface (every handler, built-in or a dotted path importable in the worker):
+
+    handler(context: JobContext) -> str | HandlerResult
+
+- ``context.text``: the user's message; ``context.history``: the conversation's last
+  entries (``[{"role", "content", "at"}]``, oldest first, this message not included);
+  ``context.runtime``: the agent's runtime settings from the hydration (SPEC §21) with
+  exactly the keys ``handler, model, base_url, api_key, temperature, max_tokens,
+  timeout_seconds, system_prompt``; ``context.data_dir``: the worker's data dir (snapshotted).
+- Return the reply text, or ``HandlerResult(text, usage)`` with usage
+  ``{"input_tokens", "output_tokens", "cost_usd"?, "model"}`` (sent on complete).
+- Fail by raising; ``HandlerError(message, usage=...)`` carries a message that is safe to
+  show in the admin and the usage of the failed attempt (sent on fail). The job is retried
+  by the server (SPEC §6.3). Any other exception is reported as ``Type: message``.
+- ``runtime["api_key"]`` is the model key: keep it in memory (or in the environment of a
+  child process the handler starts); never log it, never write it under ``data_dir``, never
+  put it in an error message. The worker redacts it from error texts as a last resort.
+
+Which handler runs: ``AGENT_FACTORY_WORKER_HANDLER`` (or ``--handler``) when the worker is
+started with one — it then runs every job — else the hydration's ``runtime.handler``.
+Built-ins: ``echo``, ``llm`` (workers/runtime/llm.py), ``http``, ``openclaw``.
 """
 
 from __future__ import annotations
@@ -24,6 +43,35 @@ class JobContext:
     def text(self) -> str:
         return (self.job.get("payload") or {}).get("message_text") or ""
 
+    @property
+    def runtime(self) -> dict:
+        return self.bundle.get("runtime") or {}
+
+    @property
+    def history(self) -> list[dict]:
+        return (self.bundle.get("conversation") or {}).get("history") or []
+
+    @property
+    def attachments(self) -> list[dict]:
+        """The message's attachments as hydrated (kind, file name, mime type, size, …)."""
+        return (self.bundle.get("payload") or self.job.get("payload") or {}).get(
+            "attachments"
+        ) or []
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    text: str
+    usage: dict | None = None
+
+
+class HandlerError(RuntimeError):
+    """A handler failure with a message fit for the admin, and the attempt's usage."""
+
+    def __init__(self, message: str, *, usage: dict | None = None):
+        super().__init__(message)
+        self.usage = usage
+
 
 def echo(context: JobContext) -> str:
     """Reply with the user's text; keep a transcript in the workspace (so snapshots carry
@@ -35,40 +83,61 @@ def echo(context: JobContext) -> str:
     return context.text or "(empty message)"
 
 
-def http_forward(context: JobContext) -> str:
-    """Forward the job to an HTTP endpoint or an OpenClaw gateway and return its reply.
+def http_forward(context: JobContext) -> str | HandlerResult:
+    """Forward the job to an HTTP endpoint and return its reply (SPEC §21 ``http``).
 
-    POSTs ``{"job", "conversation", "bridge", "workspace_dir", "skills_dir"}`` to
-    ``AGENT_FACTORY_HANDLER_URL`` (falling back to ``OPENCLAW_GATEWAY_URL``) with
-    ``OPENCLAW_GATEWAY_TOKEN`` as a bearer token when set; the endpoint answers
-    ``{"reply": "..."}``. The bot token is never forwarded.
+    POSTs ``{"job", "conversation", "runtime", "bridge", "workspace_dir", "skills_dir"}``
+    (``runtime`` without the key) to the agent's ``runtime.base_url``, falling back to
+    ``AGENT_FACTORY_HANDLER_URL`` / ``OPENCLAW_GATEWAY_URL``, with the model key (or
+    ``OPENCLAW_GATEWAY_TOKEN``) as a bearer token when set. The endpoint answers
+    ``{"reply": "..." | {"text": ...}, "usage"?: {...}}``. The bot token is never forwarded.
     """
-    url = os.environ.get("AGENT_FACTORY_HANDLER_URL") or os.environ.get("OPENCLAW_GATEWAY_URL")
+    runtime = context.runtime
+    url = (
+        runtime.get("base_url")
+        or os.environ.get("AGENT_FACTORY_HANDLER_URL")
+        or os.environ.get("OPENCLAW_GATEWAY_URL")
+    )
     if not url:
         raise RuntimeError(
-            "The http handler needs AGENT_FACTORY_HANDLER_URL or OPENCLAW_GATEWAY_URL."
+            "The http handler needs the agent's base_url, AGENT_FACTORY_HANDLER_URL "
+            "or OPENCLAW_GATEWAY_URL."
         )
     headers = {}
-    if os.environ.get("OPENCLAW_GATEWAY_TOKEN"):
-        headers["Authorization"] = f"Bearer {os.environ['OPENCLAW_GATEWAY_TOKEN']}"
-    timeout = float(os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")) / 1000
+    token = runtime.get("api_key") or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    timeout = runtime.get("timeout_seconds") or float(
+        os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")
+    ) / 1000
     body = {
         "job": context.job,
         "conversation": context.bundle.get("conversation"),
+        "runtime": {key: value for key, value in runtime.items() if key != "api_key"},
         "bridge": context.bundle.get("bridge"),
         "workspace_dir": str(context.data_dir / "workspace"),
         "skills_dir": str(context.data_dir / "skills"),
     }
     response = requests.post(url, json=body, headers=headers, timeout=(5, timeout))
     if response.status_code != 200:
-        raise RuntimeError(f"Handler endpoint answered {response.status_code}.")
-    reply = response.json().get("reply")
+        raise HandlerError(f"Handler endpoint answered {response.status_code}.")
+    answer = response.json()
+    reply = answer.get("reply") if isinstance(answer, dict) else None
+    if isinstance(reply, dict):
+        reply = reply.get("text")
     if not isinstance(reply, str):
-        raise RuntimeError("Handler endpoint answered without a 'reply' string.")
-    return reply
+        raise HandlerError("Handler endpoint answered without a 'reply' string.")
+    usage = answer.get("usage")
+    return HandlerResult(text=reply, usage=usage) if isinstance(usage, dict) else reply
 
 
-BUILT_INS = {"echo": echo, "http": http_forward, "openclaw": http_forward}
+# A dotted path string is imported on first use (a handler module may be heavy).
+BUILT_INS = {
+    "echo": echo,
+    "llm": "workers.runtime.llm.llm_handler",
+    "http": http_forward,
+    "openclaw": http_forward,
+}
 
 
 def import_string(dotted_path: str):
@@ -85,8 +154,9 @@ def import_string(dotted_path: str):
 
 def load_handler(name: str | None):
     name = (name or "echo").strip()
-    if name in BUILT_INS:
+    if name in BUILT_INS and not isinstance(BUILT_INS[name], str):
         return BUILT_INS[name]
+    name = BUILT_INS.get(name, name)
     try:
         handler = import_string(name)
     except ImportError as exc:
@@ -94,3 +164,32 @@ def load_handler(name: str | None):
     if not callable(handler):
         raise RuntimeError(f"Handler '{name}' is not callable.")
     return handler
+
+
+def run_handler(handler, job: dict, bundle: dict, data_dir: Path) -> HandlerResult:
+    """Run ``handler`` (the worker's own), or when None the agent's ``runtime.handler`` from
+    the hydration; a str answer becomes a HandlerResult."""
+    if handler is None:
+        name = (bundle.get("runtime") or {}).get("handler") or "echo"
+        try:
+            handler = load_handler(name)
+        except RuntimeError as exc:
+            raise HandlerError(str(exc)) from None
+    result = handler(JobContext(job=job, bundle=bundle, data_dir=data_dir))
+    if isinstance(result, HandlerResult):
+        return result
+    if not isinstance(result, str):
+        raise HandlerError(f"The handler answered {type(result).__name__}, not text.")
+    return HandlerResult(text=result)
+
+
+def secrets_of(bundle: dict) -> tuple[str, ...]:
+    """The plaintext secrets of a hydration that must never appear in an error text."""
+    runtime = bundle.get("runtime") or {}
+    return tuple(v for v in (runtime.get("api_key"),) if isinstance(v, str) and len(v) >= 4)
+
+
+def redact(text: str, secrets) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text

@@ -37,7 +37,7 @@ from workers.runtime.archive import (
     restore_archive,
     work_dir,
 )
-from workers.runtime.handlers import JobContext
+from workers.runtime.handlers import HandlerError, redact, run_handler, secrets_of
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
@@ -60,7 +60,9 @@ class WorkerSettings:
     conversation_id: str | None = None
     agent_key: str | None = None
     workspace_id: str = "default"
-    handler: str = "echo"
+    # The handler for every job when the worker is started with one; None: the agent's
+    # ``runtime.handler`` from each job's hydration (SPEC §21).
+    handler: str | None = None
     skills_channel: str = "stable"
     # Where replies go while the worker delivers them itself (SPEC §22 compatibility mode).
     telegram_api_base_url: str = DEFAULT_API_BASE_URL
@@ -190,6 +192,7 @@ class WorkerRuntime:
         self.agent_key = job["agent_key"]
         heartbeat = Heartbeat(self.client, job, self.settings.heartbeat_seconds)
         heartbeat.start()
+        secrets: tuple[str, ...] = ()
         try:
             bundle = self.client.hydration(job)
             if job.get("delivered_at"):
@@ -197,9 +200,9 @@ class WorkerRuntime:
                 heartbeat.stop()
                 self.client.complete(job)
                 return "redelivered"
-            reply = self.handler(
-                JobContext(job=job, bundle=bundle, data_dir=self.settings.data_dir)
-            )
+            secrets = secrets_of(bundle)
+            result = run_handler(self.handler, job, bundle, self.settings.data_dir)
+            reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
             self.deliver(job, bundle, reply)
@@ -210,19 +213,27 @@ class WorkerRuntime:
             self.client.delivered(job)
             self.client.append_messages(job, self.history_entries(job, reply))
             heartbeat.stop()  # no heartbeat may land after the lease is released
-            self.client.complete(job)
+            self.client.complete(job, usage)
             self.jobs_done += 1
             return "done"
         except LeaseLostError:
             logger.warning("Lease lost for message %s.", job["message_id"])
             return "aborted"
         except Exception as exc:  # the handler or delivery failed: report it, keep running
-            logger.exception("Job %s failed.", job["message_id"])
+            # The text goes to the log and the admin: the model key is taken out of it (a
+            # handler should never put it there; this is the last line of defence).
+            error = redact(
+                str(exc) if isinstance(exc, HandlerError) else f"{type(exc).__name__}: {exc}",
+                secrets,
+            )
+            # A traceback only where no secret could be in it (the message is redacted).
+            unexpected = not isinstance(exc, HandlerError) and not secrets
+            logger.error("Job %s failed: %s", job["message_id"], error, exc_info=unexpected)
             heartbeat.stop()
             if heartbeat.lost.is_set():
                 return "aborted"
             try:
-                self.client.fail(job, f"{type(exc).__name__}: {exc}")
+                self.client.fail(job, error, getattr(exc, "usage", None))
             except ApiError as fail_exc:
                 logger.warning("Could not report the failure: %s", fail_exc)
             return "failed"
@@ -399,3 +410,4 @@ class WorkerRuntime:
 def _transient(exc: ApiError) -> bool:
     """Network errors and 5xx are worth waiting out; 4xx answers are not."""
     return exc.status == 0 or exc.status >= 500
+

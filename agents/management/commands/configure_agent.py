@@ -4,6 +4,7 @@ from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
+from agents.runtime_settings import parse_runtime_json, runtime_dict
 from agents.services import ConfigurationError, configure_agent, parse_bridge_json
 
 
@@ -37,11 +38,24 @@ class Command(BaseCommand):
             const=False,
             dest="require_telegram_binding",
         )
+        parser.add_argument(
+            "--runtime-json",
+            help="Runtime settings as a JSON object (handler, model, base_url, "
+            "api_key_secret_ref, temperature, max_tokens, timeout_seconds, system_prompt, "
+            "price_per_million_input_tokens, price_per_million_output_tokens); keys left out "
+            "keep their value, null resets one.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, agent_key, **options):
         try:
             bridge = parse_bridge_json(options["bridge_json"]) if options["bridge_json"] else None
+            runtime = None
+            if options["runtime_json"] is not None:
+                try:
+                    runtime = parse_runtime_json(options["runtime_json"])
+                except ValueError as exc:
+                    raise ConfigurationError(str(exc))
             profile, created = configure_agent(
                 agent_key,
                 actor=actor_name(command="configure_agent"),
@@ -49,6 +63,7 @@ class Command(BaseCommand):
                 enabled=options["enabled"],
                 bridge_config=bridge,
                 require_telegram_binding=options["require_telegram_binding"],
+                runtime=runtime,
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc))
@@ -60,6 +75,7 @@ class Command(BaseCommand):
             "secrets_ref": profile.secrets_ref,
             "bridge_config": profile.bridge_config,
             "require_telegram_binding": profile.require_telegram_binding,
+            "runtime": runtime_dict(profile),
         }
         if options["json"]:
             self.stdout.write(json.dumps(data))

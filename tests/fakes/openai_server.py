@@ -1,0 +1,205 @@
+"""A fake OpenAI-compatible server on 127.0.0.1 for handler tests (no internet, ever).
+
+    with FakeOpenAI(reply="hello", delay=0) as fake:
+        fake.base_url            # http://127.0.0.1:<port>/v1
+        ...                      # point a handler at it
+        fake.requests            # what it was sent: [{"path", "headers", "body"}]
+
+Serves ``POST /v1/chat/completions`` (non-streaming, and SSE when the body says
+``"stream": true``, the usage in the last chunk) and ``GET /v1/models``. Options:
+``fail_first=N`` answers the first N completions with ``fail_status`` (429 or 500, …),
+``retry_after`` sets that answer's Retry-After header, ``reply`` may be a callable
+``reply(body) -> str`` (e.g. to answer from the conversation it was sent), ``usage`` sets
+the reported token counts (``{"prompt_tokens", "completion_tokens"}`` and optional ``cost``),
+``delay`` pauses before every answer. ``fake.dead()`` stops answering (a dead endpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(
+        self,
+        reply="Hello from the fake model.",
+        *,
+        delay: float = 0,
+        fail_first: int = 0,
+        fail_status: int = 500,
+        retry_after: float | None = None,
+        usage: dict | None = None,
+        model: str | None = None,
+    ):
+        self.reply = reply
+        self.delay = delay
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.retry_after = retry_after
+        self.usage = usage or {"prompt_tokens": 11, "completion_tokens": 7}
+        self.model = model
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._server = None
+        self._thread = None
+        self._bound_port: int | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> FakeOpenAI:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._bound_port = self._server.server_address[1]  # kept after dead()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.dead()
+
+    def dead(self) -> None:
+        """Stop answering: further calls are refused like a closed port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        if self._bound_port is None:
+            raise RuntimeError("FakeOpenAI is not running (use it as a context manager).")
+        return self._bound_port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def completions(self) -> list[dict]:
+        """The bodies of the chat-completions requests, in order."""
+        return [r["body"] for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    # Serving -----------------------------------------------------------------------------
+    def _answer(self, body: dict) -> tuple[int, dict, dict | None]:
+        """(status, headers, json body or None for streaming) for one completion."""
+        with self._lock:
+            failing = self.fail_first > 0
+            if failing:
+                self.fail_first -= 1
+        if failing:
+            headers = {}
+            if self.retry_after is not None:
+                headers["Retry-After"] = str(self.retry_after)
+            error = {"error": {"message": f"fake failure {self.fail_status}", "type": "fake"}}
+            return self.fail_status, headers, error
+        text = self.reply(body) if callable(self.reply) else self.reply
+        return 200, {}, {"text": text}
+
+    def _handler_class(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _send(self, status: int, payload: dict, headers: dict | None = None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                fake._record(self, None)
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": fake.model or "fake"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"_raw": raw.decode(errors="replace")}
+                fake._record(self, body)
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                if fake.delay:
+                    time.sleep(fake.delay)
+                status, headers, answer = fake._answer(body)
+                if status != 200:
+                    self._send(status, answer, headers)
+                elif body.get("stream"):
+                    self._stream(body, answer["text"])
+                else:
+                    self._send(200, fake._completion(body, answer["text"]))
+
+            def _stream(self, body: dict, text: str):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                model = fake.model or body.get("model") or "fake"
+                words = text.split(" ")
+                for index, word in enumerate(words):
+                    piece = word if index == 0 else " " + word
+                    chunk = {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {"content": piece}}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                final = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "usage": fake._usage(),
+                }
+                self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        return Handler
+
+    def _record(self, handler: BaseHTTPRequestHandler, body) -> None:
+        with self._lock:
+            self.requests.append(
+                {"path": handler.path, "headers": dict(handler.headers.items()), "body": body}
+            )
+
+    def _usage(self) -> dict:
+        usage = dict(self.usage)
+        usage.setdefault(
+            "total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        )
+        return usage
+
+    def _completion(self, body: dict, text: str) -> dict:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model or body.get("model") or "fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self._usage(),
+        }
