@@ -8,6 +8,7 @@ import io
 import qrcode
 import qrcode.image.svg
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
@@ -20,7 +21,7 @@ from agents.admin_access import require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import services
+from telegram import admin_sandbox_chat, services
 from telegram.models import (
     Bot,
     IdentityBinding,
@@ -66,6 +67,16 @@ STEP_PERMISSIONS = {
 }
 # Opening the page (bot, readiness) needs to view bots or to be allowed one of the steps.
 ONBOARDING_PAGE_PERMISSIONS = {"telegram.view_bot", *STEP_PERMISSIONS.values()}
+
+
+def sandbox_chat_link(pairing, bot) -> str | None:
+    """Where a pairing code's deep link leads in the sandbox: the admin's sandbox chat with
+    ``/start <code>`` ready to send (t.me is of no use for a sandbox bot)."""
+    if not (settings.AGENT_FACTORY_TELEGRAM_SANDBOX and pairing and bot):
+        return None
+    if pairing.status != PairingCode.PENDING:
+        return None
+    return admin_sandbox_chat.chat_url(bot.bot_identity, start_code=pairing.code)
 
 
 def onboarding_view(model_admin, request, agent_id: int):
@@ -149,6 +160,7 @@ def onboarding_view(model_admin, request, agent_id: int):
         "pairing_form": pairing_form,
         "pairing": pairing,
         "deep_link": link,
+        "sandbox_chat_url": sandbox_chat_link(pairing, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": services.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),
@@ -292,15 +304,24 @@ class PairingCodeAdmin(SoftResetActionMixin, admin.ModelAdmin):
         "created_at",
         "expires_at",
         "used_at",
+        "sandbox_chat",
     ]
     list_filter = ["status", "agent"]
     search_fields = ["code", "consumer_user_id", "telegram_user_id"]
     list_select_related = ["agent"]
-    readonly_fields = [f.name for f in PairingCode._meta.fields]
+    readonly_fields = [f.name for f in PairingCode._meta.fields] + ["sandbox_chat"]
     actions = ["soft_reset"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Sandbox")
+    def sandbox_chat(self, obj):
+        """A pending code's deep link, for a sandbox bot: open the sandbox chat with it."""
+        if not obj.bot_identity:  # legacy codes name no bot
+            return "—"
+        link = sandbox_chat_link(obj, Bot(bot_identity=obj.bot_identity))
+        return format_html('<a href="{}">open in sandbox chat</a>', link) if link else "—"
 
 
 class LegacyBindingFilter(admin.SimpleListFilter):
@@ -388,9 +409,29 @@ class IngressIssueAdmin(admin.ModelAdmin):
 
 @admin.register(SandboxMessage)
 class SandboxMessageAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "bot_id", "chat_id", "text"]
+    list_display = ["created_at", "bot_id", "chat_id", "sender", "text"]
     search_fields = ["chat_id", "text"]
-    list_filter = ["bot_id"]
+    list_filter = ["bot_id", "sender"]
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "chat/",
+                wrap(lambda request: admin_sandbox_chat.chat_page(self, request)),
+                name="telegram_sandbox_chat",
+            ),
+            path(
+                "chat/messages/",
+                wrap(admin_sandbox_chat.chat_messages),
+                name="telegram_sandbox_chat_messages",
+            ),
+            path(
+                "chat/send/",
+                wrap(admin_sandbox_chat.chat_send),
+                name="telegram_sandbox_chat_send",
+            ),
+        ] + super().get_urls()
 
     def has_add_permission(self, request):
         return False
