@@ -3,6 +3,7 @@ agent, conversation, message and worker ids (SPEC §24); never a bot token."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import logging.config
@@ -123,12 +124,17 @@ def test_the_webhook_and_the_worker_api_name_their_ids(
     ).json()
     assert answer["status"] == "enqueued"
     _, token = make_worker("w-json")
+    claimed = worker_api(token).post("/api/v1/worker/claim/", {}, format="json").json()["job"]
     worker_api(token).post(
         f"/api/v1/worker/jobs/{answer['message_id']}/heartbeat/",
         {"lease_id": "not-the-lease"},
         format="json",
     )
-    webhook, heartbeat = [line for line in json_lines() if line["logger"] == "ops.access"]
+    webhook, claim, heartbeat = [line for line in json_lines() if line["logger"] == "ops.access"]
+    assert claim["message"].startswith("POST /api/v1/worker/claim/ 200")
+    assert claim["worker_id"] == "w-json" and claim["message_id"] == str(claimed["message_id"])
+    assert claim["conversation_id"] == claimed["conversation_id"]
+    assert claim["agent_key"] == "alpha"
     assert webhook["message"].startswith("POST /telegram/webhook/100/ 200")
     assert webhook["agent_key"] == "alpha"
     assert webhook["message_id"] == str(answer["message_id"])
@@ -161,3 +167,17 @@ def test_the_server_starts_with_json_logs(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1]["message"] == "started" and lines[-1]["level"] == "WARNING"
+
+
+def test_a_scope_starts_empty_and_restores_what_was_there():
+    """A reused server thread may hold ids bound outside any scope: a request never
+    inherits them (run in a copied context, so this test leaves its own thread clean)."""
+
+    def reused_thread():
+        log_context.bind(worker_id="stale")
+        with log_context.scope(request_id="r-2"):
+            assert log_context.current() == {"request_id": "r-2"}
+        assert log_context.current() == {"worker_id": "stale"}
+
+    contextvars.copy_context().run(reused_thread)
+    assert "worker_id" not in log_context.current()

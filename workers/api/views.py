@@ -11,6 +11,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents import log_context
 from agents.api_errors import LeaseLost as LeaseLostError
 from agents.api_errors import error_response
 from workers import leases, snapshots
@@ -59,6 +60,11 @@ class ControlView(WorkerView):
 
 def job_body(job: leases.ClaimedJob) -> dict:
     message = job.message
+    log_context.bind(  # the claim's own log lines name the job it handed out
+        agent_key=message.agent_key,
+        conversation_id=message.conversation.conversation_id,
+        message_id=message.pk,
+    )
     return {
         "message_id": message.pk,
         "conversation_id": message.conversation.conversation_id,
