@@ -8,7 +8,6 @@ import io
 import qrcode
 import qrcode.image.svg
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
@@ -67,16 +66,6 @@ STEP_PERMISSIONS = {
 }
 # Opening the page (bot, readiness) needs to view bots or to be allowed one of the steps.
 ONBOARDING_PAGE_PERMISSIONS = {"telegram.view_bot", *STEP_PERMISSIONS.values()}
-
-
-def sandbox_chat_link(pairing, bot) -> str | None:
-    """Where a pairing code's deep link leads in the sandbox: the admin's sandbox chat with
-    ``/start <code>`` ready to send (t.me is of no use for a sandbox bot)."""
-    if not (settings.AGENT_FACTORY_TELEGRAM_SANDBOX and pairing and bot):
-        return None
-    if pairing.status != PairingCode.PENDING:
-        return None
-    return admin_sandbox_chat.chat_url(bot.bot_identity, start_code=pairing.code)
 
 
 def onboarding_view(model_admin, request, agent_id: int):
@@ -160,7 +149,7 @@ def onboarding_view(model_admin, request, agent_id: int):
         "pairing_form": pairing_form,
         "pairing": pairing,
         "deep_link": link,
-        "sandbox_chat_url": sandbox_chat_link(pairing, bot),
+        "sandbox_chat_url": admin_sandbox_chat.pairing_link(pairing, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": services.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),
@@ -317,11 +306,7 @@ class PairingCodeAdmin(SoftResetActionMixin, admin.ModelAdmin):
 
     @admin.display(description="Sandbox")
     def sandbox_chat(self, obj):
-        """A pending code's deep link, for a sandbox bot: open the sandbox chat with it."""
-        if not obj.bot_identity:  # legacy codes name no bot
-            return "—"
-        link = sandbox_chat_link(obj, Bot(bot_identity=obj.bot_identity))
-        return format_html('<a href="{}">open in sandbox chat</a>', link) if link else "—"
+        return admin_sandbox_chat.pairing_link_html(obj)
 
 
 class LegacyBindingFilter(admin.SimpleListFilter):
@@ -414,24 +399,7 @@ class SandboxMessageAdmin(admin.ModelAdmin):
     list_filter = ["bot_id", "sender"]
 
     def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "chat/",
-                wrap(lambda request: admin_sandbox_chat.chat_page(self, request)),
-                name="telegram_sandbox_chat",
-            ),
-            path(
-                "chat/messages/",
-                wrap(admin_sandbox_chat.chat_messages),
-                name="telegram_sandbox_chat_messages",
-            ),
-            path(
-                "chat/send/",
-                wrap(admin_sandbox_chat.chat_send),
-                name="telegram_sandbox_chat_send",
-            ),
-        ] + super().get_urls()
+        return admin_sandbox_chat.urls(self) + super().get_urls()
 
     def has_add_permission(self, request):
         return False

@@ -11,13 +11,14 @@ import json
 from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.admin_access import require
 from telegram import sandbox_chat
-from telegram.models import SandboxMessage
+from telegram.models import Bot, PairingCode, SandboxMessage
 
 VIEW = "telegram.view_sandboxmessage"
 SEND = "telegram.use_sandbox_chat"
@@ -32,6 +33,40 @@ def chat_url(bot_identity: str, *, start_code: str = "", user: int | None = None
     if start_code:
         query["start"] = start_code
     return f"{reverse('admin:telegram_sandbox_chat')}?{urlencode(query)}"
+
+
+def pairing_link(pairing, bot) -> str | None:
+    """Where a pending code's deep link leads in the sandbox: this chat with ``/start <code>``
+    ready to send (t.me is of no use for a sandbox bot)."""
+    if not (settings.AGENT_FACTORY_TELEGRAM_SANDBOX and pairing and bot):
+        return None
+    if pairing.status != PairingCode.PENDING:
+        return None
+    return chat_url(bot.bot_identity, start_code=pairing.code)
+
+
+def pairing_link_html(pairing) -> str:
+    """The pairing code list's column (legacy codes name no bot: no link)."""
+    link = (
+        pairing_link(pairing, Bot(bot_identity=pairing.bot_identity))
+        if pairing.bot_identity
+        else None
+    )
+    return format_html('<a href="{}">open in sandbox chat</a>', link) if link else "—"
+
+
+def urls(model_admin) -> list:
+    """The doors, hung under the sandbox messages' admin (``SandboxMessageAdmin.get_urls``)."""
+    wrap = model_admin.admin_site.admin_view
+    return [
+        path(
+            "chat/",
+            wrap(lambda request: chat_page(model_admin, request)),
+            name="telegram_sandbox_chat",
+        ),
+        path("chat/messages/", wrap(chat_messages), name="telegram_sandbox_chat_messages"),
+        path("chat/send/", wrap(chat_send), name="telegram_sandbox_chat_send"),
+    ]
 
 
 def _sandbox_on() -> None:
