@@ -72,9 +72,12 @@ INSTALLED_APPS = [
     "workers",
     "telegram",
     "fly",
+    "ops",  # health, readiness, metrics, request ids (SPEC §24); reads the apps below it
 ]
 
 MIDDLEWARE = [
+    # First: every later line of the request (and its access log line) carries its id.
+    "ops.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files under gunicorn (SPEC §24): from the finders with DEBUG on,
     # from STATIC_ROOT (collectstatic) with it off.
@@ -222,9 +225,15 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = 0.5
 
-LOGGING = base_logging(env.str("LOG_LEVEL", default="INFO"))
+# plain lines, or one JSON object per line with the request/agent/... ids (SPEC §24).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json (got {LOG_FORMAT!r}).")
+LOGGING = base_logging(env.str("LOG_LEVEL", default="INFO"), LOG_FORMAT)
 # runserver's access log (the sandbox's paths carry the sandbox bot token).
-LOGGING["handlers"]["django.server"] = redacted_stderr_handler()
+LOGGING["handlers"]["django.server"] = redacted_stderr_handler(LOG_FORMAT)
+# Prometheus /metrics: a staff session, or this bearer token (never a worker token).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOGGING["loggers"].update(
     {
         "django.db.backends": {"level": "WARNING"},

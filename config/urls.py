@@ -9,7 +9,7 @@ urlpatterns = [
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/v1/worker/", include("workers.urls")),
     path("telegram/", include("telegram.urls")),
-    path("", include("agents.urls")),
+    path("", include("ops.urls")),  # /healthz/, /readyz/, /metrics
 ]
 
 if settings.AGENT_FACTORY_TELEGRAM_SANDBOX:

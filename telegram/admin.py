@@ -20,7 +20,7 @@ from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import services
+from telegram import admin_sandbox_chat, services
 from telegram.models import (
     Bot,
     IdentityBinding,
@@ -149,6 +149,7 @@ def onboarding_view(model_admin, request, agent_id: int):
         "pairing_form": pairing_form,
         "pairing": pairing,
         "deep_link": link,
+        "sandbox_chat_url": admin_sandbox_chat.pairing_link(pairing, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": services.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),
@@ -292,15 +293,20 @@ class PairingCodeAdmin(SoftResetActionMixin, admin.ModelAdmin):
         "created_at",
         "expires_at",
         "used_at",
+        "sandbox_chat",
     ]
     list_filter = ["status", "agent"]
     search_fields = ["code", "consumer_user_id", "telegram_user_id"]
     list_select_related = ["agent"]
-    readonly_fields = [f.name for f in PairingCode._meta.fields]
+    readonly_fields = [f.name for f in PairingCode._meta.fields] + ["sandbox_chat"]
     actions = ["soft_reset"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Sandbox")
+    def sandbox_chat(self, obj):
+        return admin_sandbox_chat.pairing_link_html(obj)
 
 
 class LegacyBindingFilter(admin.SimpleListFilter):
@@ -376,6 +382,9 @@ class IngressIssueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(SandboxMessage)
 class SandboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "bot_id", "chat_id", "text"]
+    list_display = ["created_at", "bot_id", "chat_id", "sender", "text"]
     search_fields = ["chat_id", "text"]
-    list_filter = ["bot_id"]
+    list_filter = ["bot_id", "sender"]
+
+    def get_urls(self):
+        return admin_sandbox_chat.urls(self) + super().get_urls()

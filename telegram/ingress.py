@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
+from agents import log_context
 from agents.models import RuntimeConfig
 from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
@@ -201,6 +202,7 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
         binding = resolve_binding(bot.bot_identity, incoming.user_id)
     routed_binding = binding if incoming.private else None
     agent = routed_binding.agent if routed_binding is not None else bot.agent
+    log_context.bind(agent_key=agent.agent_key)
     with transaction.atomic():
         if binding is None and agent.require_telegram_binding:
             return _unbound(bot, update, incoming, agent)
@@ -225,6 +227,7 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
         except EnqueueError as exc:
             return _unroutable(bot, update, incoming, str(exc))
         _record(bot, update, "enqueued", message_id=result.message.pk)
+        log_context.bind(conversation_id=conversation_id, message_id=result.message.pk)
         if incoming.attachments:
             _fetch_media_after_commit(result.message)
     return RouteResult("enqueued", {"message_id": result.message.pk})

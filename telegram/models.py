@@ -191,15 +191,21 @@ class IngressIssue(models.Model):
 
 
 class SandboxMessage(models.Model):
-    """A message 'sent' through the built-in fake Bot API (DEBUG sandbox), for the admin."""
+    """A message of a sandbox chat (DEBUG sandbox): sent by a bot through the built-in fake
+    Bot API, or typed by a pretend Telegram user in the admin's sandbox chat."""
+
+    BOT, USER = "bot", "user"
+    SENDER_CHOICES = [(BOT, "bot"), (USER, "Telegram user")]
 
     bot_id = models.CharField(max_length=32, db_index=True)
     chat_id = models.CharField(max_length=64)
+    sender = models.CharField(max_length=4, choices=SENDER_CHOICES, default=BOT)
     text = models.TextField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("use_sandbox_chat", "Can chat with sandbox bots as a Telegram user")]
 
     def __str__(self) -> str:
         return f"bot {self.bot_id} → chat {self.chat_id}: {self.text[:40]}"

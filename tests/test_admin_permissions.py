@@ -40,7 +40,7 @@ from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
 from telegram.admin import ONBOARDING_PAGE_PERMISSIONS, STEP_PERMISSIONS
-from telegram.models import Bot, IdentityBinding, PairingCode
+from telegram.models import Bot, IdentityBinding, PairingCode, SandboxMessage, SandboxWebhook
 from tests.telegram.conftest import legacy_binding, legacy_pairing
 from workers.models import Message, Worker
 
@@ -85,6 +85,8 @@ def world(db, enqueue, settings):
         username="old_name",  # getMe answers alpha_bot: a reconcile changes it
         webhook_url="https://factory.test/telegram/webhook/100/",
     )
+    SandboxWebhook.objects.create(bot_id="100", url=bot.webhook_url)
+    SandboxMessage.objects.create(bot_id="100", chat_id="5", text="earlier reply")
     binding = IdentityBinding.objects.create(
         consumer_user_id="u1", agent=agent, conversation_id="c", bot_identity="100"
     )
@@ -203,6 +205,7 @@ FLY_VIEW = ("fly.view_flycleanuprun",)
 # Django lets the change permission stand for view, so the preview is shut only without all.
 NO_FLY = (frozenset({"fly.view_flycleanuprun", "fly.change_flycleanuprun", "fly.run_cleanup"}),)
 CLEANUP_URL = "/admin/fly/flycleanuprun/run/"
+SANDBOX_VIEW = ("telegram.view_sandboxmessage",)
 
 DOORS = [
     Door(
@@ -226,6 +229,32 @@ DOORS = [
         lambda w, r: PairingCode.objects.filter(consumer_user_id="victim").exists(),
         consumer_user_id="victim",
         ttl_minutes=15,
+    ),
+    Door(
+        "url:telegram_sandbox_chat",
+        SANDBOX_VIEW,
+        lambda c, w: c.get(reverse("admin:telegram_sandbox_chat"), {"bot": "100", "user": "5"}),
+        lambda w, r: r.status_code == 200 and b'id="sandbox-transcript"' in r.content,
+        changes=False,
+    ),
+    Door(
+        "url:telegram_sandbox_chat_messages",
+        SANDBOX_VIEW,
+        lambda c, w: c.get(
+            reverse("admin:telegram_sandbox_chat_messages"), {"bot": "100", "user": "5"}
+        ),
+        lambda w, r: r.status_code == 200 and r.json()["messages"][0]["text"] == "earlier reply",
+        changes=False,
+    ),
+    Door(
+        "url:telegram_sandbox_chat_send",
+        ("telegram.use_sandbox_chat",),
+        lambda c, w: c.post(
+            reverse("admin:telegram_sandbox_chat_send"),
+            {"bot": "100", "user": 5, "text": "hi"},
+            content_type="application/json",
+        ),
+        lambda w, r: SandboxMessage.objects.filter(sender="user", text="hi").exists(),
     ),
     Door(
         "url:fly_cleanup_run#preview",

@@ -102,6 +102,10 @@ def test_readme_first_command_serves_admin(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+    def banner() -> bytes:
+        return (tmp_path / "main.log").read_bytes()
+
     try:
         deadline = time.monotonic() + 120
         status = None
@@ -136,6 +140,15 @@ def test_readme_first_command_serves_admin(tmp_path):
         ):
             time.sleep(0.3)
         assert re.search(rb"Q Cluster \S+ .*running", (tmp_path / "main.log").read_bytes())
+        # The first thing printed to try: the admin's sandbox chat (staff only: the login).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and b"simulate_update demo" not in banner():
+            time.sleep(0.3)
+        chat = re.search(rb"^ +(http://\S+/admin/telegram/sandboxmessage/chat/)$", banner(), re.M)
+        assert chat, banner().decode()[-3000:]
+        assert banner().index(chat.group(1)) < banner().index(b"simulate_update demo")
+        with urllib.request.urlopen(chat.group(1).decode(), timeout=5) as response:
+            assert response.url.startswith(f"http://127.0.0.1:{port}/admin/login/?next=")
         # The newcomer's next step, exactly as printed: the demo update from a second shell
         # (none of run.sh's variables) is answered by a local worker's echo in the sandbox.
         hint = re.search(

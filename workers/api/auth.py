@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions, permissions
 
+from agents import log_context
 from workers.tokens import authenticate
 
 
@@ -20,6 +21,7 @@ class WorkerTokenAuthentication(authentication.BaseAuthentication):
         worker = authenticate(raw.strip())
         if worker is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked worker token.")
+        log_context.bind(worker_id=worker.worker_id)  # every log line of this request
         # DRF wants a user; the worker stands in for one (it is never a Django user).
         return (WorkerPrincipal(worker), raw)
 

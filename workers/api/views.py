@@ -13,6 +13,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents import log_context
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
@@ -63,6 +64,11 @@ class ControlView(WorkerView):
 
 def job_body(job: leases.ClaimedJob) -> dict:
     message = job.message
+    log_context.bind(  # the claim's own log lines name the job it handed out
+        agent_key=message.agent_key,
+        conversation_id=message.conversation.conversation_id,
+        message_id=message.pk,
+    )
     return {
         "message_id": message.pk,
         "conversation_id": message.conversation.conversation_id,

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
 DEMO_USERNAME = "admin"
 
@@ -221,10 +222,15 @@ class Command(BaseCommand):
             )
         )
         if settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
+            # The first thing to try: the sandbox chat (URL names only: workers does not
+            # import telegram).
+            chat = reverse("admin:telegram_sandbox_chat")
             self.stdout.write(
-                "  Telegram sandbox: in another terminal, try\n"
+                "  Try it: chat with the demo bot as a Telegram user (sign in first):\n"
+                f"    {base}{chat}\n"
+                "  From a script, in another terminal:\n"
                 f"    {simulate_update_hint()}\n"
-                "  and watch the reply under Telegram > Sandbox messages in the admin.\n"
+                "  (replies also show under Telegram > Sandbox messages in the admin).\n"
             )
         self.stdout.write("Press Ctrl+C to stop.\n")
 
