@@ -6,6 +6,8 @@ never replayed (``Q_CLUSTER["catch_up"] = False``): each function is safe to run
 
 from __future__ import annotations
 
+from agents.pushing.schedules import SCHEDULES as PUSHING_SCHEDULES
+
 SCHEDULES = [
     # (name, function, schedule type, minutes for "I" / "HH:MM" UTC for "D" / None)
     ("reconcile-workers", "workers.reconcile.run_reconcile_task", "I", 1),
@@ -15,6 +17,7 @@ SCHEDULES = [
     # Dedupe rows are kept at least 48 h (Telegram redelivers for 24 h), then pruned.
     ("prune-telegram-updates", "telegram.tasks.prune_old_updates", "H", None),
 ]
+SCHEDULES += PUSHING_SCHEDULES  # plain data; the app declares its own (dispatch every minute)
 # Daily at 03:00 UTC rather than a cron expression: cron schedules need croniter, which is
 # not a dependency, and a daily schedule with its first run set to 03:00 is the same thing.
 NIGHTLY_FLY_CLEANUP = ("fly-cleanup-nightly", "fly.cleanup.run_scheduled_cleanup", "D", "03:00")

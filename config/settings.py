@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "workers",
     "telegram",
     "fly",
+    "agents.pushing",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,353 @@
+"""Push jobs, trigger-now, broadcasts and templates: the rules that the admin, the commands
+and the schedule all call (SPEC §14). Each function validates everything before writing,
+owns its transaction and writes the audit row."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Max, Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from agents.audit import record_audit
+from agents.models import AgentProfile
+from agents.pushing import dispatch, targets
+from agents.pushing.models import (
+    MessageTemplate,
+    PushBroadcast,
+    PushDispatch,
+    PushJob,
+    PushTemplate,
+)
+from agents.pushing.schedule import ScheduleError, next_run_after, parse_slot, slot_of
+from workers.queue import MAX_MESSAGE_TEXT, EnqueueError, enqueue_message
+
+
+class PushError(ValueError):
+    """Refused input or state; nothing was written. The text is safe to show."""
+
+
+def _text(value, field: str = "text") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PushError(f"The {field} is required.")
+    if len(value) > MAX_MESSAGE_TEXT:
+        raise PushError(f"The {field} is longer than {MAX_MESSAGE_TEXT} characters.")
+    return value.strip()
+
+
+def _agent(agent_key: str, *, enabled: bool = True) -> AgentProfile:
+    agent = AgentProfile.objects.filter(agent_key=agent_key).first()
+    if agent is None:
+        raise PushError(f"Agent '{agent_key}' does not exist.")
+    if enabled and not agent.enabled:
+        raise PushError(f"Agent '{agent_key}' is disabled.")
+    return agent
+
+
+def drain_after_commit() -> None:
+    """Enqueue the new pending rows soon (a django-q2 task); the every-minute dispatcher
+    drains them anyway if the broker is down."""
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task("agents.pushing.dispatch.drain_pending", task_name="push-drain"),
+        robust=True,
+    )
+
+
+# Push jobs ------------------------------------------------------------------------------
+
+
+def save_push_job(
+    job: PushJob | None = None,
+    *,
+    actor: str,
+    text: str,
+    periodicity: str,
+    timezone_name: str = "UTC",
+    schedule: dict | None = None,
+    consumer_user_id: str = "",
+    agent_key: str | None = None,
+    target: str = PushJob.USER,
+    title: str = "",
+    enabled: bool = True,
+    template_key: str | None = None,
+    now: dt.datetime | None = None,
+) -> PushJob:
+    """Create (``job`` None) or replace a job's settings; the next run is recomputed."""
+    now = now or timezone.now()
+    template = None
+    if template_key:
+        template = PushTemplate.objects.filter(key=template_key).first()
+        if template is None:
+            raise PushError(f"Push template '{template_key}' does not exist.")
+        text, title = text or template.text, title or template.title
+    text = _text(text)
+    if len(title) > 200:
+        raise PushError("The title is longer than 200 characters.")
+    if target not in (PushJob.USER, PushJob.AGENT_USERS):
+        raise PushError("Target must be 'user' or 'agent_users'.")
+    consumer_user_id = (consumer_user_id or "").strip()
+    agent = None
+    if target == PushJob.USER:
+        if not consumer_user_id or len(consumer_user_id) > 255:
+            raise PushError("A push to one user needs its consumer user id (1-255 characters).")
+        if agent_key:
+            agent = _agent(agent_key, enabled=False)
+    else:
+        if not agent_key:
+            raise PushError("A push to all bound users of an agent needs the agent key.")
+        agent, consumer_user_id = _agent(agent_key, enabled=False), ""
+    try:
+        slot = parse_slot(periodicity, timezone_name, schedule)
+    except ScheduleError as exc:
+        raise PushError(str(exc))
+    job = job or PushJob(created_by=actor, created_at=now)
+    created = job.pk is None
+    job.target, job.consumer_user_id, job.agent = target, consumer_user_id, agent
+    job.title, job.text, job.periodicity, job.timezone = title, text, periodicity, slot.timezone
+    job.time = f"{slot.hour:02d}:{slot.minute:02d}" if periodicity != "manual" else ""
+    job.weekday = slot.weekday
+    job.day_of_month = "" if slot.day is None else str(slot.day)
+    job.enabled = enabled
+    if template is not None:
+        job.source_template = template
+    job.next_run_at = next_run_after(slot, now) if enabled else None
+    with transaction.atomic():
+        job.save()
+        record_audit(
+            actor,
+            "push_job.add" if created else "push_job.change",
+            job,
+            next_run_at=str(job.next_run_at),
+        )
+    return job
+
+
+def set_job_enabled(job: PushJob, enabled: bool, *, actor: str, now=None) -> PushJob:
+    """Enable (from the next slot after now: missed slots are not replayed) or disable."""
+    now = now or timezone.now()
+    job.enabled = enabled
+    job.next_run_at = next_run_after(slot_of(job), now) if enabled else None
+    with transaction.atomic():
+        job.save(update_fields=["enabled", "next_run_at", "updated_at"])
+        record_audit(actor, "push_job.enable" if enabled else "push_job.disable", job)
+    return job
+
+
+def trigger_push_job(job: PushJob, *, actor: str, now=None) -> PushDispatch:
+    """Send a job now, whatever its schedule or state (the schedule is left as it is).
+
+    The run key is the minute (``manual:2026-01-05T08:10Z``): a double click sends once.
+    """
+    now = (now or timezone.now()).replace(second=0, microsecond=0)
+    run_key = f"manual:{now.astimezone(dt.UTC):%Y-%m-%dT%H:%MZ}"
+    row = PushDispatch(job=job, run_key=run_key, mode="manual", scheduled_for=now, created_at=now)
+    if job.target == PushJob.AGENT_USERS:
+        agent = job.agent
+        if agent is None or not agent.enabled:
+            raise PushError(f"Agent '{agent}' is disabled; nothing was sent.")
+    else:
+        dispatch.fill_user_target(row, job, targets.bindings_of_users([job.consumer_user_id]))
+        if row.status == PushDispatch.FAILED:
+            raise PushError(row.error + " Nothing was sent.")
+    try:
+        with transaction.atomic():
+            if job.target == PushJob.AGENT_USERS:
+                broadcast = PushBroadcast(
+                    title=job.title,
+                    text=job.text,
+                    agent_keys=[job.agent.agent_key],
+                    requested_by=actor,
+                    requested_at=now,
+                )
+                dispatch.create_broadcasts([broadcast], [[job.agent_id]])
+                row.status, row.broadcast, row.agent = PushDispatch.BROADCAST, broadcast, job.agent
+            row.save()
+            PushJob.objects.filter(pk=job.pk).update(last_run_at=now, last_run_key=run_key)
+            record_audit(actor, "push_job.trigger", job, run_key=run_key)
+            drain_after_commit()
+    except IntegrityError:
+        raise PushError(
+            f"Push job #{job.pk} was already triggered at {now:%H:%M} UTC; "
+            "it is sent once per minute at most."
+        )
+    return row
+
+
+# Broadcasts -----------------------------------------------------------------------------
+
+
+def broadcast_agents(agent_keys: list[str] | None) -> list[AgentProfile]:
+    """The named agents (each must exist and be enabled), or every enabled agent."""
+    if not agent_keys:
+        return list(AgentProfile.objects.filter(enabled=True).order_by("agent_key"))
+    return [_agent(key) for key in dict.fromkeys(agent_keys)]
+
+
+def preview_broadcast(agent_keys: list[str] | None) -> dict:
+    agents = broadcast_agents(agent_keys)
+    counts = dict(
+        AgentProfile.objects.filter(pk__in=[a.pk for a in agents])
+        .annotate(n=Count("bindings", filter=Q(bindings__status="active")))
+        .values_list("agent_key", "n")
+    )
+    return {"targets": sum(counts.values()), "by_agent": counts}
+
+
+def send_broadcast(text: str, *, actor: str, agent_keys=None, title: str = "") -> PushBroadcast:
+    """One queue job per active binding of the agents; enqueued after commit (drain)."""
+    text = _text(text)
+    agents = broadcast_agents(agent_keys)
+    broadcast = PushBroadcast(
+        title=title[:200], text=text, agent_keys=[a.agent_key for a in agents], requested_by=actor
+    )
+    with transaction.atomic():
+        dispatch.create_broadcasts([broadcast], [[a.pk for a in agents]])
+        record_audit(actor, "push_broadcast.send", broadcast, targets=broadcast.total_targets)
+        drain_after_commit()
+    return broadcast
+
+
+def broadcast_counts(broadcast: PushBroadcast) -> dict:
+    counts = dict(broadcast.targets.values_list("status").annotate(n=Count("id")))
+    return {s: counts.get(s, 0) for s in ("pending", "enqueued", "failed")}
+
+
+# Templates ------------------------------------------------------------------------------
+
+
+def save_push_template(
+    template: PushTemplate | None = None,
+    *,
+    actor: str,
+    key: str,
+    title: str,
+    text: str,
+    periodicity: str,
+    suggested_times: list | None = None,
+    enabled: bool = True,
+) -> PushTemplate:
+    text = _text(text)
+    if not key or slugify(key) != key:
+        raise PushError("The template key must be a slug (letters, digits, '-', '_').")
+    suggested_times = suggested_times or []
+    if not isinstance(suggested_times, list):
+        raise PushError("Suggested times must be a list of schedules.")
+    if periodicity == "manual" and suggested_times:
+        raise PushError("A manual template takes no suggested times.")
+    for index, item in enumerate(suggested_times):
+        try:
+            parse_slot(periodicity, "UTC", item)
+        except ScheduleError as exc:
+            raise PushError(f"Suggested time {index + 1}: {exc}")
+    if periodicity not in ("manual", "daily", "weekly", "monthly"):
+        raise PushError("Periodicity must be one of manual, daily, weekly, monthly.")
+    template = template or PushTemplate(created_by=actor)
+    created = template.pk is None
+    template.key, template.title, template.text = key, title.strip()[:200], text
+    template.periodicity, template.suggested_times = periodicity, suggested_times
+    template.enabled, template.updated_by = enabled, actor
+    try:
+        with transaction.atomic():
+            template.save()
+            record_audit(
+                actor, "push_template.add" if created else "push_template.change", template
+            )
+    except IntegrityError:
+        raise PushError(f"Push template key '{key}' already exists.")
+    return template
+
+
+def unique_slug(title: str, exclude_pk=None) -> str:
+    base = slugify(title)[:90] or "message-template"
+    taken = set(
+        MessageTemplate.objects.filter(slug__startswith=base)
+        .exclude(pk=exclude_pk)
+        .values_list("slug", flat=True)
+    )
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def save_message_template(
+    template: MessageTemplate | None = None,
+    *,
+    actor: str,
+    title: str,
+    text: str,
+    tags=None,
+    enabled: bool = True,
+) -> MessageTemplate:
+    title, text = _text(title, "title"), _text(text)
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise PushError("Tags must be a list of strings.")
+    template = template or MessageTemplate(created_by=actor)
+    created = template.pk is None
+    if created or template.title != title:
+        template.slug = unique_slug(title, template.pk)
+    template.title, template.text, template.enabled = title[:200], text, enabled
+    if tags is not None:
+        template.tags = sorted({t.strip().lower() for t in tags if t.strip()})
+    template.updated_by = actor
+    with transaction.atomic():
+        template.save()
+        record_audit(
+            actor, "message_template.add" if created else "message_template.change", template
+        )
+    return template
+
+
+def send_message_template(slug: str, consumer_user_id: str, *, actor: str) -> dict:
+    """Enqueue a template's text for a user's agent; counts the use in the same transaction."""
+    template = MessageTemplate.objects.filter(slug=slug, enabled=True).first()
+    if template is None:
+        raise PushError(f"Message template '{slug}' not found or disabled.")
+    target = targets.bindings_of_users([consumer_user_id]).get(consumer_user_id)
+    if target is None:
+        raise PushError(f"No active agent binding for consumer user '{consumer_user_id}'.")
+    row = PushDispatch(**target)  # unsaved: only carries the target fields
+    agent = AgentProfile.objects.get(pk=target["agent_id"])
+    payload = targets.payload_for(
+        row, template.text, {"source": "message_template", "template": template.slug}
+    )
+    try:
+        with transaction.atomic():
+            result = enqueue_message(
+                conversation_id=row.conversation_id,
+                agent_key=agent.agent_key,
+                payload=payload,
+                agent=agent,
+            )
+            MessageTemplate.objects.filter(pk=template.pk).update(usage_count=F("usage_count") + 1)
+            record_audit(actor, "message_template.send", template, consumer=consumer_user_id)
+    except EnqueueError as exc:
+        raise PushError(str(exc))
+    template.refresh_from_db(fields=["usage_count"])
+    return {"message_id": result.message.pk, "usage_count": template.usage_count}
+
+
+# Stats ----------------------------------------------------------------------------------
+
+
+def push_stats(consumer_user_id: str, agent_key: str | None = None) -> dict:
+    """Per user (and agent): jobs, active jobs, dispatches by status, the latest one."""
+    jobs = PushJob.objects.filter(consumer_user_id=consumer_user_id)
+    sent = PushDispatch.objects.filter(consumer_user_id=consumer_user_id)
+    if agent_key:
+        sent = sent.filter(agent__agent_key=agent_key)
+    by_status = dict(sent.values_list("status").annotate(n=Count("id")))
+    return {
+        "total_push_jobs": jobs.count(),
+        "active_push_jobs": jobs.filter(enabled=True).count(),
+        "total_dispatches": sum(by_status.values()),
+        "enqueued": by_status.get("enqueued", 0),
+        "failed": by_status.get("failed", 0),
+        "pending": by_status.get("pending", 0),
+        "latest_dispatch_at": sent.aggregate(m=Max("created_at"))["m"],
+    }
