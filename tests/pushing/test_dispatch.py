@@ -171,7 +171,9 @@ def test_the_claim_costs_the_same_queries_for_1_or_50(alpha_agent, bind, make_jo
         assert PushBroadcastDispatch.objects.count() == 1 + 51  # day 2 sees day 1's users too
 
 
-def test_the_drain_costs_a_fixed_number_of_queries_per_message(alpha_agent, bind, make_job):
+def test_the_drain_costs_a_fixed_number_of_queries_per_message(
+    runtime_config, alpha_agent, bind, make_job
+):
     """The one door into the queue takes one row at a time: the cost grows by the same
     few queries per message (savepoint, conversation lookup or creation, insert)."""
     costs = []
