@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import time
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.pushing import targets as target_lookup
@@ -54,6 +54,16 @@ def dispatch_push_jobs(now: dt.datetime | None = None, *, drain: bool = True) ->
 
 def claim_due_runs(now: dt.datetime, limit: int = CLAIM_LIMIT) -> dict:
     report = {"scanned": 0, "claimed": 0, "skipped": 0, "failed": 0, "broadcast_targets": 0}
+    try:
+        return _claim(now, limit, report)
+    except IntegrityError:
+        # Another dispatcher claimed one of these slots between our read and our write (the
+        # constraint said no): nothing of this pass was written; the next pass goes on.
+        logger.info("Push claim lost a race on (job, run key); retrying next minute.")
+        return {**report, "scanned": 0, "conflict": True}
+
+
+def _claim(now: dt.datetime, limit: int, report: dict) -> dict:
     with transaction.atomic():
         jobs = list(
             PushJob.objects.filter(enabled=True, next_run_at__lte=now)

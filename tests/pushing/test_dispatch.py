@@ -120,7 +120,9 @@ def test_the_oldest_slots_go_first_when_over_the_limit(alpha_agent, bind, make_j
     assert PushDispatch.objects.filter(job=late).exists()
 
 
-def test_an_agent_job_reaches_every_bound_user_of_that_agent(alpha_agent, beta_agent, bind, make_job):
+def test_an_agent_job_reaches_every_bound_user_of_that_agent(
+    alpha_agent, beta_agent, bind, make_job
+):
     for user in ("a1", "a2", "a3"):
         bind(user, alpha_agent)
     bind("gone", alpha_agent, status="revoked")

@@ -103,7 +103,9 @@ def test_each_day_of_a_transition_week_runs_exactly_once():
             runs.append(at)
         days = [r.astimezone(slot.zone).date() for r in runs]
         assert len(set(days)) == 8 and days == sorted(days)
-        assert all(later - earlier >= dt.timedelta(hours=23) for earlier, later in zip(runs, runs[1:]))
+        assert all(
+            later - earlier >= dt.timedelta(hours=23) for earlier, later in zip(runs, runs[1:])
+        )
 
 
 def test_manual_has_no_next_run():
