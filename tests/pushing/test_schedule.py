@@ -104,7 +104,8 @@ def test_each_day_of_a_transition_week_runs_exactly_once():
         days = [r.astimezone(slot.zone).date() for r in runs]
         assert len(set(days)) == 8 and days == sorted(days)
         assert all(
-            later - earlier >= dt.timedelta(hours=23) for earlier, later in zip(runs, runs[1:])
+            later - earlier >= dt.timedelta(hours=23)
+            for earlier, later in zip(runs, runs[1:], strict=False)
         )
 
 
