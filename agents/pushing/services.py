@@ -104,8 +104,10 @@ def save_push_job(
         slot = parse_slot(periodicity, timezone_name, schedule)
     except ScheduleError as exc:
         raise PushError(str(exc))
-    job = job or PushJob(created_by=actor, created_at=now)
+    job = job or PushJob(created_at=now)
     created = job.pk is None
+    if created:
+        job.created_by = actor
     job.target, job.consumer_user_id, job.agent = target, consumer_user_id, agent
     job.title, job.text, job.periodicity, job.timezone = title, text, periodicity, slot.timezone
     job.time = f"{slot.hour:02d}:{slot.minute:02d}" if periodicity != "manual" else ""
