@@ -25,8 +25,11 @@ import logging
 import time
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
+from agents.models import Conversation
+from agents.pushing import target_sql
 from agents.pushing import targets as target_lookup
 from agents.pushing.models import PushBroadcast, PushBroadcastDispatch, PushDispatch, PushJob
 from agents.pushing.schedule import ScheduleError, last_due, next_run_after, slot_of
@@ -37,7 +40,7 @@ logger = logging.getLogger(__name__)
 CLAIM_LIMIT = 1000  # jobs per claim; more wait a minute (oldest slot first)
 DRAIN_BATCH = 500
 DRAIN_BUDGET_SECONDS = 50.0  # the schedule runs every minute: leave room for the next
-TARGET_BATCH = 2000
+TARGET_BATCH = 2000  # dispatch rows per INSERT (one per due job)
 
 
 def run_key_for(slot_at: dt.datetime) -> str:
@@ -173,23 +176,25 @@ def fill_user_target(row: PushDispatch, job: PushJob, users: dict) -> None:
 
 def create_broadcasts(broadcasts: list[PushBroadcast], agent_ids: list[list[int]]):
     """Insert broadcasts and one pending target row per active binding of their agents.
-    Queries: a fixed few plus one per TARGET_BATCH targets."""
+
+    Three queries whatever the number of broadcasts and users: the broadcasts, one
+    INSERT … SELECT of the targets straight from the bindings (nothing travels through
+    Python), and the per-broadcast totals.
+    """
     if not broadcasts:
         return []
-    targets = target_lookup.bindings_of_agents({pk for ids in agent_ids for pk in ids})
-    per_agent: dict[int, list[dict]] = {}
-    for target in targets:
-        per_agent.setdefault(target["agent_id"], []).append(target)
-    for broadcast, ids in zip(broadcasts, agent_ids, strict=True):
-        broadcast.total_targets = sum(len(per_agent.get(pk, [])) for pk in ids)
     created = PushBroadcast.objects.bulk_create(broadcasts)
-    rows = [
-        PushBroadcastDispatch(broadcast=broadcast, created_at=broadcast.requested_at, **target)
-        for broadcast, ids in zip(created, agent_ids, strict=True)
-        for pk in ids
-        for target in per_agent.get(pk, [])
-    ]
-    PushBroadcastDispatch.objects.bulk_create(rows, batch_size=TARGET_BATCH)
+    pairs = [(b.pk, pk) for b, ids in zip(created, agent_ids, strict=True) for pk in ids]
+    if pairs:
+        target_sql.insert_broadcast_targets(pairs, created[0].requested_at)
+        totals = dict(
+            PushBroadcastDispatch.objects.filter(broadcast__in=created)
+            .values_list("broadcast_id")
+            .annotate(n=Count("id"))
+        )
+        for broadcast in created:
+            broadcast.total_targets = totals.get(broadcast.pk, 0)
+        PushBroadcast.objects.bulk_update(created, ["total_targets"])
     return created
 
 
@@ -222,6 +227,17 @@ def _drain_batch(model, batch: int) -> tuple[int, int] | None:
         if not rows:
             return None
         agents = target_lookup.agents_by_id(row.agent_id for row in rows)
+        # New users' conversations in one statement, not one get_or_create per enqueue (a
+        # conversation already owned by another agent is left alone: that enqueue is
+        # refused with the reason).
+        Conversation.objects.bulk_create(
+            [
+                Conversation(conversation_id=row.conversation_id, agent_id=row.agent_id)
+                for row in rows
+                if row.agent_id in agents and row.conversation_id
+            ],
+            ignore_conflicts=True,
+        )
         now = timezone.now()
         for row in rows:
             _enqueue_one(row, getattr(row, parent), agents.get(row.agent_id), now)

@@ -190,4 +190,21 @@ def test_the_drain_costs_a_fixed_number_of_queries_per_message(
             drain_pending()
         costs.append(len(captured))
     per_message = (costs[1] - costs[0]) / 49
-    assert per_message == int(per_message) and per_message <= 8, costs
+    assert per_message == int(per_message) and per_message <= 4, costs
+
+
+def test_a_conversation_owned_by_another_agent_fails_that_target_only(
+    alpha_agent, beta_agent, bind, make_job
+):
+    from agents.models import Conversation
+
+    Conversation.objects.create(conversation_id="user-agent:alpha:a1", agent=beta_agent)
+    for user in ("a1", "a2"):
+        bind(user, alpha_agent)
+    make_job("", target="agent_users", agent_key="alpha")
+    report = dispatch_push_jobs(utc("2026-01-01T08:00:30Z"))
+    assert report["enqueued"] == 1 and report["enqueue_failed"] == 1
+    failed = PushBroadcastDispatch.objects.get(status="failed")
+    assert failed.consumer_user_id == "a1"
+    assert "already bound to agent 'beta', cannot enqueue for 'alpha'" in failed.error
+    assert Message.objects.get().conversation.conversation_id == "user-agent:alpha:a2"
