@@ -116,7 +116,7 @@ def save_push_job(
     job.enabled = enabled
     if template is not None:
         job.source_template = template
-    job.next_run_at = next_run_after(slot, now) if enabled else None
+    job.next_run_at = _next_run_keeping_a_due_slot(job, slot, now) if enabled else None
     with transaction.atomic():
         job.save()
         record_audit(
@@ -126,6 +126,23 @@ def save_push_job(
             next_run_at=str(job.next_run_at),
         )
     return job
+
+
+def _next_run_keeping_a_due_slot(job: PushJob, slot, now: dt.datetime):
+    """The next run after an edit. A slot that is due but not dispatched yet (edited at
+    08:00:10, before the 08:00 tick) is kept when the schedule did not change — editing a
+    typo in the text must not silently drop today's push (the original dropped it)."""
+    if job.pk is not None:
+        stored = PushJob.objects.filter(pk=job.pk).first()
+        if (
+            stored is not None
+            and stored.enabled
+            and stored.next_run_at is not None
+            and stored.next_run_at <= now
+            and slot_of(stored) == slot
+        ):
+            return stored.next_run_at
+    return next_run_after(slot, now)
 
 
 def set_job_enabled(job: PushJob, enabled: bool, *, actor: str, now=None) -> PushJob:
