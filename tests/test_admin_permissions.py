@@ -36,7 +36,7 @@ from agents.models import (
     RuntimeConfig,
     Secret,
 )
-from agents.pushing.models import PushBroadcast, PushDispatch, PushJob
+from agents.pushing.models import PushBroadcast, PushBroadcastDispatch, PushDispatch, PushJob
 from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
@@ -106,6 +106,17 @@ def world(db, enqueue, settings):
             success=success,
         )
     push_job = PushJob.objects.create(consumer_user_id="u1", text="Ping", periodicity="manual")
+    failed_push = PushDispatch.objects.create(
+        job=push_job, run_key="k", scheduled_for=now, status="failed", error="no binding"
+    )
+    failed_target = PushBroadcastDispatch.objects.create(
+        broadcast=PushBroadcast.objects.create(text="x"),
+        consumer_user_id="u1",
+        agent=agent,
+        conversation_id="c",
+        status="failed",
+        error="agent disabled",
+    )
     v1 = publish_skill("demo", "1.0.0", SKILL_FILES, actor="t")
     publish_skill("demo", "1.1.0", SKILL_FILES, actor="t")  # the active stable release
     return {
@@ -117,6 +128,8 @@ def world(db, enqueue, settings):
         "message": message,
         "worker": worker,
         "push_job": push_job,
+        "failed_push": failed_push,
+        "failed_target": failed_target,
         "v1": v1,
         "other": other,
         "success": Success.objects.get(),
@@ -352,9 +365,27 @@ DOORS = [
             done,
         )
         for name, done in [
-            ("trigger_now", lambda w, r: PushDispatch.objects.filter(job=w["push_job"]).exists()),
+            (
+                "trigger_now",
+                lambda w, r: PushDispatch.objects.filter(job=w["push_job"], mode="manual").exists(),
+            ),
             ("enable", audited("push_job.enable")),
             ("disable", audited("push_job.disable")),
+        ]
+    ],
+    *[
+        action(
+            f"pushing.{model}",
+            "retry",
+            [f"pushing.change_{model}"],
+            lambda w, key=key: w[key],
+            lambda w, r, model=model, key=key: (
+                apps.get_model("pushing", model).objects.get(pk=w[key].pk).status == "pending"
+            ),
+        )
+        for model, key in [
+            ("pushdispatch", "failed_push"),
+            ("pushbroadcastdispatch", "failed_target"),
         ]
     ],
     Door(

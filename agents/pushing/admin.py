@@ -173,8 +173,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RetryableAdmin(admin.ModelAdmin):
+    """Dispatch rows: every field read-only; the change permission only opens the retry."""
+
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.action(description="Retry the selected failed rows", permissions=["change"])
+    def retry(self, request, queryset):
+        report = services.retry_failed(queryset, actor=actor_name(request.user))
+        self.message_user(
+            request,
+            f"{report['retried']} row(s) queued again; {report['still_failed']} still failed "
+            "(see their reason).",
+        )
+
+
 @admin.register(PushDispatch)
-class PushDispatchAdmin(ReadOnlyAdmin):
+class PushDispatchAdmin(RetryableAdmin):
     list_display = [
         "created_at",
         "job",
@@ -194,7 +215,7 @@ class PushDispatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PushBroadcastDispatch)
-class PushBroadcastDispatchAdmin(ReadOnlyAdmin):
+class PushBroadcastDispatchAdmin(RetryableAdmin):
     list_display = ["broadcast", "consumer_user_id", "agent", "status", "message_id", "error"]
     list_filter = ["status", "agent"]
     search_fields = ["consumer_user_id", "error"]

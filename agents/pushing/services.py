@@ -370,3 +370,37 @@ def push_stats(consumer_user_id: str, agent_key: str | None = None) -> dict:
         "pending": by_status.get("pending", 0),
         "latest_dispatch_at": sent.aggregate(m=Max("created_at"))["m"],
     }
+
+
+# Retrying ------------------------------------------------------------------------------
+
+
+def retry_failed(rows, *, actor: str) -> dict:
+    """Put failed dispatch or broadcast-target rows back to pending (the drain enqueues
+    them again). A user push looks up the user's binding again; broadcast targets keep
+    theirs. Rows enqueued or pending, and failed runs of agent-wide jobs (they never made
+    their targets: trigger the job instead), are left alone."""
+    model = rows.model
+    failed = list(rows.filter(status=model.FAILED, message_id__isnull=True))
+    if model is PushDispatch:
+        failed = [row for row in failed if row.broadcast_id is None]
+        users = targets.bindings_of_users(
+            row.job.consumer_user_id for row in failed if row.job.target == PushJob.USER
+        )
+        for row in failed:
+            # A failed run of an agent-wide job never made its targets: "trigger now" does.
+            if row.job.target == PushJob.USER:
+                dispatch.fill_user_target(row, row.job, users)
+    else:
+        for row in failed:
+            row.status = model.PENDING
+    for row in failed:
+        if row.status == model.PENDING:
+            row.error = ""
+    fields = ["status", "error", *targets.TARGET_FIELDS]
+    with transaction.atomic():
+        model.objects.bulk_update(failed, fields)
+        retried = sum(row.status == model.PENDING for row in failed)
+        record_audit(actor, f"{model._meta.model_name}.retry", None, retried=retried)
+        drain_after_commit()
+    return {"retried": retried, "still_failed": len(failed) - retried}

@@ -108,3 +108,52 @@ def test_stats_per_user_agent(alpha_agent, beta_agent, bind, make_job):
     assert stats["total_dispatches"] == 1 and stats["enqueued"] == 1
     assert stats["latest_dispatch_at"] == PushDispatch.objects.get().created_at
     assert push_stats("u1", "beta")["total_dispatches"] == 0
+
+
+def test_failed_rows_can_be_retried_once_the_cause_is_fixed(alpha_agent, bind, make_job):
+    from agents.models import AgentProfile
+    from agents.pushing.dispatch import drain_pending
+    from agents.pushing.models import PushBroadcastDispatch
+    from agents.pushing.services import retry_failed
+
+    make_job("later")  # not bound yet
+    bind("a1", alpha_agent)
+    make_job("", target="agent_users", agent_key="alpha")
+    AgentProfile.objects.filter(pk=alpha_agent.pk).update(enabled=False)
+    dispatch_push_jobs(utc("2026-01-01T08:00:30Z"))
+    assert PushDispatch.objects.get(consumer_user_id="later").status == "failed"
+    agent_wide = PushDispatch.objects.get(job__target="agent_users")
+    assert agent_wide.status == "failed" and agent_wide.error == "Agent 'alpha' is disabled."
+    assert not Message.objects.exists()
+    # Both causes fixed: the user pairs, the agent is enabled again.
+    bind("later", alpha_agent)
+    AgentProfile.objects.filter(pk=alpha_agent.pk).update(enabled=True)
+    assert retry_failed(PushDispatch.objects.all(), actor="t") == {
+        "retried": 1,
+        "still_failed": 1,  # the agent-wide run: trigger the job instead
+    }
+    assert retry_failed(PushBroadcastDispatch.objects.all(), actor="t")["retried"] == 0
+    drain_pending()
+    assert PushDispatch.objects.get(consumer_user_id="later").status == "enqueued"
+    assert Message.objects.count() == 1
+    assert retry_failed(PushDispatch.objects.all(), actor="t")["retried"] == 0  # nothing left
+    assert PushDispatch.objects.get(pk=agent_wide.pk).status == "failed"
+
+
+def test_a_failed_broadcast_target_is_retried_with_its_target(alpha_agent, bind):
+    from agents.models import AgentProfile
+    from agents.pushing.dispatch import drain_pending
+    from agents.pushing.models import PushBroadcastDispatch
+    from agents.pushing.services import retry_failed, send_broadcast
+
+    bind("a1", alpha_agent)
+    send_broadcast("News", actor="t", agent_keys=["alpha"])
+    AgentProfile.objects.filter(pk=alpha_agent.pk).update(enabled=False)
+    drain_pending()
+    row = PushBroadcastDispatch.objects.get()
+    assert row.status == "failed" and "not found or disabled" in row.error
+    AgentProfile.objects.filter(pk=alpha_agent.pk).update(enabled=True)
+    assert retry_failed(PushBroadcastDispatch.objects.all(), actor="t")["retried"] == 1
+    drain_pending()
+    row.refresh_from_db()
+    assert row.status == "enqueued" and row.error == "" and Message.objects.count() == 1
