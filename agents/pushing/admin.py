@@ -14,7 +14,7 @@ from agents.admin import AuditedModelAdmin
 from agents.admin_access import require
 from agents.audit import actor_name
 from agents.models import AgentProfile
-from agents.pushing import services
+from agents.pushing import services, template_services
 from agents.pushing.models import (
     MessageTemplate,
     PushBroadcast,
@@ -350,6 +350,6 @@ class MessageTemplateAdmin(AuditedModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change or "title" in form.changed_data:
-            obj.slug = services.unique_slug(obj.title, obj.pk)
+            obj.slug = template_services.unique_slug(obj.title, obj.pk)
         obj.updated_by = actor_name(request.user)
         super().save_model(request, obj, form, change)

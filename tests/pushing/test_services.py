@@ -10,10 +10,10 @@ from agents.pushing.services import (
     PushError,
     push_stats,
     save_push_job,
-    save_push_template,
     set_job_enabled,
     trigger_push_job,
 )
+from agents.pushing.template_services import save_push_template
 from tests.pushing.conftest import utc
 from workers.models import Message
 

@@ -3,7 +3,7 @@ from django.core.management.base import CommandError
 from agents.audit import actor_name
 from agents.pushing.management.commands._base import PushCommand
 from agents.pushing.models import MessageTemplate
-from agents.pushing.services import save_message_template, send_message_template
+from agents.pushing.template_services import save_message_template, send_message_template
 
 
 def view(t: MessageTemplate) -> dict:
