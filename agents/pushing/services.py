@@ -1,4 +1,4 @@
-"""Push jobs, trigger-now, broadcasts, retries and stats: the rules that the admin, the
+"""Push jobs, trigger-now, broadcasts, retries and stats: the rules that the admin, commands
 and the schedule all call (SPEC §14). Each function validates everything before writing,
 owns its transaction and writes the audit row."""
 
