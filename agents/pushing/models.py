@@ -59,7 +59,7 @@ class PushJob(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="push_jobs",
-        help_text="Target 'agent_users': whose users. Target 'user': the agent last used.",
+        help_text="Target 'agent_users': whose users. Target 'user': informational only.",
     )
     source_template = models.ForeignKey(
         PushTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
