@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "telegram",
     "fly",
     "ops",  # health, readiness, metrics, request ids (SPEC §24); reads the apps below it
+    "agents.pushing",
 ]
 
 MIDDLEWARE = [

@@ -36,6 +36,7 @@ from agents.models import (
     RuntimeConfig,
     Secret,
 )
+from agents.pushing.models import PushBroadcast, PushBroadcastDispatch, PushDispatch, PushJob
 from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
@@ -106,6 +107,18 @@ def world(db, enqueue, settings):
             stopped=now,
             success=success,
         )
+    push_job = PushJob.objects.create(consumer_user_id="u1", text="Ping", periodicity="manual")
+    failed_push = PushDispatch.objects.create(
+        job=push_job, run_key="k", scheduled_for=now, status="failed", error="no binding"
+    )
+    failed_target = PushBroadcastDispatch.objects.create(
+        broadcast=PushBroadcast.objects.create(text="x"),
+        consumer_user_id="u1",
+        agent=agent,
+        conversation_id="c",
+        status="failed",
+        error="agent disabled",
+    )
     v1 = publish_skill("demo", "1.0.0", SKILL_FILES, actor="t")
     publish_skill("demo", "1.1.0", SKILL_FILES, actor="t")  # the active stable release
     return {
@@ -116,6 +129,9 @@ def world(db, enqueue, settings):
         "code": code,
         "message": message,
         "worker": worker,
+        "push_job": push_job,
+        "failed_push": failed_push,
+        "failed_target": failed_target,
         "v1": v1,
         "other": other,
         "success": Success.objects.get(),
@@ -149,7 +165,7 @@ def outside():
 def fingerprint() -> dict:
     """Every row of the project's own tables: what "nothing changed" compares."""
     rows = {}
-    for label in ("agents", "workers", "telegram", "fly", "auth", "django_q"):
+    for label in ("agents", "workers", "telegram", "fly", "auth", "django_q", "pushing"):
         for model in apps.get_app_config(label).get_models():
             if not model._meta.proxy:
                 found = model.objects.order_by("pk")
@@ -368,6 +384,46 @@ DOORS = [
         access=["workers.view_worker"],
         lacking=NO_FLY,
         changes=False,
+    ),
+    *[
+        action(
+            "pushing.pushjob",
+            name,
+            ["pushing.change_pushjob"],
+            lambda w: w["push_job"],
+            done,
+        )
+        for name, done in [
+            (
+                "trigger_now",
+                lambda w, r: PushDispatch.objects.filter(job=w["push_job"], mode="manual").exists(),
+            ),
+            ("enable", audited("push_job.enable")),
+            ("disable", audited("push_job.disable")),
+        ]
+    ],
+    *[
+        action(
+            f"pushing.{model}",
+            "retry",
+            [f"pushing.change_{model}"],
+            lambda w, key=key: w[key],
+            lambda w, r, model=model, key=key: (
+                apps.get_model("pushing", model).objects.get(pk=w[key].pk).status == "pending"
+            ),
+        )
+        for model, key in [
+            ("pushdispatch", "failed_push"),
+            ("pushbroadcastdispatch", "failed_target"),
+        ]
+    ],
+    Door(
+        "url:pushing_broadcast_send",
+        ("pushing.add_pushbroadcast",),
+        lambda c, w: c.post(
+            reverse("admin:pushing_broadcast_send"), {"text": "Hello all", "confirm": "yes"}
+        ),
+        lambda w, r: PushBroadcast.objects.filter(text="Hello all", total_targets=2).exists(),
     ),
     # Django's own password page (it checks the change permission itself), and django-q2's
     # task lists (their resubmit action is guarded in workers/admin_tasks.py).

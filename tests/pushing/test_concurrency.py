@@ -1,0 +1,75 @@
+"""Dispatchers racing on real concurrent PostgreSQL connections: every slot is enqueued
+once (row locks with SKIP LOCKED, and the (job, run key) constraint behind them)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from agents.pushing.dispatch import dispatch_push_jobs
+from agents.pushing.models import PushBroadcastDispatch, PushDispatch, PushJob
+from tests.pushing.conftest import utc
+from workers.models import Message
+
+RACERS = 4
+
+
+def race(now, rounds: int = 1) -> list[dict]:
+    reports, errors = [], []
+    lock = threading.Lock()
+    barrier = threading.Barrier(RACERS)
+
+    def run():
+        try:
+            barrier.wait(timeout=10)
+            for _ in range(rounds):
+                report = dispatch_push_jobs(now)
+                with lock:
+                    reports.append(report)
+        except BaseException as exc:  # surfaced below
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return reports
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_dispatchers_enqueue_each_slot_once(alpha_agent, bind, make_job):
+    for n in range(20):
+        bind(f"u{n}", alpha_agent)
+        make_job(f"u{n}")
+    for n in range(30):
+        bind(f"fan{n}", alpha_agent, chat=None)
+    make_job("", target="agent_users", agent_key="alpha")
+    reports = race(utc("2026-01-01T08:00:30Z"), rounds=2)
+    assert sum(r["claimed"] for r in reports) == 21
+    # 20 users with their own job + 50 bound users reached by the agent-wide job.
+    assert Message.objects.count() == 20 + 50
+    assert sum(r["enqueued"] for r in reports) == 70
+    assert PushDispatch.objects.count() == 21
+    assert PushBroadcastDispatch.objects.filter(status="enqueued").count() == 50
+    pairs = Message.objects.values_list("conversation__conversation_id", flat=True)
+    assert len(set(pairs)) == 50  # the 20 own-job users also got the agent-wide push
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_slot_put_back_by_an_edit_is_still_sent_once_under_a_race(alpha_agent, bind, make_job):
+    bind("u1", alpha_agent)
+    job = make_job()
+    dispatch_push_jobs(utc("2026-01-01T08:00:30Z"))
+    PushJob.objects.filter(pk=job.pk).update(next_run_at=utc("2026-01-01T08:00Z"))
+    reports = race(utc("2026-01-01T08:02Z"))
+    assert sum(r["skipped"] for r in reports) == 1 and sum(r["claimed"] for r in reports) == 0
+    assert Message.objects.count() == 1 and PushDispatch.objects.count() == 1
