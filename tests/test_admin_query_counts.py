@@ -21,6 +21,14 @@ from django_q.models import OrmQ, Schedule, Task
 from django_q.signing import SignedPackage
 
 from agents.models import AgentProfile, AuditEvent, Conversation
+from agents.pushing.models import (
+    MessageTemplate,
+    PushBroadcast,
+    PushBroadcastDispatch,
+    PushDispatch,
+    PushJob,
+    PushTemplate,
+)
 from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
@@ -69,6 +77,12 @@ def task(n: int, success: bool) -> Task:
 def queued_task(n: int) -> OrmQ:
     package = {"id": uuid.uuid4().hex, "name": f"q-{n}", "func": "math.floor", "group": None}
     return OrmQ.objects.create(key="default", payload=SignedPackage.dumps(package))
+
+
+def push_job(n: int) -> PushJob:
+    return PushJob.objects.create(
+        consumer_user_id=f"u-{n}", agent=agent(n), text="hi", periodicity="daily", time="08:00"
+    )
 
 
 PAST = timezone.now() - dt.timedelta(hours=1)
@@ -120,6 +134,20 @@ MAKERS = {
     ),
     "telegram.SandboxMessage": lambda n: SandboxMessage.objects.create(
         bot_id="1", chat_id=str(n), text="hi"
+    ),
+    "pushing.PushTemplate": lambda n: PushTemplate.objects.create(
+        key=f"t-{n}", title="t", text="hi", periodicity="daily"
+    ),
+    "pushing.PushJob": push_job,
+    "pushing.PushDispatch": lambda n: PushDispatch.objects.create(
+        job=push_job(n), run_key=f"k-{n}", scheduled_for=PAST, agent=agent(n + 1000)
+    ),
+    "pushing.PushBroadcast": lambda n: PushBroadcast.objects.create(text=f"hi {n}"),
+    "pushing.PushBroadcastDispatch": lambda n: PushBroadcastDispatch.objects.create(
+        broadcast=PushBroadcast.objects.create(text="hi"), consumer_user_id=f"u-{n}", agent=agent(n)
+    ),
+    "pushing.MessageTemplate": lambda n: MessageTemplate.objects.create(
+        slug=f"m-{n}", title="m", text="hi"
     ),
     "fly.FlyCleanupRun": lambda n: AuditEvent.objects.create(
         actor="t", action="fly.cleanup", target_type="fly_app", target_id=f"app-{n}"

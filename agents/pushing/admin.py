@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from agents.admin import AuditedModelAdmin
-from agents.admin_access import require
+from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.pushing import services, template_services
@@ -163,16 +163,6 @@ class PushJobAdmin(AuditedModelAdmin):
         self.message_user(request, "Disabled.")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records of what was sent: read, filter, never edited by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 class RetryableAdmin(admin.ModelAdmin):
     """Dispatch rows: every field read-only; the change permission only opens the retry."""
 
@@ -223,7 +213,7 @@ class PushBroadcastDispatchAdmin(RetryableAdmin):
 
 
 @admin.register(PushBroadcast)
-class PushBroadcastAdmin(ReadOnlyAdmin):
+class PushBroadcastAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "title",
