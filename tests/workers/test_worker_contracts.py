@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents import skill_bundle as server
-from telegram import client as server_telegram
+from telegram import bot_api as server_telegram
 from workers.runtime import skill_layout as worker
 from workers.runtime import telegram_sender as worker_telegram
 

@@ -1,5 +1,5 @@
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import readiness
+from telegram.readiness import readiness
 
 
 class Command(TelegramCommand):
