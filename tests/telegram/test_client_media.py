@@ -276,3 +276,14 @@ def test_prune_keeps_updates_at_least_48_hours(make_bot, post_update):
     assert TelegramUpdate.objects.count() == 1
     assert prune_old_updates(now=now + dt.timedelta(hours=73))["deleted_updates"] == 1
     assert TelegramUpdate.objects.count() == 0
+
+
+def test_the_bot_api_client_needs_no_django():
+    """ARCHITECTURE.md: bot_api.py is a plain HTTP client (the caller passes the base URL),
+    usable wherever requests is, without settings or models."""
+    import grimp
+
+    graph = grimp.build_graph("telegram", include_external_packages=True, cache_dir=None)
+    imported = graph.find_modules_directly_imported_by("telegram.bot_api")
+    apps = ("django", "rest_framework", "config", "agents", "workers", "fly", "telegram")
+    assert imported and not {name for name in imported if name.split(".")[0] in apps}
