@@ -1,7 +1,7 @@
 """The server and the worker runtime are two programs speaking one format: the worker keeps
 its own copies of the skill layout (``workers.runtime.skill_layout``) and of Telegram's
 message splitting (``workers.runtime.telegram_sender``), and these tests hold each copy to
-the server's (``agents.skill_bundle``, ``telegram.client``)."""
+the server's (``agents.skill_bundle``, ``telegram.bot_api``)."""
 
 from __future__ import annotations
 
