@@ -1,9 +1,10 @@
 """Webhook ingest under load (issue 3).
 
-gunicorn on PostgreSQL (``--workers`` processes of ``--threads`` threads); 5,000 distinct
-updates from 16 concurrent clients, each update sent twice (the second must be answered
-"duplicate"). Baseline in the same run: a minimal view that inserts one row, measured in
-rounds alternating with the webhook's.
+gunicorn on PostgreSQL, shaped as the main job serves it (``run_embedded``: 2 processes of
+4 threads; ``--workers``/``--threads`` try other shapes); 5,000 distinct updates from 16
+concurrent clients, each update sent twice (the second must be answered "duplicate").
+Baseline in the same run and on the same server: a minimal view that inserts one row,
+measured in rounds alternating with the webhook's.
 Prints updates/s, p50/p99, their ratios to the baseline and the checks.
 
 Every update passes the quotas at the door (SPEC §23: the sender's token bucket, the
@@ -12,7 +13,7 @@ private chats that no sender passes the default burst (10) and no conversation t
 queue cap (20): nothing is throttled by design, and the run checks that.
 
     .venv/bin/python bench/webhook_ingest.py [--updates 5000] [--clients 16] [--users N]
-        [--rounds 10] [--workers 2] [--threads 1]
+        [--rounds 10] [--workers 2] [--threads 4]
 
 ``BENCH_DATABASE_URL`` names the database it creates and drops (default ``af_bench``).
 """
@@ -74,8 +75,8 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="threads per gunicorn worker (run_embedded serves with 4)",
+        default=4,
+        help="threads per gunicorn worker (default 4, as run_embedded serves)",
     )
     parser.add_argument(
         "--users",
