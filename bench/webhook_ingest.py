@@ -1,8 +1,10 @@
 """Webhook ingest under load (issue 3).
 
-gunicorn (2 workers) on PostgreSQL; 5,000 distinct updates from 16 concurrent clients, each
-update sent twice (the second must be answered "duplicate"). Baseline in the same run: a
-minimal view that inserts one row, measured in rounds alternating with the webhook's.
+gunicorn on PostgreSQL, shaped as the main job serves it (``run_embedded``: 2 processes of
+4 threads; ``--workers``/``--threads`` try other shapes); 5,000 distinct updates from 16
+concurrent clients, each update sent twice (the second must be answered "duplicate").
+Baseline in the same run and on the same server: a minimal view that inserts one row,
+measured in rounds alternating with the webhook's.
 Prints updates/s, p50/p99, their ratios to the baseline and the checks.
 
 Every update passes the quotas at the door (SPEC §23: the sender's token bucket, the
@@ -11,7 +13,7 @@ private chats that no sender passes the default burst (10) and no conversation t
 queue cap (20): nothing is throttled by design, and the run checks that.
 
     .venv/bin/python bench/webhook_ingest.py [--updates 5000] [--clients 16] [--users N]
-        [--rounds 10]
+        [--rounds 10] [--workers 2] [--threads 4]
 
 ``BENCH_DATABASE_URL`` names the database it creates and drops (default ``af_bench``).
 """
@@ -69,6 +71,13 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=10, help="alternating measurement rounds")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="threads per gunicorn worker (default 4, as run_embedded serves)",
+    )
     parser.add_argument(
         "--users",
         type=int,
@@ -117,7 +126,7 @@ def main() -> None:
     bodies = updates + updates  # every update twice
     headers = {"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"}
 
-    with Server(workers=2) as server:
+    with Server(workers=args.workers, threads=args.threads) as server:
         # Warm both workers' connections, then measure the baseline and the webhook in
         # alternating rounds, so a machine whose load changes during the run weighs on
         # both sides alike (one long phase each let the load of the moment decide).
@@ -150,7 +159,7 @@ def main() -> None:
     base_rate = len(bodies) / base_elapsed
     print(
         f"requests: {len(bodies)} ({args.updates} updates x2) from {args.clients} clients, "
-        f"{users} senders"
+        f"{users} senders; gunicorn {args.workers} workers x {args.threads} threads"
     )
     print(
         f"webhook:  {rate:8.1f} req/s  p50 {percentile(lat, 50) * 1000:6.1f} ms  "

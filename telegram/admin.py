@@ -20,7 +20,7 @@ from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import admin_sandbox_chat, services
+from telegram import admin_sandbox_chat, bots, pairing, readiness
 from telegram.models import (
     Bot,
     IdentityBinding,
@@ -74,7 +74,7 @@ def onboarding_view(model_admin, request, agent_id: int):
     require(request, allowed, door="telegram_onboarding", permission="telegram.view_bot")
     agent = get_object_or_404(AgentProfile, pk=agent_id)
     actor = actor_name(user)
-    token_form, pairing_form, pairing = TokenForm(), PairingForm(), None
+    token_form, pairing_form, code = TokenForm(), PairingForm(), None
     if request.method == "POST":
         step = request.POST.get("step")
         if step not in STEP_PERMISSIONS:
@@ -87,7 +87,7 @@ def onboarding_view(model_admin, request, agent_id: int):
             if step == "import_token":
                 token_form = TokenForm(request.POST)
                 if token_form.is_valid():
-                    result = services.import_telegram_token(
+                    result = bots.import_telegram_token(
                         agent.agent_key,
                         token_form.cleaned_data["token"],
                         actor=actor,
@@ -105,41 +105,41 @@ def onboarding_view(model_admin, request, agent_id: int):
                             f"binding(s) revoked, {result.expired_pairings} code(s) expired.",
                         )
                     if result.old_webhook_error:
-                        messages.warning(request, services.old_webhook_warning(result))
+                        messages.warning(request, bots.old_webhook_warning(result))
                     if result.webhook_error:
                         messages.error(
                             request, f"Token stored, but the webhook: {result.webhook_error}"
                         )
                     return redirect(request.path)
             elif step == "configure_webhook":
-                result = services.configure_webhook(agent.agent_key, actor=actor)
+                result = bots.configure_webhook(agent.agent_key, actor=actor)
                 for warning in result["warnings"]:
                     messages.warning(request, warning)
                 messages.success(request, f"Webhook set to {result['webhook_url']}.")
                 return redirect(request.path)
             elif step == "reconcile_identity":
-                result = services.reconcile_bot_identity(agent.agent_key, actor=actor)
+                result = bots.reconcile_bot_identity(agent.agent_key, actor=actor)
                 messages.success(request, "Bot identity refreshed from getMe.")
                 for warning in result["warnings"]:
                     messages.warning(request, warning)
                 return redirect(request.path)
             elif step == "rotate_secret":
-                services.rotate_webhook_secret(agent.agent_key, actor=actor)
+                bots.rotate_webhook_secret(agent.agent_key, actor=actor)
                 messages.success(request, "Webhook secret rotated (old one valid 10 more minutes).")
                 return redirect(request.path)
             elif step == "create_pairing":
                 pairing_form = PairingForm(request.POST)
                 if pairing_form.is_valid():
-                    pairing = services.create_pairing_code(
+                    code = pairing.create_pairing_code(
                         pairing_form.cleaned_data["consumer_user_id"],
                         agent.agent_key,
                         actor=actor,
                         ttl_minutes=pairing_form.cleaned_data["ttl_minutes"],
                     )
-        except (services.TelegramSetupError, services.PairingError, SecretUnavailable) as exc:
+        except (bots.TelegramSetupError, pairing.PairingError, SecretUnavailable) as exc:
             messages.error(request, str(exc))
     bot = Bot.objects.filter(agent=agent).first()
-    link = services.deep_link(bot.username, pairing.code) if pairing and bot else None
+    link = pairing.deep_link(bot.username, code.code) if code and bot else None
     context = {
         **model_admin.admin_site.each_context(request),
         "title": f"Onboard Telegram for {agent.agent_key}",
@@ -147,11 +147,11 @@ def onboarding_view(model_admin, request, agent_id: int):
         "bot": bot,
         "token_form": token_form,
         "pairing_form": pairing_form,
-        "pairing": pairing,
+        "pairing": code,
         "deep_link": link,
         "sandbox_chat_url": admin_sandbox_chat.pairing_link(pairing, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
-        "readiness": services.readiness(agent.agent_key),
+        "readiness": readiness.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),
         "can_add_pairing": user.has_perm("telegram.add_pairingcode"),
         "opts": AgentProfile._meta,
@@ -215,7 +215,7 @@ class BotAdmin(admin.ModelAdmin):
             key = bot.agent.agent_key
             try:
                 result = step(key, actor=actor)
-            except (services.TelegramSetupError, SecretUnavailable) as exc:
+            except (bots.TelegramSetupError, SecretUnavailable) as exc:
                 self.message_user(request, f"{key}: {exc}", messages.ERROR)
                 continue
             yield key, result
@@ -223,7 +223,7 @@ class BotAdmin(admin.ModelAdmin):
     @admin.action(description="Reconcile bot identity (getMe)", permissions=["change"])
     def reconcile_identity(self, request, queryset):
         done = 0
-        for key, result in self._each_agent(request, queryset, services.reconcile_bot_identity):
+        for key, result in self._each_agent(request, queryset, bots.reconcile_bot_identity):
             done += 1
             for warning in result["warnings"]:
                 self.message_user(request, f"{key}: {warning}", messages.WARNING)
@@ -231,7 +231,7 @@ class BotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate webhook secret", permissions=["change"])
     def rotate_secret(self, request, queryset):
-        done = sum(1 for _ in self._each_agent(request, queryset, services.rotate_webhook_secret))
+        done = sum(1 for _ in self._each_agent(request, queryset, bots.rotate_webhook_secret))
         self.message_user(
             request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
         )
@@ -258,7 +258,7 @@ def soft_reset_action(model_admin, request, queryset):
     """Global, whatever rows were ticked: the legacy rows are found by the rule, not picked."""
     actor = actor_name(request.user)
     if request.POST.get("confirm") == "yes":
-        report = services.soft_reset_legacy(
+        report = pairing.soft_reset_legacy(
             apply=True,
             revoke_bindings="revoke_bindings" in request.POST,
             expire_pairings="expire_pairings" in request.POST,
@@ -267,7 +267,7 @@ def soft_reset_action(model_admin, request, queryset):
         model_admin.message_user(request, f"Soft reset applied: {report}")
         return None
     # The preview shows what the form's defaults (both boxes ticked) would change.
-    preview = services.soft_reset_legacy(
+    preview = pairing.soft_reset_legacy(
         apply=False, revoke_bindings=True, expire_pairings=True, actor=actor
     )
     return TemplateResponse(
@@ -320,9 +320,9 @@ class LegacyBindingFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "no":
-            return queryset.filter(services.MISSING_BOT_IDENTITY)
+            return queryset.filter(pairing.MISSING_BOT_IDENTITY)
         if self.value() == "yes":
-            return queryset.exclude(services.MISSING_BOT_IDENTITY)
+            return queryset.exclude(pairing.MISSING_BOT_IDENTITY)
         return queryset
 
 
@@ -361,7 +361,7 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
                     "opts": self.model._meta,
                 },
             )
-        revoked = sum(services.revoke_binding(b, actor=actor_name(request.user)) for b in queryset)
+        revoked = sum(pairing.revoke_binding(b, actor=actor_name(request.user)) for b in queryset)
         self.message_user(request, f"{revoked} binding(s) revoked.")
         return None
 

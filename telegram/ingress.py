@@ -1,4 +1,6 @@
-"""From a Telegram update to a pairing, a refusal or a queued message (SPEC §5.3 steps 4–7)."""
+"""From an authenticated Telegram update to a pairing, a refusal or a queued message
+(SPEC §5.3 steps 4–7). Every outcome is recorded by ``record`` and answered as a
+``RouteResult``; ``telegram.webhook`` is the door in front."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from agents import log_context
 from agents.models import RuntimeConfig
 from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
-from telegram.services import (
+from telegram.pairing import (
     PairingError,
     chat_conversation_id,
     consume_pairing_code,
@@ -128,7 +130,9 @@ def extract(update: dict) -> Incoming | None:
     )
 
 
-def _record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None) -> None:
+def record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None) -> None:
+    """The update's one row: its outcome for the admin, and the dedupe key (a redelivery
+    then fails on the unique (bot, update_id) and rolls back with everything else)."""
     TelegramUpdate.objects.create(
         bot_identity=bot.bot_identity,
         update_id=update["update_id"],
@@ -181,6 +185,20 @@ def _answer_callback_after_commit(bot: Bot, update: dict) -> None:
     )
 
 
+def handle(bot: Bot, update: dict) -> RouteResult:
+    """Record and answer an update of ``bot`` not seen before (SPEC §5.3 steps 4–7).
+
+    Raises ``IntegrityError`` when the update was recorded concurrently (nothing of this
+    one is kept then).
+    """
+    incoming = extract(update)
+    if incoming is None:
+        with transaction.atomic():
+            record(bot, update, "ignored")
+        return RouteResult("ignored")
+    return route(bot, update, incoming)
+
+
 def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
     # A redelivery never gets here (the view answers it, or the update's unique row
     # raises), so a button press is answered once.
@@ -226,7 +244,7 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
             )
         except EnqueueError as exc:
             return _unroutable(bot, update, incoming, str(exc))
-        _record(bot, update, "enqueued", message_id=result.message.pk)
+        record(bot, update, "enqueued", message_id=result.message.pk)
         log_context.bind(conversation_id=conversation_id, message_id=result.message.pk)
         if incoming.attachments:
             _fetch_media_after_commit(result.message)
@@ -237,7 +255,7 @@ def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:
     # "Please pair" goes to a private chat only, once per user per hour; a group hears
     # nothing (the bot must not answer every unpaired member there).
     notify = incoming.private and refusals.please_pair_due(bot.bot_identity, incoming.user_id)
-    _record(bot, update, "unbound")
+    record(bot, update, "unbound")
     IngressIssue.objects.create(
         bot_identity=bot.bot_identity,
         kind=IngressIssue.UNBOUND,
@@ -252,7 +270,7 @@ def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:
 
 
 def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> RouteResult:
-    _record(bot, update, "unroutable", detail)
+    record(bot, update, "unroutable", detail)
     IngressIssue.objects.create(
         bot_identity=bot.bot_identity,
         kind="unroutable",
@@ -267,7 +285,7 @@ def _throttled(
     bot: Bot, update: dict, incoming: Incoming, throttle: quotas.Throttle
 ) -> RouteResult:
     # Recorded, so a redelivery is a duplicate; not queued (SPEC §5.3 step 6a).
-    _record(bot, update, "throttled", throttle.detail)
+    record(bot, update, "throttled", throttle.detail)
     if throttle.notify:
         _reply_after_commit(bot, incoming.chat_id, quotas.NOTICE_TEXT)
     return RouteResult("throttled")
@@ -315,7 +333,7 @@ def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
         if not incoming.private:
             # A group is never private (SPEC §5.2): the code is not even looked up, so
             # nothing is consumed and it is no guess for the cooldown.
-            _record(bot, update, "pairing_failed", "private_chat_only")
+            record(bot, update, "pairing_failed", "private_chat_only")
             _reply_after_commit(bot, incoming.chat_id, refusals.PRIVATE_CHAT_ONLY_TEXT)
             return RouteResult("pairing_failed", {"detail": "private_chat_only"})
         if refusals.pairing_cooldown_active(bot.bot_identity, incoming.user_id):
@@ -335,7 +353,7 @@ def _pair(bot: Bot, update: dict, incoming: Incoming, code: str) -> RouteResult:
             )
         except PairingError as exc:
             return _pairing_refused(bot, update, incoming, exc.reason, str(exc))
-        _record(bot, update, "paired")
+        record(bot, update, "paired")
         _reply_after_commit(bot, incoming.chat_id, refusals.PAIRED_TEXT)
     return RouteResult("paired")
 
@@ -344,7 +362,7 @@ def _pairing_refused(
     bot: Bot, update: dict, incoming: Incoming, reason: str, explanation: str
 ) -> RouteResult:
     """Record the reason for the admin; tell the user the same thing whatever it was."""
-    _record(bot, update, "pairing_failed", reason)
+    record(bot, update, "pairing_failed", reason)
     detail = f"Pairing by Telegram user {incoming.user_id} refused ({reason}): {explanation}."
     IngressIssue.objects.create(
         bot_identity=bot.bot_identity,

@@ -19,9 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from agents.secret_refs import bot_token_ref
-from agents.secret_store import SecretUnavailable, get_active_secret_value
-from telegram.client import TelegramClient, TelegramError
+from agents.secret_store import SecretUnavailable
+from telegram.bot_api import TelegramError
+from telegram.bots import agent_client
 from workers.models import Message, MessageAttachment
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,10 @@ def fetch_message_attachments(message_id: int) -> dict:
     if message is None:
         return {"fetched": 0, "failed": 0}
     try:
-        token = get_active_secret_value(bot_token_ref(message.agent_key))
+        client = agent_client(message.agent_key)
     except SecretUnavailable as exc:  # the files fail like with no token; the message goes on
         logger.error("Attachments of message %s not fetched: %s", message_id, exc)
-        token = None
-    client = TelegramClient(token) if token else None
+        client = None
     fetched = failed = 0
     for attachment in message.attachments.filter(status=MessageAttachment.PENDING):
         try:

@@ -9,9 +9,10 @@ roll back together:
 - a cap of ``conversation_queue_cap`` waiting (queued or processing) messages per
   conversation.
 
-The bucket lives in the ``SenderQuota`` table and is changed by one upsert per update, so
-every web server shares it and two concurrent updates of one sender are serialised by the
-row lock (PostgreSQL) or the write lock (SQLite); it never admits more than burst + refill.
+The bucket lives in the ``SenderQuota`` table and is changed by one upsert per update
+(``telegram.sql.take_token``), so every web server shares it and two concurrent updates of
+one sender are serialised by the row lock (PostgreSQL) or the write lock (SQLite); it never
+admits more than burst + refill.
 The queue cap counts without a lock, in a statement of its own after the bucket's (so
 under PostgreSQL's read committed it sees what a concurrent update of the same sender
 committed while this one waited for the bucket row): one sender's updates are serialised
@@ -30,11 +31,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from django.db import connection
-
-from agents.models import Conversation, RuntimeConfig
+from agents.models import RuntimeConfig
+from telegram import sql
 from telegram.models import SenderQuota
-from workers.models import Message
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def check(bot_identity: str, telegram_user_id: str, conversation_id: str) -> Thr
             f"Telegram user {telegram_user_id} is over {config.user_rate_per_minute} "
             f"messages/min (burst {config.user_burst})."
         )
-    elif _waiting_at_least(conversation_id, config.conversation_queue_cap):
+    elif sql.waiting_at_least(conversation_id, config.conversation_queue_cap):
         detail = (
             f"Conversation {conversation_id} already has {config.conversation_queue_cap} "
             "waiting messages."
@@ -80,66 +79,14 @@ def check(bot_identity: str, telegram_user_id: str, conversation_id: str) -> Thr
     return Throttle(detail=detail, notify=notify)
 
 
-_QUOTA_TABLE = SenderQuota._meta.db_table
-
-
-def _available(table: str) -> str:
-    """SQL for the tokens the stored bucket holds at %(now)s: refilled, capped at burst.
-    Portable CASE instead of LEAST/GREATEST (SQLite has neither)."""
-    elapsed = (
-        f"(CASE WHEN %(now)s > {table}.refilled_at "
-        f"THEN %(now)s - {table}.refilled_at ELSE 0 END)"
-    )
-    refilled = f"({table}.tokens + %(per_second)s * {elapsed})"
-    return f"(CASE WHEN {refilled} < %(burst)s THEN {refilled} ELSE %(burst)s END)"
-
-
-_AVAILABLE = _available(_QUOTA_TABLE)
-# One statement: a new sender starts with a full bucket less this message; a known one is
-# refilled for the time since its last message and pays one token if it has one. Every SET
-# expression reads the old row, and RETURNING reports the decision.
-_TAKE_TOKEN_SQL = (
-    f"INSERT INTO {_QUOTA_TABLE} "  # noqa: S608 (names, not input)
-    "(bot_identity, telegram_user_id, tokens, refilled_at, admitted) "
-    "VALUES (%(bot)s, %(user)s, %(burst)s - 1, %(now)s, %(yes)s) "
-    "ON CONFLICT (bot_identity, telegram_user_id) DO UPDATE SET "
-    f"tokens = CASE WHEN {_AVAILABLE} >= 1 THEN {_AVAILABLE} - 1 ELSE {_AVAILABLE} END, "
-    f"admitted = CASE WHEN {_AVAILABLE} >= 1 THEN %(yes)s ELSE %(no)s END, "
-    # A clock that stepped back never refills twice.
-    f"refilled_at = CASE WHEN %(now)s > {_QUOTA_TABLE}.refilled_at "
-    f"THEN %(now)s ELSE {_QUOTA_TABLE}.refilled_at END "
-    "RETURNING admitted"
-)
-
-
 def _take_token(bot_identity: str, user_id: str, config: RuntimeConfig, now: float) -> bool:
-    params = {
-        "bot": bot_identity,
-        "user": user_id,
-        "burst": float(config.user_burst),
-        "per_second": config.user_rate_per_minute / 60.0,
-        "now": now,
-        "yes": True,
-        "no": False,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_TAKE_TOKEN_SQL, params)
-        return bool(cursor.fetchone()[0])
-
-
-# Reads at most `cap` rows off the (conversation, status) index, however long the queue.
-_WAITING_SQL = (
-    "SELECT COUNT(*) FROM (SELECT 1 FROM "  # noqa: S608 (names, not input)
-    f"{Message._meta.db_table} m JOIN {Conversation._meta.db_table} c "
-    "ON c.id = m.conversation_id "
-    "WHERE c.conversation_id = %s AND m.status IN (%s, %s) LIMIT %s) waiting"
-)
-
-
-def _waiting_at_least(conversation_id: str, cap: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(_WAITING_SQL, [conversation_id, Message.QUEUED, Message.PROCESSING, cap])
-        return cursor.fetchone()[0] >= cap
+    return sql.take_token(
+        bot_identity,
+        user_id,
+        burst=config.user_burst,
+        per_second=config.user_rate_per_minute / 60.0,
+        now=now,
+    )
 
 
 def _claim_notice(bot_identity: str, user_id: str, now: float) -> bool:

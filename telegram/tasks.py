@@ -7,9 +7,9 @@ import logging
 
 from django.utils import timezone
 
-from agents.secret_refs import bot_token_ref
-from agents.secret_store import SecretUnavailable, get_active_secret_value
-from telegram.client import TelegramClient, TelegramError
+from agents.secret_store import SecretUnavailable
+from telegram.bot_api import TelegramClient, TelegramError
+from telegram.bots import agent_client
 from telegram.models import IngressIssue, TelegramUpdate
 from telegram.quotas import prune_sender_quotas
 
@@ -19,11 +19,10 @@ logger = logging.getLogger(__name__)
 def _client(agent_key: str) -> TelegramClient | None:
     """A client with the agent's bot token, or None when it has none (or cannot read it)."""
     try:
-        token = get_active_secret_value(bot_token_ref(agent_key))
+        return agent_client(agent_key)
     except SecretUnavailable as exc:
         logger.error("Telegram call for agent %s skipped: %s", agent_key, exc)
         return None
-    return TelegramClient(token) if token else None
 
 
 def send_text(agent_key: str, chat_id: str, text: str) -> bool:

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from telegram import views
+from telegram.webhook import webhook
 
 app_name = "telegram"
 
 urlpatterns = [
-    path("webhook/<str:bot_identity>/", views.webhook, name="webhook"),
+    path("webhook/<str:bot_identity>/", webhook, name="webhook"),
 ]

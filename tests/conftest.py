@@ -82,8 +82,8 @@ def clear_process_caches():
     """Hot-path caches (decrypted webhook secrets, runtime config) live per process; tests
     create and drop rows freely, so each test starts with them empty."""
     from agents.models import _RUNTIME_CONFIG_CACHE
-    from telegram import webhook_auth
+    from telegram import webhook
 
     _RUNTIME_CONFIG_CACHE.clear()
-    webhook_auth._PLAINTEXT_BY_ROW.clear()
+    webhook._PLAINTEXT_BY_ROW.clear()
     yield

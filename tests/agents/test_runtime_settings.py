@@ -158,7 +158,7 @@ def test_admin_shows_not_set_without_a_key(admin_client):
     ],
 )  # fmt: skip
 def test_readiness_reports_the_model_key(db, fields, stored, ok, reason):
-    from telegram.services import readiness
+    from telegram.readiness import readiness
 
     AgentProfile.objects.create(agent_key="alpha", **fields)
     if stored:

@@ -19,8 +19,8 @@ from agents.models import AgentProfile, RuntimeConfig
 from agents.secret_store import get_active_secret_value
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
+from telegram.bots import configure_webhook, import_telegram_token
 from telegram.models import Bot, SandboxMessage
-from telegram.services import configure_webhook, import_telegram_token
 from tests.e2e.handlers import slow_marker
 from workers.lifecycle import transition_worker
 from workers.models import DataSnapshot, Message, Worker

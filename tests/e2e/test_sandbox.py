@@ -18,9 +18,9 @@ from django.urls import clear_url_caches, reverse
 
 from agents.models import AgentProfile
 from agents.secret_store import get_active_secret_value
-from telegram.client import TelegramApiError, TelegramClient
+from telegram.bot_api import TelegramApiError
+from telegram.bots import bot_client, configure_webhook, import_telegram_token
 from telegram.models import Bot, SandboxMessage, SandboxWebhook
-from telegram.services import configure_webhook, import_telegram_token
 from workers.models import Message
 
 BASE = "http://sandbox.test"
@@ -116,11 +116,11 @@ def test_get_file_and_download(db):
 
 
 def test_the_real_client_splits_long_replies_for_the_sandbox(app):
-    sent = TelegramClient("4242:sandbox-token").send_message(5, "y" * 5000)
+    sent = bot_client("4242:sandbox-token").send_message(5, "y" * 5000)
     assert len(sent) == 2
     assert [len(m.text) for m in SandboxMessage.objects.order_by("id")] == [4096, 904]
     with pytest.raises(TelegramApiError, match="not in the sandbox"):
-        TelegramClient("4242:sandbox-token")._call("sendPhoto")
+        bot_client("4242:sandbox-token")._call("sendPhoto")
 
 
 def test_sent_messages_are_visible_in_the_admin(db, client):

@@ -72,8 +72,8 @@ def setup_agent(fleet: Fleet, config: ScaleConfig) -> None:
 def webhook_target() -> tuple[str, str]:
     """(webhook path, secret) as Telegram knows them after setWebhook."""
     from agents.secret_store import get_active_secret_value
+    from telegram.bots import webhook_url_for
     from telegram.models import Bot, webhook_secret_ref
-    from telegram.services import webhook_url_for
 
     bot = Bot.objects.get(agent__agent_key=AGENT)
     path = urlsplit(webhook_url_for(bot.bot_identity, "http://server")).path

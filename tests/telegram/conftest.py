@@ -10,7 +10,7 @@ from django.utils import timezone
 from agents.models import AgentProfile
 from agents.secret_store import import_secret
 from telegram.models import Bot, IdentityBinding, PairingCode
-from telegram.services import bind_identity
+from telegram.pairing import bind_identity
 
 TG = "http://telegram.test"
 
@@ -18,7 +18,7 @@ TG = "http://telegram.test"
 @pytest.fixture
 def tg(monkeypatch):
     """Telegram mocked by `responses`: a call nobody registered fails; retries do not sleep."""
-    monkeypatch.setattr("telegram.client._sleep", lambda seconds: None)
+    monkeypatch.setattr("telegram.bot_api._sleep", lambda seconds: None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
 

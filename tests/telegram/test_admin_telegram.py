@@ -8,7 +8,7 @@ from django.urls import reverse
 from agents.models import AgentProfile, AuditEvent, Secret
 from agents.secret_store import get_active_secret_value
 from telegram.models import Bot, IdentityBinding, PairingCode
-from telegram.services import bind_identity, create_pairing_code
+from telegram.pairing import bind_identity, create_pairing_code
 from tests.telegram.conftest import TG, get_me, legacy_binding, legacy_pairing
 
 TOKEN = "100:AAAA-admin-secret-token"

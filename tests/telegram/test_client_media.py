@@ -11,9 +11,9 @@ import requests
 import responses
 from django.utils import timezone
 
-from telegram import client as client_module
+from telegram import bot_api as client_module
 from telegram import media
-from telegram.client import (
+from telegram.bot_api import (
     CONNECT_TIMEOUT,
     MAX_ATTEMPTS,
     READ_TIMEOUT,
@@ -55,7 +55,7 @@ class FakeResponse:
 
 def test_every_call_posts_json_with_timeouts():
     session = FakeSession([FakeResponse(200, {"ok": True, "result": {"id": 1, "username": "b"}})])
-    info = TelegramClient(TOKEN, session=session).get_me()
+    info = TelegramClient(TOKEN, base_url=TG, session=session).get_me()
     assert (info.id, info.username) == (1, "b")
     [call] = session.calls
     assert call["url"] == f"{TG}/bot{TOKEN}/getMe"
@@ -72,14 +72,16 @@ def test_429_honours_retry_after_capped():
             FakeResponse(200, {"ok": True, "result": True}),
         ]
     )
-    assert TelegramClient(TOKEN, session=session, sleep=sleeps.append)._call("x") is True
+    assert (
+        TelegramClient(TOKEN, base_url=TG, session=session, sleep=sleeps.append)._call("x") is True
+    )
     assert sleeps == [7.0, 60.0, 1.0]
 
 
 def test_5xx_retries_are_bounded_then_a_typed_error():
     sleeps = []
     session = FakeSession([FakeResponse(502, "<html>bad gateway</html>")] * MAX_ATTEMPTS)
-    client = TelegramClient(TOKEN, session=session, sleep=sleeps.append)
+    client = TelegramClient(TOKEN, base_url=TG, session=session, sleep=sleeps.append)
     with pytest.raises(TelegramApiError) as exc:
         client.send_message(1, "hi")
     assert len(session.calls) == MAX_ATTEMPTS == 4
@@ -92,7 +94,7 @@ def test_ok_false_is_a_typed_error_with_code_and_description():
         [FakeResponse(400, {"ok": False, "error_code": 400, "description": "Bad Request: x"})]
     )
     with pytest.raises(TelegramApiError) as exc:
-        TelegramClient(TOKEN, session=session).send_message(1, "hi")
+        TelegramClient(TOKEN, base_url=TG, session=session).send_message(1, "hi")
     assert exc.value.error_code == 400 and exc.value.description == "Bad Request: x"
     assert exc.value.method == "sendMessage"
     assert len(session.calls) == 1  # 4xx is not retried
@@ -101,7 +103,7 @@ def test_ok_false_is_a_typed_error_with_code_and_description():
 def test_non_object_json_is_an_error_not_a_crash():
     session = FakeSession([FakeResponse(429, [1, 2]), FakeResponse(200, ["odd"])])
     with pytest.raises(TelegramApiError):
-        TelegramClient(TOKEN, session=session, sleep=lambda s: None)._call("getMe")
+        TelegramClient(TOKEN, base_url=TG, session=session, sleep=lambda s: None)._call("getMe")
 
 
 def test_network_errors_never_carry_the_token(caplog):
@@ -109,7 +111,7 @@ def test_network_errors_never_carry_the_token(caplog):
     leak = requests.ConnectionError(f"Max retries exceeded with url: /bot{TOKEN}/getMe")
     session = FakeSession([leak] * MAX_ATTEMPTS)
     with pytest.raises(TelegramNetworkError) as exc:
-        TelegramClient(TOKEN, session=session, sleep=lambda s: None).get_me()
+        TelegramClient(TOKEN, base_url=TG, session=session, sleep=lambda s: None).get_me()
     assert TOKEN not in str(exc.value) and TOKEN not in repr(exc.value)
     assert exc.value.__cause__ is None and exc.value.__suppress_context__
     assert len(session.calls) == MAX_ATTEMPTS
@@ -118,7 +120,7 @@ def test_network_errors_never_carry_the_token(caplog):
 
 def test_api_errors_never_carry_the_token():
     session = FakeSession([FakeResponse(401, {"ok": False, "description": "Unauthorized"})])
-    client = TelegramClient(TOKEN, session=session)
+    client = TelegramClient(TOKEN, base_url=TG, session=session)
     with pytest.raises(TelegramApiError) as exc:
         client.get_me()
     assert TOKEN not in str(exc.value) and TOKEN not in repr(client)
@@ -135,28 +137,28 @@ def test_log_filter_redacts_tokens_in_urls():
 def test_send_message_splits_above_4096():
     session = FakeSession([FakeResponse(200, {"ok": True, "result": {"n": i}}) for i in range(3)])
     text = "a" * 4096 + "\n" + "b" * 5000
-    sent = TelegramClient(TOKEN, session=session).send_message(7, text)
+    sent = TelegramClient(TOKEN, base_url=TG, session=session).send_message(7, text)
     assert len(sent) == 3
     texts = [c["json"]["text"] for c in session.calls]
     assert all(len(t) <= 4096 for t in texts)
     assert texts[0] == "a" * 4096 and "".join(texts[1:]) == "b" * 5000
     assert all(c["json"]["chat_id"] == 7 for c in session.calls)
     session = FakeSession([FakeResponse(200, {"ok": True, "result": {}})])
-    assert len(TelegramClient(TOKEN, session=session).send_message(7, "x" * 4096)) == 1
+    assert len(TelegramClient(TOKEN, base_url=TG, session=session).send_message(7, "x" * 4096)) == 1
 
 
 @responses.activate
 def test_download_stops_above_the_limit():
     responses.get(f"{TG}/file/bot{TOKEN}/big.bin", body=b"x" * 2000)
     with pytest.raises(TelegramApiError, match="larger than 1000 bytes"):
-        TelegramClient(TOKEN).download_file("big.bin", 1000)
+        TelegramClient(TOKEN, base_url=TG).download_file("big.bin", 1000)
     responses.get(f"{TG}/file/bot{TOKEN}/ok.bin", body=b"y" * 10)
-    assert TelegramClient(TOKEN).download_file("/ok.bin", 1000) == b"y" * 10
+    assert TelegramClient(TOKEN, base_url=TG).download_file("/ok.bin", 1000) == b"y" * 10
 
 
 def test_client_needs_a_token():
     with pytest.raises(client_module.TelegramError):
-        TelegramClient("")
+        TelegramClient("", base_url=TG)
 
 
 # Media task ------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def test_too_large_or_failing_files_fail_but_release_the_message(media_message):
 
 @responses.activate
 def test_get_file_refusal_marks_failed_without_the_token(media_message, monkeypatch):
-    monkeypatch.setattr("telegram.client._sleep", lambda s: None)
+    monkeypatch.setattr("telegram.bot_api._sleep", lambda s: None)
     message = media_message("voice", {"file_id": "O"})
     responses.post(
         f"{TG}/bot100:TOKEN-alpha/getFile",
@@ -274,3 +276,14 @@ def test_prune_keeps_updates_at_least_48_hours(make_bot, post_update):
     assert TelegramUpdate.objects.count() == 1
     assert prune_old_updates(now=now + dt.timedelta(hours=73))["deleted_updates"] == 1
     assert TelegramUpdate.objects.count() == 0
+
+
+def test_the_bot_api_client_needs_no_django():
+    """ARCHITECTURE.md: bot_api.py is a plain HTTP client (the caller passes the base URL),
+    usable wherever requests is, without settings or models."""
+    import grimp
+
+    graph = grimp.build_graph("telegram", include_external_packages=True, cache_dir=None)
+    imported = graph.find_modules_directly_imported_by("telegram.bot_api")
+    apps = ("django", "rest_framework", "config", "agents", "workers", "fly", "telegram")
+    assert imported and not {name for name in imported if name.split(".")[0] in apps}

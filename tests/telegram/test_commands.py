@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.models import AgentProfile, AuditEvent, RuntimeConfig, Secret
 from agents.secret_store import get_active_secret_value, import_secret
-from telegram import services
+from telegram import pairing
 from telegram.models import Bot, IdentityBinding, PairingCode
 from tests.telegram.conftest import (
     SOFT_RESET_APPLY,
@@ -38,7 +38,7 @@ def cli(monkeypatch, capsys):
     """Run ``manage.py <argv>`` in-process: returns (exit code, stdout, stderr)."""
     # run_from_argv closes every connection at the end; the test's transaction needs it.
     monkeypatch.setattr("django.core.management.base.connections.close_all", lambda: None)
-    monkeypatch.setattr("telegram.client._sleep", lambda seconds: None)
+    monkeypatch.setattr("telegram.bot_api._sleep", lambda seconds: None)
 
     def run(*argv, stdin: str | None = None):
         if stdin is not None:
@@ -116,7 +116,7 @@ def test_import_of_a_reply_without_bot_id_stores_nothing(db, cli, tg):
 
 
 def test_same_bot_reimport_is_a_rotation_and_sets_the_webhook_again(onboarded, cli, tg):
-    binding = services.bind_identity(
+    binding = pairing.bind_identity(
         "u1", onboarded.agent, bot_identity="100", telegram_user_id="9", actor="t"
     )
     secret = get_active_secret_value("telegram.webhookSecret.alpha")
@@ -152,10 +152,10 @@ def test_rotation_whose_webhook_fails_keeps_the_token_and_says_so(onboarded, cli
 
 
 def test_replace_bot_revokes_bindings_expires_codes_and_audits(onboarded, cli, tg):
-    services.bind_identity(
+    pairing.bind_identity(
         "u1", onboarded.agent, bot_identity="100", telegram_user_id="9", actor="t"
     )
-    code = services.create_pairing_code("u2", "alpha", actor="t")
+    code = pairing.create_pairing_code("u2", "alpha", actor="t")
     get_me(tg, OTHER, 200, "other_bot")
     refused = cli("import_telegram_token", "alpha", stdin=OTHER)
     one_line_error(refused[0], refused[2], "--replace-bot")
@@ -479,9 +479,9 @@ def test_agent_status_walks_every_next_action(onboarded, cli, tg):
         "required_secrets_present",
     }
     assert all(set(item) == {"ok", "reason"} for item in data["items"].values())
-    code = services.create_pairing_code("u1", "alpha", actor="t")
+    code = pairing.create_pairing_code("u1", "alpha", actor="t")
     assert status()["next_action"] == "complete_pairing"
-    services.consume_pairing_code(
+    pairing.consume_pairing_code(
         code.code, bot_identity="100", telegram_user_id="5", telegram_chat_id="5"
     )
     assert status()["next_action"] == "ready" and status()["ready"] is True
@@ -532,10 +532,10 @@ def test_next_action_is_the_first_failing_step_and_ready_only_when_ready(onboard
     # or one without a Telegram user (only the removed chat fallback matched those).
     agent = AgentProfile.objects.get(agent_key="alpha")
     legacy_binding(agent, "old", telegram_user_id="5")
-    services.bind_identity("u-other", agent, bot_identity="999", telegram_user_id="6", actor="t")
-    services.bind_identity("u-chat", agent, bot_identity="100", telegram_chat_id="7", actor="t")
+    pairing.bind_identity("u-other", agent, bot_identity="999", telegram_user_id="6", actor="t")
+    pairing.bind_identity("u-chat", agent, bot_identity="100", telegram_chat_id="7", actor="t")
     assert status() == "create_pairing"
-    services.bind_identity("u1", agent, bot_identity="100", telegram_user_id="8", actor="t")
+    pairing.bind_identity("u1", agent, bot_identity="100", telegram_user_id="8", actor="t")
     assert status() == "ready"
 
 

@@ -10,9 +10,9 @@ from django.core.management import call_command
 
 from agents.models import AgentProfile, Secret
 from agents.secret_store import import_secret
-from telegram import services
+from telegram import bots
 from telegram.models import Bot
-from telegram.webhook_auth import load_bot
+from telegram.webhook import load_bot
 from tests.telegram.conftest import TG, get_me, text_update
 
 
@@ -48,7 +48,7 @@ def test_a_replaced_bot_is_refused_from_the_next_update(make_bot, post_update, t
     assert status(post_update, 1) == "enqueued"
     get_me(tg, "200:NEW", 200, "new_bot")
     tg.post(f"{TG}/bot100:TOKEN-alpha/deleteWebhook", json={"ok": True, "result": True})
-    services.import_telegram_token("alpha", "200:NEW", actor="t", replace_bot=True)
+    bots.import_telegram_token("alpha", "200:NEW", actor="t", replace_bot=True)
     assert status(post_update, 2) == 403
     assert status(post_update, 3, identity="200") == "enqueued"
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from telegram import ingress, refusals
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
-from telegram.services import create_pairing_code
+from telegram.pairing import create_pairing_code
 from tests.telegram.conftest import bind, text_update
 from workers.models import Message
 

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from agents.models import AgentProfile, AuditEvent, Secret
 from agents.secret_store import get_active_secret_value
-from telegram.client import TelegramClient, split_message
+from telegram.bot_api import TelegramClient, split_message
 from telegram.models import Bot, IdentityBinding, PairingCode
 from tests.telegram.conftest import (
     SOFT_RESET_APPLY,
@@ -212,7 +212,7 @@ def test_client_honours_429_and_retries_5xx_and_hides_token(caplog):
     responses.post(url, status=502, body="bad gateway")
     responses.post(url, json={"ok": True, "result": {"message_id": 1}})
     caplog.set_level(logging.DEBUG)
-    client = TelegramClient(TOKEN, sleep=sleeps.append)
+    client = TelegramClient(TOKEN, base_url=TG, sleep=sleeps.append)
     assert client.send_message(1, "hi") == [{"message_id": 1}]
     assert sleeps[0] == 3
     responses.post(

@@ -8,9 +8,9 @@ import pytest
 import time_machine
 
 from agents.models import AgentProfile, AuditEvent, Conversation
-from telegram import services
+from telegram import pairing
 from telegram.models import IdentityBinding, PairingCode
-from telegram.services import (
+from telegram.pairing import (
     PairingError,
     bind_identity,
     consume_pairing_code,
@@ -35,12 +35,12 @@ def test_codes_come_from_secrets_with_the_unambiguous_alphabet(make_bot, monkeyp
         draws.append(alphabet)
         return alphabet[len(draws) % len(alphabet)]
 
-    monkeypatch.setattr(services.secrets, "choice", choice)
+    monkeypatch.setattr(pairing.secrets, "choice", choice)
     code = create_pairing_code("u1", "alpha", actor="t").code
     assert len(code) == 10 and len(draws) == 10
     assert set(draws) == {"ABCDEFGHJKMNPQRSTUVWXYZ23456789"}
     monkeypatch.undo()
-    codes = {services.new_code() for _ in range(200)}
+    codes = {pairing.new_code() for _ in range(200)}
     assert len(codes) == 200
     assert set("".join(codes)) <= set("ABCDEFGHJKMNPQRSTUVWXYZ23456789")
     assert not set("".join(codes)) & set("01OIL")
@@ -50,7 +50,7 @@ def test_code_collision_draws_again(make_bot, monkeypatch):
     make_bot("alpha", "100")
     first = create_pairing_code("u1", "alpha", actor="t").code
     draws = iter([first, "ZZZZZZZZZZ"])
-    monkeypatch.setattr(services, "new_code", lambda: next(draws))
+    monkeypatch.setattr(pairing, "new_code", lambda: next(draws))
     assert create_pairing_code("u2", "alpha", actor="t").code == "ZZZZZZZZZZ"
 
 
@@ -104,7 +104,7 @@ def test_new_code_expires_only_the_same_users_earlier_codes_for_that_agent(make_
 
 
 def test_deep_link_uses_the_bot_username():
-    assert services.deep_link("AlphaBot", "ABC") == "https://t.me/AlphaBot?start=ABC"
+    assert pairing.deep_link("AlphaBot", "ABC") == "https://t.me/AlphaBot?start=ABC"
 
 
 def test_consume_checks_in_order_and_persists_expiry(make_bot):
@@ -239,6 +239,6 @@ def test_bind_audits_and_revoke_is_idempotent(make_bot):
     bot = make_bot("alpha", "100")
     binding = bind_identity("u1", bot.agent, bot_identity="100", telegram_user_id="1", actor="t")
     assert AuditEvent.objects.filter(action="telegram.bind").exists()
-    assert services.revoke_binding(binding, actor="admin") is True
-    assert services.revoke_binding(binding, actor="admin") is False
+    assert pairing.revoke_binding(binding, actor="admin") is True
+    assert pairing.revoke_binding(binding, actor="admin") is False
     assert AuditEvent.objects.filter(action="telegram.revoke_binding").count() == 1

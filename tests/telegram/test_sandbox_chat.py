@@ -14,8 +14,9 @@ from django.urls import reverse
 
 from agents.models import AgentProfile
 from agents.secret_store import get_active_secret_value
+from telegram.bots import configure_webhook, import_telegram_token
 from telegram.models import IdentityBinding, PairingCode, SandboxMessage, TelegramUpdate
-from telegram.services import configure_webhook, create_pairing_code, import_telegram_token
+from telegram.pairing import create_pairing_code
 from workers.models import Message
 
 BASE = "http://chat.test"

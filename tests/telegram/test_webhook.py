@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
-from telegram.services import bind_identity, create_pairing_code
+from telegram.pairing import bind_identity, create_pairing_code
 from tests.telegram.conftest import TG, legacy_binding, text_update
 from workers.models import Message
 
@@ -226,11 +226,11 @@ def test_previous_secret_accepted_only_during_grace(make_bot, post_update):
 
 def test_database_unavailable_is_503(make_bot, post_update, monkeypatch):
     make_bot("alpha", "100")
-    from telegram import views
+    from telegram import webhook
 
     def broken(*args, **kwargs):
         raise DatabaseError("connection refused")
 
-    monkeypatch.setattr(views.ingress, "route", broken)
+    monkeypatch.setattr(webhook.ingress, "route", broken)
     response = post_update("100", text_update(1, "hi"))
     assert response.status_code == 503 and response.json() == {"error": "unavailable"}

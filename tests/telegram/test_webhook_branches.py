@@ -10,9 +10,9 @@ import pytest
 import responses
 
 from agents.models import Conversation
-from telegram import ingress, refusals, services, views, webhook_auth
+from telegram import ingress, pairing, refusals, sql, webhook
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
-from telegram.services import bind_identity, create_pairing_code
+from telegram.pairing import bind_identity, create_pairing_code
 from tests.telegram.conftest import bind, legacy_binding, text_update
 from workers.models import Message, MessageAttachment
 
@@ -78,19 +78,19 @@ def test_secret_is_checked_before_the_body_is_parsed(make_bot, post_update):
 
 def test_secret_compare_is_constant_time_over_every_candidate(monkeypatch):
     seen = []
-    real_compare = webhook_auth.hmac.compare_digest
+    real_compare = webhook.hmac.compare_digest
 
     def spy(a, b):
         seen.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr(webhook_auth.hmac, "compare_digest", spy)
-    assert webhook_auth.secret_matches("current", ["current", "previous"]) is True
+    monkeypatch.setattr(webhook.hmac, "compare_digest", spy)
+    assert webhook.secret_matches("current", ["current", "previous"]) is True
     # Even after a match, the other candidate is compared too: timing reveals nothing.
     assert [b for _, b in seen] == [b"current", b"previous"]
-    assert webhook_auth.secret_matches("nope", ["current"]) is False
-    assert webhook_auth.secret_matches(None, ["current"]) is False
-    assert webhook_auth.secret_matches("", ["current"]) is False
+    assert webhook.secret_matches("nope", ["current"]) is False
+    assert webhook.secret_matches(None, ["current"]) is False
+    assert webhook.secret_matches("", ["current"]) is False
 
 
 def test_bot_without_webhook_secret_refuses_everything(make_bot, post_update):
@@ -109,13 +109,13 @@ def test_get_is_405_json(make_bot, client):
 
 def never_seen(monkeypatch) -> None:
     """Make the early dedupe flag read with the bot's row always say "not seen"."""
-    real = views.load_bot
+    real = webhook.load_bot
 
     def load_bot(identity, update_id=None):
         loaded = real(identity, update_id)
         return dataclasses.replace(loaded, update_seen=False) if loaded else loaded
 
-    monkeypatch.setattr(views, "load_bot", load_bot)
+    monkeypatch.setattr(webhook, "load_bot", load_bot)
 
 
 def test_redelivered_update_is_enqueued_once_even_past_the_early_check(
@@ -128,7 +128,7 @@ def test_redelivered_update_is_enqueued_once_even_past_the_early_check(
     first = post_update("100", text_update(7, "hello")).json()
     assert first["status"] == "enqueued"
     never_seen(monkeypatch)
-    monkeypatch.setattr(views, "already_seen", lambda *a: False)
+    monkeypatch.setattr(sql, "update_seen", lambda *a: False)
     second = post_update("100", text_update(7, "hello", chat=999))
     assert second.status_code == 503  # the check says "not seen", so: redeliver, never drop
     monkeypatch.undo()
@@ -308,7 +308,7 @@ def test_no_chat_fallback_a_binding_routes_only_its_own_user(make_bot, post_upda
 def test_legacy_binding_is_never_matched_even_when_binding_required(make_bot, post_update):
     bot = make_bot("alpha", "100", require_telegram_binding=True)
     legacy_binding(bot.agent, "old", telegram_user_id="555", telegram_chat_id="555")
-    assert services.resolve_binding("100", "555") is None
+    assert pairing.resolve_binding("100", "555") is None
     assert post_update("100", text_update(1, "hi")).json()["status"] == "unbound"
 
 
@@ -380,7 +380,7 @@ def test_edited_message_and_callback_query_are_handled(make_bot, post_update):
 
 def test_oversized_body_is_400(make_bot, post_update):
     make_bot("alpha", "100")
-    raw = json.dumps({"update_id": 1, "pad": "x" * (views.MAX_BODY_BYTES + 10)}).encode()
+    raw = json.dumps({"update_id": 1, "pad": "x" * (webhook.MAX_BODY_BYTES + 10)}).encode()
     response = post_update("100", None, raw=raw)
     assert response.status_code == 400 and TelegramUpdate.objects.count() == 0
 
@@ -399,7 +399,7 @@ def test_database_error_while_looking_up_the_bot_is_503(make_bot, post_update, m
     def down(*args):
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(views, "load_bot", down)
+    monkeypatch.setattr(webhook, "load_bot", down)
     response = post_update("100", text_update(1, "hi"))
     assert response.status_code == 503 and response.json() == {"error": "unavailable"}
 

@@ -130,7 +130,7 @@ def test_webhook_fuzz_keeps_every_table_consistent(make_bot, post_update, update
     """Plausible updates on bots of every kind (open, binding required, disabled), with pairing
     attempts: whatever the outcome, each recorded update has exactly the rows it implies."""
     from telegram.models import Bot, IdentityBinding
-    from telegram.services import create_pairing_code
+    from telegram.pairing import create_pairing_code
 
     if not Bot.objects.exists():
         make_bot("alpha", "100", username="alpha_bot")

@@ -1,7 +1,7 @@
 """The server and the worker runtime are two programs speaking one format: the worker keeps
 its own copies of the skill layout (``workers.runtime.skill_layout``) and of Telegram's
 message splitting (``workers.runtime.telegram_sender``), and these tests hold each copy to
-the server's (``agents.skill_bundle``, ``telegram.client``)."""
+the server's (``agents.skill_bundle``, ``telegram.bot_api``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents import skill_bundle as server
-from telegram import client as server_telegram
+from telegram import bot_api as server_telegram
 from workers.runtime import skill_layout as worker
 from workers.runtime import telegram_sender as worker_telegram
 

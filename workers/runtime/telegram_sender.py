@@ -1,6 +1,6 @@
 """The worker's own Telegram sender: ``sendMessage`` only, for agents whose replies the
 worker still delivers itself (SPEC §12, §22 compatibility mode). The server's Bot API client
-(``telegram.client``) is a server module; this runtime imports nothing of the server.
+(``telegram.bot_api``) is a server module; this runtime imports nothing of the server.
 
 Replies are split into ≤ 4096-character messages (line breaks, then spaces preferred); a 429
 is honoured with Telegram's ``retry_after``; 5xx answers and network errors are retried with

@@ -7,7 +7,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.secret_store import SecretUnavailable
-from telegram.services import PairingError, TelegramSetupError
+from telegram.bots import TelegramSetupError
+from telegram.pairing import PairingError
 
 
 class TelegramCommand(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import readiness
+from telegram.readiness import readiness
 from workers.usage import PERIODS, usage_summary
 
 

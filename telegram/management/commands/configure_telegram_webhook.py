@@ -1,6 +1,6 @@
 from agents.audit import actor_name
+from telegram.bots import configure_webhook
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import configure_webhook
 
 
 class Command(TelegramCommand):

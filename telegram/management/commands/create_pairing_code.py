@@ -1,6 +1,6 @@
 from agents.audit import actor_name
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import create_pairing_code, deep_link
+from telegram.pairing import create_pairing_code, deep_link
 
 
 class Command(TelegramCommand):

@@ -4,8 +4,8 @@ import sys
 from django.core.management.base import CommandError
 
 from agents.audit import actor_name
+from telegram.bots import import_telegram_token, old_webhook_warning
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import import_telegram_token, old_webhook_warning
 
 
 class Command(TelegramCommand):

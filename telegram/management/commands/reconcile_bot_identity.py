@@ -1,9 +1,9 @@
 from django.core.management.base import CommandError
 
 from agents.audit import actor_name
+from telegram.bots import TelegramSetupError, reconcile_bot_identity
 from telegram.management.commands._base import TelegramCommand
 from telegram.models import Bot
-from telegram.services import TelegramSetupError, reconcile_bot_identity
 
 
 class Command(TelegramCommand):

@@ -1,6 +1,6 @@
 from agents.audit import actor_name
+from telegram.bots import rotate_webhook_secret
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import rotate_webhook_secret
 
 
 class Command(TelegramCommand):

@@ -3,9 +3,9 @@ from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.models import AgentProfile
+from telegram.bots import configure_webhook, import_telegram_token, webhook_url_for
 from telegram.management.commands._base import TelegramCommand
 from telegram.models import Bot
-from telegram.services import configure_webhook, import_telegram_token, webhook_url_for
 
 DEMO_AGENT = "demo"
 DEMO_TOKEN = "1000001:sandbox-demo-token"

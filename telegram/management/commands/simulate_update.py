@@ -8,9 +8,9 @@ from django.core.management.base import CommandError
 
 from agents.secret_refs import webhook_secret_ref
 from agents.secret_store import get_active_secret_value
+from telegram.bots import webhook_url_for
 from telegram.management.commands._base import TelegramCommand
 from telegram.models import Bot
-from telegram.services import webhook_url_for
 
 
 def build_text_update(text: str, *, user_id: int, chat_id: int) -> dict:

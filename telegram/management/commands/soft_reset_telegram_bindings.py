@@ -1,6 +1,6 @@
 from agents.audit import actor_name
 from telegram.management.commands._base import TelegramCommand
-from telegram.services import soft_reset_legacy
+from telegram.pairing import soft_reset_legacy
 
 
 class Command(TelegramCommand):

@@ -1,4 +1,7 @@
-"""Telegram Bot API client (SPEC §5.4). No model imports: the reference worker uses it too.
+"""Telegram Bot API client (SPEC §5.4): plain Python and requests, no Django.
+
+The caller names the API base URL (``telegram.bots.bot_client`` passes the setting), so the
+module runs wherever requests does.
 
 Every call goes through ``TelegramClient._call``: explicit timeouts, 429 honoured with the
 ``retry_after`` Telegram sends, bounded retries with backoff for 5xx and network errors, and
@@ -13,7 +16,6 @@ import time
 from dataclasses import dataclass
 
 import requests
-from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +95,13 @@ def _retry_after(body: dict) -> float:
 
 
 class TelegramClient:
-    def __init__(self, token: str, *, base_url: str | None = None, session=None, sleep=None):
+    def __init__(self, token: str, *, base_url: str, session=None, sleep=None):
         if not token or not isinstance(token, str):
             raise TelegramError("A bot token is required.")
+        if not base_url:
+            raise TelegramError("The Bot API base URL is required.")
         self._token = token
-        self._base_url = (base_url or settings.TELEGRAM_API_BASE_URL).rstrip("/")
+        self._base_url = base_url.rstrip("/")
         self._session = session or requests.Session()
         self._sleep = sleep or _sleep
 

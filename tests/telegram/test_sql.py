@@ -1,0 +1,167 @@
+"""Every raw-SQL fast path of ``telegram.sql`` against its QuerySet twin: the same data gives
+the same answer (the suite runs on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from agents.models import AgentProfile, Secret
+from agents.secret_store import import_secret
+from telegram import sql
+from telegram.models import Bot, IdentityBinding, SenderQuota, TelegramUpdate, webhook_secret_ref
+from tests.telegram.conftest import bind
+from workers.models import Message
+from workers.queue import enqueue_message
+
+pytestmark = pytest.mark.django_db
+
+
+def values(instance) -> list:
+    return [getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields]
+
+
+def bot_with_secrets_twin(bot_identity: str, update_id: int | None):
+    bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
+    if bot is None:
+        return None
+    rows = Secret.objects.filter(secret_ref=webhook_secret_ref(bot.agent.agent_key)).order_by(
+        "-version"
+    )[:2]
+    secrets = [(row.pk, row.active, bytes(row.nonce)) for row in rows]
+    seen = TelegramUpdate.objects.filter(bot_identity=bot_identity, update_id=update_id).exists()
+    return bot, secrets, seen
+
+
+def assert_same_bot(bot_identity: str, update_id: int | None) -> None:
+    fast, twin = sql.bot_with_secrets(bot_identity, update_id), bot_with_secrets_twin(
+        bot_identity, update_id
+    )
+    if twin is None:
+        assert fast is None
+        return
+    assert values(fast[0]) == values(twin[0])
+    assert values(fast[0].agent) == values(twin[0].agent)
+    assert fast[1:] == twin[1:]
+
+
+def test_bot_with_secrets_matches_its_queryset_twin(make_bot):
+    assert_same_bot("100", 1)  # no bot at all
+    bot = make_bot("alpha", "100", require_telegram_binding=True)
+    make_bot("beta", "200")
+    AgentProfile.objects.filter(pk=bot.agent.pk).update(secrets_ref=["llm.key"])
+    for update_id in (None, 1, 2):
+        assert_same_bot("100", update_id)
+    TelegramUpdate.objects.create(bot_identity="100", update_id=1, outcome="enqueued")
+    TelegramUpdate.objects.create(bot_identity="200", update_id=2, outcome="enqueued")
+    for update_id in (1, 2, 3):  # seen on this bot, seen on another bot only, never seen
+        assert_same_bot("100", update_id)
+    # A rotation: three versions, the newest active; only the two newest are read.
+    import_secret(webhook_secret_ref("alpha"), "n" * 40, actor="t")
+    import_secret(webhook_secret_ref("alpha"), "m" * 40, actor="t")
+    assert len(sql.bot_with_secrets("100", 1)[1]) == 2
+    assert_same_bot("100", 1)
+    # A bot whose webhook secret was never stored.
+    Secret.objects.filter(secret_ref=webhook_secret_ref("beta")).delete()
+    assert sql.bot_with_secrets("200", 2)[1] == []
+    assert_same_bot("200", 2)
+
+
+def test_update_seen_matches_its_queryset_twin(make_bot):
+    TelegramUpdate.objects.create(bot_identity="100", update_id=7, outcome="ignored")
+    TelegramUpdate.objects.create(bot_identity="200", update_id=8, outcome="ignored")
+    for bot_identity in ("100", "200", "300"):
+        for update_id in (7, 8, -(2**63), 2**63 - 1):
+            twin = TelegramUpdate.objects.filter(
+                bot_identity=bot_identity, update_id=update_id
+            ).exists()
+            assert sql.update_seen(bot_identity, update_id) == twin
+
+
+def active_binding_twin(bot_identity: str, user_id: str) -> int | None:
+    return (
+        IdentityBinding.objects.filter(
+            status=IdentityBinding.ACTIVE, bot_identity=bot_identity, telegram_user_id=user_id
+        )
+        .order_by("-bound_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def test_active_binding_id_matches_its_queryset_twin(make_bot):
+    from tests.telegram.conftest import legacy_binding
+
+    bot = make_bot("alpha", "100")
+    other = make_bot("beta", "200")
+    bind(bot, "u1", user="9")
+    bind(bot, "u2", user="9")  # revokes u1's: (bot, user) maps to one consumer
+    bind(other, "u3", user="9")
+    bind(bot, "u4", chat="10")  # chat only: never matches a user
+    legacy_binding(bot.agent, "u5", telegram_user_id="11")
+    cases = [("100", "9"), ("200", "9"), ("100", "10"), ("100", "11"), ("300", "9")]
+    for bot_identity, user_id in cases:
+        assert sql.active_binding_id(bot_identity, user_id) == active_binding_twin(
+            bot_identity, user_id
+        )
+    assert sql.active_binding_id("100", "9") is not None
+
+
+def take_token_twin(bot_identity: str, user_id: str, *, burst, per_second, now) -> bool:
+    """The token bucket spelled with the ORM: a locked read, then a write."""
+    with transaction.atomic():
+        row = (
+            SenderQuota.objects.select_for_update()
+            .filter(bot_identity=bot_identity, telegram_user_id=user_id)
+            .first()
+        )
+        if row is None:
+            SenderQuota.objects.create(
+                bot_identity=bot_identity,
+                telegram_user_id=user_id,
+                tokens=burst - 1,
+                refilled_at=now,
+                admitted=True,
+            )
+            return True
+        available = min(burst, row.tokens + per_second * max(0.0, now - row.refilled_at))
+        row.admitted = available >= 1
+        row.tokens = available - 1 if row.admitted else available
+        row.refilled_at = max(now, row.refilled_at)
+        row.save()
+        return row.admitted
+
+
+def test_take_token_matches_its_queryset_twin():
+    # A burst, a refusal, a partial refill, a full refill capped at burst, a clock that
+    # steps back (never refills twice).
+    times = [0.0, 0.0, 0.0, 0.0, 1.0, 1.5, 2.0, 2.0, 60.0, 61.0, 30.0, 30.5, 62.0]
+    limits = {"burst": 3, "per_second": 0.5}
+    for now in times:
+        fast = sql.take_token("100", "fast", now=now, **limits)
+        twin = take_token_twin("100", "twin", now=now, **limits)
+        assert fast == twin, now
+        a, b = (SenderQuota.objects.get(telegram_user_id=u) for u in ("fast", "twin"))
+        assert (a.tokens, a.refilled_at, a.admitted) == pytest.approx(
+            (b.tokens, b.refilled_at, b.admitted)
+        )
+
+
+def test_waiting_at_least_matches_its_queryset_twin(db):
+    AgentProfile.objects.create(agent_key="alpha")
+    payload = {"provider": "telegram", "provider_user_id": "1", "message_text": "hi"}
+    ids = [
+        enqueue_message(conversation_id="c1", agent_key="alpha", payload=payload).message.pk
+        for _ in range(5)
+    ]
+    enqueue_message(conversation_id="c2", agent_key="alpha", payload=payload)
+    Message.objects.filter(pk=ids[0]).update(status=Message.PROCESSING)
+    Message.objects.filter(pk=ids[1]).update(status=Message.DONE)
+    Message.objects.filter(pk=ids[2]).update(status=Message.DEAD_LETTER)
+    for conversation_id in ("c1", "c2", "none"):
+        waiting = Message.objects.filter(
+            conversation__conversation_id=conversation_id,
+            status__in=[Message.QUEUED, Message.PROCESSING],
+        ).count()
+        for cap in range(1, 6):
+            assert sql.waiting_at_least(conversation_id, cap) == (waiting >= cap)
