@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from agents.audit import actor_name, record_audit
 from workers import admin_tasks  # noqa: F401 (django-q2's task lists, resubmit guarded)
-from workers.leases import requeue_dead_letters
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, MessageAttachment, Worker
+from workers.queue import requeue_dead_letters
 
 
 class DeadLetter(Message):
@@ -249,9 +249,7 @@ def dashboard_data(now: dt.datetime | None = None) -> dict:
 
     now = now or timezone.now()
     by_status = dict(Message.objects.values_list("status").annotate(n=Count("id")))
-    oldest = Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now).aggregate(
-        oldest=Min("scheduled_for")
-    )["oldest"]
+    oldest = Message.objects.ready(now).aggregate(oldest=Min("scheduled_for"))["oldest"]
     workers = dict(Worker.objects.values_list("status").annotate(n=Count("id")))
     peak = max([1, *by_status.values()])
     queue = [

@@ -1,36 +1,37 @@
 """The autoscaler (SPEC §10): sweep leases, advance lifecycles, spawn for demand, tear down.
 
-One reconcile runs at a time, for the whole pass including the provider calls: on
-PostgreSQL a session advisory lock, elsewhere (SQLite, one machine) an exclusive file lock.
-A reconcile that cannot take it returns at once (or waits a little, when asked).
-Decisions are written in one transaction; provider calls (spawn, teardown, which can take
-seconds and talk to Fly) run after it commits, each for a worker row that is already
-recorded — so a crash between the two never forgets a machine, and two reconciles never
-spawn for the same demand.
+One reconcile runs at a time, for the whole pass including the provider calls
+(``workers.reconcile_lock``). A reconcile that cannot take the lock returns at once (or
+waits a little, when asked). Decisions are written in one transaction; provider calls
+(spawn, teardown, which can take seconds and talk to Fly) run after it commits, each for a
+worker row that is already recorded — so a crash between the two never forgets a machine,
+and two reconciles never spawn for the same demand.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q
+from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
 from agents.secret_store import SecretUnavailable
 from workers.fair_share import reassign_idle_workers
-from workers.leases import live_worker_cutoff, live_workers, sweep_expired_leases
-from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
+from workers.lifecycle import (
+    InvalidTransition,
+    end_leases_held_by,
+    live_worker_cutoff,
+    live_workers,
+    transition_worker,
+)
 from workers.models import DataSnapshot, Message, Worker
 from workers.providers import (
     Provider,
@@ -40,11 +41,13 @@ from workers.providers import (
     SpawnResult,
     get_provider,
 )
+from workers.reconcile_lock import reconcile_lock, traced_pass
+from workers.sweep import sweep_expired_leases
 from workers.tokens import mint_worker_token
+from workers.triggers import TRIGGER_WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
-ADVISORY_LOCK_KEY = 0x4146_5243  # "AFRC": agent factory reconcile
 DEMAND_SCAN_ROWS = 64
 # Rows a reconcile created and has not handed to the provider yet: the spawn "claims" the
 # row by moving it off this reason, so a worker id is given to the provider at most once.
@@ -98,86 +101,6 @@ class ReconcileReport:
         )
 
 
-def _discard_connection() -> None:
-    raw = connection.connection
-    if raw is not None:
-        with contextlib.suppress(Exception):
-            raw.close()  # the pool discards a closed connection instead of reusing it
-    with contextlib.suppress(DatabaseError):
-        connection.close()
-
-
-@contextlib.contextmanager
-def reconcile_lock(wait_seconds: float = 0.0):
-    """Yield True while holding the single-reconcile lock, False if it stayed taken.
-
-    Held for the whole pass, provider calls included, so two passes never tear down (or
-    observe) the same worker at once. A session-level lock dies with its connection, so a
-    crashed reconcile never leaves it held.
-    """
-    deadline = time.monotonic() + wait_seconds
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-
-            def try_lock() -> bool:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
-                return bool(cursor.fetchone()[0])
-
-            held = _keep_trying(try_lock, deadline)
-        try:
-            yield held
-        finally:
-            if held:
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
-                except DatabaseError:
-                    # Do not mask the error that broke the connection. Close it for real so
-                    # the lock dies with the session: a pooled connection handed back with
-                    # the lock still held would block every later pass.
-                    logger.warning("Could not release the reconcile lock explicitly.")
-                    _discard_connection()
-        return
-    import fcntl
-
-    path = _lock_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-
-        def try_lock() -> bool:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        held = _keep_trying(try_lock, deadline)
-        try:
-            yield held
-        finally:
-            if held:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _keep_trying(attempt, deadline: float) -> bool:
-    """Call ``attempt`` every 0.2 s until it returns True or ``deadline`` (monotonic) passes."""
-    while True:
-        if attempt():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-
-
-def _lock_file() -> Path:
-    """The lock belongs to the database it guards: next to the SQLite file (so two
-    databases on one machine, e.g. parallel test runs, never block each other)."""
-    name = str(connection.settings_dict.get("NAME") or "")
-    if name and name != ":memory:" and not name.startswith("file:"):
-        return Path(f"{name}.reconcile.lock")
-    return Path(settings.VAR_DIR) / "reconcile.lock"
-
-
 def _worker_api_url() -> str:
     return settings.AGENT_FACTORY_WORKER_API_URL or settings.PUBLIC_BASE_URL
 
@@ -190,38 +113,9 @@ def reconcile(
         if not held:
             report.skipped = "another reconcile is running"
             return report
-        with _traced_pass():
+        with traced_pass():
             _reconcile_locked(actor, now, report)
     return report
-
-
-@contextlib.contextmanager
-def _traced_pass():
-    """With ``AGENT_FACTORY_RECONCILE_TRACE_FILE`` set (diagnostics, the scale-out test),
-    append a ``begin`` line once the lock is held and an ``end`` line before it is released:
-    ``<monotonic ns> <pid> <pass id> <begin|end>``. The monotonic clock is system-wide on
-    Linux, so lines from every process on one machine compare, and two passes that ever ran
-    at once show as overlapping intervals."""
-    path = settings.AGENT_FACTORY_RECONCILE_TRACE_FILE
-    if not path:
-        yield
-        return
-    pass_id = secrets.token_hex(6)
-    _trace(path, pass_id, "begin")
-    try:
-        yield
-    finally:
-        _trace(path, pass_id, "end")
-
-
-def _trace(path: str, pass_id: str, event: str) -> None:
-    # One write to a file opened for appending: lines from concurrent processes never mix.
-    line = f"{time.monotonic_ns()} {os.getpid()} {pass_id} {event}\n".encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 def _reconcile_locked(actor: str, now: dt.datetime | None, report: ReconcileReport) -> None:
@@ -352,27 +246,13 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     report.running = Worker.objects.exclude(status=Worker.STOPPED).count()
     if not provider.autoscale:
         return []
-    covered = Exists(
-        live_workers(now, config).filter(assigned_conversation=OuterRef("conversation_id"))
-    )
-    leased = Exists(
-        Message.objects.filter(
-            conversation_id=OuterRef("conversation_id"),
-            status=Message.PROCESSING,
-            lease_expires_at__gt=now,
-        )
-    )
     capacity = max(0, config.max_workers - report.running)
     slots = min(capacity, config.spawn_step)
     # Walk the ready queue in claim order only as far as needed: the cost stays flat however
     # long the backlog is (the number of spawns per pass is small).
-    rows = (
-        Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now)
-        .exclude(covered)
-        .exclude(leased)
-        .order_by("-priority", "scheduled_for", "id")
-        .values_list("conversation_id", "agent_key")[: DEMAND_SCAN_ROWS + slots * 8]
-    )
+    rows = Message.objects.claim_candidates(now, live_workers(now, config)).values_list(
+        "conversation_id", "agent_key"
+    )[: DEMAND_SCAN_ROWS + slots * 8]
     targets: dict[int, str] = {}
     for conversation_pk, agent_key in rows:
         targets.setdefault(conversation_pk, agent_key)
@@ -535,9 +415,6 @@ def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
     report.stopped.append(worker.worker_id)
 
 
-# The enqueue trigger is throttled per process for this long; the pass it queued runs once
-# more at the end of that window, so an enqueue that the throttle swallowed is still seen.
-TRIGGER_WINDOW_SECONDS = 2.0
 TRIGGER_WAIT_SECONDS = 30.0
 
 

@@ -180,11 +180,11 @@ def test_claim_queries_use_indexes(alpha_agent, enqueue):
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         try:
-            whole = leases._ready(now).order_by(*leases.CLAIM_ORDER)[:1].explain()
+            whole = Message.objects.ready(now).in_claim_order()[:1].explain()
             mine = (
-                leases._ready(now)
+                Message.objects.ready(now)
                 .filter(conversation=conversation)
-                .order_by(*leases.CLAIM_ORDER)[:1]
+                .in_claim_order()[:1]
                 .explain()
             )
         finally:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from workers import leases
 from workers.models import Message, Worker
+from workers.queue import requeue_dead_letters
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_requeue_dead_letters_resets_attempts(alpha_agent, enqueue, worker):
 
     message = enqueue("c1", "alpha")
     Message.objects.filter(pk=message.pk).update(status="dead_letter", attempts=5)
-    assert leases.requeue_dead_letters([message.pk], actor="admin") == 1
+    assert requeue_dead_letters([message.pk], actor="admin") == 1
     message.refresh_from_db()
     assert message.status == "queued" and message.attempts == 0
     assert AuditEvent.objects.filter(action="queue.requeue_dead_letters").exists()

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from agents.api_errors import LeaseLost as LeaseLostError
 from agents.api_errors import error_response
-from workers import leases, snapshots
+from workers import leases, lifecycle, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
 from workers.hydration import AppendError, append_conversation_messages, build_hydration_bundle
@@ -54,7 +54,7 @@ class ControlView(WorkerView):
     @extend_schema(request=s.EmptySerializer, responses={200: dict})
     def post(self, request):
         # Polling control proves an idle worker is alive (unless it already went stale).
-        return Response(leases.control_state(self.worker))
+        return Response(lifecycle.control_state(self.worker))
 
 
 def job_body(job: leases.ClaimedJob) -> dict:
