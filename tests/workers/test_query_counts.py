@@ -1,0 +1,100 @@
+"""Claim, heartbeat and complete through the worker API cost a fixed number of queries,
+whatever is queued (ARCHITECTURE.md: query counts are tested)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from agents.models import RuntimeConfig
+from workers.models import Message
+
+API = "/api/v1/worker"
+
+
+def seed(enqueue, size: int) -> None:
+    """``size`` messages in the worker's own conversation and ``size`` other conversations
+    with work, half of them busy (a live lease) so a claim must look past them."""
+    for n in range(size):
+        enqueue("mine", "alpha", f"own {n}")
+        enqueue(f"other-{n}", "alpha", f"other {n}", priority=90)
+    others = Message.objects.filter(conversation__conversation_id__startswith="other-")
+    busy = [m.pk for m in others.order_by("pk")][::2]
+    Message.objects.filter(pk__in=busy).update(
+        status=Message.PROCESSING,
+        claimed_by="ghost",
+        lease_id="x",
+        lease_expires_at=timezone.now() + timezone.timedelta(minutes=5),
+    )
+
+
+def counted(django_assert_num_queries, expected: int, call):
+    with django_assert_num_queries(expected):
+        response = call()
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+# Per request: the token lookup, then the service's own statements. A claim or complete
+# opens a transaction, which inside the test's own shows as SAVEPOINT / RELEASE (two of the
+# count; in production BEGIN and COMMIT are not logged as queries).
+WARM_CLAIM, FIRST_CLAIM, HEARTBEAT, COMPLETE = 8, 9, 2, 5
+
+
+@pytest.fixture(autouse=True)
+def steady_state(monkeypatch, runtime_config):
+    """As in a running server: the runtime config is in the per-process cache (it is read
+    at most every two seconds), and no reconcile trigger runs inline."""
+    monkeypatch.setattr("workers.triggers.request_reconcile", lambda: None)
+    monkeypatch.setattr(RuntimeConfig, "get_cached", classmethod(lambda cls: runtime_config))
+
+
+@pytest.mark.parametrize("size", [1, 50])
+def test_claim_heartbeat_complete_cost_the_same_whatever_is_queued(
+    alpha_agent, enqueue, make_worker, worker_api, django_assert_num_queries, size
+):
+    seed(enqueue, size)
+    worker, token = make_worker("w-a", heartbeat_at=timezone.now())
+    api = worker_api(token)
+    claim = {"conversation_id": "mine"}
+
+    job = counted(
+        django_assert_num_queries,
+        FIRST_CLAIM,
+        lambda: api.post(f"{API}/claim/", claim, format="json"),
+    )["job"]
+    assert job["conversation_id"] == "mine"
+    lease = {"lease_id": job["lease_id"]}
+    jobs = f"{API}/jobs/{job['message_id']}"
+    counted(
+        django_assert_num_queries,
+        HEARTBEAT,
+        lambda: api.post(f"{jobs}/heartbeat/", lease, format="json"),
+    )
+    counted(
+        django_assert_num_queries,
+        COMPLETE,
+        lambda: api.post(f"{jobs}/complete/", lease, format="json"),
+    )
+    if size > 1:  # the warm path: the worker's next job in its own conversation
+        job = counted(
+            django_assert_num_queries,
+            WARM_CLAIM,
+            lambda: api.post(f"{API}/claim/", claim, format="json"),
+        )["job"]
+        assert job["conversation_id"] == "mine"
+
+
+@pytest.mark.parametrize("size", [1, 50])
+def test_an_unassigned_claim_over_the_whole_queue_costs_the_same(
+    alpha_agent, enqueue, make_worker, worker_api, django_assert_num_queries, size
+):
+    seed(enqueue, size)
+    _, token = make_worker("w-a", heartbeat_at=timezone.now())
+    job = counted(
+        django_assert_num_queries,
+        FIRST_CLAIM,
+        lambda: worker_api(token).post(f"{API}/claim/", {}, format="json"),
+    )["job"]
+    # past the busy conversations (other-0, other-2, ...) to the best free one
+    assert job["conversation_id"] == ("other-1" if size > 1 else "mine")
