@@ -166,20 +166,6 @@ def _claim_in_conversation(
     # every claim path checks it at no extra query, the same way on every database.
     if conversation.in_handoff_for(worker.worker_id, now):
         return None
-    # The hot path, one query: the next ready message, with whether the conversation has a
-    # processing message or another live owner. This is sound because the conversation row
-    # was locked by an earlier statement: every claim locks it before it makes a message
-    # processing, so this statement's snapshot already sees all such claims. A stale "busy"
-    # (a job completed meanwhile) only sends us down the careful path below.
-    message = sql.next_ready_in_conversation(
-        worker.pk, conversation.pk, now, live_worker_cutoff(now, config)
-    )
-    if message is not None and message.owned_by_other:
-        return None
-    if message is None or message.busy:
-        message = _claim_candidate_past_processing(worker, conversation, now, config)
-        if message is None:
-            return None
     lease_id = secrets.token_hex(16)
     lease_expires_at = now + dt.timedelta(seconds=config.lease_seconds)
     fields = {
@@ -190,21 +176,40 @@ def _claim_in_conversation(
         "claimed_at": now,
         "next_retry_at": None,
     }
-    sql.update(Message, fields, ("pk", "=", message.pk))
-    for name, value in fields.items():
-        setattr(message, name, value)
-    message.conversation = conversation
     worker_fields = {
         "load": 1,
         "last_claim_at": now,
         "heartbeat_at": now,
         "scheduled_shutdown_at": None,
         "assigned_conversation_id": conversation.pk,
-        "assigned_agent_key": message.agent_key,
         "assigned_lease_id": lease_id,
         "assigned_at": worker.assigned_at if worker.assigned_conversation_id else now,
     }
-    sql.update(Worker, worker_fields, ("pk", "=", worker.pk))
+    # The hot path, one statement: the next ready message, with whether the conversation
+    # has a processing message or another live owner, taken at once when it has neither.
+    # This is sound because the conversation row was locked by an earlier statement: every
+    # claim locks it before it makes a message processing, so this statement's snapshot
+    # already sees all such claims. A stale "busy" (a job completed meanwhile) only sends
+    # us down the careful path below.
+    message = sql.claim_next_ready(
+        worker.pk, conversation.pk, now, live_worker_cutoff(now, config), fields, worker_fields
+    )
+    if message is not None and message.owned_by_other:
+        return None
+    if message is None or not message.taken:
+        message = _claim_candidate_past_processing(worker, conversation, now, config)
+        if message is None:
+            return None
+        sql.update(Message, fields, ("pk", "=", message.pk))
+        sql.update(
+            Worker,
+            {**worker_fields, "assigned_agent_key": message.agent_key},
+            ("pk", "=", worker.pk),
+        )
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.conversation = conversation
+    worker_fields["assigned_agent_key"] = message.agent_key
     for name, value in worker_fields.items():
         setattr(worker, name, value)
     return ClaimedJob(message=message, lease_id=lease_id, lease_expires_at=lease_expires_at)
@@ -295,13 +300,14 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
 
 def complete_job(worker: Worker, message_id: int, lease_id: str) -> None:
     config = RuntimeConfig.get_cached()
-    with transaction.atomic():
-        now = timezone.now()
-        done = {"status": Message.DONE, "completed_at": now, "lease_expires_at": None}
-        updated = _fenced_update(worker, message_id, lease_id, now, {**done, "last_error": ""})
-        if updated != 1:
-            raise LeaseLost()
-        _after_job(worker, now, config)
+    now = timezone.now()
+    done = {"status": Message.DONE, "completed_at": now, "lease_expires_at": None}
+    fence = _lease_conditions(worker, message_id, lease_id, now)
+    idle = _idle_fields(now, config)
+    if not sql.finish_job(fence, {**done, "last_error": ""}, worker.pk, idle):
+        raise LeaseLost()
+    for name, value in idle.items():
+        setattr(worker, name, value)
 
 
 def fail_job(worker: Worker, message_id: int, lease_id: str, error: str) -> Message:
@@ -340,15 +346,19 @@ def mark_delivered(worker: Worker, message_id: int, lease_id: str) -> dt.datetim
         return message.delivered_at
 
 
-def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
+def _idle_fields(now: dt.datetime, config: RuntimeConfig) -> dict:
     # The worker keeps its conversation (warm workspace) and goes idle until the deadline.
-    fields = {
+    return {
         "load": 0,
         "heartbeat_at": now,
         "idle_since": now,
         "assigned_lease_id": "",
         "scheduled_shutdown_at": now + dt.timedelta(seconds=config.idle_timeout_seconds),
     }
+
+
+def _after_job(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> None:
+    fields = _idle_fields(now, config)
     sql.update(Worker, fields, ("pk", "=", worker.pk))
     for name, value in fields.items():
         setattr(worker, name, value)

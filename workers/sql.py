@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import connection
+from django.db import connection, transaction
 
 from agents.models import Conversation
 from workers.models import Message, Worker
@@ -27,25 +27,69 @@ def update(model, values: dict, *where: tuple[str, str, object]) -> int:
 
     ``where`` holds ``(field, operator, value)`` triples, operator ``=`` or ``>``.
     """
-    quote = connection.ops.quote_name
-    meta = model._meta
-    assignments, conditions, params = [], [], []
+    assignments, params = _assignments(model, values)
+    conditions, condition_params = _conditions(model, where)
+    sql = f"UPDATE {_table(model)} SET {assignments} WHERE {conditions}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + condition_params)
+        return cursor.rowcount
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _assignments(model, values: dict) -> tuple[str, list]:
+    quote, meta = connection.ops.quote_name, model._meta
+    parts, params = [], []
     for name, value in values.items():
         field = meta.get_field(name)
-        assignments.append(f"{quote(field.column)} = %s")
+        parts.append(f"{quote(field.column)} = %s")
         params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(parts), params
+
+
+def _conditions(model, where) -> tuple[str, list]:
+    quote, meta = connection.ops.quote_name, model._meta
+    parts, params = [], []
     for name, operator, value in where:
         field = meta.pk if name == "pk" else meta.get_field(name)
         assert operator in OPERATORS and value is not None
-        conditions.append(f"{quote(field.column)} {operator} %s")
+        parts.append(f"{quote(field.column)} {operator} %s")
         params.append(field.get_db_prep_value(value, connection))
+    return " AND ".join(parts), params
+
+
+def finish_job(fence, message_values: dict, worker_pk: int, worker_values: dict) -> bool:
+    """The fenced write of a job's end and, only when it lands, its worker's: whether it
+    landed. One statement on PostgreSQL (atomic by itself, no transaction round trips).
+
+    Twin (and the path elsewhere): ``update(Message, …, *fence)``, then
+    ``update(Worker, …)`` if it changed a row, in one transaction.
+    """
+    if connection.vendor != "postgresql":
+        return _finish_job_in_steps(fence, message_values, worker_pk, worker_values)
+    message_set, message_params = _assignments(Message, message_values)
+    fence_sql, fence_params = _conditions(Message, fence)
+    worker_set, worker_params = _assignments(Worker, worker_values)
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
-        f"WHERE {' AND '.join(conditions)}"
+        f"WITH done AS (UPDATE {_table(Message)} SET {message_set} "  # noqa: S608
+        f"WHERE {fence_sql} RETURNING 1), "
+        f"idle AS (UPDATE {_table(Worker)} SET {worker_set} "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM idle)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+        cursor.execute(sql, message_params + fence_params + worker_params + [worker_pk])
+        return cursor.fetchone()[0] == 1
+
+
+def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> bool:
+    with transaction.atomic():
+        if update(Message, message_values, *fence) != 1:
+            return False
+        update(Worker, worker_values, ("pk", "=", worker_pk))
+        return True
 
 
 def locked(model, pk: int):
@@ -107,6 +151,58 @@ def next_ready_query(
         datetime_param(now, connection),
     ]
     return sql, params
+
+
+def claim_next_ready(
+    worker_pk: int,
+    conversation_pk: int,
+    now: dt.datetime,
+    live_cutoff: dt.datetime,
+    message_values: dict,
+    worker_values: dict,
+) -> Message | None:
+    """``next_ready_in_conversation``, and when that message is free to take (the
+    conversation is neither ``busy`` nor ``owned_by_other``) its lease and the worker's
+    assignment written: ``taken`` says whether they were. The worker's
+    ``assigned_agent_key`` is the message's. One statement on PostgreSQL.
+
+    Only sound with the conversation row already locked by an earlier statement (see
+    ``leases._claim_in_conversation``). Twin (and the path elsewhere): the read, then two
+    ``update`` calls.
+    """
+    if connection.vendor != "postgresql":
+        return _claim_next_ready_in_steps(
+            worker_pk, conversation_pk, now, live_cutoff, message_values, worker_values
+        )
+    candidate, candidate_params = next_ready_query(worker_pk, conversation_pk, now, live_cutoff)
+    message_set, message_params = _assignments(Message, message_values)
+    worker_set, worker_params = _assignments(Worker, worker_values)
+    sql = (
+        f"WITH candidate AS ({candidate}), "  # noqa: S608
+        f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "
+        "WHERE u.id = candidate.id AND NOT candidate.busy AND NOT candidate.owned_by_other "
+        "RETURNING u.id), "
+        f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
+        "assigned_agent_key = (SELECT agent_key FROM candidate) "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
+        "SELECT candidate.*, EXISTS (SELECT 1 FROM taken) AS taken FROM candidate"
+    )
+    params = candidate_params + message_params + worker_params + [worker_pk]
+    return next(iter(Message.objects.raw(sql, params)), None)
+
+
+def _claim_next_ready_in_steps(
+    worker_pk, conversation_pk, now, live_cutoff, message_values, worker_values
+) -> Message | None:
+    message = next_ready_in_conversation(worker_pk, conversation_pk, now, live_cutoff)
+    if message is None:
+        return None
+    message.taken = not (message.busy or message.owned_by_other)
+    if message.taken:
+        update(Message, message_values, ("pk", "=", message.pk))
+        worker_values = {**worker_values, "assigned_agent_key": message.agent_key}
+        update(Worker, worker_values, ("pk", "=", worker_pk))
+    return message
 
 
 # Every enqueue asks this (bench/webhook_ingest.py).

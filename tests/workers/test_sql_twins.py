@@ -111,7 +111,7 @@ def twin_next_ready(worker, conversation, now, cutoff):
 
 SCENARIOS = {
     "nothing queued": [],
-    "order: priority, then scheduled_for, then id": ["queued p10", "queued p90 later", "queued p90"],
+    "claim order: priority, scheduled_for, id": ["queued p10", "queued p90 later", "queued p90"],
     "a message not due yet is not ready": ["queued p90 future", "queued p10"],
     "only future messages": ["queued p50 future"],
     "a processing message makes it busy": ["processing", "queued p50"],
@@ -124,7 +124,7 @@ SCENARIOS = {
 }
 
 
-def build(conversation, rows, now, claimer):
+def build(conversation, rows, now, claimer, prefix=""):
     for n, row in enumerate(rows):
         kind, _, rest = row.partition(" ")
         if kind == "owner":
@@ -136,7 +136,7 @@ def build(conversation, rows, now, claimer):
                 fields["heartbeat_at"] = now - dt.timedelta(hours=1)
             if rest == "draining":
                 fields["status"] = Worker.DRAINING
-            Worker.objects.create(worker_id=f"owner-{n}", **fields)
+            Worker.objects.create(worker_id=f"{prefix}owner-{n}", **fields)
             continue
         priority = int(rest.split()[0][1:]) if rest.startswith("p") else 50
         scheduled = now - dt.timedelta(minutes=10 - n)
@@ -174,6 +174,100 @@ def test_next_ready_in_conversation_matches_its_queryset_twin(
     if raw is not None:
         assert (bool(raw.busy), bool(raw.owned_by_other)) == (busy, owned_by_other)
         assert model_to_dict(raw) == model_to_dict(message)
+
+
+# claim_next_ready ------------------------------------------------------------------------
+
+
+def lease_fields(now, worker_id):
+    message = {
+        "status": Message.PROCESSING,
+        "claimed_by": worker_id,
+        "lease_id": "lease",
+        "lease_expires_at": now + dt.timedelta(minutes=6),
+        "claimed_at": now,
+        "next_retry_at": None,
+    }
+    worker = {"load": 1, "last_claim_at": now, "heartbeat_at": now, "assigned_lease_id": "lease"}
+    return message, worker
+
+
+def comparable(row: dict) -> dict:
+    """A row without what differs between the two worlds from the start."""
+    skip = {"id", "conversation", "worker_id", "claimed_by", "token_prefix", "token_hash"}
+    skip |= {"created_at", "updated_at", "scheduled_for", "assigned_conversation"}
+    return {name: value for name, value in row.items() if name not in skip}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_claim_next_ready_matches_its_queryset_twin(alpha_agent, make_worker, scenario):
+    now = timezone.now()
+    cutoff = now - dt.timedelta(minutes=7)
+    results = {}
+    for side in ("raw", "orm"):
+        conversation = Conversation.objects.create(conversation_id=side, agent=alpha_agent)
+        claimer, _ = make_worker(f"claimer-{side}", heartbeat_at=now)
+        build(conversation, SCENARIOS[scenario], now, claimer, prefix=side)
+        message_values, worker_values = lease_fields(now, claimer.worker_id)
+        if side == "raw":
+            found = sql.claim_next_ready(
+                claimer.pk, conversation.pk, now, cutoff, message_values, worker_values
+            )
+            answer = found and (bool(found.busy), bool(found.owned_by_other), bool(found.taken))
+        else:
+            found, busy, owned_by_other = twin_next_ready(claimer, conversation, now, cutoff)
+            taken = found is not None and not busy and not owned_by_other
+            if taken:
+                Message.objects.filter(pk=found.pk).update(**message_values)
+                Worker.objects.filter(pk=claimer.pk).update(
+                    **worker_values, assigned_agent_key=found.agent_key
+                )
+            answer = found and (busy, owned_by_other, taken)
+        results[side] = {
+            "answer": answer,
+            "found": found and found.payload,
+            "messages": [comparable(m) for m in snapshot(conversation.messages.all())],
+            "claimer": comparable(model_to_dict(Worker.objects.get(pk=claimer.pk))),
+        }
+    assert results["raw"] == results["orm"]
+
+
+# finish_job ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lease", ["lease", "other", "expired"])
+def test_finish_job_matches_its_queryset_twin(leased_pair, make_worker, lease):
+    (raw_side, orm_side), now = leased_pair
+    if lease == "expired":
+        now += dt.timedelta(hours=1)
+    done = {"status": Message.DONE, "completed_at": now, "lease_expires_at": None}
+    idle = {"load": 0, "idle_since": now, "assigned_lease_id": ""}
+    results = {}
+    for side, message in (("raw", raw_side), ("orm", orm_side)):
+        worker, _ = make_worker(f"w-{side}", load=1, assigned_lease_id="lease")
+        fence = (
+            ("pk", "=", message.pk),
+            ("status", "=", Message.PROCESSING),
+            ("claimed_by", "=", "w-a"),
+            ("lease_id", "=", "lease" if lease != "other" else "other"),
+            ("lease_expires_at", ">", now),
+        )
+        if side == "raw":
+            landed = sql.finish_job(fence, done, worker.pk, idle)
+        else:
+            lookups = {
+                f"{name}__{'gt' if op == '>' else 'exact'}": value for name, op, value in fence
+            }
+            landed = Message.objects.filter(**lookups).update(**done) == 1
+            if landed:
+                Worker.objects.filter(pk=worker.pk).update(**idle)
+        results[side] = (
+            landed,
+            comparable(model_to_dict(Message.objects.get(pk=message.pk))),
+            comparable(model_to_dict(Worker.objects.get(pk=worker.pk))),
+        )
+    assert results["raw"] == results["orm"]
+    assert results["raw"][0] is (lease == "lease")
 
 
 # conversation_key ------------------------------------------------------------------------
