@@ -29,13 +29,6 @@ def seed(enqueue, size: int) -> None:
     )
 
 
-def counted(django_assert_num_queries, expected: int, call):
-    with django_assert_num_queries(expected):
-        response = call()
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
 # Per request: the token lookup, then the service's own statements. A claim (and a complete
 # off PostgreSQL) opens a transaction, which inside the test's own shows as SAVEPOINT and
 # RELEASE (two of the count; in production BEGIN and COMMIT are not logged as queries).
@@ -57,52 +50,43 @@ def steady_state(monkeypatch, runtime_config):
     monkeypatch.setattr(RuntimeConfig, "get_cached", classmethod(lambda cls: runtime_config))
 
 
+@pytest.fixture
+def post(worker_api, django_assert_num_queries):
+    """post(token, what, path, body): the answer's JSON, after asserting ``what``'s budget."""
+
+    def call(token: str, what: str, path: str, body: dict) -> dict:
+        with django_assert_num_queries(budget(what)):
+            response = worker_api(token).post(f"{API}/{path}", body, format="json")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    return call
+
+
 @pytest.mark.parametrize("size", [1, 50])
 def test_claim_heartbeat_complete_cost_the_same_whatever_is_queued(
-    alpha_agent, enqueue, make_worker, worker_api, django_assert_num_queries, size
+    alpha_agent, enqueue, make_worker, post, size
 ):
     seed(enqueue, size)
-    worker, token = make_worker("w-a", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    claim = {"conversation_id": "mine"}
+    enqueue("mine", "alpha", "one more, for the warm claim")
+    _, token = make_worker("w-a", heartbeat_at=timezone.now())
+    mine = {"conversation_id": "mine"}
 
-    job = counted(
-        django_assert_num_queries,
-        budget("first claim"),
-        lambda: api.post(f"{API}/claim/", claim, format="json"),
-    )["job"]
+    job = post(token, "first claim", "claim/", mine)["job"]
     assert job["conversation_id"] == "mine"
     lease = {"lease_id": job["lease_id"]}
-    jobs = f"{API}/jobs/{job['message_id']}"
-    counted(
-        django_assert_num_queries,
-        budget("heartbeat"),
-        lambda: api.post(f"{jobs}/heartbeat/", lease, format="json"),
-    )
-    counted(
-        django_assert_num_queries,
-        budget("complete"),
-        lambda: api.post(f"{jobs}/complete/", lease, format="json"),
-    )
-    if size > 1:  # the warm path: the worker's next job in its own conversation
-        job = counted(
-            django_assert_num_queries,
-            budget("warm claim"),
-            lambda: api.post(f"{API}/claim/", claim, format="json"),
-        )["job"]
-        assert job["conversation_id"] == "mine"
+    post(token, "heartbeat", f"jobs/{job['message_id']}/heartbeat/", lease)
+    post(token, "complete", f"jobs/{job['message_id']}/complete/", lease)
+    # the warm path: the worker's next job in its own conversation
+    assert post(token, "warm claim", "claim/", mine)["job"]["conversation_id"] == "mine"
 
 
 @pytest.mark.parametrize("size", [1, 50])
 def test_an_unassigned_claim_over_the_whole_queue_costs_the_same(
-    alpha_agent, enqueue, make_worker, worker_api, django_assert_num_queries, size
+    alpha_agent, enqueue, make_worker, post, size
 ):
     seed(enqueue, size)
     _, token = make_worker("w-a", heartbeat_at=timezone.now())
-    job = counted(
-        django_assert_num_queries,
-        budget("first claim"),
-        lambda: worker_api(token).post(f"{API}/claim/", {}, format="json"),
-    )["job"]
+    job = post(token, "first claim", "claim/", {})["job"]
     # past the busy conversations (other-0, other-2, ...) to the best free one
     assert job["conversation_id"] == ("other-1" if size > 1 else "mine")
