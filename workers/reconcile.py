@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
-from agents.secret_store import SecretUnavailable
 from workers.fair_share import reassign_idle_workers
 from workers.lifecycle import (
     InvalidTransition,
@@ -38,10 +37,18 @@ from workers.providers import (
     ProviderError,
     SpawnFailed,
     SpawnRequest,
-    SpawnResult,
     get_provider,
 )
 from workers.reconcile_lock import reconcile_lock, traced_pass
+from workers.spawning import (
+    SPAWN_FAILED,
+    SPAWN_PENDING,
+    SPAWNED,
+    SPAWNING,
+    claim_spawn,
+    provider_spawn,
+    spawn_blocked,
+)
 from workers.sweep import sweep_expired_leases
 from workers.tokens import mint_worker_token
 from workers.triggers import TRIGGER_WINDOW_SECONDS
@@ -49,21 +56,6 @@ from workers.triggers import TRIGGER_WINDOW_SECONDS
 logger = logging.getLogger(__name__)
 
 DEMAND_SCAN_ROWS = 64
-# Rows a reconcile created and has not handed to the provider yet: the spawn "claims" the
-# row by moving it off this reason, so a worker id is given to the provider at most once.
-SPAWN_PENDING = "spawn pending"
-SPAWNING = "spawning"
-SPAWNED = "spawned"
-# The reason a failed spawn's row keeps (through teardown): the spawn backoff counts them.
-SPAWN_FAILED = "spawn failed"
-
-
-# After a failed spawn, spawning pauses (30 s, doubling per failure in the window, at most
-# 15 min): a bad image or a missing token must not mint a failed worker row (and a Fly
-# volume create/delete) on every pass and every enqueue.
-SPAWN_BACKOFF_WINDOW = dt.timedelta(minutes=15)
-SPAWN_BACKOFF_BASE_SECONDS = 30
-SPAWN_BACKOFF_MAX_SECONDS = 900
 
 
 @dataclass
@@ -263,7 +255,7 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     # Fair share (§6.2): what no spawn, now or later, can cover goes to the idle workers.
     report.reassigned = reassign_idle_workers(uncovered[capacity:], config, now)
     if wanted:
-        report.blocked = _spawn_blocked(provider, now)
+        report.blocked = spawn_blocked(provider, now)
         if report.blocked:
             logger.warning("Not spawning: %s", report.blocked)
             return []
@@ -284,51 +276,8 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     return planned
 
 
-def _spawn_blocked(provider: Provider, now: dt.datetime) -> str | None:
-    """Why spawning should not happen now, or None. Two queries at most, whatever the load."""
-    try:
-        provider.preflight()
-    except ProviderError as exc:
-        return f"provider '{provider.name}' is not usable: {exc}"
-    recent = Worker.objects.filter(
-        status_reason=SPAWN_FAILED, created_at__gte=now - SPAWN_BACKOFF_WINDOW
-    ).aggregate(failures=Count("id"), last=Max("created_at"))
-    if not recent["failures"]:
-        return None
-    delay = min(
-        SPAWN_BACKOFF_BASE_SECONDS * 2 ** (recent["failures"] - 1), SPAWN_BACKOFF_MAX_SECONDS
-    )
-    resume = recent["last"] + dt.timedelta(seconds=delay)
-    if resume <= now:
-        return None
-    last_error = (
-        Worker.objects.filter(status_reason=SPAWN_FAILED)
-        .order_by("-created_at")
-        .values_list("last_error", flat=True)
-        .first()
-    )
-    return (
-        f"spawning paused for {int((resume - now).total_seconds())} s after "
-        f"{recent['failures']} failed spawn(s); last error: {(last_error or '')[:300]}"
-    )
-
-
-def _claim_spawn(worker: Worker) -> bool:
-    """Take the right to spawn ``worker`` (once per worker id, whoever asks)."""
-    return (
-        Worker.objects.filter(
-            pk=worker.pk,
-            status=Worker.ACTIVE,
-            status_reason=SPAWN_PENDING,
-            machine_id="",
-            process_id__isnull=True,
-        ).update(status_reason=SPAWNING)
-        == 1
-    )
-
-
 def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileReport) -> None:
-    if not _claim_spawn(worker):
+    if not claim_spawn(worker):
         return  # already spawned, being spawned, or drained meanwhile
     conversation_id = (
         Conversation.objects.filter(pk=worker.assigned_conversation_id)
@@ -343,7 +292,7 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         agent_key=worker.assigned_agent_key or None,
     )
     try:
-        result = _provider_spawn(provider, worker, request)
+        result = provider_spawn(provider, worker, request)
     except ProviderError as exc:
         logger.warning("Spawning worker %s failed: %s", worker.worker_id, exc)
         leftover = exc.leftover if isinstance(exc, SpawnFailed) else None
@@ -373,22 +322,6 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
     )
     Worker.objects.filter(pk=worker.pk, status_reason=SPAWNING).update(status_reason=SPAWNED)
     report.spawned.append(worker.worker_id)
-
-
-def _provider_spawn(provider: Provider, worker: Worker, request: SpawnRequest) -> SpawnResult:
-    """``provider.spawn``; an unexpected error (a bug, an unforeseen reply) becomes a
-    SpawnFailed: what was created is unknown, so the row goes through teardown (which finds
-    a Fly machine or volume by the worker's name)."""
-    try:
-        return provider.spawn(request)
-    except ProviderError:
-        raise
-    except SecretUnavailable as exc:
-        # A secret the machine needs cannot be decrypted: a clear reason, not a traceback.
-        raise SpawnFailed(str(exc), SpawnResult())
-    except Exception as exc:
-        logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
-        raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())
 
 
 def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
