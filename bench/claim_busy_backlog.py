@@ -71,8 +71,9 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from agents.models import AgentProfile, Conversation
+    from agents.models import AgentProfile, Conversation, RuntimeConfig
     from workers import leases
+    from workers.lifecycle import live_workers
     from workers.models import Message, Worker
 
     agent = AgentProfile.objects.create(agent_key="busy")
@@ -107,12 +108,8 @@ def main() -> None:
         )
     worker = Worker.objects.create(worker_id="u-plan", heartbeat_at=timezone.now())
     now = timezone.now()
-    query = (
-        leases._ready(now)
-        .exclude(leases._has_live_lease(now))
-        .exclude(leases._owned_by_other_live_worker(worker, now, leases.RuntimeConfig.get()))
-        .order_by(*leases.CLAIM_ORDER)[:1]
-    )
+    owners = live_workers(now, RuntimeConfig.get()).exclude(pk=worker.pk)
+    query = Message.objects.claim_candidates(now, owners)[:1]
     print(query.explain(analyze=True))
 
 

@@ -122,8 +122,8 @@ def main() -> None:
     from django.utils import timezone
 
     from agents.models import RuntimeConfig
-    from workers.leases import sweep_expired_leases
     from workers.models import Message, Worker
+    from workers.sweep import sweep_expired_leases
     from workers.tokens import mint_worker_token
 
     config = RuntimeConfig.get()

@@ -12,7 +12,6 @@ from django.utils import timezone
 from agents.audit import actor_name, record_audit
 from agents.models import Conversation
 from workers import admin_tasks  # noqa: F401 (django-q2's task lists, resubmit guarded)
-from workers.leases import requeue_dead_letters
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import (
     DataSnapshot,
@@ -22,6 +21,7 @@ from workers.models import (
     MessageAttachment,
     Worker,
 )
+from workers.queue import requeue_dead_letters
 
 
 def confirm_page(model_admin, request, queryset, *, action: str, title: str):

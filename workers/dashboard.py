@@ -14,9 +14,7 @@ def dashboard_data(now: dt.datetime | None = None) -> dict:
     """Queue depth by status, oldest waiting message, workers by status, recent errors."""
     now = now or timezone.now()
     by_status = dict(Message.objects.values_list("status").annotate(n=Count("id")))
-    oldest = Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now).aggregate(
-        oldest=Min("scheduled_for")
-    )["oldest"]
+    oldest = Message.objects.ready(now).aggregate(oldest=Min("scheduled_for"))["oldest"]
     workers = dict(Worker.objects.values_list("status").annotate(n=Count("id")))
     peak = max([1, *by_status.values()])
     queue = [

@@ -16,8 +16,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 
 from agents.models import RuntimeConfig
-from workers.leases import live_workers
-from workers.lifecycle import begin_handoff, worked_in_assignment
+from workers.lifecycle import begin_handoff, live_workers, worked_in_assignment
 from workers.models import Message, Worker
 
 
@@ -27,11 +26,7 @@ def idle_workers(config: RuntimeConfig, now: dt.datetime, limit: int) -> list[Wo
     that is claiming right now). A worker whose own conversation has ready work is about to
     claim it, so it is not idle (unless another live worker serves that conversation too)."""
     own_ready = Exists(
-        Message.objects.filter(
-            conversation_id=OuterRef("assigned_conversation_id"),
-            status=Message.QUEUED,
-            scheduled_for__lte=now,
-        )
+        Message.objects.ready(now).filter(conversation_id=OuterRef("assigned_conversation_id"))
     )
     shared = Exists(
         live_workers(now, config)

@@ -1,4 +1,5 @@
-"""Worker lifecycle: active → draining → stopping → stopped, enforced here and only here."""
+"""Worker lifecycle: active → draining → stopping → stopped, enforced here and only here;
+and liveness: when a worker counts as live, and what its ``control`` poll answers."""
 
 from __future__ import annotations
 
@@ -113,9 +114,55 @@ def end_leases_held_by(worker_ids, now: dt.datetime) -> None:
     """The workers' process or machine is gone: their leases are held for nobody. End them
     now, so the next sweep requeues the jobs (an attempt counted) without waiting for the
     leases to run out."""
-    Message.objects.filter(
-        status=Message.PROCESSING, claimed_by__in=worker_ids, lease_expires_at__gt=now
-    ).update(lease_expires_at=now)
+    Message.objects.with_live_lease(now).filter(claimed_by__in=worker_ids).update(
+        lease_expires_at=now
+    )
+
+
+def live_worker_cutoff(now: dt.datetime, config: RuntimeConfig) -> dt.datetime:
+    """Heard from since this instant: live (``Worker.objects.live(cutoff)``)."""
+    return now - dt.timedelta(seconds=config.stale_after_seconds)
+
+
+def live_workers(now: dt.datetime, config: RuntimeConfig):
+    return Worker.objects.live(live_worker_cutoff(now, config))
+
+
+def is_stale(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> bool:
+    """Liveness older than ``stale_after``: the rest of the system already treats the worker
+    as dead (another worker may have taken over its conversation), so it must not come back.
+
+    A worker never seen yet (registered by hand, no call so far) counts from its creation.
+    """
+    seen = worker.heartbeat_at or worker.created_at
+    return seen < live_worker_cutoff(now, config)
+
+
+def control_state(worker: Worker) -> dict:
+    """What ``POST control`` answers, and the liveness refresh it implies (SPEC §7, §10).
+
+    Stop when the worker is not active, is past its idle deadline, or went stale. A stale
+    worker's liveness is *not* refreshed: reviving it would make two live workers claim one
+    conversation (the one that took over and this one), and each would block the other.
+    """
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    worker = Worker.objects.select_related("assigned_conversation").get(pk=worker.pk)
+    stop, reason = should_stop(worker, now)
+    stale = is_stale(worker, now, config)
+    if stale and not stop:
+        stop, reason = True, "heartbeat stale"
+    if not stale:
+        Worker.objects.filter(pk=worker.pk).update(heartbeat_at=now)
+    # The conversation it serves now: fair share may have given it another one (§6.2), and
+    # the worker follows (snapshots the old workspace, claims in the new conversation).
+    conversation = worker.assigned_conversation
+    return {
+        "should_stop": stop,
+        "reason": reason,
+        "status": worker.status,
+        "conversation_id": conversation.conversation_id if conversation else None,
+    }
 
 
 def should_stop(worker: Worker, now: dt.datetime | None = None) -> tuple[bool, str | None]:

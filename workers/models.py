@@ -2,10 +2,73 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Conversation
+
+# The order in which ready messages are claimed (SPEC §6.2), over the whole queue and within
+# one conversation alike. The partial indexes below are built in this order.
+CLAIM_ORDER = ("-priority", "scheduled_for", "id")
+
+
+class MessageQuerySet(models.QuerySet):
+    """The queue's rules, spelled once: claims, sweeps, reconcile, fair share and the admin
+    all build their queries from these."""
+
+    def ready(self, now: dt.datetime):
+        """Waiting and due: what a claim may take."""
+        return self.filter(status=Message.QUEUED, scheduled_for__lte=now)
+
+    def in_claim_order(self):
+        return self.order_by(*CLAIM_ORDER)
+
+    def with_live_lease(self, now: dt.datetime):
+        """Processing under a lease that has not run out: its conversation is busy."""
+        return self.filter(status=Message.PROCESSING, lease_expires_at__gt=now)
+
+    def with_lost_lease(self, now: dt.datetime):
+        """Processing with an expired lease, or with lease data missing: the sweeper's."""
+        return self.filter(status=Message.PROCESSING).filter(
+            Q(lease_expires_at__lte=now)
+            | Q(lease_expires_at__isnull=True)
+            | Q(lease_id="")
+            | Q(claimed_by="")
+        )
+
+    def outside_busy_conversations(self, now: dt.datetime):
+        """Drop messages whose conversation has a live lease (at most one job at a time)."""
+        leased = Message.objects.with_live_lease(now).filter(
+            conversation_id=OuterRef("conversation_id")
+        )
+        return self.exclude(Exists(leased))
+
+    def outside_conversations_of(self, workers):
+        """Drop messages whose conversation is assigned to one of ``workers`` (a Worker
+        queryset, typically the live ones but the caller)."""
+        owned = workers.filter(assigned_conversation=OuterRef("conversation_id"))
+        return self.exclude(Exists(owned))
+
+    def claim_candidates(self, now: dt.datetime, owners):
+        """Ready messages a worker may take, best first (SPEC §6.2): over the whole queue,
+        skipping conversations with a live lease or assigned to one of ``owners`` (the live
+        workers other than the claimer)."""
+        return (
+            self.ready(now)
+            .outside_busy_conversations(now)
+            .outside_conversations_of(owners)
+            .in_claim_order()
+        )
+
+
+class WorkerQuerySet(models.QuerySet):
+    def live(self, cutoff: dt.datetime):
+        """May claim, and heard from since ``cutoff`` (``lifecycle.live_worker_cutoff``):
+        the one definition of a live worker for claims, sweeps, reconcile and fair share."""
+        return self.filter(status=Worker.ACTIVE, heartbeat_at__gte=cutoff)
 
 
 class Message(models.Model):
@@ -46,6 +109,8 @@ class Message(models.Model):
     # dead letter that dies again never apologises twice.
     apologized_at = models.DateTimeField(null=True, blank=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["-id"]
         indexes = [
@@ -75,6 +140,14 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"Message {self.pk} ({self.status}) in {self.conversation_id}"
+
+    def has_live_lease(self, now: dt.datetime) -> bool:
+        """This row as ``Message.objects.with_live_lease(now)`` would judge it."""
+        return (
+            self.status == Message.PROCESSING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
 
 
 class MessageAttachment(models.Model):
@@ -141,6 +214,8 @@ class Worker(models.Model):
     token_revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = WorkerQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,7 +1,8 @@
-"""Enqueue: the one door into the message queue (SPEC §6.1).
+"""Enqueue: the one door into the message queue (SPEC §6.1), and the admin's way back in
+for dead letters (SPEC §6.3).
 
 The webhook, the consumer API, pushing and broadcasts all call ``enqueue_message``; there is
-no second path. Claim, lease fencing and sweeps live beside it in this module's siblings.
+no second path. Claim and lease fencing live in ``leases``, sweeps in ``sweep``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from agents.audit import record_audit
 from agents.models import AgentProfile, Conversation, RuntimeConfig
+from workers import sql, triggers
 from workers.models import Message, MessageAttachment
 
 PAYLOAD_KEYS = {
@@ -148,7 +151,7 @@ def enqueue_message(
         agent = AgentProfile.objects.filter(agent_key=agent_key, enabled=True).first()
     if agent is None or not agent.enabled:
         raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
-    existing = _conversation_key(conversation_id)
+    existing = sql.conversation_key(conversation_id)
     if existing is not None and existing[1] != agent.pk:
         raise _agent_mismatch(conversation_id, agent_key)
     # No savepoint of our own inside a caller's transaction (the webhook's): an error past
@@ -193,25 +196,8 @@ def enqueue_message(
                 size_bytes=attachment.get("size_bytes"),
                 expires_at=attachment.get("expires_at"),
             )
-        transaction.on_commit(_request_reconcile)
+        transaction.on_commit(triggers.request_reconcile)
     return EnqueueResult(message=message, conversation_created=created)
-
-
-# Every enqueue asks this; written as SQL because the ORM spends longer compiling the
-# lookup than the database spends answering it (bench/webhook_ingest.py).
-_CONVERSATION_KEY_SQL = (
-    f"SELECT id, agent_id FROM {Conversation._meta.db_table} "  # noqa: S608 (names, not input)
-    "WHERE conversation_id = %s"
-)
-
-
-def _conversation_key(conversation_id: str) -> tuple[int, int] | None:
-    """(pk, agent pk) of an existing conversation, or None. A conversation's agent never
-    changes, so this is all enqueue needs to know about it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CONVERSATION_KEY_SQL, [conversation_id])
-        row = cursor.fetchone()
-    return (row[0], row[1]) if row else None
 
 
 def _agent_mismatch(conversation_id: str, agent_key: str) -> EnqueueError:
@@ -226,7 +212,27 @@ def _agent_mismatch(conversation_id: str, agent_key: str) -> EnqueueError:
     )
 
 
-def _request_reconcile() -> None:
-    from workers.triggers import request_reconcile
-
-    request_reconcile()
+def requeue_dead_letters(message_ids, *, actor: str) -> int:
+    """Give dead-lettered messages a fresh start (attempts reset); audited."""
+    with transaction.atomic():
+        now = timezone.now()
+        ids = list(
+            Message.objects.select_for_update()
+            .filter(pk__in=message_ids, status=Message.DEAD_LETTER)
+            .values_list("pk", flat=True)
+        )
+        Message.objects.filter(pk__in=ids).update(
+            status=Message.QUEUED,
+            attempts=0,
+            scheduled_for=now,
+            dead_lettered_at=None,
+            next_retry_at=None,
+            claimed_by="",
+            lease_id="",
+            lease_expires_at=None,
+        )
+        if ids:
+            record_audit(actor, "queue.requeue_dead_letters", None, message_ids=ids, count=len(ids))
+    if ids:
+        transaction.on_commit(triggers.request_reconcile)
+    return len(ids)

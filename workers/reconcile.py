@@ -1,66 +1,61 @@
 """The autoscaler (SPEC §10): sweep leases, advance lifecycles, spawn for demand, tear down.
 
-One reconcile runs at a time, for the whole pass including the provider calls: on
-PostgreSQL a session advisory lock, elsewhere (SQLite, one machine) an exclusive file lock.
-A reconcile that cannot take it returns at once (or waits a little, when asked).
-Decisions are written in one transaction; provider calls (spawn, teardown, which can take
-seconds and talk to Fly) run after it commits, each for a worker row that is already
-recorded — so a crash between the two never forgets a machine, and two reconciles never
-spawn for the same demand.
+One reconcile runs at a time, for the whole pass including the provider calls
+(``workers.reconcile_lock``). A reconcile that cannot take the lock returns at once (or
+waits a little, when asked). Decisions are written in one transaction; provider calls
+(spawn, teardown, which can take seconds and talk to Fly) run after it commits, each for a
+worker row that is already recorded — so a crash between the two never forgets a machine,
+and two reconciles never spawn for the same demand.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.audit import record_audit
 from agents.models import AuditEvent, Conversation, RuntimeConfig
-from agents.secret_store import SecretUnavailable
 from workers.fair_share import reassign_idle_workers
-from workers.leases import live_worker_cutoff, live_workers, sweep_expired_leases
-from workers.lifecycle import InvalidTransition, end_leases_held_by, transition_worker
+from workers.lifecycle import (
+    InvalidTransition,
+    end_leases_held_by,
+    live_worker_cutoff,
+    live_workers,
+    transition_worker,
+)
 from workers.models import DataSnapshot, Message, Worker
 from workers.providers import (
     Provider,
     ProviderError,
     SpawnFailed,
     SpawnRequest,
-    SpawnResult,
     get_provider,
 )
+from workers.reconcile_lock import reconcile_lock, traced_pass
+from workers.spawning import (
+    SPAWN_FAILED,
+    SPAWN_PENDING,
+    SPAWNED,
+    SPAWNING,
+    claim_spawn,
+    provider_spawn,
+    spawn_blocked,
+)
+from workers.sweep import sweep_expired_leases
 from workers.tokens import mint_worker_token
+from workers.triggers import TRIGGER_WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
-ADVISORY_LOCK_KEY = 0x4146_5243  # "AFRC": agent factory reconcile
 DEMAND_SCAN_ROWS = 64
-# Rows a reconcile created and has not handed to the provider yet: the spawn "claims" the
-# row by moving it off this reason, so a worker id is given to the provider at most once.
-SPAWN_PENDING = "spawn pending"
-SPAWNING = "spawning"
-SPAWNED = "spawned"
-# The reason a failed spawn's row keeps (through teardown): the spawn backoff counts them.
-SPAWN_FAILED = "spawn failed"
-
-
-# After a failed spawn, spawning pauses (30 s, doubling per failure in the window, at most
-# 15 min): a bad image or a missing token must not mint a failed worker row (and a Fly
-# volume create/delete) on every pass and every enqueue.
-SPAWN_BACKOFF_WINDOW = dt.timedelta(minutes=15)
-SPAWN_BACKOFF_BASE_SECONDS = 30
-SPAWN_BACKOFF_MAX_SECONDS = 900
 
 
 @dataclass
@@ -98,86 +93,6 @@ class ReconcileReport:
         )
 
 
-def _discard_connection() -> None:
-    raw = connection.connection
-    if raw is not None:
-        with contextlib.suppress(Exception):
-            raw.close()  # the pool discards a closed connection instead of reusing it
-    with contextlib.suppress(DatabaseError):
-        connection.close()
-
-
-@contextlib.contextmanager
-def reconcile_lock(wait_seconds: float = 0.0):
-    """Yield True while holding the single-reconcile lock, False if it stayed taken.
-
-    Held for the whole pass, provider calls included, so two passes never tear down (or
-    observe) the same worker at once. A session-level lock dies with its connection, so a
-    crashed reconcile never leaves it held.
-    """
-    deadline = time.monotonic() + wait_seconds
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-
-            def try_lock() -> bool:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
-                return bool(cursor.fetchone()[0])
-
-            held = _keep_trying(try_lock, deadline)
-        try:
-            yield held
-        finally:
-            if held:
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
-                except DatabaseError:
-                    # Do not mask the error that broke the connection. Close it for real so
-                    # the lock dies with the session: a pooled connection handed back with
-                    # the lock still held would block every later pass.
-                    logger.warning("Could not release the reconcile lock explicitly.")
-                    _discard_connection()
-        return
-    import fcntl
-
-    path = _lock_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-
-        def try_lock() -> bool:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        held = _keep_trying(try_lock, deadline)
-        try:
-            yield held
-        finally:
-            if held:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _keep_trying(attempt, deadline: float) -> bool:
-    """Call ``attempt`` every 0.2 s until it returns True or ``deadline`` (monotonic) passes."""
-    while True:
-        if attempt():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-
-
-def _lock_file() -> Path:
-    """The lock belongs to the database it guards: next to the SQLite file (so two
-    databases on one machine, e.g. parallel test runs, never block each other)."""
-    name = str(connection.settings_dict.get("NAME") or "")
-    if name and name != ":memory:" and not name.startswith("file:"):
-        return Path(f"{name}.reconcile.lock")
-    return Path(settings.VAR_DIR) / "reconcile.lock"
-
-
 def _worker_api_url() -> str:
     return settings.AGENT_FACTORY_WORKER_API_URL or settings.PUBLIC_BASE_URL
 
@@ -190,38 +105,9 @@ def reconcile(
         if not held:
             report.skipped = "another reconcile is running"
             return report
-        with _traced_pass():
+        with traced_pass():
             _reconcile_locked(actor, now, report)
     return report
-
-
-@contextlib.contextmanager
-def _traced_pass():
-    """With ``AGENT_FACTORY_RECONCILE_TRACE_FILE`` set (diagnostics, the scale-out test),
-    append a ``begin`` line once the lock is held and an ``end`` line before it is released:
-    ``<monotonic ns> <pid> <pass id> <begin|end>``. The monotonic clock is system-wide on
-    Linux, so lines from every process on one machine compare, and two passes that ever ran
-    at once show as overlapping intervals."""
-    path = settings.AGENT_FACTORY_RECONCILE_TRACE_FILE
-    if not path:
-        yield
-        return
-    pass_id = secrets.token_hex(6)
-    _trace(path, pass_id, "begin")
-    try:
-        yield
-    finally:
-        _trace(path, pass_id, "end")
-
-
-def _trace(path: str, pass_id: str, event: str) -> None:
-    # One write to a file opened for appending: lines from concurrent processes never mix.
-    line = f"{time.monotonic_ns()} {os.getpid()} {pass_id} {event}\n".encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 def _reconcile_locked(actor: str, now: dt.datetime | None, report: ReconcileReport) -> None:
@@ -352,27 +238,13 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     report.running = Worker.objects.exclude(status=Worker.STOPPED).count()
     if not provider.autoscale:
         return []
-    covered = Exists(
-        live_workers(now, config).filter(assigned_conversation=OuterRef("conversation_id"))
-    )
-    leased = Exists(
-        Message.objects.filter(
-            conversation_id=OuterRef("conversation_id"),
-            status=Message.PROCESSING,
-            lease_expires_at__gt=now,
-        )
-    )
     capacity = max(0, config.max_workers - report.running)
     slots = min(capacity, config.spawn_step)
     # Walk the ready queue in claim order only as far as needed: the cost stays flat however
     # long the backlog is (the number of spawns per pass is small).
-    rows = (
-        Message.objects.filter(status=Message.QUEUED, scheduled_for__lte=now)
-        .exclude(covered)
-        .exclude(leased)
-        .order_by("-priority", "scheduled_for", "id")
-        .values_list("conversation_id", "agent_key")[: DEMAND_SCAN_ROWS + slots * 8]
-    )
+    rows = Message.objects.claim_candidates(now, live_workers(now, config)).values_list(
+        "conversation_id", "agent_key"
+    )[: DEMAND_SCAN_ROWS + slots * 8]
     targets: dict[int, str] = {}
     for conversation_pk, agent_key in rows:
         targets.setdefault(conversation_pk, agent_key)
@@ -383,7 +255,7 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     # Fair share (§6.2): what no spawn, now or later, can cover goes to the idle workers.
     report.reassigned = reassign_idle_workers(uncovered[capacity:], config, now)
     if wanted:
-        report.blocked = _spawn_blocked(provider, now)
+        report.blocked = spawn_blocked(provider, now)
         if report.blocked:
             logger.warning("Not spawning: %s", report.blocked)
             return []
@@ -404,51 +276,8 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     return planned
 
 
-def _spawn_blocked(provider: Provider, now: dt.datetime) -> str | None:
-    """Why spawning should not happen now, or None. Two queries at most, whatever the load."""
-    try:
-        provider.preflight()
-    except ProviderError as exc:
-        return f"provider '{provider.name}' is not usable: {exc}"
-    recent = Worker.objects.filter(
-        status_reason=SPAWN_FAILED, created_at__gte=now - SPAWN_BACKOFF_WINDOW
-    ).aggregate(failures=Count("id"), last=Max("created_at"))
-    if not recent["failures"]:
-        return None
-    delay = min(
-        SPAWN_BACKOFF_BASE_SECONDS * 2 ** (recent["failures"] - 1), SPAWN_BACKOFF_MAX_SECONDS
-    )
-    resume = recent["last"] + dt.timedelta(seconds=delay)
-    if resume <= now:
-        return None
-    last_error = (
-        Worker.objects.filter(status_reason=SPAWN_FAILED)
-        .order_by("-created_at")
-        .values_list("last_error", flat=True)
-        .first()
-    )
-    return (
-        f"spawning paused for {int((resume - now).total_seconds())} s after "
-        f"{recent['failures']} failed spawn(s); last error: {(last_error or '')[:300]}"
-    )
-
-
-def _claim_spawn(worker: Worker) -> bool:
-    """Take the right to spawn ``worker`` (once per worker id, whoever asks)."""
-    return (
-        Worker.objects.filter(
-            pk=worker.pk,
-            status=Worker.ACTIVE,
-            status_reason=SPAWN_PENDING,
-            machine_id="",
-            process_id__isnull=True,
-        ).update(status_reason=SPAWNING)
-        == 1
-    )
-
-
 def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileReport) -> None:
-    if not _claim_spawn(worker):
+    if not claim_spawn(worker):
         return  # already spawned, being spawned, or drained meanwhile
     conversation_id = (
         Conversation.objects.filter(pk=worker.assigned_conversation_id)
@@ -463,7 +292,7 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
         agent_key=worker.assigned_agent_key or None,
     )
     try:
-        result = _provider_spawn(provider, worker, request)
+        result = provider_spawn(provider, worker, request)
     except ProviderError as exc:
         logger.warning("Spawning worker %s failed: %s", worker.worker_id, exc)
         leftover = exc.leftover if isinstance(exc, SpawnFailed) else None
@@ -495,22 +324,6 @@ def _spawn(provider: Provider, worker: Worker, token: str, report: ReconcileRepo
     report.spawned.append(worker.worker_id)
 
 
-def _provider_spawn(provider: Provider, worker: Worker, request: SpawnRequest) -> SpawnResult:
-    """``provider.spawn``; an unexpected error (a bug, an unforeseen reply) becomes a
-    SpawnFailed: what was created is unknown, so the row goes through teardown (which finds
-    a Fly machine or volume by the worker's name)."""
-    try:
-        return provider.spawn(request)
-    except ProviderError:
-        raise
-    except SecretUnavailable as exc:
-        # A secret the machine needs cannot be decrypted: a clear reason, not a traceback.
-        raise SpawnFailed(str(exc), SpawnResult())
-    except Exception as exc:
-        logger.exception("Spawning worker %s failed unexpectedly", worker.worker_id)
-        raise SpawnFailed(f"unexpected error: {type(exc).__name__}: {exc}", SpawnResult())
-
-
 def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
     # Each worker is torn down by the provider that runs it, even after the configured
     # provider changed: switching to Fly must not strand local processes (or vice versa).
@@ -535,9 +348,6 @@ def _teardown(providers: dict, worker: Worker, report: ReconcileReport) -> None:
     report.stopped.append(worker.worker_id)
 
 
-# The enqueue trigger is throttled per process for this long; the pass it queued runs once
-# more at the end of that window, so an enqueue that the throttle swallowed is still seen.
-TRIGGER_WINDOW_SECONDS = 2.0
 TRIGGER_WAIT_SECONDS = 30.0
 
 

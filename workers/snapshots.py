@@ -11,9 +11,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.audit import record_audit
 from agents.errors import DomainError
 from agents.models import Conversation, RuntimeConfig
 from workers import quotas
+from workers.lifecycle import end_handoff, on_final_snapshot
 from workers.models import DataSnapshot, Message, Worker
 
 CHUNK = 1024 * 1024
@@ -142,8 +144,6 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
 
 def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, size_bytes: int):
     """Mark the snapshot ready if the worker's checksum and size match the server's own."""
-    from workers.lifecycle import on_final_snapshot
-
     config = RuntimeConfig.get_cached()
     with transaction.atomic():
         snapshot = DataSnapshot.objects.select_for_update().get(pk=snapshot.pk)
@@ -169,8 +169,6 @@ def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, si
 
 def fail_snapshot(snapshot: DataSnapshot, error: str) -> DataSnapshot:
     """An upload the worker gave up on; it is never restored (its file goes at expiry)."""
-    from workers.lifecycle import end_handoff
-
     with transaction.atomic():
         failed = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
             status=DataSnapshot.FAILED, error=(error or "")[:5000], completed_at=timezone.now()
@@ -192,8 +190,6 @@ def reject_snapshot(worker: Worker, snapshot: DataSnapshot, error: str) -> DataS
     Only a worker that may download it may reject it. Rejecting one already failed changes
     nothing (two workers may refuse the same archive); an upload or an expired one is 409.
     """
-    from agents.audit import record_audit
-
     if not worker_may_access_conversation(worker, snapshot.conversation_id):
         raise SnapshotError(
             "forbidden", "Only a worker assigned to this conversation may reject its snapshot."

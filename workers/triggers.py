@@ -10,6 +10,10 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 TRIGGER_CACHE_KEY = "agent-factory:reconcile-trigger"
+# The enqueue trigger is throttled per process for this long; the pass it queued runs once
+# more at the end of that window (``reconcile.run_reconcile_task``), so an enqueue that the
+# throttle swallowed is still seen.
+TRIGGER_WINDOW_SECONDS = 2.0
 
 
 def request_reconcile() -> None:
@@ -23,8 +27,6 @@ def request_reconcile() -> None:
     """
     from django_q.conf import Conf
     from django_q.tasks import async_task
-
-    from workers.reconcile import TRIGGER_WINDOW_SECONDS
 
     opened = time.time()
     if not cache.add(TRIGGER_CACHE_KEY, opened, timeout=TRIGGER_WINDOW_SECONDS):

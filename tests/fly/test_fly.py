@@ -573,7 +573,8 @@ def test_cleanup_waits_for_reconcile_and_says_when_it_could_not(fly_config, fly,
 def test_cleanup_recovers_the_lease_of_a_stopped_worker(fly_config, fly, alpha_agent, enqueue):
     from django.utils import timezone
 
-    from workers.leases import claim_next_job, sweep_expired_leases
+    from workers.leases import claim_next_job
+    from workers.sweep import sweep_expired_leases
 
     message = enqueue("conv-1", "alpha")
     worker = Worker.objects.create(

@@ -12,6 +12,7 @@ from django.utils import timezone
 from agents.models import Conversation
 from workers import leases
 from workers.models import Message, Worker
+from workers.sweep import sweep_expired_leases
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def test_lease_expiring_exactly_now_is_dead(alpha_agent, enqueue, live):
             leases.heartbeat_job(worker, job.message.pk, job.lease_id)
         with pytest.raises(leases.LeaseLost):
             leases.complete_job(worker, job.message.pk, job.lease_id)
-        assert leases.sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
+        assert sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
     message = Message.objects.get()
     assert message.status == Message.QUEUED and message.attempts == 1
 
@@ -122,7 +123,7 @@ def test_lease_one_second_before_expiry_still_heartbeats(alpha_agent, enqueue, l
     job = leases.claim_next_job(worker)
     with time_machine.travel(job.lease_expires_at - dt.timedelta(seconds=1), tick=False):
         new_expiry = leases.heartbeat_job(worker, job.message.pk, job.lease_id)
-        assert leases.sweep_expired_leases() == {"requeued": 0, "dead_lettered": 0}
+        assert sweep_expired_leases() == {"requeued": 0, "dead_lettered": 0}
     assert new_expiry > job.lease_expires_at
 
 
@@ -145,7 +146,7 @@ def test_sweep_then_another_worker_reclaims(alpha_agent, enqueue, live, runtime_
     job = leases.claim_next_job(crashed)
     later = job.lease_expires_at + dt.timedelta(seconds=runtime_config.stale_after_seconds)
     with time_machine.travel(later):
-        assert leases.sweep_expired_leases()["requeued"] == 1
+        assert sweep_expired_leases()["requeued"] == 1
         crashed.refresh_from_db()
         assert crashed.assigned_conversation is None
         rescuer = live("w-rescuer")
@@ -180,11 +181,11 @@ def test_claim_queries_use_indexes(alpha_agent, enqueue):
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         try:
-            whole = leases._ready(now).order_by(*leases.CLAIM_ORDER)[:1].explain()
+            whole = Message.objects.ready(now).in_claim_order()[:1].explain()
             mine = (
-                leases._ready(now)
+                Message.objects.ready(now)
                 .filter(conversation=conversation)
-                .order_by(*leases.CLAIM_ORDER)[:1]
+                .in_claim_order()[:1]
                 .explain()
             )
         finally:

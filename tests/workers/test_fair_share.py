@@ -13,6 +13,7 @@ from django.utils import timezone
 from agents.models import AuditEvent, Conversation, RuntimeConfig
 from tests.workers.test_reconcile import fake_provider  # noqa: F401 (fixture)
 from workers import leases
+from workers.lifecycle import control_state
 from workers.models import Message, Worker
 from workers.reconcile import reconcile
 
@@ -72,7 +73,7 @@ def test_longest_idle_worker_takes_the_waiting_conversation(fleet, enqueue, fake
     assert event.details["reassigned"] and event.details["reassigned"][0].startswith("w-oldest")
     # The worker learns of it from control, and its next claim is the waiting job.
     worker = Worker.objects.get(worker_id="w-oldest")
-    assert leases.control_state(worker)["conversation_id"] == "c-new"
+    assert control_state(worker)["conversation_id"] == "c-new"
     job = leases.claim_next_job(worker)
     assert job.message.conversation.conversation_id == "c-new"
     assert job.message.payload["message_text"] == "waiting"

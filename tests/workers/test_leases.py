@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from workers import leases
 from workers.models import Message, Worker
+from workers.queue import requeue_dead_letters
+from workers.sweep import sweep_expired_leases
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def test_sweep_counts_attempt_and_dead_letters_crash_loop(alpha_agent, enqueue, 
         job = leases.claim_next_job(worker)
         assert job.attempt == attempt
         with time_machine.travel(job.lease_expires_at + dt.timedelta(seconds=1), tick=False):
-            report = leases.sweep_expired_leases()
+            report = sweep_expired_leases()
     assert report == {"requeued": 0, "dead_lettered": 1}
     message.refresh_from_db()
     assert message.status == "dead_letter" and message.last_error == "lease expired"
@@ -87,7 +89,7 @@ def test_complete_after_sweep_is_lease_lost(alpha_agent, enqueue, worker):
     enqueue("c1", "alpha")
     job = leases.claim_next_job(worker)
     with time_machine.travel(job.lease_expires_at, tick=False):
-        assert leases.sweep_expired_leases()["requeued"] == 1
+        assert sweep_expired_leases()["requeued"] == 1
     with pytest.raises(leases.LeaseLost):
         leases.complete_job(worker, job.message.pk, job.lease_id)
     assert Message.objects.get().status == "queued"
@@ -116,7 +118,7 @@ def test_requeue_dead_letters_resets_attempts(alpha_agent, enqueue, worker):
 
     message = enqueue("c1", "alpha")
     Message.objects.filter(pk=message.pk).update(status="dead_letter", attempts=5)
-    assert leases.requeue_dead_letters([message.pk], actor="admin") == 1
+    assert requeue_dead_letters([message.pk], actor="admin") == 1
     message.refresh_from_db()
     assert message.status == "queued" and message.attempts == 0
     assert AuditEvent.objects.filter(action="queue.requeue_dead_letters").exists()
@@ -236,7 +238,7 @@ def test_sweep_keeps_a_live_workers_assignment_and_starts_its_idle_clock(
     moment = job.lease_expires_at
     with time_machine.travel(moment, tick=False):
         Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
-        assert leases.sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
+        assert sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
     worker.refresh_from_db()
     assert worker.assigned_conversation.conversation_id == "c1"  # requeued for this worker
     assert worker.load == 0 and worker.assigned_lease_id == ""
@@ -264,5 +266,5 @@ def test_sweep_recovers_processing_rows_with_missing_lease_data(alpha_agent, enq
     Message.objects.filter(pk=rows[2].pk).update(
         status="processing", lease_id="l", claimed_by="w1", lease_expires_at=None
     )
-    assert leases.sweep_expired_leases() == {"requeued": 3, "dead_lettered": 0}
+    assert sweep_expired_leases() == {"requeued": 3, "dead_lettered": 0}
     assert set(Message.objects.values_list("status", flat=True)) == {"queued"}

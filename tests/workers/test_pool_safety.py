@@ -11,7 +11,8 @@ import pytest
 from django.db import DatabaseError, connection
 from django.db.backends.utils import CursorWrapper
 
-from workers.reconcile import ADVISORY_LOCK_KEY, reconcile_lock
+from workers.reconcile import reconcile_lock
+from workers.reconcile_lock import ADVISORY_LOCK_KEY
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -156,7 +156,7 @@ def test_retention_runs_hourly_on_the_schedule():
     assert kind == "H"
     assert import_string(func) is expire_old_snapshots
     func, kind, every = entries["sweep-expired-leases"]
-    from workers.leases import sweep_expired_leases
+    from workers.sweep import sweep_expired_leases
 
     assert import_string(func) is sweep_expired_leases and (kind, every) == ("I", 1)
 

@@ -17,8 +17,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import AgentProfile, Conversation
-from workers import leases
 from workers.models import Message, Worker
+from workers.sweep import sweep_expired_leases
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -61,7 +61,7 @@ def test_sweep_skips_a_worker_locked_by_a_claim_instead_of_waiting_for_it():
     try:
         assert locked.wait(10)
         started = time.monotonic()
-        report = leases.sweep_expired_leases()
+        report = sweep_expired_leases()
         took = time.monotonic() - started
         assert took < 2, f"the sweep waited {took:.1f} s for the claim's worker row"
         assert report == {"requeued": 0, "dead_lettered": 0}
@@ -73,6 +73,6 @@ def test_sweep_skips_a_worker_locked_by_a_claim_instead_of_waiting_for_it():
         release.set()
         holder.join(10)
     # Once the worker is free, the next sweep requeues the job as usual.
-    assert leases.sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
+    assert sweep_expired_leases() == {"requeued": 1, "dead_lettered": 0}
     message.refresh_from_db()
     assert message.status == Message.QUEUED and message.attempts == 1

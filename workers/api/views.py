@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import log_context
-from workers import leases, snapshots
+from workers import leases, lifecycle, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
 from workers.hydration import append_conversation_messages, build_hydration_bundle
@@ -59,7 +59,7 @@ class ControlView(WorkerView):
     @extend_schema(request=s.EmptySerializer, responses={200: dict})
     def post(self, request):
         # Polling control proves an idle worker is alive (unless it already went stale).
-        return Response(leases.control_state(self.worker))
+        return Response(lifecycle.control_state(self.worker))
 
 
 def job_body(job: leases.ClaimedJob) -> dict:

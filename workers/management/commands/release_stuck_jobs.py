@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from agents.audit import actor_name, record_audit
-from workers.leases import sweep_expired_leases
+from workers.sweep import sweep_expired_leases
 
 
 class Command(BaseCommand):

@@ -1,0 +1,223 @@
+"""The queue's raw-SQL fast paths, all in one room (ARCHITECTURE.md).
+
+Claim, heartbeat, complete and enqueue run a handful of fixed-shape statements per request,
+and the ORM spends longer compiling each one than the database spends running it
+(bench/claim_throughput.py, bench/webhook_ingest.py). Each function here has a QuerySet twin
+that says the same thing in the ORM; tests/workers/test_sql_twins.py runs both on SQLite and
+PostgreSQL with the same data and asserts the same answer. Values are prepared by the
+models' own fields, so both backends see exactly what the ORM would send; table and column
+names come from the models, never from input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import connection, transaction
+
+from agents.models import Conversation
+from workers.models import Message, Worker
+
+# ``(field, operator, value)`` conditions of ``update``: the only operators it needs.
+OPERATORS = ("=", ">")
+
+
+def update(model, values: dict, *where: tuple[str, str, object]) -> int:
+    """``model.objects.filter(<where>).update(**values)``; returns the rows changed.
+
+    ``where`` holds ``(field, operator, value)`` triples, operator ``=`` or ``>``.
+    """
+    assignments, params = _assignments(model, values)
+    conditions, condition_params = _conditions(model, where)
+    sql = f"UPDATE {_table(model)} SET {assignments} WHERE {conditions}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + condition_params)
+        return cursor.rowcount
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _assignments(model, values: dict) -> tuple[str, list]:
+    quote, meta = connection.ops.quote_name, model._meta
+    parts, params = [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        parts.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(parts), params
+
+
+def _conditions(model, where) -> tuple[str, list]:
+    quote, meta = connection.ops.quote_name, model._meta
+    parts, params = [], []
+    for name, operator, value in where:
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        assert operator in OPERATORS and value is not None
+        parts.append(f"{quote(field.column)} {operator} %s")
+        params.append(field.get_db_prep_value(value, connection))
+    return " AND ".join(parts), params
+
+
+def finish_job(fence, message_values: dict, worker_pk: int, worker_values: dict) -> bool:
+    """The fenced write of a job's end and, only when it lands, its worker's: whether it
+    landed. One statement on PostgreSQL (atomic by itself, no transaction round trips).
+
+    Twin (and the path elsewhere): ``update(Message, …, *fence)``, then
+    ``update(Worker, …)`` if it changed a row, in one transaction.
+    """
+    if connection.vendor != "postgresql":
+        return _finish_job_in_steps(fence, message_values, worker_pk, worker_values)
+    message_set, message_params = _assignments(Message, message_values)
+    fence_sql, fence_params = _conditions(Message, fence)
+    worker_set, worker_params = _assignments(Worker, worker_values)
+    sql = (
+        f"WITH done AS (UPDATE {_table(Message)} SET {message_set} "  # noqa: S608
+        f"WHERE {fence_sql} RETURNING 1), "
+        f"idle AS (UPDATE {_table(Worker)} SET {worker_set} "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM idle)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, message_params + fence_params + worker_params + [worker_pk])
+        return cursor.fetchone()[0] == 1
+
+
+def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> bool:
+    with transaction.atomic():
+        if update(Message, message_values, *fence) != 1:
+            return False
+        update(Worker, worker_values, ("pk", "=", worker_pk))
+        return True
+
+
+def locked(model, pk: int):
+    """``model.objects.select_for_update().get(pk=pk)``. SQLite has no row locks: its
+    claims are serialised by IMMEDIATE transactions instead."""
+    quote = connection.ops.quote_name
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT * FROM {quote(model._meta.db_table)} WHERE id = %s{lock}"  # noqa: S608
+    found = next(iter(model.objects.raw(sql, [pk])), None)
+    if found is None:
+        raise model.DoesNotExist(f"No {model.__name__} with id {pk}.")
+    return found
+
+
+def next_ready_in_conversation(
+    worker_pk: int, conversation_pk: int, now: dt.datetime, live_cutoff: dt.datetime
+) -> Message | None:
+    """The next ready message of the conversation in claim order, locked, annotated
+    ``busy`` (some message of the conversation is processing) and ``owned_by_other``
+    (another live worker is assigned to it): the one query of a warm worker's claim.
+
+    Twin: ``Message.objects.ready(now).filter(conversation=…).in_claim_order().first()``,
+    with ``busy`` and ``owned_by_other`` as two ``exists()`` (see the twin test).
+    """
+    sql, params = next_ready_query(worker_pk, conversation_pk, now, live_cutoff)
+    return next(iter(Message.objects.raw(sql, params)), None)
+
+
+def next_ready_query(
+    worker_pk: int, conversation_pk: int, now: dt.datetime, live_cutoff: dt.datetime
+) -> tuple[str, list]:
+    """The SQL and parameters of ``next_ready_in_conversation`` (the benchmark EXPLAINs it).
+
+    Status values are literals so PostgreSQL can match the partial index
+    ``msg_conversation_ready_idx``; the rest are parameters.
+    """
+    quote = connection.ops.quote_name
+    message_table = quote(Message._meta.db_table)
+    worker_table = quote(Worker._meta.db_table)
+    datetime_param = Message._meta.get_field("scheduled_for").get_db_prep_value
+    lock = " FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
+    sql = (
+        "SELECT m.*, "  # noqa: S608 (table names and constants, never input)
+        f"EXISTS (SELECT 1 FROM {message_table} p WHERE p.conversation_id = %s "
+        f"AND p.status = '{Message.PROCESSING}') AS busy, "
+        f"EXISTS (SELECT 1 FROM {worker_table} w WHERE w.assigned_conversation_id = %s "
+        f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
+        "AS owned_by_other "
+        f"FROM {message_table} m WHERE m.conversation_id = %s "
+        f"AND m.status = '{Message.QUEUED}' AND m.scheduled_for <= %s "
+        f"ORDER BY m.priority DESC, m.scheduled_for ASC, m.id ASC LIMIT 1{lock}"
+    )
+    params = [
+        conversation_pk,
+        conversation_pk,
+        datetime_param(live_cutoff, connection),
+        worker_pk,
+        conversation_pk,
+        datetime_param(now, connection),
+    ]
+    return sql, params
+
+
+def claim_next_ready(
+    worker_pk: int,
+    conversation_pk: int,
+    now: dt.datetime,
+    live_cutoff: dt.datetime,
+    message_values: dict,
+    worker_values: dict,
+) -> Message | None:
+    """``next_ready_in_conversation``, and when that message is free to take (the
+    conversation is neither ``busy`` nor ``owned_by_other``) its lease and the worker's
+    assignment written: ``taken`` says whether they were. The worker's
+    ``assigned_agent_key`` is the message's. One statement on PostgreSQL.
+
+    Only sound with the conversation row already locked by an earlier statement (see
+    ``leases._claim_in_conversation``). Twin (and the path elsewhere): the read, then two
+    ``update`` calls.
+    """
+    if connection.vendor != "postgresql":
+        return _claim_next_ready_in_steps(
+            worker_pk, conversation_pk, now, live_cutoff, message_values, worker_values
+        )
+    candidate, candidate_params = next_ready_query(worker_pk, conversation_pk, now, live_cutoff)
+    message_set, message_params = _assignments(Message, message_values)
+    worker_set, worker_params = _assignments(Worker, worker_values)
+    sql = (
+        f"WITH candidate AS ({candidate}), "  # noqa: S608
+        f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "
+        "WHERE u.id = candidate.id AND NOT candidate.busy AND NOT candidate.owned_by_other "
+        "RETURNING u.id), "
+        f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
+        "assigned_agent_key = (SELECT agent_key FROM candidate) "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
+        "SELECT candidate.*, EXISTS (SELECT 1 FROM taken) AS taken FROM candidate"
+    )
+    params = candidate_params + message_params + worker_params + [worker_pk]
+    return next(iter(Message.objects.raw(sql, params)), None)
+
+
+def _claim_next_ready_in_steps(
+    worker_pk, conversation_pk, now, live_cutoff, message_values, worker_values
+) -> Message | None:
+    message = next_ready_in_conversation(worker_pk, conversation_pk, now, live_cutoff)
+    if message is None:
+        return None
+    message.taken = not (message.busy or message.owned_by_other)
+    if message.taken:
+        update(Message, message_values, ("pk", "=", message.pk))
+        worker_values = {**worker_values, "assigned_agent_key": message.agent_key}
+        update(Worker, worker_values, ("pk", "=", worker_pk))
+    return message
+
+
+# Every enqueue asks this (bench/webhook_ingest.py).
+_CONVERSATION_KEY_SQL = (
+    f"SELECT id, agent_id FROM {Conversation._meta.db_table} "  # noqa: S608 (names, not input)
+    "WHERE conversation_id = %s"
+)
+
+
+def conversation_key(conversation_id: str) -> tuple[int, int] | None:
+    """(pk, agent pk) of an existing conversation, or None.
+
+    Twin: ``Conversation.objects.filter(conversation_id=…).values_list("id", "agent_id")``.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_CONVERSATION_KEY_SQL, [conversation_id])
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
