@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from agents.secret_store import import_secret
 from telegram.dead_letters import APOLOGY_TEXT
-from workers import leases
+from workers import leases, queue
 from workers.models import JobUsage, Message
 from workers.usage import usage_summary
 
@@ -179,7 +179,7 @@ def test_a_dead_letter_gets_one_apology_never_the_error_never_twice(
         message.refresh_from_db()
         assert message.status == "dead_letter" and message.apologized_at is not None
         # Requeued from the admin, dead again: no second apology for the same message.
-        leases.requeue_dead_letters([message.pk], actor="t")
+        queue.requeue_dead_letters([message.pk], actor="t")
         with django_capture_on_commit_callbacks(execute=True):
             job = leases.claim_next_job(worker)
             leases.fail_job(worker, message.pk, job.lease_id, "again")
