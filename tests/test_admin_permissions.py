@@ -292,10 +292,12 @@ DOORS = [
             reverse("admin:telegram_conversation_send", args=["c"]),
             {"text": "An operator writes", "confirm": "yes"},
         ),
-        lambda w, r: ConversationEntry.objects.filter(
-            role="assistant", content="An operator writes"
-        ).exists()
-        and AuditEvent.objects.filter(action="conversation.send_as_agent").exists(),
+        lambda w, r: (
+            ConversationEntry.objects.filter(
+                role="assistant", content="An operator writes"
+            ).exists()
+            and AuditEvent.objects.filter(action="conversation.send_as_agent").exists()
+        ),
     ),
     Door(
         "url:fly_cleanup_run#preview",
