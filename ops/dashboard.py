@@ -43,19 +43,23 @@ def charts(data: dict) -> dict:
         drawn["queue_chart"] = svg.bars(
             [(row["status"], row["count"]) for row in data["queue"]],
             width=300,
-            height=60,
+            height=72,
             title="Messages by status",
+            label_every=1,
         )
     if data.get("replies_per_minute"):
         drawn["replies_chart"] = svg.bars(
             [(f"{hour:%H:00}", rate) for hour, rate in data["replies_per_minute"]],
+            height=92,
             title="Replies per minute, hourly, last 24 h",
+            label_every=4,
         )
     if data.get("latency_buckets"):
         drawn["latency_chart"] = svg.bars(
-            [(f"≤ {bound} s", count) for bound, count in data["latency_buckets"]],
-            width=300,
-            height=60,
+            [(f"≤{bound}s", count) for bound, count in data["latency_buckets"]],
+            width=420,
+            height=72,
+            label_every=1,
             title="Reply latency distribution, last 24 h",
         )
     return drawn

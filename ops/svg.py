@@ -11,6 +11,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 BAR_COLOUR = "#79aec8"
 LINE_COLOUR = "#417690"
+LABEL_HEIGHT = 12
 
 
 def _number(value: float) -> str:
@@ -18,19 +19,31 @@ def _number(value: float) -> str:
 
 
 def bars(
-    points: Sequence[tuple[str, float]], *, width: int = 480, height: int = 80, title: str = ""
+    points: Sequence[tuple[str, float]],
+    *,
+    width: int = 480,
+    height: int = 80,
+    title: str = "",
+    label_every: int = 0,
 ) -> SafeString:
-    """Vertical bars, one per (label, value); each bar's tooltip names its label and value."""
+    """Vertical bars, one per (label, value); each bar's tooltip names its label and value.
+    With ``label_every`` n, every n-th label is written under its bar."""
     peak = max([0.0, *(float(v) for _, v in points)]) or 1.0
     step = width / max(1, len(points))
+    chart = height - LABEL_HEIGHT if label_every else height
     parts = []
     for i, (label, value) in enumerate(points):
-        h = float(value) / peak * (height - 2)
+        h = float(value) / peak * (chart - 2)
         parts.append(
-            f'<rect x="{_number(i * step + 1)}" y="{_number(height - h)}" '
+            f'<rect x="{_number(i * step + 1)}" y="{_number(chart - h)}" '
             f'width="{_number(max(1.0, step - 2))}" height="{_number(h)}" fill="{BAR_COLOUR}">'
             f"<title>{escape(label)}: {escape(value)}</title></rect>"
         )
+        if label_every and i % label_every == 0:
+            parts.append(
+                f'<text x="{_number(i * step + 1)}" y="{height - 2}" font-size="9" '
+                f'fill="{LINE_COLOUR}">{escape(label)}</text>'
+            )
     return _svg(width, height, title, "".join(parts))
 
 

@@ -71,7 +71,7 @@ class Turn:
     text: str
     at: dt.datetime
     job: Job | None = None
-    pending: bool = False  # the user's text from the queue (no entry for it yet)
+    pending: bool = False  # the user's text from the queue (no history entry for it)
 
 
 def chat_id_for(conversation: Conversation) -> str | None:
@@ -120,6 +120,8 @@ def page_data(conversation: Conversation) -> dict:
         if message.pk in with_user_entry or (oldest_entry and message.created_at < oldest_entry):
             continue
         text = (message.payload or {}).get("message_text") or ""
+        if not text and not jobs[message.pk].attachments:
+            continue  # nothing the user said (a push, a command with no text)
         turns.append(Turn("user", text, message.created_at, jobs[message.pk], pending=True))
     turns.sort(key=lambda t: t.at)
     return {

@@ -166,6 +166,8 @@ def test_svg_escapes_what_it_is_given():
         '<script>alert("x")</script>: 3'
     )
     assert "<script>" not in str(drawn)
+    labelled = ET.fromstring(str(svg.bars([("a<b", 1), ("c", 2)], label_every=1)))
+    assert [t.text for t in labelled.iter("{http://www.w3.org/2000/svg}text")] == ["a<b", "c"]
     ET.fromstring(str(svg.sparkline([0, 2, 1], title="x")))
     ET.fromstring(str(svg.sparkline([], title="empty")))
 
