@@ -20,7 +20,7 @@ from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import admin_sandbox_chat, bots, pairing, readiness
+from telegram import admin_conversation, admin_sandbox_chat, bots, pairing, readiness
 from telegram.models import (
     Bot,
     IdentityBinding,
@@ -337,6 +337,7 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
         "source",
         "bound_at",
         "revoked_at",
+        "conversation_link",
     ]
     list_filter = ["status", "source", LegacyBindingFilter, "agent"]
     search_fields = ["consumer_user_id", "telegram_user_id", "telegram_chat_id", "bot_identity"]
@@ -346,6 +347,13 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Conversation")
+    def conversation_link(self, obj):
+        return admin_conversation.link_html(obj.conversation_id)
+
+    def get_urls(self):
+        return admin_conversation.urls(self) + super().get_urls()
 
     @admin.action(description="Revoke selected bindings", permissions=["change"])
     def revoke(self, request, queryset):

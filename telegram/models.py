@@ -87,6 +87,7 @@ class IdentityBinding(models.Model):
 
     class Meta:
         ordering = ["-bound_at"]
+        permissions = [("send_as_agent", "Can send a message in a conversation as its agent")]
         indexes = [
             models.Index(
                 fields=["bot_identity", "telegram_user_id", "status"], name="binding_bot_user_idx"

@@ -31,6 +31,7 @@ from agents.admin_access import DENIED
 from agents.models import (
     AgentProfile,
     AuditEvent,
+    ConversationEntry,
     GlobalSkillRelease,
     GlobalSkillVersion,
     RuntimeConfig,
@@ -89,10 +90,14 @@ def world(db, enqueue, settings):
     SandboxWebhook.objects.create(bot_id="100", url=bot.webhook_url)
     SandboxMessage.objects.create(bot_id="100", chat_id="5", text="earlier reply")
     binding = IdentityBinding.objects.create(
-        consumer_user_id="u1", agent=agent, conversation_id="c", bot_identity="100"
+        consumer_user_id="u1",
+        agent=agent,
+        conversation_id="c",
+        bot_identity="100",
+        telegram_chat_id="5",  # where "send as the agent" writes
     )
     legacy, code = legacy_binding(agent, "old"), legacy_pairing(agent, "old")
-    message = enqueue("c1", "alpha")
+    message = enqueue("c", "alpha")  # the bound conversation (its page is a door)
     Message.objects.filter(pk=message.pk).update(status="dead_letter", attempts=5)
     worker = Worker.objects.create(worker_id="w1", heartbeat_at=timezone.now())
     other = get_user_model().objects.create_user("other", password="old-password")
@@ -271,6 +276,28 @@ DOORS = [
             content_type="application/json",
         ),
         lambda w, r: SandboxMessage.objects.filter(sender="user", text="hi").exists(),
+    ),
+    Door(
+        "url:telegram_conversation",
+        ("agents.view_conversation",),
+        lambda c, w: c.get(reverse("admin:telegram_conversation", args=["c"])),
+        lambda w, r: r.status_code == 200 and b'id="conversation-chat"' in r.content,
+        lacking=(frozenset({"agents.view_conversation", "agents.change_conversation"}),),
+        changes=False,
+    ),
+    Door(
+        "url:telegram_conversation_send",
+        ("telegram.send_as_agent",),
+        lambda c, w: c.post(
+            reverse("admin:telegram_conversation_send", args=["c"]),
+            {"text": "An operator writes", "confirm": "yes"},
+        ),
+        lambda w, r: (
+            ConversationEntry.objects.filter(
+                role="assistant", content="An operator writes"
+            ).exists()
+            and AuditEvent.objects.filter(action="conversation.send_as_agent").exists()
+        ),
     ),
     Door(
         "url:fly_cleanup_run#preview",
@@ -624,5 +651,5 @@ def test_dashboard_shows_only_what_the_user_may_view(client, world, perms, queue
     html = client.get("/admin/").content.decode()
     assert ("dead letters" in html) is queue
     assert ("boom-secret-detail" in html) is queue
-    assert ("workers active" in html) is workers
+    assert ('id="dashboard-workers"' in html) is workers
     assert ("queue-dashboard" in html) is (queue or workers)

@@ -6,8 +6,9 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from agents.audit import actor_name, record_audit
 from agents.models import Conversation
@@ -22,6 +23,18 @@ from workers.models import (
     Worker,
 )
 from workers.queue import requeue_dead_letters
+
+
+def conversation_link(conversation) -> str:
+    """A link to the conversation page (hung under the channel's admin, found by URL name:
+    workers imports no channel app), or the plain id when there is none."""
+    if conversation is None:
+        return "-"
+    try:
+        url = reverse("admin:telegram_conversation", args=[conversation.conversation_id])
+    except NoReverseMatch:
+        return conversation.conversation_id
+    return format_html('<a href="{}">{}</a>', url, conversation.conversation_id)
 
 
 def confirm_page(model_admin, request, queryset, *, action: str, title: str):
@@ -69,7 +82,7 @@ class ConversationFilter(admin.SimpleListFilter):
 class MessageAdmin(admin.ModelAdmin):
     list_display = [
         "id",
-        "conversation",
+        "conversation_page",
         "agent_key",
         "status",
         "priority",
@@ -89,6 +102,10 @@ class MessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Conversation", ordering="conversation")
+    def conversation_page(self, obj):
+        return conversation_link(obj.conversation)
 
     @admin.display(description="Last error")
     def short_error(self, obj):
@@ -146,7 +163,7 @@ class WorkerAdmin(admin.ModelAdmin):
         "status_reason",
         "machine",
         "heartbeat_age",
-        "assigned_conversation",
+        "conversation_page",
         "load",
         "last_claim_at",
         "created_at",
@@ -162,6 +179,10 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Assigned conversation", ordering="assigned_conversation")
+    def conversation_page(self, obj):
+        return conversation_link(obj.assigned_conversation)
 
     @admin.display(description="Machine")
     def machine(self, obj):
