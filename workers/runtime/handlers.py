@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from workers.runtime.openclaw import openclaw
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -68,7 +70,7 @@ def http_forward(context: JobContext) -> str:
     return reply
 
 
-BUILT_INS = {"echo": echo, "http": http_forward, "openclaw": http_forward}
+BUILT_INS = {"echo": echo, "http": http_forward, "openclaw": openclaw}
 
 
 def import_string(dotted_path: str):

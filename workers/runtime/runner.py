@@ -342,6 +342,11 @@ class WorkerRuntime:
             logger.warning("Could not mark snapshot %s failed: %s", snapshot_id, exc)
 
     def snapshot(self, reason: str) -> int | None:
+        # A handler that keeps a process on the data dir (OpenClaw's warm gateway) lets go
+        # of it first, so the archive holds closed files.
+        before_snapshot = getattr(self.handler, "before_snapshot", None)
+        if before_snapshot is not None:
+            before_snapshot()
         if not self.conversation_id or not self.agent_key or not self.jobs_done:
             return None
         data_dir = self.settings.data_dir
