@@ -68,3 +68,24 @@ def dump_surroundings(context):
     }
     (context.data_dir / "surroundings.json").write_text(json.dumps(dump, default=str))
     return "dumped"
+
+
+def openclaw_with_runtime(context):
+    """The ``openclaw`` handler with the hydration's ``runtime`` section taken from
+    ``runtime.json`` beside the data dir (outside it, so never in a snapshot): a stand-in for
+    the server-side runtime settings until the hydration carries them (SPEC §8, §21)."""
+    from workers.runtime.handlers import JobContext
+    from workers.runtime.openclaw import openclaw
+
+    runtime = json.loads((context.data_dir.parent / "runtime.json").read_text())
+    bundle = {**context.bundle, "runtime": runtime}
+    return openclaw(JobContext(job=context.job, bundle=bundle, data_dir=context.data_dir))
+
+
+def _stop_openclaw():
+    from workers.runtime.openclaw import openclaw
+
+    openclaw.before_snapshot()
+
+
+openclaw_with_runtime.before_snapshot = _stop_openclaw
