@@ -177,3 +177,17 @@ def test_a_dead_model_endpoint_fails_the_turn_without_the_key(data_dir, monkeypa
     with FakeOpenAI(status=500) as fake, pytest.raises(RuntimeError) as failure:
         oc.openclaw(context(data_dir, runtime_section(fake.base_url, timeout_seconds=60)))
     assert API_KEY not in str(failure.value)
+
+
+def test_the_runner_lets_a_handler_release_the_data_dir_before_a_snapshot(tmp_path):
+    from tests.workers.test_runtime_loop import FakeServer, make_job, make_runtime
+
+    calls = []
+
+    def handler(ctx):
+        return "ok"
+
+    handler.before_snapshot = lambda: calls.append("released")
+    runtime = make_runtime(FakeServer([make_job()]), tmp_path, handler=handler)
+    runtime.snapshot("drain")
+    assert calls == ["released"]
