@@ -191,3 +191,18 @@ def test_the_runner_lets_a_handler_release_the_data_dir_before_a_snapshot(tmp_pa
     runtime = make_runtime(FakeServer([make_job()]), tmp_path, handler=handler)
     runtime.snapshot("drain")
     assert calls == ["released"]
+
+
+def test_the_workspace_skills_link_is_never_archived(tmp_path):
+    import tarfile
+
+    runtime = ModelRuntime.from_bundle({"runtime": runtime_section("http://127.0.0.1:9/v1")})
+    data = tmp_path / "data"
+    (data / "skills" / "greeter").mkdir(parents=True)
+    prepare(Layout(data), runtime)
+    archive = tmp_path / "a.tar.gz"
+    make_archive(data, archive)
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "openclaw/workspace/SOUL.md" in names
+    assert not [n for n in names if n.startswith(("openclaw/workspace/skills", "skills"))]
