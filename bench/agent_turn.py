@@ -96,7 +96,8 @@ def main() -> int:
     model = results["fake model round trip"]
     print(f"agent_turn: median of {turns} warm turns each (seconds), fake model at 0 s delay")
     for name, value in results.items():
-        gap = value - model * (calls_per_turn if name.startswith("openclaw") else 1)
+        calls = calls_per_turn if name.startswith("openclaw") else 0 if name == "echo" else 1
+        gap = value - model * calls
         note = "" if name == "fake model round trip" else f"  (overhead vs the model {gap:+.3f})"
         print(f"  {name:<40} {value:8.3f}{note}")
     ratio = results["openclaw gateway (warm)"] / cold

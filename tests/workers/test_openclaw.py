@@ -206,3 +206,22 @@ def test_the_workspace_skills_link_is_never_archived(tmp_path):
         names = tar.getnames()
     assert "openclaw/workspace/SOUL.md" in names
     assert not [n for n in names if n.startswith(("openclaw/workspace/skills", "skills"))]
+
+
+@pytest.mark.slow
+def test_a_refused_key_through_the_gateway_is_a_clear_error(data_dir, monkeypatch):
+    monkeypatch.setenv(oc.MODE_ENV, "gateway")
+    try:
+        with FakeOpenAI(status=401) as fake, pytest.raises(RuntimeError) as failure:
+            oc.openclaw(context(data_dir, runtime_section(fake.base_url, timeout_seconds=60)))
+    finally:
+        oc.openclaw.before_snapshot()
+    assert "answered 401: authentication_error" in str(failure.value)
+    assert API_KEY not in str(failure.value)
+
+
+def test_an_empty_reply_is_a_failure_not_a_silent_success(tmp_path, monkeypatch):
+    monkeypatch.setattr(oc, "find_install", lambda: None)
+    monkeypatch.setattr(oc.KEEPER, "turn", lambda *args: oc.AgentReply.of("  "))
+    with pytest.raises(RuntimeError, match="without a reply"):
+        oc.openclaw(context(tmp_path, runtime_section("http://127.0.0.1:9/v1")))

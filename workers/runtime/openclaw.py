@@ -224,12 +224,22 @@ class Gateway:
                 timeout=(5, self.runtime.timeout_seconds + 30),
             )
         except requests.RequestException as exc:
-            raise RuntimeError(f"The OpenClaw gateway did not answer: {type(exc).__name__}.")
-        if response.status_code != 200:
+            # The turn may still be running in there: stop the gateway, so it cannot finish
+            # (and write to the session) behind the retry's back; the next turn restarts it.
+            self.stop()
             raise RuntimeError(
-                f"The OpenClaw gateway answered {response.status_code}: "
-                + scrub(response.text, self.runtime.api_key, self.token)[:500]
+                f"The OpenClaw gateway gave no answer ({type(exc).__name__}) within "
+                f"{self.runtime.timeout_seconds + 30:.0f} s; is the model endpoint up?"
             )
+        if response.status_code != 200:
+            try:
+                error = response.json().get("error") or {}
+                detail = ": ".join(filter(None, (error.get("code"), error.get("message"))))
+            except (ValueError, AttributeError):
+                detail = ""
+            detail = scrub(detail or response.text, self.runtime.api_key, self.token)
+            raise RuntimeError(f"The OpenClaw gateway answered {response.status_code}: "
+                               f"{detail[:500]}")  # fmt: skip
         return parse_responses_json(response.json(), self.runtime)
 
     def stop(self) -> None:
@@ -319,8 +329,14 @@ def openclaw(context) -> AgentReply:
     conversation_id = context.job["conversation_id"]
     text = context.text or "(empty message)"
     if mode() == "embedded":
-        return run_embedded(install, layout, runtime, conversation_id, text)
-    return KEEPER.turn(install, layout, runtime, conversation_id, text)
+        reply = run_embedded(install, layout, runtime, conversation_id, text)
+    else:
+        reply = KEEPER.turn(install, layout, runtime, conversation_id, text)
+    if not reply.strip() and not reply.media:
+        # Nothing to send (Telegram refuses an empty message): a failure the queue retries
+        # and, in the end, dead-letters — never a silent "done".
+        raise RuntimeError("OpenClaw finished the turn without a reply.")
+    return reply
 
 
 # Called by the runner before it archives the data dir (or hands it to another conversation):
