@@ -1,7 +1,7 @@
 """Job handlers: turn a hydrated job into the reply text.
 
-``AGENT_FACTORY_WORKER_HANDLER`` names a built-in (``echo``, ``http``) or a dotted path to a
-callable ``handler(context) -> str``.
+``AGENT_FACTORY_WORKER_HANDLER`` names a built-in (``echo``, ``http``, ``openclaw``) or a
+dotted path to a callable ``handler(context) -> str``.
 """
 
 from __future__ import annotations
