@@ -154,17 +154,26 @@ def test_the_warm_gateway_serves_turns_and_stops_before_a_snapshot(data_dir, tmp
     with FakeOpenAI(reply="Aye.") as fake:
         runtime = runtime_section(fake.base_url)
         try:
+            # The first turn runs embedded while the gateway boots behind it.
             first = oc.openclaw(context(data_dir, runtime, "remember the number 4711"))
             gateway = oc.KEEPER.gateway
+            assert gateway is not None and oc.KEEPER.starting is not None
             second = oc.openclaw(context(data_dir, runtime, "which number?"))
+            third = oc.openclaw(context(data_dir, runtime, "and again?"))
             assert oc.KEEPER.gateway is gateway and gateway.alive()  # the same warm process
+            fake.status = 401  # the key is refused now: a clear error, without the key
+            with pytest.raises(RuntimeError) as failure:
+                oc.openclaw(context(data_dir, runtime, "still there?"))
         finally:
             oc.openclaw.before_snapshot()
     assert not gateway.alive() and oc.KEEPER.gateway is None
-    assert first == second == "Aye."
-    assert second.usage["input_tokens"] == PROMPT_TOKENS
-    assert "remember the number 4711" in request_text(fake.requests[-1])
-    assert "Pirate Pete" in request_text(fake.requests[-1])
+    assert first == second == third == "Aye."
+    assert third.usage["input_tokens"] == PROMPT_TOKENS
+    sent = request_text(fake.requests[2])  # the third turn, through the gateway
+    assert "remember the number 4711" in sent and "which number?" in sent
+    assert "Pirate Pete" in sent
+    assert "answered 401: authentication_error" in str(failure.value)
+    assert API_KEY not in str(failure.value)
     assert all(h["authorization"] == f"Bearer {API_KEY}" for h in fake.headers)
     assert gateway.token not in (data_dir / ".af-tmp" / "gateway.log").read_text()
     assert files_containing(data_dir, gateway.token) == []
@@ -206,18 +215,6 @@ def test_the_workspace_skills_link_is_never_archived(tmp_path):
         names = tar.getnames()
     assert "openclaw/workspace/SOUL.md" in names
     assert not [n for n in names if n.startswith(("openclaw/workspace/skills", "skills"))]
-
-
-@pytest.mark.slow
-def test_a_refused_key_through_the_gateway_is_a_clear_error(data_dir, monkeypatch):
-    monkeypatch.setenv(oc.MODE_ENV, "gateway")
-    try:
-        with FakeOpenAI(status=401) as fake, pytest.raises(RuntimeError) as failure:
-            oc.openclaw(context(data_dir, runtime_section(fake.base_url, timeout_seconds=60)))
-    finally:
-        oc.openclaw.before_snapshot()
-    assert "answered 401: authentication_error" in str(failure.value)
-    assert API_KEY not in str(failure.value)
 
 
 def test_an_empty_reply_is_a_failure_not_a_silent_success(tmp_path, monkeypatch):

@@ -4,13 +4,15 @@ Session id = conversation id; OpenClaw's state (sessions, memory, workspace) liv
 ``<data dir>/openclaw`` (see ``openclaw_setup``). Two ways to run a turn, chosen by
 ``AGENT_FACTORY_OPENCLAW_MODE``:
 
-- ``gateway`` (the default): the worker starts one OpenClaw gateway on loopback at its first
-  turn and keeps it warm; each turn is a ``POST /v1/responses`` to it with the session key
+- ``gateway`` (the default): the worker's first turn runs embedded (below); right after it
+  the worker starts one OpenClaw gateway on loopback in the background and keeps it warm;
+  every later turn is a ``POST /v1/responses`` to it with the session key
   ``agent:main:explicit:<conversation id>``. Measured with an instant fake model
   (``bench/agent_turn.py``): about 1 s a turn against about 11 s for an embedded turn, whose
-  every turn boots Node and OpenClaw again. Starting the gateway costs about 25 s, once per
-  worker (and again when the agent's runtime settings change). The gateway is stopped before
-  every snapshot, so the archive holds closed SQLite databases.
+  every turn boots Node and OpenClaw again. Starting the gateway takes about 25 s, once per
+  worker (again when the agent's runtime settings change), while nobody waits — unless the
+  next message comes sooner. The gateway is stopped before every snapshot, so the archive
+  holds closed SQLite databases.
 - ``embedded``: ``openclaw agent --local --session-id <conversation> --json`` per turn, one
   process each; its JSON carries media paths and OpenClaw's own cost figure as well.
 
@@ -176,18 +178,24 @@ class Gateway:
         self.port = _free_port()
         self.token = secrets.token_urlsafe(32)  # in memory and in the child's env only
         self.process: subprocess.Popen | None = None
+        self.launched = 0.0
         self.log_path = layout.scratch / "gateway.log"
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process. From the thread that stays (the worker's): the child's
+        parent-death signal fires when the thread that started it ends."""
         prepare(self.layout, self.runtime, gateway_port=self.port)
         env = child_env(self.install, self.layout, self.runtime, **{GATEWAY_TOKEN_ENV: self.token})
-        started = time.monotonic()
+        self.launched = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.install.command("gateway", "run", "--port", str(self.port)),
                 env=env, cwd=self.layout.workspace, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
             )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        started = self.launched
         deadline = started + GATEWAY_READY_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -273,12 +281,16 @@ def parse_responses_json(result: dict, runtime: ModelRuntime) -> AgentReply:
 
 
 class GatewayKeeper:
-    """The worker's one gateway: started at the first turn, restarted when the data dir or
-    the runtime settings change, stopped before every snapshot and at exit."""
+    """The worker's one gateway. The first turn (or the first after the data dir or the
+    runtime settings changed) runs embedded, so the user does not wait for a gateway to
+    boot; a gateway then starts in the background and serves the next turns (a turn that
+    arrives while it is still starting waits for it). Stopped before every snapshot and at
+    exit."""
 
     def __init__(self):
         self.gateway: Gateway | None = None
         self.signature: str | None = None
+        self.starting: threading.Thread | None = None
         self.lock = threading.Lock()
         atexit.register(self.stop)
 
@@ -291,12 +303,39 @@ class GatewayKeeper:
     def turn(self, install, layout, runtime, conversation_id: str, text: str) -> AgentReply:
         with self.lock:
             signature = self._signature(layout, runtime)
-            if self.gateway is None or not self.gateway.alive() or signature != self.signature:
-                self._stop()
-                gateway = Gateway(install, layout, runtime)
-                gateway.start()
-                self.gateway, self.signature = gateway, signature
-            return self.gateway.turn(conversation_id, text)
+            self._settle()
+            if self.gateway is not None and self.gateway.alive() and signature == self.signature:
+                return self.gateway.turn(conversation_id, text)
+            self._stop()  # OpenClaw's state lock: one owner of the state dir at a time
+            reply = run_embedded(install, layout, runtime, conversation_id, text)
+            self._start_in_background(Gateway(install, layout, runtime), signature)
+            return reply
+
+    def _start_in_background(self, gateway: Gateway, signature: str) -> None:
+        gateway.launch()
+
+        def start():
+            try:
+                gateway.wait_ready()
+            except Exception as exc:  # the next turn runs embedded and tries again
+                logger.warning("OpenClaw gateway not started: %s", exc)
+                gateway.stop()
+
+        self.gateway, self.signature = gateway, signature
+        self.starting = threading.Thread(target=start, name="openclaw-gateway", daemon=True)
+        self.starting.start()
+
+    def _settle(self) -> None:
+        """Wait for a gateway still starting (it owns the state dir until it is up)."""
+        if self.starting is not None:
+            self.starting.join()
+            self.starting = None
+
+    def wait_ready(self) -> bool:
+        """Wait for a gateway still starting; whether one is up now."""
+        with self.lock:
+            self._settle()
+            return self.gateway is not None and self.gateway.alive()
 
     def _stop(self) -> None:
         if self.gateway is not None:
@@ -305,6 +344,9 @@ class GatewayKeeper:
 
     def stop(self) -> None:
         with self.lock:
+            if self.gateway is not None:
+                self.gateway.stop()  # one still booting too: a snapshot need not wait for it
+            self._settle()
             self._stop()
 
 

@@ -167,6 +167,8 @@ def build_config(layout: Layout, runtime: ModelRuntime, *, gateway_port: int | N
             }
         },
         "skills": {"load": {"allowSymlinkTargets": [str(layout.data_dir / "skills")]}},
+        # In the worker's scratch space (never archived), not a /tmp file shared by all.
+        "logging": {"file": str(layout.scratch / "openclaw.log")},
     }
     if runtime.base_url:
         model_entry: dict = {"id": runtime.model, "name": runtime.model, "input": ["text"]}
