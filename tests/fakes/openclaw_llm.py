@@ -36,6 +36,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
 
             def log_message(self, *_args):  # keep test output clean
                 pass
