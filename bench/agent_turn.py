@@ -107,7 +107,7 @@ def main() -> int:
         calls = calls_per_turn if name.startswith("openclaw") else 0 if name == "echo" else 1
         gap = value - model * calls
         note = "" if name == "fake model round trip" else f"  (overhead vs the model {gap:+.3f})"
-        print(f"  {name:<40} {value:8.3f}{note}")
+        print(f"  {name:<46} {value:8.3f}{note}")
     ratio = results["openclaw gateway (warm)"] / cold
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(f"  model calls per openclaw turn: {calls_per_turn:.1f}")
