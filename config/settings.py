@@ -198,6 +198,11 @@ TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.te
 )
 FLY_API_BASE_URL = env.str("FLY_API_BASE_URL", default="https://api.machines.dev/v1").rstrip("/")
 FLY_API_TOKEN = env.str("FLY_API_TOKEN", default="")
+# The image Fly workers run when the runtime config names none: deploy/worker.Dockerfile,
+# pushed to the worker app's registry (README, "Deploying on Fly").
+AGENT_FACTORY_WORKER_IMAGE = env.str(
+    "AGENT_FACTORY_WORKER_IMAGE", default="registry.fly.io/agent-factory-worker:latest"
+)
 
 # Workers
 # The initial provider of a fresh database; afterwards RuntimeConfig decides (SPEC §18).

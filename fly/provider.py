@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from django.conf import settings
+
 from agents.models import AgentProfile, RuntimeConfig
 from agents.secret_refs import linking_secret_candidates, service_key_candidates
 from agents.secret_store import get_active_secret_value
@@ -124,6 +126,8 @@ class FlyProvider(Provider):
 
     def _config(self) -> RuntimeConfig:
         config = RuntimeConfig.get()
+        # No image in the runtime config: the worker image (deploy/worker.Dockerfile).
+        config.image = config.image or settings.AGENT_FACTORY_WORKER_IMAGE
         if not config.app_name or not config.image:
             raise ProviderError("The Fly provider needs an app name and an image (runtime config).")
         return config

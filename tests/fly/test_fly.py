@@ -602,3 +602,16 @@ def test_machine_create_reply_without_id_is_treated_as_maybe_created(fly_config,
     with pytest.raises(ProviderError, match="response has no id"):
         FlyProvider(client()).spawn(request())
     assert len(fly.calls) == 5
+
+
+def test_without_an_image_in_the_runtime_config_fly_runs_the_worker_image(
+    fly_config, fly, settings
+):
+    RuntimeConfig.objects.filter(pk=1).update(image="")
+    settings.AGENT_FACTORY_WORKER_IMAGE = "registry.fly.io/agent-factory-worker:v7"
+    expected = machine_body()
+    expected["config"]["image"] = "registry.fly.io/agent-factory-worker:v7"
+    fly.expect("POST", f"{A}/volumes", body=volume_body(), json={"id": "vol_1"})
+    fly.expect("POST", f"{A}/machines", body=expected, json={"id": "m_1"})
+    FlyProvider(client()).spawn(request())
+    assert RuntimeConfig.get().image == ""  # a default, not written into the row

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from workers.runtime.api_client import ApiError, LeaseLostError
 from workers.runtime.archive import make_archive as write_archive
 from workers.runtime.handlers import HandlerResult, JobContext, http_forward, load_handler
+from workers.runtime.openclaw import openclaw
 from workers.runtime.runner import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -540,7 +541,7 @@ def test_handler_by_dotted_path_and_unknown_names():
     from tests.e2e.handlers import slow_echo
 
     assert load_handler("tests.e2e.handlers.slow_echo") is slow_echo
-    assert load_handler("http") is http_forward and load_handler("openclaw") is http_forward
+    assert load_handler("http") is http_forward and load_handler("openclaw") is openclaw
     with pytest.raises(RuntimeError, match="Unknown handler 'nope'"):
         load_handler("nope")
     with pytest.raises(RuntimeError, match="'workers.runtime.runner.EXIT_OK' is not callable"):

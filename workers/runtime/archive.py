@@ -12,8 +12,9 @@ directory in the data dir's scratch space (``.af-tmp``) with ``filter="data"`` (
 check, as a second line), and only a complete extraction is swapped in; anything else
 removes the staging directory.
 
-The data dir's ``skills/`` (the materialised global skills) and ``openclaw/skills`` (OpenClaw's
-link to them) are never archived and never restored: the manifest decides the skills.
+The data dir's ``skills/`` (the materialised global skills) and ``openclaw/skills`` and
+``openclaw/workspace/skills`` (OpenClaw's links to them) are never archived and never restored:
+the manifest decides the skills.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ GiB = 1024 * MiB
 WORK_DIR = ".af-tmp"
 # Never archived, never restored (SPEC §23). ``skills`` is also kept when the data dir is
 # cleared for another conversation: it is re-materialised from the manifest, not per chat.
-PROTECTED = ((WORK_DIR,), ("skills",), ("openclaw", "skills"))
+PROTECTED = (
+    (WORK_DIR,),
+    ("skills",),
+    ("openclaw", "skills"),
+    ("openclaw", "workspace", "skills"),
+)
 SKIP_DIRS = {"skills", WORK_DIR}
 
 MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)

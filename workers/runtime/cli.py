@@ -8,8 +8,8 @@ Configuration comes from flags or the matching environment variables:
 ``AGENT_FACTORY_API_URL``, ``AGENT_FACTORY_WORKER_TOKEN``, ``AGENT_FACTORY_WORKER_ID`` (all
 three required), ``AGENT_FACTORY_CONVERSATION_ID``, ``AGENT_FACTORY_AGENT_KEY``,
 ``AGENT_FACTORY_DATA_DIR``, ``AGENT_FACTORY_WORKSPACE_ID``, ``AGENT_FACTORY_WORKER_HANDLER``
-(a handler for every job; unset: each agent's runtime handler from the hydration),
-``AGENT_FACTORY_SKILLS_CHANNEL``,
+(a handler for every job: ``echo``, ``llm``, ``http``, ``openclaw`` or a dotted path; unset:
+each agent's runtime handler from the hydration), ``AGENT_FACTORY_SKILLS_CHANNEL``,
 ``AGENT_FACTORY_IDLE_EXIT_SECONDS``, ``AGENT_FACTORY_POLL_SECONDS`` (2),
 ``AGENT_FACTORY_HEARTBEAT_SECONDS`` (10), ``AGENT_FACTORY_MAX_OUTAGE_SECONDS`` (900; 0 waits
 for the API forever) and ``AGENT_FACTORY_TELEGRAM_API_BASE_URL`` (where the worker sends

@@ -136,7 +136,7 @@ BUILT_INS = {
     "echo": echo,
     "llm": "workers.runtime.llm.llm_handler",
     "http": http_forward,
-    "openclaw": http_forward,
+    "openclaw": "workers.runtime.openclaw.openclaw",
 }
 
 
@@ -166,21 +166,29 @@ def load_handler(name: str | None):
     return handler
 
 
+def resolve_handler(handler, bundle: dict):
+    """``handler`` (the worker's own) or, when None, the agent's ``runtime.handler``."""
+    if handler is not None:
+        return handler
+    name = (bundle.get("runtime") or {}).get("handler") or "echo"
+    try:
+        return load_handler(name)
+    except RuntimeError as exc:
+        raise HandlerError(str(exc)) from None
+
+
 def run_handler(handler, job: dict, bundle: dict, data_dir: Path) -> HandlerResult:
     """Run ``handler`` (the worker's own), or when None the agent's ``runtime.handler`` from
     the hydration; a str answer becomes a HandlerResult."""
-    if handler is None:
-        name = (bundle.get("runtime") or {}).get("handler") or "echo"
-        try:
-            handler = load_handler(name)
-        except RuntimeError as exc:
-            raise HandlerError(str(exc)) from None
+    handler = resolve_handler(handler, bundle)
     result = handler(JobContext(job=job, bundle=bundle, data_dir=data_dir))
     if isinstance(result, HandlerResult):
         return result
     if not isinstance(result, str):
         raise HandlerError(f"The handler answered {type(result).__name__}, not text.")
-    return HandlerResult(text=result)
+    # A str subclass may carry the turn's usage (the openclaw handler's AgentReply).
+    usage = getattr(result, "usage", None)
+    return HandlerResult(text=str(result), usage=usage if isinstance(usage, dict) else None)
 
 
 def secrets_of(bundle: dict) -> tuple[str, ...]:

@@ -37,7 +37,13 @@ from workers.runtime.archive import (
     restore_archive,
     work_dir,
 )
-from workers.runtime.handlers import HandlerError, redact, run_handler, secrets_of
+from workers.runtime.handlers import (
+    HandlerError,
+    redact,
+    resolve_handler,
+    run_handler,
+    secrets_of,
+)
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
@@ -119,6 +125,9 @@ class WorkerRuntime:
         self.settings = settings
         self.client = client
         self.handler = handler
+        # Every handler that ran here (the agent's own when the worker names none): each may
+        # hold a process on the data dir that must let go before a snapshot.
+        self.handlers_used = {handler} - {None}
         self.telegram_factory = telegram_factory or (
             lambda token: TelegramSender(token, base_url=settings.telegram_api_base_url)
         )
@@ -201,7 +210,9 @@ class WorkerRuntime:
                 self.client.complete(job)
                 return "redelivered"
             secrets = secrets_of(bundle)
-            result = run_handler(self.handler, job, bundle, self.settings.data_dir)
+            handler = resolve_handler(self.handler, bundle)
+            self.handlers_used.add(handler)
+            result = run_handler(handler, job, bundle, self.settings.data_dir)
             reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
@@ -353,6 +364,12 @@ class WorkerRuntime:
             logger.warning("Could not mark snapshot %s failed: %s", snapshot_id, exc)
 
     def snapshot(self, reason: str) -> int | None:
+        # A handler that keeps a process on the data dir (OpenClaw's warm gateway) lets go
+        # of it first, so the archive holds closed files.
+        for handler in self.handlers_used:
+            before_snapshot = getattr(handler, "before_snapshot", None)
+            if before_snapshot is not None:
+                before_snapshot()
         if not self.conversation_id or not self.agent_key or not self.jobs_done:
             return None
         data_dir = self.settings.data_dir
