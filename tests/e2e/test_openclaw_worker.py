@@ -33,7 +33,7 @@ from tests.workers.openclaw_support import (
     runtime_section,
 )
 from workers.lifecycle import transition_worker
-from workers.models import DataSnapshot, Message, Worker
+from workers.models import DataSnapshot, JobUsage, Message, Worker
 from workers.runtime.openclaw_setup import HOME_ENV, default_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -114,6 +114,9 @@ def test_an_openclaw_agent_remembers_across_workers_and_never_leaks_its_key(
     assert len(fake.requests) > seen
     assert "my parrot is called Polly" in later and "what is my parrot called?" in later
     assert all(h["authorization"] == f"Bearer {API_KEY}" for h in fake.headers)
+    # OpenClaw's token usage became each job's usage (SPEC §21).
+    usage = list(JobUsage.objects.filter(outcome="done").values_list("input_tokens", flat=True))
+    assert len(usage) == 2 and all(tokens > 0 for tokens in usage), usage
 
     # Key-leak scan: data dirs, every archive uploaded, everything the workers logged.
     for data_dir in (first_dir, second_dir):
