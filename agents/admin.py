@@ -274,6 +274,7 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
                 ]
             },
         ),
+        ("Budget (all agents together)", {"fields": ["monthly_budget_usd"]}),
     ]
 
     def has_add_permission(self, request):

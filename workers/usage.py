@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDay, TruncMonth
 
+from agents import budget
 from agents.models import AgentProfile
 from workers.models import JobUsage, Message
 
@@ -63,6 +64,8 @@ def record_usage(message_id: int, usage: dict | None, outcome: str, now: dt.date
         outcome=outcome,
         created_at=now,
     )
+    # The month-to-date counter of the budget cap (SPEC §24), raised in the same transaction.
+    budget.add_spend(message.agent_key, cost.quantize(Decimal("0.000001")), now)
 
 
 def usage_summary(
