@@ -10,9 +10,11 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from agents import budget
 from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.admin_runtime import (
     PROFILE_FIELDSETS,
@@ -86,14 +88,36 @@ class AgentProfileAdmin(AuditedModelAdmin):
         "agent_key",
         "enabled",
         "require_telegram_binding",
+        "handler",
+        "budget_this_month",
         "version",
         "updated_at",
         "onboarding",
     ]
-    list_filter = ["enabled", "require_telegram_binding"]
+    list_filter = ["enabled", "require_telegram_binding", "handler"]
     search_fields = ["agent_key"]
     readonly_fields = ["version", "created_at", "updated_at", "model_key_state"]
     audit_prefix = "agent"  # the same action names as configure_agent
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            month_spend=budget.month_spend_subquery(timezone.now())
+        )
+
+    @admin.display(description="Budget this month (UTC)")
+    def budget_this_month(self, obj):
+        return budget.describe(obj.monthly_budget_usd, getattr(obj, "month_spend", None))
+
+    def changelist_view(self, request, extra_context=None):
+        # SPEC §24: the 80 % warning and the pause are visible where agents are managed.
+        for row in budget.overview(timezone.now()):
+            if row["state"] in ("warning", "paused"):
+                messages.warning(
+                    request,
+                    f"Budget {row['state']}: {row['label']} spent ${row['spent']} of "
+                    f"${row['cap']} this month ({row['percent']} %).",
+                )
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="Model key")
     def model_key_state(self, obj):

@@ -156,7 +156,62 @@ def _sync_row(row: MonthlySpend, cap: Decimal | None, now: dt.datetime, actor: s
         record_audit(actor, "budget.resumed", target, **details)
 
 
-def month_to_date(scopes: list[str], now: dt.datetime) -> dict[str, MonthlySpend]:
-    """This month's spend rows by scope (for admin columns and pages): one query."""
-    rows = MonthlySpend.objects.filter(month=month_start(now), scope__in=scopes)
-    return {row.scope: row for row in rows}
+def overview(now: dt.datetime) -> list[dict]:
+    """This month's spend against each cap, for the admin: the global total first, then
+    every agent that has a cap or spent something. Three queries."""
+    config = RuntimeConfig.get()
+    spent = month_to_date_all(now)
+    caps = dict(
+        AgentProfile.objects.filter(monthly_budget_usd__isnull=False).values_list(
+            "agent_key", "monthly_budget_usd"
+        )
+    )
+    rows = [_status(GLOBAL, config.monthly_budget_usd, spent.get(GLOBAL))]
+    for scope in sorted((set(caps) | set(spent)) - {GLOBAL}):
+        rows.append(_status(scope, caps.get(scope), spent.get(scope)))
+    return rows
+
+
+def month_to_date_all(now: dt.datetime) -> dict[str, Decimal]:
+    return dict(
+        MonthlySpend.objects.filter(month=month_start(now)).values_list("scope", "cost_usd")
+    )
+
+
+def _status(scope: str, cap: Decimal | None, spent: Decimal | None) -> dict:
+    spent = spent or Decimal(0)
+    percent = None if not cap else int(spent * 100 / cap)
+    if cap is not None and spent >= cap:
+        state = "paused"
+    elif cap is not None and spent >= cap * WARNING_RATIO:
+        state = "warning"
+    else:
+        state = "ok" if cap is not None else "no cap"
+    return {
+        "scope": scope,
+        "label": scope or "All agents",
+        "cap": cap,
+        "spent": spent.quantize(Decimal("0.01")),
+        "percent": percent,
+        "state": state,
+    }
+
+
+def month_spend_subquery(now: dt.datetime):
+    """This month's spend of the outer AgentProfile row, to annotate a list in one query."""
+    from django.db.models import OuterRef, Subquery
+
+    return Subquery(
+        MonthlySpend.objects.filter(month=month_start(now), scope=OuterRef("agent_key")).values(
+            "cost_usd"
+        )[:1]
+    )
+
+
+def describe(cap: Decimal | None, spent: Decimal | None) -> str:
+    """ "$3.20 of $10.00 (32 %)", with "warning"/"paused" when over 80 %/100 %."""
+    status = _status("", cap, spent)
+    if cap is None:
+        return f"${status['spent']} (no cap)"
+    text = f"${status['spent']} of ${cap} ({status['percent']} %)"
+    return text if status["state"] == "ok" else f"{text}: {status['state']}"

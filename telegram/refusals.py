@@ -23,9 +23,7 @@ PRIVATE_CHAT_ONLY_TEXT = (
 PLEASE_PAIR_TEXT = "This bot only talks to paired users. Ask for a pairing link to get started."
 
 # Budget cap reached (SPEC §24): said once per user per day; the admin sees the reason.
-PAUSED_TEXT = (
-    "Sorry, I am paused for now and cannot take new messages. Please try again later."
-)
+PAUSED_TEXT = "Sorry, I am paused for now and cannot take new messages. Please try again later."
 PAUSED_NOTICE_WINDOW = dt.timedelta(days=1)
 
 PAIRING_FAILURES_PER_HOUR = 5

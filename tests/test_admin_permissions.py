@@ -302,6 +302,14 @@ DOORS = [
         lambda w, r: GlobalSkillVersion.objects.filter(skill__slug="fresh").exists(),
     ),
     Door(
+        "url:workers_usage_report",
+        ("workers.view_jobusage",),
+        lambda c, w: c.get(reverse("admin:workers_usage_report")),
+        lambda w, r: r.status_code == 200 and b'id="usage-table"' in r.content,
+        lacking=(frozenset({"workers.view_jobusage", "workers.change_jobusage"}),),
+        changes=False,
+    ),
+    Door(
         "view:agents.runtimeconfig:changelist_view",
         ("agents.view_runtimeconfig",),
         lambda c, w: c.get(reverse("admin:agents_runtimeconfig_changelist")),

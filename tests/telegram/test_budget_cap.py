@@ -95,7 +95,11 @@ def test_warning_at_80_percent_once_and_pause_at_100(db, alpha_agent, enqueue):
 
 
 def test_paused_agent_gets_one_notice_nothing_queued_and_no_worker(
-    make_bot, post_update, tg, enqueue, fake_provider  # noqa: F811
+    make_bot,
+    post_update,
+    tg,
+    enqueue,
+    fake_provider,  # noqa: F811
 ):
     alpha = make_bot("alpha", "100").agent
     make_bot("beta", "200")
