@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from agents import budget
-from agents.admin_access import ReadOnlyAdminMixin, require
+from agents.admin_access import ReadOnlyAdminMixin, confirmation_page, require
 from agents.admin_runtime import (
     PROFILE_FIELDSETS,
     AgentProfileAdminForm,
@@ -453,6 +453,18 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
     def _activate(self, request, queryset, channel):
         from agents.skills import activate_release
 
+        page = confirmation_page(
+            self,
+            request,
+            queryset,
+            action=f"activate_{channel}",
+            title=f"Activate these versions on the {channel} channel?",
+            note=f"Every worker on the {channel} channel loads these versions from its next "
+            "job, in place of the release active now.",
+        )
+        if page is not None:
+            return page
+
         for version in queryset:
             activate_release(version, channel=channel, actor=actor_name(request.user))
         self.message_user(request, f"{queryset.count()} release(s) activated on {channel}.")
@@ -464,11 +476,11 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
     @admin.action(description="Activate on the stable channel", permissions=["activate"])
     def activate_stable(self, request, queryset):
-        self._activate(request, queryset, "stable")
+        return self._activate(request, queryset, "stable")
 
     @admin.action(description="Activate on the canary channel", permissions=["activate"])
     def activate_canary(self, request, queryset):
-        self._activate(request, queryset, "canary")
+        return self._activate(request, queryset, "canary")
 
 
 @admin.register(GlobalSkillRelease)

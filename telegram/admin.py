@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from agents.admin_access import ReadOnlyAdminMixin, require
+from agents.admin_access import ReadOnlyAdminMixin, confirmation_page, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
@@ -231,6 +231,17 @@ class BotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate webhook secret", permissions=["change"])
     def rotate_secret(self, request, queryset):
+        page = confirmation_page(
+            self,
+            request,
+            queryset,
+            action="rotate_secret",
+            title="Rotate these bots' webhook secrets?",
+            note="Each bot gets a new webhook secret. The previous one stays accepted for 10 "
+            "minutes; anything still sending it after that is refused.",
+        )
+        if page is not None:
+            return page
         done = sum(1 for _ in self._each_agent(request, queryset, bots.rotate_webhook_secret))
         self.message_user(
             request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
