@@ -109,8 +109,10 @@ class AgentProfileAdmin(AuditedModelAdmin):
         return budget.describe(obj.monthly_budget_usd, getattr(obj, "month_spend", None))
 
     def changelist_view(self, request, extra_context=None):
-        # SPEC §24: the 80 % warning and the pause are visible where agents are managed.
-        for row in budget.overview(timezone.now()):
+        # SPEC §24: the 80 % warning and the pause are visible where agents are managed
+        # (to whoever may see the list: Django's own check refuses the others below).
+        allowed = self.has_view_or_change_permission(request)
+        for row in budget.overview(timezone.now()) if allowed else []:
             if row["state"] in ("warning", "paused"):
                 messages.warning(
                     request,
@@ -396,6 +398,7 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
     list_display = ["skill", "version", "module_format", "bundle_sha256", "created_at"]
     list_filter = ["skill", "module_format"]
+    search_fields = ["skill__slug", "version", "bundle_sha256", "created_by"]
     readonly_fields = [
         "skill",
         "version",
@@ -486,6 +489,7 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 @admin.register(GlobalSkillRelease)
 class GlobalSkillReleaseAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
-    list_filter = ["channel", "active"]
+    list_filter = ["channel", "active", "skill"]
+    search_fields = ["skill__slug", "version__version", "activated_by"]
     # A version's name includes its skill's slug: without version__skill, one query per row.
     list_select_related = ["skill", "version__skill"]

@@ -149,7 +149,7 @@ def onboarding_view(model_admin, request, agent_id: int):
         "pairing_form": pairing_form,
         "pairing": code,
         "deep_link": link,
-        "sandbox_chat_url": admin_sandbox_chat.pairing_link(pairing, bot),
+        "sandbox_chat_url": admin_sandbox_chat.pairing_link(code, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": readiness.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),
@@ -169,7 +169,7 @@ class BotAdmin(admin.ModelAdmin):
         "webhook_info_at",
         "onboarding_link",
     ]
-    list_filter = ["webhook_verified"]
+    list_filter = ["webhook_verified", "agent"]
     search_fields = ["username", "bot_identity", "agent__agent_key"]
     list_select_related = ["agent"]
     readonly_fields = [
@@ -380,14 +380,15 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
 @admin.register(TelegramUpdate)
 class TelegramUpdateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "bot_identity", "update_id", "outcome", "detail", "message_id"]
-    list_filter = ["outcome"]
-    search_fields = ["bot_identity", "update_id"]
+    list_filter = ["outcome", "bot_identity"]
+    search_fields = ["bot_identity", "update_id", "detail"]
+    date_hierarchy = "received_at"
 
 
 @admin.register(IngressIssue)
 class IngressIssueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "detail"]
-    list_filter = ["kind"]
+    list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "notified", "detail"]
+    list_filter = ["kind", "notified", "bot_identity"]
     search_fields = ["bot_identity", "telegram_user_id", "detail"]
 
 
