@@ -12,6 +12,8 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agents import budget
 from agents.models import AgentProfile, AuditEvent, RuntimeConfig
@@ -195,3 +197,32 @@ def test_configure_agent_rejects_a_bad_amount(db):
     with pytest.raises(Exception, match="non-negative"):
         call_command("configure_agent", "alpha", "--monthly-budget-usd", "-3")
     assert not AgentProfile.objects.filter(agent_key="alpha").exists()
+
+
+@pytest.mark.parametrize("usage_rows", [1, 200])
+def test_a_capped_agent_costs_the_webhook_one_query_whatever_its_usage(
+    make_bot, client, enqueue, usage_rows
+):
+    """Measured on the webhook itself (its after-commit tasks not run): a cap adds the one
+    month-to-date read, however much usage the agent has."""
+
+    def webhook(update_id: int) -> tuple[str, int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(
+                "/telegram/webhook/100/",
+                json.dumps(text_update(update_id, "hello")),
+                content_type="application/json",
+                HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
+            )
+            status = response.json()["status"]
+        return status, len(queries)
+
+    make_bot("alpha", "100")
+    webhook(1)  # config and secrets cached, as in a running server
+    uncapped = webhook(2)
+    set_cap("alpha", "1000")
+    for n in range(usage_rows):
+        spend(enqueue, "alpha", "0.01", conversation=f"c{n}")
+    webhook(3)  # the runtime config read again after the save
+    assert webhook(4) == ("enqueued", uncapped[1] + 1)
+    assert uncapped[0] == "enqueued"
