@@ -124,8 +124,8 @@ def sync_flags(agent_key: str | None, now: dt.datetime, actor: str = "system") -
     in line with spend and caps, writing an audit row for each change: ``budget.warning``
     (once a month), ``budget.paused``, ``budget.resumed`` (a cap raised or removed).
     Conditional updates, so concurrent callers audit a change once."""
-    config = RuntimeConfig.get()
-    caps = {GLOBAL: config.monthly_budget_usd}
+    # The cached config: a cap change saves it, which empties this process's cache.
+    caps = {GLOBAL: RuntimeConfig.get_cached().monthly_budget_usd}
     if agent_key:
         caps[agent_key] = (
             AgentProfile.objects.filter(agent_key=agent_key)
@@ -148,11 +148,16 @@ def _sync_row(row: MonthlySpend, cap: Decimal | None, now: dt.datetime, actor: s
     target = row.scope or "all agents"
     over = cap is not None and row.cost_usd >= cap
     warn = cap is not None and row.cost_usd >= cap * WARNING_RATIO
-    if warn and same.filter(warned_at__isnull=True).update(warned_at=now):
+    # Checked on the row just read first, so an attempt that changes nothing writes nothing.
+    if warn and row.warned_at is None and same.filter(warned_at__isnull=True).update(warned_at=now):
         record_audit(actor, "budget.warning", target, **details)
-    if over and same.filter(paused_at__isnull=True).update(paused_at=now):
+    if over and row.paused_at is None and same.filter(paused_at__isnull=True).update(paused_at=now):
         record_audit(actor, "budget.paused", target, **details)
-    if not over and same.filter(paused_at__isnull=False).update(paused_at=None):
+    if (
+        not over
+        and row.paused_at is not None
+        and same.filter(paused_at__isnull=False).update(paused_at=None)
+    ):
         record_audit(actor, "budget.resumed", target, **details)
 
 
