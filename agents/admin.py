@@ -10,10 +10,12 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from agents.admin_access import ReadOnlyAdminMixin, require
+from agents import budget
+from agents.admin_access import ReadOnlyAdminMixin, confirmation_page, require
 from agents.admin_runtime import (
     PROFILE_FIELDSETS,
     AgentProfileAdminForm,
@@ -86,14 +88,38 @@ class AgentProfileAdmin(AuditedModelAdmin):
         "agent_key",
         "enabled",
         "require_telegram_binding",
+        "handler",
+        "budget_this_month",
         "version",
         "updated_at",
         "onboarding",
     ]
-    list_filter = ["enabled", "require_telegram_binding"]
+    list_filter = ["enabled", "require_telegram_binding", "handler"]
     search_fields = ["agent_key"]
     readonly_fields = ["version", "created_at", "updated_at", "model_key_state"]
     audit_prefix = "agent"  # the same action names as configure_agent
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            month_spend=budget.month_spend_subquery(timezone.now())
+        )
+
+    @admin.display(description="Budget this month (UTC)")
+    def budget_this_month(self, obj):
+        return budget.describe(obj.monthly_budget_usd, getattr(obj, "month_spend", None))
+
+    def changelist_view(self, request, extra_context=None):
+        # SPEC §24: the 80 % warning and the pause are visible where agents are managed
+        # (to whoever may see the list: Django's own check refuses the others below).
+        allowed = self.has_view_or_change_permission(request)
+        for row in budget.overview(timezone.now()) if allowed else []:
+            if row["state"] in ("warning", "paused"):
+                messages.warning(
+                    request,
+                    f"Budget {row['state']}: {row['label']} spent ${row['spent']} of "
+                    f"${row['cap']} this month ({row['percent']} %).",
+                )
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="Model key")
     def model_key_state(self, obj):
@@ -274,6 +300,7 @@ class RuntimeConfigAdmin(AuditedModelAdmin):
                 ]
             },
         ),
+        ("Budget (all agents together)", {"fields": ["monthly_budget_usd"]}),
     ]
 
     def has_add_permission(self, request):
@@ -371,6 +398,7 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
     list_display = ["skill", "version", "module_format", "bundle_sha256", "created_at"]
     list_filter = ["skill", "module_format"]
+    search_fields = ["skill__slug", "version", "bundle_sha256", "created_by"]
     readonly_fields = [
         "skill",
         "version",
@@ -428,6 +456,18 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
     def _activate(self, request, queryset, channel):
         from agents.skills import activate_release
 
+        page = confirmation_page(
+            self,
+            request,
+            queryset,
+            action=f"activate_{channel}",
+            title=f"Activate these versions on the {channel} channel?",
+            note=f"Every worker on the {channel} channel loads these versions from its next "
+            "job, in place of the release active now.",
+        )
+        if page is not None:
+            return page
+
         for version in queryset:
             activate_release(version, channel=channel, actor=actor_name(request.user))
         self.message_user(request, f"{queryset.count()} release(s) activated on {channel}.")
@@ -439,16 +479,17 @@ class GlobalSkillVersionAdmin(AuditedModelAdmin):
 
     @admin.action(description="Activate on the stable channel", permissions=["activate"])
     def activate_stable(self, request, queryset):
-        self._activate(request, queryset, "stable")
+        return self._activate(request, queryset, "stable")
 
     @admin.action(description="Activate on the canary channel", permissions=["activate"])
     def activate_canary(self, request, queryset):
-        self._activate(request, queryset, "canary")
+        return self._activate(request, queryset, "canary")
 
 
 @admin.register(GlobalSkillRelease)
 class GlobalSkillReleaseAdmin(ReadOnlyAdminMixin, AuditedModelAdmin):
     list_display = ["skill", "version", "channel", "active", "activated_by", "activated_at"]
-    list_filter = ["channel", "active"]
+    list_filter = ["channel", "active", "skill"]
+    search_fields = ["skill__slug", "version__version", "activated_by"]
     # A version's name includes its skill's slug: without version__skill, one query per row.
     list_select_related = ["skill", "version__skill"]

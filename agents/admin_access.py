@@ -42,3 +42,25 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return self.deletable and super().has_delete_permission(request, obj)
+
+
+def confirmation_page(model_admin, request, queryset, *, action: str, title: str, note: str):
+    """The page a consequential admin action shows before acting (SPEC §16): what it
+    affects, what it does, and a button that posts the action again with ``confirm=yes``.
+    Returns None once confirmed, so the action goes on."""
+    from django.template.response import TemplateResponse
+
+    if request.POST.get("confirm") == "yes":
+        return None
+    return TemplateResponse(
+        request,
+        "admin/confirm_action.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "note": note,
+            "action": action,
+            "objects": queryset,
+            "opts": model_admin.model._meta,
+        },
+    )

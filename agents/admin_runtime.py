@@ -25,6 +25,7 @@ RUNTIME_FIELDS = [
     "system_prompt",
     "price_per_million_input_tokens",
     "price_per_million_output_tokens",
+    "monthly_budget_usd",
 ]
 PROFILE_FIELDSETS = [
     (

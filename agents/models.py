@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from agents import runtime_settings
+from agents.spend import MonthlySpend  # noqa: F401  (registered with the app's models)
 
 agent_key_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
@@ -251,6 +252,16 @@ class RuntimeConfig(models.Model):
         default=5,
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Snapshots one worker may prepare per minute.",
+    )
+    # Budget (SPEC §24): all agents together; each agent may also have its own.
+    monthly_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Estimated cost all agents may spend per calendar month (UTC); empty: no "
+        "cap. Warning at 80 %, new messages paused at 100 %.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -106,6 +106,16 @@ class AgentRuntimeFields(models.Model):
     price_per_million_output_tokens = models.DecimalField(
         max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
     )
+    # Budget cap (SPEC §24): usage cost is summed per calendar month (UTC).
+    monthly_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Estimated cost this agent may spend per calendar month (UTC); empty: no "
+        "cap. Warning at 80 %, new messages paused at 100 %.",
+    )
 
     class Meta:
         abstract = True

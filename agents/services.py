@@ -7,7 +7,9 @@ import json
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.forms.models import model_to_dict
+from django.utils import timezone
 
+from agents import budget
 from agents.audit import record_audit
 from agents.models import AgentProfile, RuntimeConfig
 
@@ -106,6 +108,8 @@ def save_agent_profile(
             agent_key=profile.agent_key,
             changed=sorted(changed),
         )
+        if "monthly_budget_usd" in changed:  # a raised cap resumes, a lowered one pauses
+            budget.sync_flags(profile.agent_key, timezone.now(), actor)
     return True
 
 
@@ -147,6 +151,7 @@ RUNTIME_FIELDS = {
     "history_entries_per_job",
     "history_bytes_per_job",
     "snapshot_prepares_per_minute",
+    "monthly_budget_usd",
 }
 
 
@@ -176,11 +181,15 @@ def save_runtime_config(config: RuntimeConfig, *, actor: str, changed: list[str]
     with transaction.atomic():
         config.save()
         record_audit(actor, "runtime_config.update", config, changed=sorted(changed))
+        if "monthly_budget_usd" in changed:
+            budget.sync_flags(None, timezone.now(), actor)
     return True
 
 
 def runtime_config_dict(config: RuntimeConfig) -> dict:
     data = model_to_dict(config)
     data.pop("id", None)
+    if data.get("monthly_budget_usd") is not None:
+        data["monthly_budget_usd"] = str(data["monthly_budget_usd"])
     data["updated_at"] = config.updated_at.isoformat() if config.updated_at else None
     return data

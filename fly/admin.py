@@ -17,6 +17,8 @@ from fly.models import FlyCleanupRun
 @admin.register(FlyCleanupRun)
 class FlyCleanupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "actor", "target_id", "summary"]
+    search_fields = ["actor", "target_id"]
+    date_hierarchy = "created_at"
     change_list_template = "admin/fly/cleanup_changelist.html"
     deletable = False  # the runs are audit rows
 

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from agents.admin_access import ReadOnlyAdminMixin, require
+from agents.admin_access import ReadOnlyAdminMixin, confirmation_page, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
@@ -169,7 +169,7 @@ class BotAdmin(admin.ModelAdmin):
         "webhook_info_at",
         "onboarding_link",
     ]
-    list_filter = ["webhook_verified"]
+    list_filter = ["webhook_verified", "agent"]
     search_fields = ["username", "bot_identity", "agent__agent_key"]
     list_select_related = ["agent"]
     readonly_fields = [
@@ -231,6 +231,17 @@ class BotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate webhook secret", permissions=["change"])
     def rotate_secret(self, request, queryset):
+        page = confirmation_page(
+            self,
+            request,
+            queryset,
+            action="rotate_secret",
+            title="Rotate these bots' webhook secrets?",
+            note="Each bot gets a new webhook secret. The previous one stays accepted for 10 "
+            "minutes; anything still sending it after that is refused.",
+        )
+        if page is not None:
+            return page
         done = sum(1 for _ in self._each_agent(request, queryset, bots.rotate_webhook_secret))
         self.message_user(
             request, f"{done} webhook secret(s) rotated; the old ones stay valid 10 minutes."
@@ -377,14 +388,15 @@ class IdentityBindingAdmin(SoftResetActionMixin, admin.ModelAdmin):
 @admin.register(TelegramUpdate)
 class TelegramUpdateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "bot_identity", "update_id", "outcome", "detail", "message_id"]
-    list_filter = ["outcome"]
-    search_fields = ["bot_identity", "update_id"]
+    list_filter = ["outcome", "bot_identity"]
+    search_fields = ["bot_identity", "update_id", "detail"]
+    date_hierarchy = "received_at"
 
 
 @admin.register(IngressIssue)
 class IngressIssueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "detail"]
-    list_filter = ["kind"]
+    list_display = ["created_at", "kind", "bot_identity", "telegram_user_id", "notified", "detail"]
+    list_filter = ["kind", "notified", "bot_identity"]
     search_fields = ["bot_identity", "telegram_user_id", "detail"]
 
 

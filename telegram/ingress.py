@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
-from agents import log_context
+from agents import budget, log_context
 from agents.models import RuntimeConfig
 from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
@@ -234,6 +234,9 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
         throttle = quotas.check(bot.bot_identity, incoming.user_id, conversation_id)
         if throttle is not None:
             return _throttled(bot, update, incoming, throttle)
+        pause = budget.paused(agent)
+        if pause is not None:
+            return _paused(bot, update, incoming, pause)
         try:
             result = enqueue_message(
                 conversation_id=conversation_id,
@@ -289,6 +292,24 @@ def _throttled(
     if throttle.notify:
         _reply_after_commit(bot, incoming.chat_id, quotas.NOTICE_TEXT)
     return RouteResult("throttled")
+
+
+def _paused(bot: Bot, update: dict, incoming: Incoming, pause: budget.Pause) -> RouteResult:
+    # Budget cap reached (SPEC §24, §5.3 step 6a): recorded, not queued, one polite notice
+    # per user per day (the IngressIssue rows are the shared state, as for "please pair").
+    notify = refusals.paused_notice_due(bot.bot_identity, incoming.user_id)
+    record(bot, update, "paused", pause.detail)
+    IngressIssue.objects.create(
+        bot_identity=bot.bot_identity,
+        kind=IngressIssue.PAUSED,
+        detail=pause.detail[:300],
+        telegram_user_id=incoming.user_id,
+        telegram_chat_id=incoming.chat_id,
+        notified=notify,
+    )
+    if notify:
+        _reply_after_commit(bot, incoming.chat_id, refusals.PAUSED_TEXT)
+    return RouteResult("paused")
 
 
 def _payload(bot: Bot, update: dict, incoming: Incoming, binding) -> dict:

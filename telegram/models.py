@@ -168,6 +168,7 @@ class IngressIssue(models.Model):
 
     UNBOUND, UNROUTABLE = "unbound", "unroutable"
     PAIRING_FAILED, PAIRING_COOLDOWN = "pairing_failed", "pairing_cooldown"
+    PAUSED = "budget_paused"  # the agent's monthly budget is spent (SPEC §24)
 
     bot_identity = models.CharField(max_length=32)
     kind = models.CharField(max_length=20)  # one of the constants above

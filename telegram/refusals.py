@@ -22,16 +22,20 @@ PRIVATE_CHAT_ONLY_TEXT = (
 )
 PLEASE_PAIR_TEXT = "This bot only talks to paired users. Ask for a pairing link to get started."
 
+# Budget cap reached (SPEC §24): said once per user per day; the admin sees the reason.
+PAUSED_TEXT = "Sorry, I am paused for now and cannot take new messages. Please try again later."
+PAUSED_NOTICE_WINDOW = dt.timedelta(days=1)
+
 PAIRING_FAILURES_PER_HOUR = 5
 WINDOW = dt.timedelta(hours=1)
 
 
-def _recent(bot_identity: str, telegram_user_id: str, kind: str):
+def _recent(bot_identity: str, telegram_user_id: str, kind: str, window=WINDOW):
     return IngressIssue.objects.filter(
         bot_identity=bot_identity,
         telegram_user_id=telegram_user_id,
         kind=kind,
-        created_at__gt=timezone.now() - WINDOW,
+        created_at__gt=timezone.now() - window,
     )
 
 
@@ -49,3 +53,9 @@ def please_pair_due(bot_identity: str, telegram_user_id: str) -> bool:
     """Whether this unbound user gets "please pair" now: once per user per hour."""
     unbound = _recent(bot_identity, telegram_user_id, IngressIssue.UNBOUND)
     return not unbound.filter(notified=True).exists()
+
+
+def paused_notice_due(bot_identity: str, telegram_user_id: str) -> bool:
+    """Whether this user hears "paused" now: once per user per day (SPEC §5.3 step 6a)."""
+    paused = _recent(bot_identity, telegram_user_id, IngressIssue.PAUSED, PAUSED_NOTICE_WINDOW)
+    return not paused.filter(notified=True).exists()

@@ -177,10 +177,11 @@ def test_lists_the_system_writes_are_read_only(rf, admin_user):
         "telegram.TelegramUpdate",
         "telegram.IngressIssue",
         "telegram.SandboxMessage",
+        "workers.JobUsage",
         "pushing.PushBroadcast",
     }
     for label, model_admin in read_only.items():
         assert not model_admin.has_add_permission(request), label
         assert not model_admin.has_change_permission(request), label
-        deletable = label not in {"agents.AuditEvent", "fly.FlyCleanupRun"}
+        deletable = label not in {"agents.AuditEvent", "fly.FlyCleanupRun", "workers.JobUsage"}
         assert model_admin.has_delete_permission(request) is deletable, label

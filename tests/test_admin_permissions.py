@@ -329,6 +329,23 @@ DOORS = [
         lambda w, r: GlobalSkillVersion.objects.filter(skill__slug="fresh").exists(),
     ),
     Door(
+        "view:agents.agentprofile:changelist_view",
+        ("agents.view_agentprofile",),
+        lambda c, w: c.get(reverse("admin:agents_agentprofile_changelist")),
+        lambda w, r: r.status_code == 200 and b"Budget this month" in r.content,
+        lacking=(frozenset({"agents.view_agentprofile", "agents.change_agentprofile"}),),
+        changes=False,
+        ours=False,  # Django's own list view refuses (the override only adds budget notices)
+    ),
+    Door(
+        "url:workers_usage_report",
+        ("workers.view_jobusage",),
+        lambda c, w: c.get(reverse("admin:workers_usage_report")),
+        lambda w, r: r.status_code == 200 and b'id="usage-table"' in r.content,
+        lacking=(frozenset({"workers.view_jobusage", "workers.change_jobusage"}),),
+        changes=False,
+    ),
+    Door(
         "view:agents.runtimeconfig:changelist_view",
         ("agents.view_runtimeconfig",),
         lambda c, w: c.get(reverse("admin:agents_runtimeconfig_changelist")),

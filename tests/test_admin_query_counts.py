@@ -40,7 +40,7 @@ from telegram.models import (
     SandboxMessage,
     TelegramUpdate,
 )
-from workers.models import DataSnapshot, Message, Worker
+from workers.models import DataSnapshot, JobUsage, Message, Worker
 
 # One row by design: its list redirects to the one row's change page.
 SINGLETONS = {"agents.RuntimeConfig"}
@@ -115,6 +115,9 @@ MAKERS = {
     "workers.Worker": lambda n: Worker.objects.create(
         worker_id=f"w-{n}",
         assigned_conversation=Conversation.objects.create(conversation_id=f"c-{n}", agent=agent(n)),
+    ),
+    "workers.JobUsage": lambda n: JobUsage.objects.create(
+        message=message(n), agent_key=f"agent-{n}", consumer_user=f"u-{n}", outcome="done"
     ),
     "workers.DataSnapshot": lambda n: DataSnapshot.objects.create(
         agent_key="a", worker_id="w", conversation_id=f"c-{n}", reason="manual"

@@ -12,7 +12,10 @@ from django.utils.html import format_html
 
 from agents.audit import actor_name, record_audit
 from agents.models import Conversation
-from workers import admin_tasks  # noqa: F401 (django-q2's task lists, resubmit guarded)
+from workers import (
+    admin_tasks,  # noqa: F401 (django-q2's task lists, resubmit guarded)
+    admin_usage,  # noqa: F401 (usage records and the usage and cost report)
+)
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import (
     DataSnapshot,

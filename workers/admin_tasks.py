@@ -12,7 +12,28 @@ from django.contrib import admin
 from django_q import admin as q_admin
 from django_q.models import Failure, Success
 
+from agents.admin_access import confirmation_page
+
 RESUBMIT = "Resubmit selected tasks to queue"
+RESUBMIT_NOTE = (
+    "Each task runs again (a task that sends a message sends it again); a resubmitted "
+    "failure's row is deleted."
+)
+
+
+def resubmit_after_confirmation(model_admin, request, queryset):
+    page = confirmation_page(
+        model_admin,
+        request,
+        queryset,
+        action="resubmit",
+        title="Resubmit these tasks?",
+        note=RESUBMIT_NOTE,
+    )
+    if page is not None:
+        return page
+    q_admin.resubmit_task(model_admin, request, queryset)
+    return None
 
 
 class SuccessAdmin(q_admin.TaskAdmin):
@@ -20,7 +41,7 @@ class SuccessAdmin(q_admin.TaskAdmin):
 
     @admin.action(description=RESUBMIT, permissions=["change"])
     def resubmit(self, request, queryset):
-        q_admin.resubmit_task(self, request, queryset)
+        return resubmit_after_confirmation(self, request, queryset)
 
 
 class FailureAdmin(q_admin.FailAdmin):
@@ -32,7 +53,8 @@ class FailureAdmin(q_admin.FailAdmin):
 
     @admin.action(description=RESUBMIT, permissions=["resubmit"])
     def resubmit(self, request, queryset):
-        q_admin.resubmit_task(self, request, queryset)  # deletes the failure rows it resubmits
+        # Deletes the failure rows it resubmits.
+        return resubmit_after_confirmation(self, request, queryset)
 
 
 for model, model_admin in ((Success, SuccessAdmin), (Failure, FailureAdmin)):

@@ -285,6 +285,8 @@ class JobUsage(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = "usage record"
+        verbose_name_plural = "usage records"
         indexes = [
             models.Index(fields=["agent_key", "created_at"], name="usage_agent_day_idx"),
             models.Index(fields=["consumer_user", "created_at"], name="usage_user_day_idx"),
@@ -305,3 +307,4 @@ class ExpiredLease(Message):
     class Meta:
         proxy = True
         verbose_name = "message with an expired lease"
+        verbose_name_plural = "messages with an expired lease"

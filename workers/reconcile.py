@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.audit import record_audit
+from agents.budget import without_paused_agents
 from agents.models import AuditEvent, Conversation, RuntimeConfig
 from workers.fair_share import reassign_idle_workers
 from workers.lifecycle import (
@@ -248,6 +249,7 @@ def _plan_spawns(config, provider, now, report: ReconcileReport) -> list[tuple[W
     targets: dict[int, str] = {}
     for conversation_pk, agent_key in rows:
         targets.setdefault(conversation_pk, agent_key)
+    targets = without_paused_agents(targets, now)  # budget cap (SPEC §24): no spawn
     idle_unassigned = live_workers(now, config).filter(assigned_conversation__isnull=True).count()
     uncovered = list(targets.items())[idle_unassigned:]
     report.demand = len(uncovered)

@@ -4,11 +4,13 @@ consumer user per day or month (for ``agent_status --usage``, the admin, the bud
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncMonth
 
+from agents import budget
 from agents.models import AgentProfile
 from workers.models import JobUsage, Message
 
@@ -63,6 +65,8 @@ def record_usage(message_id: int, usage: dict | None, outcome: str, now: dt.date
         outcome=outcome,
         created_at=now,
     )
+    # The month-to-date counter of the budget cap (SPEC §24), raised in the same transaction.
+    budget.add_spend(message.agent_key, cost.quantize(Decimal("0.000001")), now)
 
 
 def usage_summary(
@@ -117,3 +121,55 @@ def usage_summary(
             }
         )
     return result
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What the admin's usage and cost page shows: grouped rows (newest period first, at most
+    ``limit``), their totals, and whether rows were left out."""
+
+    rows: list[dict]
+    totals: dict
+    truncated: bool
+
+
+def usage_report(
+    *,
+    period: str = "day",
+    group_by: str = "agent",
+    agent_key: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 500,
+) -> UsageReport:
+    """Tokens, estimated cost and attempts per period and agent, or per period, agent and
+    consumer user. Two queries whatever the number of usage rows (grouped rows, totals)."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+    if group_by not in ("agent", "user"):
+        raise ValueError("group_by must be 'agent' or 'user'")
+    rows = JobUsage.objects.all()
+    if agent_key:
+        rows = rows.filter(agent_key=agent_key)
+    if since:
+        rows = rows.filter(created_at__gte=since)
+    sums = {
+        "input_tokens": Sum("input_tokens"),
+        "output_tokens": Sum("output_tokens"),
+        "cost_usd": Sum("cost_usd"),
+        "attempts": Count("id"),
+        "failed_attempts": Count("id", filter=Q(outcome=JobUsage.FAILED)),
+    }
+    keys = ["period", "agent_key"] + (["consumer_user"] if group_by == "user" else [])
+    grouped = list(
+        rows.annotate(period=PERIODS[period]("created_at"))
+        .values(*keys)
+        .annotate(**sums)
+        .order_by("-period", *keys[1:])[: limit + 1]
+    )
+    label = "%Y-%m-%d" if period == "day" else "%Y-%m"
+    for row in grouped:
+        row["period"] = row["period"].strftime(label)
+        row["cost_usd"] = row["cost_usd"] or Decimal(0)
+    totals = rows.aggregate(**sums)
+    totals["cost_usd"] = totals["cost_usd"] or Decimal(0)
+    return UsageReport(rows=grouped[:limit], totals=totals, truncated=len(grouped) > limit)

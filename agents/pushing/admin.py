@@ -225,6 +225,7 @@ class PushBroadcastAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "pending",
     ]
     search_fields = ["title", "text", "requested_by"]
+    date_hierarchy = "requested_at"
 
     def get_queryset(self, request):
         counts = {

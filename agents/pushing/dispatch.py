@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from agents import budget
 from agents.models import Conversation
 from agents.pushing import target_sql
 from agents.pushing import targets as target_lookup
@@ -239,20 +240,26 @@ def _drain_batch(model, batch: int) -> tuple[int, int] | None:
             ignore_conflicts=True,
         )
         now = timezone.now()
+        # One budget check per agent of the batch (none at all while no cap is set).
+        pauses = {pk: budget.paused(agent, now) for pk, agent in agents.items()}
         for row in rows:
-            _enqueue_one(row, getattr(row, parent), agents.get(row.agent_id), now)
+            agent = agents.get(row.agent_id)
+            _enqueue_one(row, getattr(row, parent), agent, now, pauses.get(row.agent_id))
         model.objects.bulk_update(rows, ["status", "message_id", "error", "enqueued_at"])
     enqueued = sum(row.status == model.ENQUEUED for row in rows)
     return enqueued, len(rows) - enqueued
 
 
-def _enqueue_one(row, parent, agent, now) -> None:
+def _enqueue_one(row, parent, agent, now, pause: budget.Pause | None = None) -> None:
     if isinstance(parent, PushJob):
         metadata = {"push_job_id": str(parent.pk), "run_key": row.run_key, "push_mode": row.mode}
     else:
         metadata = {"push_broadcast_id": str(parent.pk), "push_mode": "broadcast"}
     if agent is None:
         row.status, row.error = row.FAILED, "The agent of this binding no longer exists."
+        return
+    if pause is not None:  # SPEC §24: recorded as skipped, reason budget
+        row.status, row.error = row.SKIPPED, f"budget: {pause.detail}"
         return
     try:
         with transaction.atomic():  # a refusal or error here leaves the batch usable

@@ -125,6 +125,7 @@ class PushTargetFields(models.Model):
     failed (with the reason), or pending until the drain enqueues it."""
 
     PENDING, ENQUEUED, FAILED = "pending", "enqueued", "failed"
+    SKIPPED = "skipped"  # not sent on purpose: the agent's budget is spent (SPEC §24)
 
     consumer_user_id = models.CharField(max_length=255, blank=True)
     agent = models.ForeignKey(
@@ -151,7 +152,12 @@ class PushDispatch(PushTargetFields):
     BROADCAST = "broadcast"  # an agent_users job: the targets are the broadcast's rows
     STATUS_CHOICES = [
         (s, s)
-        for s in (PushTargetFields.PENDING, PushTargetFields.ENQUEUED, PushTargetFields.FAILED)
+        for s in (
+            PushTargetFields.PENDING,
+            PushTargetFields.ENQUEUED,
+            PushTargetFields.FAILED,
+            PushTargetFields.SKIPPED,
+        )
     ] + [(BROADCAST, "broadcast (see its targets)")]
     MODE_CHOICES = [("scheduled", "scheduled"), ("manual", "manual")]
 
@@ -206,7 +212,12 @@ class PushBroadcast(models.Model):
 class PushBroadcastDispatch(PushTargetFields):
     STATUS_CHOICES = [
         (s, s)
-        for s in (PushTargetFields.PENDING, PushTargetFields.ENQUEUED, PushTargetFields.FAILED)
+        for s in (
+            PushTargetFields.PENDING,
+            PushTargetFields.ENQUEUED,
+            PushTargetFields.FAILED,
+            PushTargetFields.SKIPPED,
+        )
     ]
 
     broadcast = models.ForeignKey(PushBroadcast, on_delete=models.CASCADE, related_name="targets")

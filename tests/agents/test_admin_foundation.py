@@ -180,7 +180,8 @@ def runtime_form(config: RuntimeConfig, **overrides) -> dict:
     data = model_to_dict(config)
     data.pop("id")
     data["fallback_regions"] = data["initial-fallback_regions"] = "[]"
-    data = {k: ("on" if v is True else v) for k, v in data.items() if v is not False}
+    # As a browser sends it: unticked boxes and empty optional fields are left out.
+    data = {k: ("on" if v is True else v) for k, v in data.items() if v not in (False, None)}
     data.update(overrides)
     return data
 

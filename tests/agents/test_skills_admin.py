@@ -71,11 +71,15 @@ def test_activate_actions_keep_one_active_release_per_skill_and_channel(staff):
     assert [s["version"] for s in build_manifest("stable")["skills"]] == ["1.1.0"]
     changelist = reverse("admin:agents_globalskillversion_changelist")
     response = staff.post(
-        changelist, {"action": "activate_stable", "_selected_action": [v1.pk]}, follow=True
+        changelist,
+        {"action": "activate_stable", "_selected_action": [v1.pk], "confirm": "yes"},
+        follow=True,
     )
     assert "1 release(s) activated on stable" in response.content.decode()
     assert [s["version"] for s in build_manifest("stable")["skills"]] == ["1.0.0"]  # rollback
-    staff.post(changelist, {"action": "activate_canary", "_selected_action": [v2.pk]})
+    staff.post(
+        changelist, {"action": "activate_canary", "_selected_action": [v2.pk], "confirm": "yes"}
+    )
     assert [s["version"] for s in build_manifest("canary")["skills"]] == ["1.1.0"]
     active = GlobalSkillRelease.objects.filter(active=True)
     assert sorted((r.channel, r.version.version) for r in active) == [

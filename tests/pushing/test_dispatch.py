@@ -208,3 +208,20 @@ def test_a_conversation_owned_by_another_agent_fails_that_target_only(
     assert failed.consumer_user_id == "a1"
     assert "already bound to agent 'beta', cannot enqueue for 'alpha'" in failed.error
     assert Message.objects.get().conversation.conversation_id == "user-agent:alpha:a2"
+
+
+def test_a_push_to_a_paused_agent_is_skipped_for_budget(alpha_agent, bind, make_job):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from agents import budget
+
+    bind("u1", alpha_agent)
+    make_job()
+    AgentProfile.objects.filter(pk=alpha_agent.pk).update(monthly_budget_usd=Decimal("1"))
+    budget.add_spend("alpha", Decimal("1"), timezone.now())
+    report = dispatch_push_jobs(utc("2026-01-01T08:00:30Z"))
+    assert report["enqueued"] == 0 and not Message.objects.exists()
+    dispatch = PushDispatch.objects.get()
+    assert dispatch.status == "skipped" and dispatch.error.startswith("budget: Agent 'alpha'")

@@ -151,7 +151,9 @@ def test_bot_actions_reconcile_and_rotate(admin_client, make_bot, tg):
     tg.post(f"{TG}/bot{token}/getWebhookInfo", json={"ok": True, "result": {"url": hook}})
     tg.post(f"{TG}/bot{token}/setWebhook", json={"ok": True, "result": True})
     response = admin_client.post(
-        url, {"action": "rotate_secret", "_selected_action": [bot.pk]}, follow=True
+        url,
+        {"action": "rotate_secret", "_selected_action": [bot.pk], "confirm": "yes"},
+        follow=True,
     )
     content = response.content.decode()
     assert "1 webhook secret(s) rotated" in content
@@ -164,7 +166,9 @@ def test_bot_action_errors_are_messages_not_tracebacks(admin_client, make_bot, t
     bot = make_bot("alpha", "100")
     url = reverse("admin:telegram_bot_changelist")
     response = admin_client.post(
-        url, {"action": "rotate_secret", "_selected_action": [bot.pk]}, follow=True
+        url,
+        {"action": "rotate_secret", "_selected_action": [bot.pk], "confirm": "yes"},
+        follow=True,
     )
     content = response.content.decode()
     assert response.status_code == 200 and "no webhook configured yet" in content

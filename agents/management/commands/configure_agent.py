@@ -1,4 +1,6 @@
+import argparse
 import json
+from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import CommandError
 
@@ -6,6 +8,19 @@ from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
 from agents.runtime_settings import parse_runtime_json, runtime_dict
 from agents.services import ConfigurationError, configure_agent, parse_bridge_json
+
+
+def budget_amount(value: str) -> Decimal | str:
+    """USD per month (≥ 0), or "none" to remove the cap."""
+    if value.lower() == "none":
+        return "none"
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD or 'none', got {value!r}")
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative amount, got {value!r}")
+    return amount
 
 
 class Command(BaseCommand):
@@ -45,6 +60,11 @@ class Command(BaseCommand):
             "price_per_million_input_tokens, price_per_million_output_tokens); keys left out "
             "keep their value, null resets one.",
         )
+        parser.add_argument(
+            "--monthly-budget-usd",
+            type=budget_amount,
+            help="Budget cap (SPEC §24): estimated USD per calendar month; 'none' removes it.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, agent_key, **options):
@@ -56,6 +76,11 @@ class Command(BaseCommand):
                     runtime = parse_runtime_json(options["runtime_json"])
                 except ValueError as exc:
                     raise ConfigurationError(str(exc))
+            budget = options["monthly_budget_usd"]
+            if budget is not None:
+                runtime = {**(runtime or {}), "monthly_budget_usd": None}
+                if budget != "none":
+                    runtime["monthly_budget_usd"] = budget
             profile, created = configure_agent(
                 agent_key,
                 actor=actor_name(command="configure_agent"),
@@ -76,6 +101,9 @@ class Command(BaseCommand):
             "bridge_config": profile.bridge_config,
             "require_telegram_binding": profile.require_telegram_binding,
             "runtime": runtime_dict(profile),
+            "monthly_budget_usd": (
+                None if profile.monthly_budget_usd is None else str(profile.monthly_budget_usd)
+            ),
         }
         if options["json"]:
             self.stdout.write(json.dumps(data))

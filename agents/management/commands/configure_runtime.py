@@ -1,5 +1,6 @@
 import argparse
 import json
+from decimal import Decimal
 
 from django.core.management.base import CommandError
 
@@ -63,6 +64,11 @@ class Command(BaseCommand):
         parser.add_argument("--history-entries-per-job", type=whole_number)
         parser.add_argument("--history-bytes-per-job", type=whole_number)
         parser.add_argument("--snapshot-prepares-per-minute", type=whole_number)
+        parser.add_argument(
+            "--monthly-budget-usd",
+            type=Decimal,
+            help="Budget cap of all agents together (SPEC §24), estimated USD per month.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
