@@ -16,10 +16,17 @@ if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
 
 
+class HttpsURLField(forms.URLField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("assume_scheme", "https")  # a bare host means https
+        super().__init__(**kwargs)
+
+
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["name", "tenant", "agents", "mode", "webhook_url", "expiry_date", "revoked"]
+        field_classes = {"webhook_url": HttpsURLField}
 
     def clean(self):
         data = super().clean()

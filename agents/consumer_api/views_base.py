@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.http import Http404
 from rest_framework import filters, generics
-from rest_framework.exceptions import ValidationError
 
 from agents.consumer_api.auth import (
     ApiKeyAuthentication,
@@ -33,11 +32,10 @@ class ConsumerView(generics.GenericAPIView):
         """Agents in the key's scope; everything else answers 404 (it does not exist here)."""
         return scoped_agents(self.api_key)
 
-    def agent_or_404(self, agent_key: str, *, field: str | None = None):
+    def agent_or_404(self, agent_key: str):
+        """An agent outside the key's scope answers 404 even when a body names it (SPEC §15)."""
         agent = self.agents().select_related("tenant").filter(agent_key=agent_key).first()
         if agent is None:
-            if field:  # a body field names it: a field error, so the caller sees which
-                raise ValidationError({field: [f"Unknown agent '{agent_key}'."]})
             raise Http404(f"Agent '{agent_key}' not found.")
         return agent
 

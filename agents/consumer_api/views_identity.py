@@ -38,7 +38,7 @@ class PairingCreate(ConsumerView):
     def post(self, request):
         body = PairingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        agent = self.agent_or_404(body.validated_data["agent_key"], field="agent_key")
+        agent = self.agent_or_404(body.validated_data["agent_key"])
         try:
             pairing = create_pairing_code(
                 body.validated_data["consumer_user_id"],
@@ -82,7 +82,7 @@ class BindingCreate(ConsumerView):
         body = BindingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        agent = self.agent_or_404(data["agent_key"], field="agent_key")
+        agent = self.agent_or_404(data["agent_key"])
         bot = Bot.objects.filter(agent=agent).first()
         if bot is None:
             raise serializers.ValidationError(

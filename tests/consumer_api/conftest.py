@@ -27,7 +27,11 @@ def world(db):
 def make_key(db):
     def make(tenant="default", agents=None, read_only=False, **kwargs):
         return create_api_key(
-            "test key", actor="test", tenant=tenant, agent_keys=agents, read_only=read_only,
+            "test key",
+            actor="test",
+            tenant=tenant,
+            agent_keys=agents,
+            read_only=read_only,
             **kwargs,
         )
 
