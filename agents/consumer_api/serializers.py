@@ -190,6 +190,38 @@ class UsageRowSerializer(serializers.Serializer):
     failed_attempts = serializers.IntegerField()
 
 
-class UsageSerializer(serializers.Serializer):
+class MonthlyUsageSerializer(serializers.Serializer):
     month = serializers.CharField()
     results = UsageRowSerializer(many=True)
+
+
+class ConversationHistorySerializer(serializers.Serializer):
+    conversation_id = serializers.CharField()
+    agent_key = serializers.CharField()
+    results = EntrySerializer(many=True, help_text="History entries, newest first.")
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null.")
+
+
+class UsageThisMonthSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = serializers.CharField(help_text="Estimated cost, a decimal string.")
+
+
+class UserOverviewSerializer(serializers.Serializer):
+    consumer_user_id = serializers.CharField()
+    active_binding = BindingSerializer(allow_null=True)
+    pairing = PairingSerializer(allow_null=True, help_text="The user's latest pairing code.")
+    last_message = QueueItemSerializer(allow_null=True)
+    usage_this_month = UsageThisMonthSerializer()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer (SPEC §19)."""
+
+    error = serializers.CharField(help_text="A stable code, e.g. not_found.")
+    detail = serializers.CharField(help_text="A human sentence.")
+    fields = serializers.DictField(
+        required=False, help_text="Per-field messages of a validation error."
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds, on 429.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Sum
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -14,6 +14,7 @@ from agents.consumer_api.serializers import (
     PairingSerializer,
     QueueItemSerializer,
     ReadinessSerializer,
+    UserOverviewSerializer,
 )
 from agents.consumer_api.views_base import ConsumerView
 from telegram.models import IdentityBinding, PairingCode
@@ -39,6 +40,7 @@ class AgentList(ConsumerView):
 
     @extend_schema(
         parameters=[OpenApiParameter("enabled", bool, description="Only enabled/disabled.")],
+        responses=AgentSerializer(many=True),
         summary="Agents in this key's scope",
     )
     def get(self, request):
@@ -73,6 +75,7 @@ class UserAgents(ConsumerView):
 
     @extend_schema(
         parameters=[OpenApiParameter("active", bool, description="Only active bindings.")],
+        responses=BindingSerializer(many=True),
         summary="A consumer user's bindings",
     )
     def get(self, request, consumer_user_id):
@@ -87,23 +90,7 @@ class UserAgents(ConsumerView):
 
 
 class UserOverview(ConsumerView):
-    serializer_class = inline_serializer(
-        "UserOverview",
-        {
-            "consumer_user_id": serializers.CharField(),
-            "active_binding": BindingSerializer(allow_null=True),
-            "pairing": PairingSerializer(allow_null=True, help_text="The latest pairing code."),
-            "last_message": QueueItemSerializer(allow_null=True),
-            "usage_this_month": inline_serializer(
-                "UsageThisMonth",
-                {
-                    "input_tokens": serializers.IntegerField(),
-                    "output_tokens": serializers.IntegerField(),
-                    "cost_usd": serializers.CharField(),
-                },
-            ),
-        },
-    )
+    serializer_class = UserOverviewSerializer
 
     @extend_schema(summary="Active agent, pairing state, last message, usage this month")
     def get(self, request, consumer_user_id):

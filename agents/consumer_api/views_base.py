@@ -12,6 +12,7 @@ from agents.consumer_api.auth import (
     scoped_agents,
 )
 from agents.consumer_api.pagination import ConsumerCursorPagination
+from agents.consumer_api.schema import ConsumerAutoSchema
 
 
 class ConsumerView(generics.GenericAPIView):
@@ -19,6 +20,7 @@ class ConsumerView(generics.GenericAPIView):
     permission_classes = [HasApiKey]
     throttle_classes = [ApiKeyRateThrottle]
     pagination_class = ConsumerCursorPagination
+    schema = ConsumerAutoSchema()
     # ``?ordering=field`` or ``-field`` among ``ordering_fields``; the default keeps newest first.
     filter_backends = [filters.OrderingFilter]
     ordering_fields = ["id"]

@@ -16,12 +16,13 @@ from rest_framework.response import Response
 from agents.api_errors import Conflict
 from agents.consumer_api.idempotency import idempotent
 from agents.consumer_api.serializers import (
+    ConversationHistorySerializer,
     EntrySerializer,
+    MonthlyUsageSerializer,
     QueueItemSerializer,
     SendSerializer,
     SentSerializer,
     SnapshotSerializer,
-    UsageSerializer,
 )
 from agents.consumer_api.views_base import ConsumerView
 from agents.models import Conversation, ConversationEntry
@@ -50,7 +51,11 @@ class ConversationView(ConsumerView):
 class ConversationDetail(ConversationView):
     serializer_class = EntrySerializer
 
-    @extend_schema(summary="A conversation's history, newest entry first")
+    @extend_schema(
+        responses=ConversationHistorySerializer,
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        summary="A conversation's history, newest entry first",
+    )
     def get(self, request, conversation_id):
         conversation = self.conversation_or_404(conversation_id)
         entries = ConversationEntry.objects.filter(conversation=conversation)
@@ -62,12 +67,6 @@ class ConversationDetail(ConversationView):
         }
         return response
 
-    def get_serializer_class(self):
-        return EntrySerializer
-
-    def get_queryset(self):  # for the schema: a paginated list of entries
-        return ConversationEntry.objects.none()
-
 
 class ConversationMessages(ConversationView):
     serializer_class = QueueItemSerializer
@@ -75,6 +74,7 @@ class ConversationMessages(ConversationView):
 
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=[s for s, _ in Message.STATUS_CHOICES])],
+        responses=QueueItemSerializer(many=True),
         summary="The conversation's queue items (status, attempts, timestamps)",
     )
     def get(self, request, conversation_id):
@@ -138,7 +138,7 @@ class SendToUserAgent(ConsumerView):
 
 
 class UsageView(ConsumerView):
-    serializer_class = UsageSerializer
+    serializer_class = MonthlyUsageSerializer
 
     @extend_schema(
         parameters=[
@@ -165,7 +165,7 @@ class UsageView(ConsumerView):
             since=start,
         )
         rows = [row for row in rows if row["period"] == month and row["agent_key"] in keys]
-        return Response(UsageSerializer({"month": month, "results": rows}).data)
+        return Response(MonthlyUsageSerializer({"month": month, "results": rows}).data)
 
 
 class SnapshotList(ConsumerView):
@@ -174,6 +174,7 @@ class SnapshotList(ConsumerView):
 
     @extend_schema(
         parameters=[OpenApiParameter("agent_key", str), OpenApiParameter("conversation_id", str)],
+        responses=SnapshotSerializer(many=True),
         summary="Snapshot metadata (archives are for workers only)",
     )
     def get(self, request):

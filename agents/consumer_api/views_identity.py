@@ -114,7 +114,7 @@ class BindingDetail(ConsumerView):
             raise Http404("Binding not found.")
         return binding
 
-    @extend_schema(summary="Revoke a binding (answers with the revoked binding)")
+    @extend_schema(responses={200: BindingSerializer}, summary="Revoke a binding (answers with it)")
     def delete(self, request, pk):
         binding = self.scoped(pk)
         revoke_binding(binding, actor=actor(self.api_key))
