@@ -24,10 +24,20 @@ class StaffOrWorker(permissions.BasePermission):
         return bool(user and user.is_active and user.is_staff)
 
 
+class _WorkerTokenOrOther(WorkerTokenAuthentication):
+    """A worker token, leaving other schemes (``Api-Key``) to the next authenticator."""
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if header and not header.startswith(self.keyword + " "):
+            return None
+        return super().authenticate(request)
+
+
 class SchemaView(SpectacularAPIView):
     # The bearer scheme first: an anonymous request then gets 401 with WWW-Authenticate.
     authentication_classes = [
-        WorkerTokenAuthentication,
+        _WorkerTokenOrOther,
         ApiKeyAuthentication,
         SessionAuthentication,
     ]

@@ -23,7 +23,7 @@ urlpatterns = [
     path("pairings/<str:code>/", identity.PairingDetail.as_view(), name="pairing"),
     path("bindings/", identity.BindingCreate.as_view(), name="bindings"),
     path("bindings/resolve/", identity.BindingResolve.as_view(), name="binding-resolve"),
-    path("bindings/<int:pk>/", identity.BindingDetail.as_view(), name="binding"),
+    path("bindings/<str:pk>/", identity.BindingDetail.as_view(), name="binding"),
     path(
         "conversations/<str:conversation_id>/",
         conversations.ConversationDetail.as_view(),

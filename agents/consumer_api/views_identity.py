@@ -105,11 +105,14 @@ class BindingDetail(ConsumerView):
     serializer_class = BindingSerializer
 
     def scoped(self, pk):
-        binding = (
-            IdentityBinding.objects.select_related("agent")
-            .filter(pk=pk, agent__in=self.agents())
-            .first()
-        )
+        # Any path segment routes here (a typed converter would answer Django's HTML 404).
+        binding = None
+        if pk.isdigit() and len(pk) < 19:
+            binding = (
+                IdentityBinding.objects.select_related("agent")
+                .filter(pk=int(pk), agent__in=self.agents())
+                .first()
+            )
         if binding is None:
             raise Http404("Binding not found.")
         return binding
