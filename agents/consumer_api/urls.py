@@ -5,6 +5,7 @@ from django.urls import path
 from agents.consumer_api import views_agents as agents
 from agents.consumer_api import views_conversations as conversations
 from agents.consumer_api import views_identity as identity
+from agents.consumer_api import views_push as push
 
 app_name = "consumer_api"
 
@@ -36,4 +37,9 @@ urlpatterns = [
     ),
     path("usage/", conversations.UsageView.as_view(), name="usage"),
     path("snapshots/", conversations.SnapshotList.as_view(), name="snapshots"),
+    path("push-jobs/", push.PushJobList.as_view(), name="push-jobs"),
+    path("push-jobs/<str:pk>/", push.PushJobDetail.as_view(), name="push-job"),
+    path("push-jobs/<str:pk>/trigger/", push.PushJobTrigger.as_view(), name="push-job-trigger"),
+    path("broadcasts/", push.BroadcastCreate.as_view(), name="broadcasts"),
+    path("broadcasts/<str:pk>/", push.BroadcastDetail.as_view(), name="broadcast"),
 ]

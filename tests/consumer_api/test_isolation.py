@@ -15,6 +15,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from agents.models import Conversation, ConversationEntry
+from agents.pushing.models import PushBroadcast, PushJob
+from agents.pushing.services import save_push_job, send_broadcast
 from telegram.models import IdentityBinding, PairingCode
 from telegram.pairing import bind_identity, create_pairing_code
 from workers.models import DataSnapshot, JobUsage, Message
@@ -71,6 +73,15 @@ def foreign_world(agent):
         conversation_id=binding.conversation_id,
         reason="manual",
     )
+    job = save_push_job(
+        actor="test",
+        text="secret",
+        periodicity="daily",
+        schedule={"time": "08:00"},
+        consumer_user_id=SHARED_USER,
+        agent_key=agent.agent_key,
+    )
+    broadcast = send_broadcast("secret", actor="test", agent_keys=[agent.agent_key])
     JobUsage.objects.create(
         message=message,
         agent_key=agent.agent_key,
@@ -84,7 +95,7 @@ def foreign_world(agent):
         "agent_key": agent.agent_key,
         "consumer_user_id": SHARED_USER,
         "code": pairing.code,
-        "pk": binding.pk,
+        "pk": {"bindings": binding.pk, "push-jobs": job.pk, "broadcasts": broadcast.pk},
         "conversation_id": binding.conversation_id,
         "bot_identity": agent.bot.bot_identity,
         "telegram_user_id": "777",
@@ -95,10 +106,16 @@ def foreign_world(agent):
 def fill(path: str, values: dict) -> str:
     import re
 
+    resource = path.removeprefix("/api/v1/").split("/")[0]
+
     def value(match):
         name = match.group(2)
-        assert name in values, f"Add a foreign value for path parameter '{name}' to FOREIGN."
-        return str(values[name])
+        assert name in values, f"Add a foreign value for path parameter '{name}'."
+        found = values[name]
+        if isinstance(found, dict):  # per resource (``pk`` of bindings, push jobs, …)
+            assert resource in found, f"Add a foreign '{name}' for '{resource}/'."
+            found = found[resource]
+        return str(found)
 
     return re.sub(r"<(?:(\w+):)?(\w+)>", value, path)
 
@@ -108,6 +125,8 @@ def state():
         list(IdentityBinding.objects.order_by("pk").values_list("pk", "status")),
         list(PairingCode.objects.order_by("pk").values_list("pk", "status")),
         Message.objects.count(),
+        list(PushJob.objects.order_by("pk").values_list("pk", "text", "enabled")),
+        PushBroadcast.objects.count(),
     )
 
 
@@ -144,9 +163,19 @@ def test_every_consumer_route_is_checked(scope):
             before = state()
             call = getattr(client, method)
             if method == "get":
-                response = call(path, values)  # every filter set to the foreign value
+                # Every filter set to the foreign value.
+                response = call(path, {k: v for k, v in values.items() if k != "pk"})
             else:
-                body = {**values, "text": "x", "telegram_chat_id": "777"}
+                # A body valid in every way but its scope, so only the scope can refuse it.
+                body = {
+                    **values,
+                    "text": "x",
+                    "telegram_chat_id": "777",
+                    "periodicity": "daily",
+                    "schedule": {"time": "08:00"},
+                    "agent_keys": [foreign_key],
+                }
+                body.pop("pk")
                 response = call(path, body, format="json")
             text = response.content.decode()
             where = f"{method.upper()} {template}"
