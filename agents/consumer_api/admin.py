@@ -7,6 +7,8 @@ from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
+from agents.admin import AuditedModelAdmin
+from agents.admin_access import ReadOnlyAdminMixin
 from agents.audit import record_audit
 from agents.consumer_api.models import ApiKey, IdempotencyRecord
 from agents.models import Tenant
@@ -73,19 +75,14 @@ class ApiKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedModelAdmin):
     list_display = ("slug", "name", "created_at")
     search_fields = ("slug", "name")
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(admin.ModelAdmin):
+class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The kept first answers of idempotent writes (24 h), for support questions."""
+
     list_display = ("api_key", "key", "status_code", "created_at")
     list_select_related = ("api_key",)
-    readonly_fields = ("api_key", "key", "fingerprint", "status_code", "response", "created_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

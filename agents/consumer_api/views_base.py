@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from django.http import Http404
 from rest_framework import filters, generics
+from rest_framework.exceptions import ValidationError
 
 from agents.consumer_api.auth import (
     ApiKeyAuthentication,
@@ -13,6 +16,13 @@ from agents.consumer_api.auth import (
 )
 from agents.consumer_api.pagination import ConsumerCursorPagination
 from agents.consumer_api.schema import ConsumerAutoSchema
+
+ROW_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() accepts "²"
+
+
+def row_id(value: str) -> int | None:
+    """A path segment as a row id, or None (answered 404 by the caller)."""
+    return int(value) if ROW_ID.fullmatch(value) else None
 
 
 class ConsumerView(generics.GenericAPIView):
@@ -25,6 +35,16 @@ class ConsumerView(generics.GenericAPIView):
     filter_backends = [filters.OrderingFilter]
     ordering_fields = ["id"]
     ordering = ["-id"]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # PostgreSQL refuses NUL in text: such a value can match nothing, so say so here
+        # instead of letting the database error answer 503.
+        bad = sorted(k for k, v in request.query_params.items() if "\x00" in v)
+        if bad:
+            raise ValidationError({k: ["Null characters are not allowed."] for k in bad})
+        if any("\x00" in str(v) for v in kwargs.values()):
+            raise Http404("Not found.")
 
     @property
     def api_key(self):

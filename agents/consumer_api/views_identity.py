@@ -14,7 +14,7 @@ from agents.consumer_api.serializers import (
     PairingCreateSerializer,
     PairingSerializer,
 )
-from agents.consumer_api.views_base import ConsumerView
+from agents.consumer_api.views_base import ConsumerView, row_id
 from telegram.admin import qr_svg
 from telegram.models import Bot, IdentityBinding, PairingCode
 from telegram.pairing import (
@@ -107,10 +107,10 @@ class BindingDetail(ConsumerView):
     def scoped(self, pk):
         # Any path segment routes here (a typed converter would answer Django's HTML 404).
         binding = None
-        if pk.isdigit() and len(pk) < 19:
+        if row_id(pk) is not None:
             binding = (
                 IdentityBinding.objects.select_related("agent")
-                .filter(pk=int(pk), agent__in=self.agents())
+                .filter(pk=row_id(pk), agent__in=self.agents())
                 .first()
             )
         if binding is None:

@@ -20,7 +20,7 @@ from agents.consumer_api.serializers_push import (
     PushJobSerializer,
     PushJobWriteSerializer,
 )
-from agents.consumer_api.views_base import ConsumerView
+from agents.consumer_api.views_base import ConsumerView, row_id
 from agents.consumer_api.views_identity import actor
 from agents.pushing.models import PushBroadcast, PushJob
 from agents.pushing.services import (
@@ -43,7 +43,7 @@ class PushJobView(ConsumerView):
         return PushJob.objects.select_related("agent").filter(agent__in=self.agents())
 
     def job_or_404(self, pk: str) -> PushJob:
-        job = self.jobs().filter(pk=int(pk)).first() if pk.isdigit() and len(pk) < 19 else None
+        job = self.jobs().filter(pk=row_id(pk)).first() if row_id(pk) is not None else None
         if job is None:
             raise Http404("Push job not found.")
         return job
@@ -189,8 +189,8 @@ class BroadcastDetail(ConsumerView):
     @extend_schema(parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)])
     def get(self, request, pk):
         broadcast = None
-        if pk.isdigit() and len(pk) < 19:
-            broadcast = PushBroadcast.objects.filter(pk=int(pk)).first()
+        if row_id(pk) is not None:
+            broadcast = PushBroadcast.objects.filter(pk=row_id(pk)).first()
         scope = set(self.agents().values_list("agent_key", flat=True))
         if broadcast is None or not broadcast.agent_keys or not set(broadcast.agent_keys) <= scope:
             raise Http404("Broadcast not found.")

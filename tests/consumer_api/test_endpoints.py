@@ -355,3 +355,15 @@ def test_usage_for_a_month(world, rw, enqueue):
     assert rw.get(V1 + "usage/?month=2026-13").json()["fields"]["month"]
     assert rw.get(V1 + "usage/?agent_key=gamma").status_code == 404
     assert rw.get(V1 + "usage/?month=2001-01").json()["results"] == []
+
+
+def test_odd_path_and_query_values_are_client_errors(world, rw):
+    # Found by schemathesis: "²".isdigit() is true (int() then failed: 500), and PostgreSQL
+    # refuses NUL in text (a DatabaseError: 503).
+    for path in ("bindings/²/", "push-jobs/²/", "broadcasts/²/", "bindings/-1/"):
+        assert rw.get(V1 + path).status_code in (404, 405), path
+    assert rw.delete(V1 + "bindings/²/").status_code == 404
+    response = rw.get(V1 + "bindings/resolve/", {"bot_identity": "1\x00", "telegram_user_id": "5"})
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"bot_identity": ["Null characters are not allowed."]}
+    assert rw.get(V1 + "agents/al%00pha/").status_code == 404
