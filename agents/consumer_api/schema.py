@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter
 
 from agents.consumer_api.serializers import ErrorSerializer
 
@@ -16,7 +17,22 @@ ERRORS = {
 }
 
 
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Optional. A repeat within 24 h answers the first answer again; the same key "
+    "with a different body answers 409 idempotency_conflict.",
+)
+
+
 class ConsumerAutoSchema(AutoSchema):
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self.method == "POST":
+            parameters = [*parameters, IDEMPOTENCY_KEY]
+        return parameters
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         error = self._get_response_for_code(ErrorSerializer, "400")

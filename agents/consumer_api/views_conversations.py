@@ -95,7 +95,6 @@ class SendToUserAgent(ConsumerView):
     serializer_class = SendSerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
         responses={202: SentSerializer},
         summary="Send a text or a message template to a user's agent",
     )

@@ -7,6 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from agents.consumer_api.idempotency import idempotent
 from agents.consumer_api.serializers import (
     BindingCreateSerializer,
     BindingSerializer,
@@ -38,25 +39,28 @@ class PairingCreate(ConsumerView):
     def post(self, request):
         body = PairingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        agent = self.agent_or_404(body.validated_data["agent_key"])
+        return idempotent(request, self.api_key, lambda: self.create(body.validated_data))
+
+    def create(self, data):
+        agent = self.agent_or_404(data["agent_key"])
         try:
             pairing = create_pairing_code(
-                body.validated_data["consumer_user_id"],
+                data["consumer_user_id"],
                 agent.agent_key,
                 actor=actor(self.api_key),
-                ttl_minutes=body.validated_data.get("ttl_minutes"),
+                ttl_minutes=data.get("ttl_minutes"),
             )
         except PairingError as exc:
             raise serializers.ValidationError({"agent_key": [str(exc)]})
         username = Bot.objects.filter(agent=agent).values_list("username", flat=True).first()
         link = deep_link(username or "", pairing.code)
-        data = {
+        answer = {
             "code": pairing.code,
             "deep_link": link,
             "expires_at": pairing.expires_at,
             "qr_svg": qr_svg(link),
         }
-        return Response(PairingCreatedSerializer(data).data, status=201)
+        return 201, PairingCreatedSerializer(answer).data
 
 
 class PairingDetail(ConsumerView):
@@ -81,7 +85,9 @@ class BindingCreate(ConsumerView):
     def post(self, request):
         body = BindingCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        data = body.validated_data
+        return idempotent(request, self.api_key, lambda: self.create(body.validated_data))
+
+    def create(self, data):
         agent = self.agent_or_404(data["agent_key"])
         bot = Bot.objects.filter(agent=agent).first()
         if bot is None:
@@ -98,7 +104,7 @@ class BindingCreate(ConsumerView):
             source="api",
             actor=actor(self.api_key),
         )
-        return Response(BindingSerializer(binding).data, status=201)
+        return 201, BindingSerializer(binding).data
 
 
 class BindingDetail(ConsumerView):

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agents.audit import record_audit
+from agents.consumer_api.idempotency import idempotent
 from agents.consumer_api.serializers_push import (
     BroadcastCreatedSerializer,
     BroadcastCreateSerializer,
@@ -91,8 +92,11 @@ class PushJobList(PushJobView):
     def post(self, request):
         body = PushJobWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        job = self.save(None, body.validated_data)
-        return Response(PushJobSerializer(job).data, status=201)
+        return idempotent(
+            request,
+            self.api_key,
+            lambda: (201, PushJobSerializer(self.save(None, body.validated_data)).data),
+        )
 
 
 class PushJobDetail(PushJobView):
@@ -143,17 +147,20 @@ class PushJobTrigger(PushJobView):
     )
     def post(self, request, pk):
         job = self.job_or_404(pk)
+        return idempotent(request, self.api_key, lambda: self.trigger(job))
+
+    def trigger(self, job):
         try:
             row = trigger_push_job(job, actor=actor(self.api_key))
         except PushError as exc:
             raise refused(exc)
-        data = {
+        answer = {
             "run_key": row.run_key,
             "status": row.status,
             "message_id": row.message_id,
             "error": row.error,
         }
-        return Response(PushDispatchSerializer(data).data, status=202)
+        return 202, PushDispatchSerializer(answer).data
 
 
 class BroadcastCreate(ConsumerView):
@@ -163,7 +170,10 @@ class BroadcastCreate(ConsumerView):
     def post(self, request):
         body = BroadcastCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        keys = body.validated_data.get("agent_keys")
+        return idempotent(request, self.api_key, lambda: self.send(body.validated_data))
+
+    def send(self, data):
+        keys = data.get("agent_keys")
         if keys:
             keys = [self.agent_or_404(key).agent_key for key in keys]
         else:
@@ -172,15 +182,15 @@ class BroadcastCreate(ConsumerView):
                 raise serializers.ValidationError({"agent_keys": ["No enabled agent in scope."]})
         try:
             broadcast = send_broadcast(
-                body.validated_data["text"],
+                data["text"],
                 actor=actor(self.api_key),
                 agent_keys=keys,
-                title=body.validated_data.get("title", ""),
+                title=data.get("title", ""),
             )
         except PushError as exc:
             raise refused(exc)
-        data = {"broadcast_id": broadcast.pk, "targets": broadcast.total_targets}
-        return Response(BroadcastCreatedSerializer(data).data, status=202)
+        answer = {"broadcast_id": broadcast.pk, "targets": broadcast.total_targets}
+        return 202, BroadcastCreatedSerializer(answer).data
 
 
 class BroadcastDetail(ConsumerView):

@@ -84,3 +84,26 @@ def test_broadcast_to_the_keys_scope_and_its_status(world, make_key, api):
     )
     assert refused.status_code == 404
     assert client.post("/api/v1/broadcasts/", {}, format="json").json()["fields"]["text"]
+
+
+def test_every_create_honours_an_idempotency_key(world, rw):
+    bind(rw, "u1", "alpha", "55")
+    first = rw.post(
+        "/api/v1/broadcasts/", {"text": "news"}, format="json", HTTP_IDEMPOTENCY_KEY="b-1"
+    )
+    again = rw.post(
+        "/api/v1/broadcasts/", {"text": "news"}, format="json", HTTP_IDEMPOTENCY_KEY="b-1"
+    )
+    assert first.json() == again.json() and again.status_code == 202
+    assert PushBroadcast.objects.count() == 1
+    for _ in range(2):
+        rw.post("/api/v1/push-jobs/", JOB, format="json", HTTP_IDEMPOTENCY_KEY="j-1")
+    assert PushJob.objects.count() == 1
+    pairing = {"consumer_user_id": "u9", "agent_key": "alpha"}
+    codes = {
+        rw.post("/api/v1/pairings/", pairing, format="json", HTTP_IDEMPOTENCY_KEY="p-1").json()[
+            "code"
+        ]
+        for _ in range(2)
+    }
+    assert len(codes) == 1
