@@ -114,3 +114,37 @@ def test_schema_documents_both_apis_and_their_auth_schemes(world, make_key, api)
     send = schema["paths"]["/api/v1/users/{consumer_user_id}/agents/{agent_key}/messages/"]
     assert send["post"]["security"] == [{"consumerApiKey": []}]
     assert {"202", "400", "401", "403", "404", "409", "429"} <= set(send["post"]["responses"])
+
+
+def test_an_expired_key_answers_401(world, make_key, api):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    created = make_key()
+    ApiKey.objects.filter(pk=created.api_key.pk).update(
+        expiry_date=timezone.now() - dt.timedelta(minutes=1)
+    )
+    assert api(created.key).get("/api/v1/agents/").status_code == 401
+
+
+def test_idempotency_records_leave_after_24_hours(world, make_key):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from agents.consumer_api.models import IdempotencyRecord
+    from agents.consumer_api.services import expire_idempotency_records
+
+    api_key = make_key().api_key
+    old = IdempotencyRecord.objects.create(
+        api_key=api_key,
+        key="old",
+        fingerprint="f",
+        status_code=202,
+        created_at=timezone.now() - dt.timedelta(hours=25),
+    )
+    IdempotencyRecord.objects.create(api_key=api_key, key="new", fingerprint="f", status_code=202)
+    assert expire_idempotency_records() == 1
+    assert not IdempotencyRecord.objects.filter(pk=old.pk).exists()
+    assert IdempotencyRecord.objects.filter(key="new").exists()
