@@ -117,4 +117,6 @@ def exception_handler(exc, context):
         code = _CODE_BY_STATUS.get(response.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     response.data = {"error": code, "detail": str(detail)}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        response.data["retry_after"] = max(1, round(exc.wait))  # seconds (SPEC §19)
     return response

@@ -72,8 +72,33 @@ def validate_secret_refs(value: object) -> None:
             raise ValidationError(f"{exc.messages[0]} (got {item!r})", code="bad_secret_ref")
 
 
+class Tenant(models.Model):
+    """The host product an agent serves (SPEC §15): consumer user ids are unique within one."""
+
+    DEFAULT_SLUG = "default"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+def default_tenant_id() -> int:
+    """Agents created without a tenant belong to ``default`` (made on first use)."""
+    tenant, _ = Tenant.objects.get_or_create(slug=Tenant.DEFAULT_SLUG, defaults={"name": "Default"})
+    return tenant.pk
+
+
 class AgentProfile(runtime_settings.AgentRuntimeFields):
     agent_key = models.CharField(max_length=64, unique=True, validators=[agent_key_validator])
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="agents", default=default_tenant_id
+    )
     version = models.PositiveIntegerField(default=1, help_text="Bumped on every change.")
     secrets_ref = models.JSONField(
         default=list,

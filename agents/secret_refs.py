@@ -11,6 +11,7 @@ BOT_TOKEN_PREFIX = "telegram.botToken."
 WEBHOOK_SECRET_PREFIX = "telegram.webhookSecret."
 FLY_API_TOKEN = "fly.apiToken"
 MODEL_API_KEY_PREFIX = "agent.modelApiKey."
+API_KEY_WEBHOOK_SECRET_PREFIX = "consumerApi.webhookSecret."
 
 # The agent bridge (reference queue.md §5.2): each is looked up agent-scoped first
 # (``<prefix>.<agent_key>``), then shared (``<prefix>``).
@@ -29,6 +30,11 @@ def bot_token_ref(agent_key: str) -> str:
 def model_api_key_ref(agent_key: str) -> str:
     """Where the admin stores an agent's model key when the profile names no ref (SPEC §21)."""
     return f"{MODEL_API_KEY_PREFIX}{agent_key}"
+
+
+def api_key_webhook_secret_ref(api_key_prefix: str) -> str:
+    """The HMAC secret of a consumer API key's event webhooks (SPEC §15)."""
+    return API_KEY_WEBHOOK_SECRET_PREFIX + api_key_prefix
 
 
 def webhook_secret_ref(agent_key: str) -> str:

@@ -33,6 +33,7 @@ def make_users(agent, prefix: str, count: int) -> None:
             IdentityBinding(
                 consumer_user_id=f"{prefix}-{n}",
                 agent=agent,
+                tenant_id=agent.tenant_id,
                 conversation_id=f"user-agent:{agent.agent_key}:{prefix}-{n}",
                 bot_identity="100",
                 telegram_user_id=str(10_000_000 + n),

@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "fly",
     "ops",  # health, readiness, metrics, request ids (SPEC §24); reads the apps below it
     "agents.pushing",
+    "rest_framework_api_key",  # the hashing and Api-Key header behind consumer API keys
+    "agents.consumer_api",  # the consumer API (SPEC §15), after the library (admin order)
 ]
 
 MIDDLEWARE = [
@@ -187,10 +189,14 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent Factory API",
-    "DESCRIPTION": "Worker REST API (/api/v1/worker/) and webhook contracts.",
+    "DESCRIPTION": "Consumer API (/api/v1/, header `Authorization: Api-Key <key>`), "
+    "worker REST API (/api/v1/worker/, bearer worker token) and webhook contracts.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# Consumer API requests per key (DRF rate: "<n>/<sec|min|hour|day>").
+CONSUMER_API_THROTTLE_RATE = env.str("CONSUMER_API_THROTTLE_RATE", default="1200/min")
 
 # Outbound APIs (tests and the embedded run point these at local fakes)
 TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org").rstrip(

@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/v1/worker/", include("workers.urls")),
+    path("api/v1/", include("agents.consumer_api.urls")),
     path("telegram/", include("telegram.urls")),
     path("", include("ops.urls")),  # /healthz/, /readyz/, /metrics
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Tenant
 from agents.secret_refs import bot_token_ref, webhook_secret_ref
 
 # The old names, kept for the modules that still import them from here.
@@ -75,6 +75,9 @@ class IdentityBinding(models.Model):
 
     consumer_user_id = models.CharField(max_length=255)
     agent = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="bindings")
+    # The agent's tenant, copied on save: consumer ids are unique per tenant (SPEC §15), and
+    # a constraint cannot reach through the agent.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", editable=False)
     conversation_id = models.CharField(max_length=255)
     bot_identity = models.CharField(max_length=32, null=True, blank=True)
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=ACTIVE)
@@ -98,9 +101,9 @@ class IdentityBinding(models.Model):
             models.Index(fields=["consumer_user_id", "status"], name="binding_consumer_idx"),
         ]
         constraints = [
-            # "1 user → 1 bot": at most one active binding per consumer user.
+            # "1 user → 1 bot": at most one active binding per consumer user of a tenant.
             models.UniqueConstraint(
-                fields=["consumer_user_id"],
+                fields=["tenant", "consumer_user_id"],
                 condition=models.Q(status="active"),
                 name="binding_one_active_per_consumer",
             ),
@@ -108,6 +111,13 @@ class IdentityBinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer_user_id} → {self.agent.agent_key} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        if self.tenant_id is None and self.agent_id is not None:
+            self.tenant_id = AgentProfile.objects.filter(pk=self.agent_id).values_list(
+                "tenant_id", flat=True
+            )[0]
+        super().save(*args, **kwargs)
 
 
 class TelegramUpdate(models.Model):

@@ -156,7 +156,8 @@ def bind_identity(
     """Create an active binding, revoking whatever collides with "1 user → 1 bot"."""
     now = timezone.now()
     with transaction.atomic():
-        collisions = Q(consumer_user_id=consumer_user_id)
+        # "1 user → 1 bot" holds within a tenant: consumer ids are the tenant's (SPEC §15).
+        collisions = Q(consumer_user_id=consumer_user_id, agent__tenant_id=agent.tenant_id)
         if bot_identity and telegram_user_id:
             collisions |= Q(bot_identity=bot_identity, telegram_user_id=telegram_user_id)
         if bot_identity and telegram_chat_id:

@@ -179,6 +179,7 @@ def test_lists_the_system_writes_are_read_only(rf, admin_user):
         "telegram.SandboxMessage",
         "workers.JobUsage",
         "pushing.PushBroadcast",
+        "consumer_api.IdempotencyRecord",
     }
     for label, model_admin in read_only.items():
         assert not model_admin.has_add_permission(request), label

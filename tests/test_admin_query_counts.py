@@ -20,7 +20,9 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 from django_q.signing import SignedPackage
 
-from agents.models import AgentProfile, AuditEvent, Conversation
+from agents.consumer_api.models import IdempotencyRecord
+from agents.consumer_api.services import create_api_key
+from agents.models import AgentProfile, AuditEvent, Conversation, Tenant
 from agents.pushing.models import (
     MessageTemplate,
     PushBroadcast,
@@ -121,6 +123,12 @@ MAKERS = {
     ),
     "workers.DataSnapshot": lambda n: DataSnapshot.objects.create(
         agent_key="a", worker_id="w", conversation_id=f"c-{n}", reason="manual"
+    ),
+    "agents.Tenant": lambda n: Tenant.objects.create(slug=f"tenant-{n}"),
+    "consumer_api.ApiKey": lambda n: create_api_key(f"key {n}", actor="t", agent_keys=[]),
+    "consumer_api.IdempotencyRecord": lambda n: IdempotencyRecord.objects.create(
+        api_key=create_api_key(f"key {n}", actor="t").api_key, key=f"k{n}", fingerprint="f",
+        status_code=202,
     ),
     "telegram.Bot": lambda n: Bot.objects.create(agent=agent(n), bot_identity=str(n)),
     "telegram.PairingCode": lambda n: PairingCode.objects.create(

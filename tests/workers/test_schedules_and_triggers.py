@@ -64,6 +64,7 @@ def test_every_scheduled_function_exists():
 def test_each_app_declares_its_own_schedules():
     """config/schedules.py only assembles: each schedule's function lives in the app whose
     schedules.py declares it (workers knows nothing of Fly's nightly cleanup)."""
+    import agents.consumer_api.schedules
     import agents.pushing.schedules
     import fly.schedules
     import telegram.schedules
@@ -75,6 +76,7 @@ def test_each_app_declares_its_own_schedules():
         "fly": fly.schedules.SCHEDULES,
         # Plain tuples: agents may not import workers.scheduling.Scheduled.
         "agents.pushing": agents.pushing.schedules.SCHEDULES,
+        "agents.consumer_api": agents.consumer_api.schedules.SCHEDULES,
     }
     for app, entries in by_app.items():
         entries = [Scheduled(*entry) for entry in entries]

@@ -1,0 +1,1 @@
+"""The consumer API (SPEC §15): the REST surface a host product uses to embed the agents."""
