@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from workers.runtime.openclaw_setup import OpenClawUnavailable, find_install
 
@@ -16,6 +17,11 @@ API_KEY = "sk-af-test-7f3a9c1e5b2d4086"  # distinctive: found anywhere means lea
 
 
 def require_openclaw():
+    """Real OpenClaw turns are a heavy proof: they run once, on the PostgreSQL pass of CI
+    (a few minutes each pass otherwise), and there fail instead of skipping when
+    OPENCLAW_REQUIRED=1 and the install is missing."""
+    if connection.vendor != "postgresql":
+        pytest.skip("real OpenClaw turns run on the PostgreSQL pass")
     try:
         return find_install()
     except OpenClawUnavailable as exc:
