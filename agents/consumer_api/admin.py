@@ -7,7 +7,7 @@ from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from agents.admin import AuditedModelAdmin
+from agents.admin_audited import AuditedModelAdmin
 from agents.admin_access import ReadOnlyAdminMixin
 from agents.audit import record_audit
 from agents.consumer_api.models import ApiKey, IdempotencyRecord

@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from agents.admin import AuditedModelAdmin
+from agents.admin_audited import AuditedModelAdmin
 from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
