@@ -7,8 +7,8 @@ from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from agents.admin_audited import AuditedModelAdmin
 from agents.admin_access import ReadOnlyAdminMixin
+from agents.admin_audited import AuditedModelAdmin
 from agents.audit import record_audit
 from agents.consumer_api.models import ApiKey, IdempotencyRecord
 from agents.models import Tenant

@@ -10,8 +10,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from agents.admin_audited import AuditedModelAdmin
 from agents.admin_access import ReadOnlyAdminMixin, require
+from agents.admin_audited import AuditedModelAdmin
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.pushing import services, template_services
