@@ -34,6 +34,7 @@ PROFILE_FIELDSETS = [
                 "agent_key",
                 "enabled",
                 "require_telegram_binding",
+                "delivery",
                 "secrets_ref",
                 "bridge_config",
             ]

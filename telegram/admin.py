@@ -149,7 +149,7 @@ def onboarding_view(model_admin, request, agent_id: int):
         "pairing_form": pairing_form,
         "pairing": code,
         "deep_link": link,
-        "sandbox_chat_url": admin_sandbox_chat.pairing_link(pairing, bot),
+        "sandbox_chat_url": admin_sandbox_chat.pairing_link(code, bot),
         "qr": mark_safe(qr_svg(link)) if link else None,  # noqa: S308 (our own SVG)
         "readiness": readiness.readiness(agent.agent_key),
         "can_change_bot": user.has_perm("telegram.change_bot"),

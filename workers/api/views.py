@@ -17,6 +17,7 @@ from agents import log_context
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.delivery import complete_with_reply
 from workers.hydration import append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
 
@@ -109,8 +110,15 @@ class CompleteView(WorkerView):
     @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.CompleteSerializer, request.data)
-        leases.complete_job(self.worker, message_id, data["lease_id"], data.get("usage"))
-        return Response({"status": "done"})
+        outbox = complete_with_reply(
+            self.worker,
+            message_id,
+            data["lease_id"],
+            reply=data.get("reply"),
+            history=data.get("history"),
+            usage=data.get("usage"),
+        )
+        return Response({"status": "done", "outbox": outbox})
 
 
 class FailView(WorkerView):

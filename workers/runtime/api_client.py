@@ -105,10 +105,23 @@ class WorkerApiClient:
             "POST", f"jobs/{job['message_id']}/heartbeat/", json={"lease_id": job["lease_id"]}
         )
 
-    def complete(self, job: dict, usage: dict | None = None) -> dict:
-        body = {"lease_id": job["lease_id"]}
+    def complete(
+        self,
+        job: dict,
+        usage: dict | None = None,
+        *,
+        reply: dict | None = None,
+        history: list[dict] | None = None,
+    ) -> dict:
+        """Finish the job; with ``reply`` the server delivers it (SPEC §22), with ``history``
+        the entries are stored in the same transaction."""
+        body: dict = {"lease_id": job["lease_id"]}
         if usage:
             body["usage"] = usage
+        if reply is not None:
+            body["reply"] = reply
+        if history:
+            body["history"] = history
         return self.json("POST", f"jobs/{job['message_id']}/complete/", json=body)
 
     def fail(self, job: dict, error: str, usage: dict | None = None) -> dict:

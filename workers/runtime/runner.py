@@ -2,7 +2,9 @@
 
 Loop: control → claim; when there is no job, wait ``poll_seconds`` (2 s) and poll again.
 Per job: heartbeat thread (every ``heartbeat_seconds``, 10 s) → hydration → handler →
-deliver → ``delivered`` → append history → complete. A 409 on the heartbeat aborts the job
+complete with the reply and the history (the server delivers it, SPEC §22). An agent in
+compatibility mode (the hydration carries the bot token) keeps the old path: deliver →
+``delivered`` → append history → complete. A 409 on the heartbeat aborts the job
 (no reply is sent, nothing else is called for it: the lease belongs to someone else now). A
 job whose message was already delivered (a retry after a crash between delivery and
 completion) is completed without sending again.
@@ -47,6 +49,8 @@ EXIT_API_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAUTHORIZED = 3
 
+# What handlers write (model output is Markdown); the server renders it for Telegram.
+REPLY_FORMAT = "markdown"
 # Refused snapshots to step past before starting with an empty workspace.
 MAX_RESTORE_FALLBACKS = 10
 
@@ -205,6 +209,18 @@ class WorkerRuntime:
             reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
+            if not bundle.get("telegram_bot_token"):
+                # Server delivery (SPEC §22): the reply, its history and the usage go in one
+                # complete; the server writes the outbox in the same transaction.
+                heartbeat.stop()  # no heartbeat may land after the lease is released
+                self.client.complete(
+                    job,
+                    usage,
+                    reply={"text": reply, "format": REPLY_FORMAT},
+                    history=self.history_entries(job, reply),
+                )
+                self.jobs_done += 1
+                return "done"
             self.deliver(job, bundle, reply)
             if heartbeat.lost.is_set():
                 return "aborted"
