@@ -81,7 +81,7 @@ _INLINE = re.compile(
     r"|(?P<bold2>(?<!\w)__(?P<bold2_in>(?!\s).+?)__(?!\w))"
     r"|(?P<strike>~~(?P<strike_in>(?!\s).+?)~~)"
     r"|(?P<spoiler>\|\|(?P<spoiler_in>(?!\s).+?)\|\|)"
-    r"|(?P<italic>\*(?P<italic_in>(?![\s*]).+?)(?<!\s)\*)"
+    r"|(?P<italic>(?<!\w)\*(?P<italic_in>(?![\s*]).+?)(?<!\s)\*)"
     r"|(?P<italic2>(?<!\w)_(?P<italic2_in>(?![\s_]).+?)(?<!\s)_(?!\w))"
 )
 _WRAP = {
