@@ -41,7 +41,8 @@ def balanced(html: str) -> bool:
         ("# Title <1>", "<b>Title &lt;1&gt;</b>"),
         ("- one\n- **two**", "• one\n• <b>two</b>"),
         ("> quoted *x*\n> more", "<blockquote>quoted <i>x</i>\nmore</blockquote>"),
-        ("```python\nif a < b:\n    **x**\n```", '<pre><code class="language-python">if a &lt; b:\n    **x**</code></pre>'),
+        ("```python\nif a < b:\n    **x**\n```",
+         '<pre><code class="language-python">if a &lt; b:\n    **x**</code></pre>'),
         ("```\nnever closed <", "<pre><code>never closed &lt;</code></pre>"),
     ],
 )  # fmt: skip

@@ -120,9 +120,8 @@ def test_complete_writes_reply_history_and_usage_once_and_the_rows_are_sent_once
 
 def test_a_killed_sender_leaves_a_row_in_sending_that_is_retried_once_and_counted(leased):
     message, api, job = leased
-    ids = complete(api, job, reply={"text": "a" * 3000 + "\n\n" + "x" * 2000, "format": "plain"}).json()[
-        "outbox"
-    ]
+    reply = {"text": "a" * 3000 + "\n\n" + "x" * 2000, "format": "plain"}
+    ids = complete(api, job, reply=reply).json()["outbox"]
     # The sender died after marking the first part sending (maybe after Telegram took it).
     OutboxMessage.objects.filter(pk=ids[0]).update(
         status=OutboxMessage.SENDING, sending_since=timezone.now() - dt.timedelta(seconds=61)
