@@ -20,7 +20,7 @@ from agents.admin_access import ReadOnlyAdminMixin, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import admin_sandbox_chat, bots, pairing, readiness
+from telegram import admin_outbox, admin_sandbox_chat, bots, pairing, readiness  # noqa: F401
 from telegram.models import (
     Bot,
     IdentityBinding,

@@ -307,3 +307,27 @@ def test_the_sink_ignores_replies_outside_telegram(alpha_agent):
     ).message
     assert DELIVERY_SINK.write_reply(message, {"text": "hello"}, timezone.now()) == []
     assert json.dumps(DELIVERY_SINK.reply_ids(message.pk)) == "[]"
+
+
+def test_the_admin_lists_failures_with_their_reason_and_retries_them(admin_client, alpha_agent):
+    from django.urls import reverse
+
+    from agents.models import AuditEvent
+
+    write_rows("alpha", "1", "hello")
+    write_rows("alpha", "2", "sent fine")
+    OutboxMessage.objects.filter(chat_id="1").update(
+        status=OutboxMessage.FAILED, attempts=3, last_error="403: Forbidden: bot was blocked"
+    )
+    OutboxMessage.objects.filter(chat_id="2").update(status=OutboxMessage.SENT)
+    url = reverse("admin:telegram_outboxmessage_changelist")
+    page = admin_client.get(url, {"status__exact": "failed"})
+    assert page.status_code == 200 and page.context["cl"].result_count == 1
+    assert b"403: Forbidden: bot was blocked" in page.content
+    ids = list(OutboxMessage.objects.values_list("pk", flat=True))
+    response = admin_client.post(url, {"action": "retry_selected", "_selected_action": ids})
+    assert response.status_code == 302
+    row = OutboxMessage.objects.get(chat_id="1")
+    assert row.status == OutboxMessage.PENDING and row.attempts == 0
+    assert OutboxMessage.objects.get(chat_id="2").status == OutboxMessage.SENT  # untouched
+    assert AuditEvent.objects.filter(action="telegram.outbox_retry").count() == 1
