@@ -28,6 +28,8 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 AGENT_FACTORY_TELEGRAM_SANDBOX = True
+# No "typing…" thread in tests (it would outlive a test's database); tests tick it by hand.
+AGENT_FACTORY_TYPING_INDICATOR = False
 
 # End-to-end tests run a live server thread and real worker processes: SQLite then needs a
 # file database (each thread its own connection), not the shared in-memory one.

@@ -102,6 +102,12 @@ class TelegramDeliverySink:
         )
 
     @staticmethod
+    def job_claimed(message) -> None:
+        from telegram.typing import job_claimed
+
+        job_claimed(message)
+
+    @staticmethod
     def reply_ids(message_id: int) -> list[int]:
         return list(
             OutboxMessage.objects.filter(job_id=message_id, kind=OutboxMessage.REPLY)

@@ -34,6 +34,13 @@ def delivery_sink():
     return import_string(path) if path else None
 
 
+def job_claimed(message: Message) -> None:
+    """Tell the channel a job started (Telegram shows "typing…" until it ends, SPEC §22)."""
+    sink = delivery_sink()
+    if sink is not None and hasattr(sink, "job_claimed"):
+        sink.job_claimed(message)
+
+
 def _first_answer(worker: Worker, message_id: int, lease_id: str) -> list[int] | None:
     """The outbox ids of a job this worker already completed with this lease, else None."""
     done = Message.objects.filter(
