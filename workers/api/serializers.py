@@ -11,6 +11,9 @@ class EmptySerializer(serializers.Serializer):
 
 class ClaimSerializer(serializers.Serializer):
     conversation_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
+    wait_seconds = serializers.FloatField(
+        required=False, min_value=0, max_value=25, help_text="Hold until a job is ready."
+    )
 
 
 class LeaseSerializer(serializers.Serializer):

@@ -17,6 +17,7 @@ from agents import log_context
 from workers import leases, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.claim_wait import claim_waiting
 from workers.delivery import complete_with_reply, job_claimed
 from workers.hydration import append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
@@ -86,7 +87,14 @@ class ClaimView(WorkerView):
     @extend_schema(request=s.ClaimSerializer, responses={200: dict})
     def post(self, request):
         data = self.valid(s.ClaimSerializer, request.data)
-        job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+        if data.get("wait_seconds"):
+            job = claim_waiting(
+                self.worker,
+                conversation_id=data.get("conversation_id"),
+                wait_seconds=data["wait_seconds"],
+            )
+        else:
+            job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
         if job:
             job_claimed(job.message)
         return Response({"job": job_body(job) if job else None})

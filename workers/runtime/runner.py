@@ -72,6 +72,8 @@ class WorkerSettings:
     telegram_api_base_url: str = DEFAULT_API_BASE_URL
     idle_exit_seconds: float | None = None
     poll_seconds: float = 2.0
+    # Long-poll claims (SPEC §7): the server holds an idle claim this long (0: plain polls).
+    claim_wait_seconds: float = 0.0
     heartbeat_seconds: float = 10.0
     # Past the server's stale_after (420 s by default) it has written this worker off and
     # may have handed its conversation on; a machine left polling a vanished server would
@@ -158,7 +160,12 @@ class WorkerRuntime:
                     reason = "drain"
                     break
                 self.follow_assignment(control.get("conversation_id"))
-                job = self.client.claim(self.claim_for)
+                wait = self.settings.claim_wait_seconds
+                job = (
+                    self.client.claim(self.claim_for, wait_seconds=wait)
+                    if wait
+                    else self.client.claim(self.claim_for)
+                )
                 failures, outage_since = 0, None
             except ApiError as exc:
                 if not _transient(exc):
