@@ -69,3 +69,30 @@ def test_a_new_message_wakes_the_waiting_claim_at_once(
     thread.join()
     assert job is not None and job["payload"]["message_text"] == "hi"
     assert 0.35 <= elapsed < 2.0
+
+
+def test_the_reference_worker_long_polls_when_configured(tmp_path):
+    import json
+
+    import responses
+
+    from workers.runtime.api_client import WorkerApiClient
+    from workers.runtime.runner import WorkerRuntime, WorkerSettings
+
+    settings = WorkerSettings(
+        api_url="http://srv", token="t", worker_id="w", data_dir=tmp_path, claim_wait_seconds=20
+    )
+    client = WorkerApiClient("http://srv", "t")
+    runtime = WorkerRuntime(settings, client, lambda ctx: "x")
+    with responses.RequestsMock() as mocked:
+        mocked.post("http://srv/api/v1/worker/control/", json={"should_stop": False})
+        claim_call = mocked.post("http://srv/api/v1/worker/claim/", json={"job": None})
+
+        def stop_after_claim(*args):
+            runtime.request_stop()
+            return False
+
+        runtime.stop_requested.wait = stop_after_claim
+        runtime.run()
+    assert json.loads(claim_call.calls[0].request.body) == {"wait_seconds": 20}
+    assert claim_call.calls[0].request.req_kwargs["timeout"][1] >= 20
