@@ -47,8 +47,17 @@ def connect_signals() -> None:
     post_save.connect(_message_saved, sender=Message, dispatch_uid="claim-wait-new-message")
 
 
-def _still_active(worker: Worker) -> bool:
-    return Worker.objects.filter(pk=worker.pk, status=Worker.ACTIVE).exists()
+def _keep_waiting(worker: Worker, conversation_id: str | None) -> bool:
+    """Still active, and not moved to another conversation than the one it asks for (fair
+    share: it must hear of the move from ``control`` now, not after the wait)."""
+    row = (
+        Worker.objects.filter(pk=worker.pk, status=Worker.ACTIVE)
+        .values_list("assigned_conversation__conversation_id", flat=True)
+        .first()
+    )
+    if row is None and not Worker.objects.filter(pk=worker.pk, status=Worker.ACTIVE).exists():
+        return False
+    return conversation_id is None or row is None or row == conversation_id
 
 
 def _wait(seconds: float, listening: bool) -> None:
@@ -73,7 +82,7 @@ def claim_waiting(
         while True:
             job = leases.claim_next_job(worker, conversation_id=conversation_id)
             remaining = deadline - clock()
-            if job is not None or remaining <= 0 or not _still_active(worker):
+            if job is not None or remaining <= 0 or not _keep_waiting(worker, conversation_id):
                 return job
             if (
                 not listening

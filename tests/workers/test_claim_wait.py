@@ -96,3 +96,49 @@ def test_the_reference_worker_long_polls_when_configured(tmp_path):
         runtime.run()
     assert json.loads(claim_call.calls[0].request.body) == {"wait_seconds": 20}
     assert claim_call.calls[0].request.req_kwargs["timeout"][1] >= 20
+
+
+def test_a_worker_moved_to_another_conversation_stops_waiting_at_once(
+    alpha_agent, make_worker, worker_api
+):
+    from agents.models import Conversation
+
+    worker, token = make_worker("w-moved", heartbeat_at=timezone.now())
+    moved_to = Conversation.objects.create(conversation_id="conv-new", agent=alpha_agent)
+    Worker.objects.filter(pk=worker.pk).update(assigned_conversation=moved_to)
+    job, elapsed = claim(worker_api(token), conversation_id="conv-old", wait_seconds=5)
+    assert job is None and elapsed < 1.0
+
+
+def test_a_stop_signal_leaves_a_waiting_claim_at_once(tmp_path):
+    import signal
+    import threading as th
+
+    from workers.runtime.runner import EXIT_OK, WorkerRuntime, WorkerSettings
+
+    class SlowClaims:
+        claims = 0
+
+        def control(self):
+            return {"should_stop": False}
+
+        def claim(self, conversation_id=None, wait_seconds=0):
+            self.claims += 1
+            assert wait_seconds == 20
+            time.sleep(30)  # the server holding the request
+
+        def skills_manifest(self, *args, **kwargs):
+            return {"skills": []}
+
+    settings = WorkerSettings(
+        api_url="http://srv", token="t", worker_id="w", data_dir=tmp_path, claim_wait_seconds=20
+    )
+    runtime = WorkerRuntime(settings, SlowClaims(), lambda ctx: "x")
+    previous = signal.signal(signal.SIGUSR1, runtime.request_stop)
+    try:
+        th.Timer(0.3, lambda: signal.pthread_kill(th.main_thread().ident, signal.SIGUSR1)).start()
+        started = time.monotonic()
+        assert runtime.run() == EXIT_OK
+        assert time.monotonic() - started < 5
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -102,7 +102,7 @@ def add_arguments(parser, *, telegram_api_base_url: str = DEFAULT_API_BASE_URL) 
     parser.add_argument(
         "--claim-wait-seconds",
         type=_seconds(allow_zero=True),
-        default=_env("AGENT_FACTORY_CLAIM_WAIT_SECONDS", "0"),
+        default=_env("AGENT_FACTORY_CLAIM_WAIT_SECONDS", "20"),
         help="Let the server hold an idle claim this long, ≤ 25 (long poll; 0: plain polls).",
     )
     parser.add_argument(

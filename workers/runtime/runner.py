@@ -83,6 +83,10 @@ class WorkerSettings:
     archive_limits: ArchiveLimits = DEFAULT_LIMITS
 
 
+class ClaimInterrupted(Exception):
+    """A stop signal arrived while a long-poll claim was waiting."""
+
+
 class Heartbeat(threading.Thread):
     """Extends the lease every ``interval`` seconds; a 409 marks the job as aborted."""
 
@@ -136,10 +140,15 @@ class WorkerRuntime:
         # The conversation claims are restricted to: the configured one, then whichever the
         # server assigns (fair share may move an idle worker to a waiting conversation).
         self.claim_for = settings.conversation_id
+        self._waiting_claim = False
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
         self.stop_requested.set()
+        if self._waiting_claim and threading.current_thread() is threading.main_thread():
+            # A signal during a long-poll claim: leave the request now rather than after up
+            # to ``claim_wait_seconds`` (the grace before SIGKILL must go to the snapshot).
+            raise ClaimInterrupted()
 
     def run(self) -> int:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,13 +169,10 @@ class WorkerRuntime:
                     reason = "drain"
                     break
                 self.follow_assignment(control.get("conversation_id"))
-                wait = self.settings.claim_wait_seconds
-                job = (
-                    self.client.claim(self.claim_for, wait_seconds=wait)
-                    if wait
-                    else self.client.claim(self.claim_for)
-                )
+                job = self.claim()
                 failures, outage_since = 0, None
+            except ClaimInterrupted:
+                break
             except ApiError as exc:
                 if not _transient(exc):
                     raise  # 401 (token refused) and other 4xx: the command maps them
@@ -193,6 +199,16 @@ class WorkerRuntime:
             idle_since = time.monotonic()
         self.snapshot(reason)
         return EXIT_OK
+
+    def claim(self) -> dict | None:
+        wait = self.settings.claim_wait_seconds
+        if not wait or self.stop_requested.is_set():
+            return self.client.claim(self.claim_for)
+        self._waiting_claim = True
+        try:
+            return self.client.claim(self.claim_for, wait_seconds=wait)
+        finally:
+            self._waiting_claim = False
 
     # One job ---------------------------------------------------------------------------
     def process(self, job: dict) -> str:
@@ -433,4 +449,3 @@ class WorkerRuntime:
 def _transient(exc: ApiError) -> bool:
     """Network errors and 5xx are worth waiting out; 4xx answers are not."""
     return exc.status == 0 or exc.status >= 500
-
