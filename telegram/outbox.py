@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django_q.tasks import async_task
 
 from telegram.formatting import MARKDOWN, PLAIN, reply_parts
@@ -78,8 +80,28 @@ def write_rows(
 
 
 def start_sender(agent_key: str) -> None:
-    """Have a sender drain this bot's rows (django-q2; the schedule catches what it misses)."""
+    """Have a sender drain this bot's rows; the schedule catches whatever it misses.
+
+    ``AGENT_FACTORY_OUTBOX_SENDER = "thread"`` sends from a thread of this process at once
+    (no task-queue pickup delay on the reply path); ``"task"`` hands it to django-q2.
+    """
+    if getattr(settings, "AGENT_FACTORY_OUTBOX_SENDER", "task") == "thread":
+        threading.Thread(
+            target=_drain_in_thread, args=(agent_key,), name="outbox-sender", daemon=True
+        ).start()
+        return
     async_task("telegram.outbox_sender.drain_bot", agent_key, task_name="telegram-outbox")
+
+
+def _drain_in_thread(agent_key: str) -> None:
+    from telegram.outbox_sender import drain_bot
+
+    try:
+        drain_bot(agent_key)
+    except Exception:  # the schedule retries; a thread must not die loudly mid-request
+        logger.exception("Outbox sender for agent %s stopped.", agent_key)
+    finally:
+        connection.close()
 
 
 class TelegramDeliverySink:

@@ -331,3 +331,18 @@ def test_the_admin_lists_failures_with_their_reason_and_retries_them(admin_clien
     assert row.status == OutboxMessage.PENDING and row.attempts == 0
     assert OutboxMessage.objects.get(chat_id="2").status == OutboxMessage.SENT  # untouched
     assert AuditEvent.objects.filter(action="telegram.outbox_retry").count() == 1
+
+
+def test_the_thread_sender_drains_at_once_without_the_task_queue(settings, monkeypatch):
+    import threading
+
+    from telegram.outbox import start_sender
+
+    settings.AGENT_FACTORY_OUTBOX_SENDER = "thread"
+    drained = threading.Event()
+    monkeypatch.setattr("telegram.outbox_sender.drain_bot", lambda key: drained.set())
+    monkeypatch.setattr(
+        "telegram.outbox.async_task", lambda *a, **k: pytest.fail("no task in thread mode")
+    )
+    start_sender("alpha")
+    assert drained.wait(5)
