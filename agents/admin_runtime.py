@@ -35,6 +35,7 @@ PROFILE_FIELDSETS = [
                 "agent_key",
                 "enabled",
                 "require_telegram_binding",
+                "delivery",
                 "secrets_ref",
                 "bridge_config",
             ]

@@ -118,6 +118,15 @@ class AgentProfile(runtime_settings.AgentRuntimeFields):
         help_text="Off: unpaired senders reach the agent in a per-chat conversation. "
         "On: only paired users.",
     )
+    # SPEC §22: the server sends every reply (the bot token never leaves it); "worker" is
+    # the compatibility mode for workers that still send replies themselves.
+    SERVER_DELIVERY, WORKER_DELIVERY = "server", "worker"
+    delivery = models.CharField(
+        max_length=10,
+        choices=[(SERVER_DELIVERY, "server (outbox)"), (WORKER_DELIVERY, "worker (compatibility)")],
+        default=SERVER_DELIVERY,
+        help_text="Who sends replies to Telegram. Only 'worker' gives workers the bot token.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

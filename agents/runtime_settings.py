@@ -139,6 +139,7 @@ RUNTIME_JSON_KEYS = {
     "max_tokens": (int, "an integer"),
     "timeout_seconds": (int, "an integer"),
     "system_prompt": (str, "a string"),
+    "delivery": (str, "a string"),
     "price_per_million_input_tokens": ((int, float, str), "a number"),
     "price_per_million_output_tokens": ((int, float, str), "a number"),
 }
@@ -152,6 +153,7 @@ RUNTIME_DEFAULTS = {
     "max_tokens": None,
     "timeout_seconds": DEFAULT_TIMEOUT_SECONDS,
     "system_prompt": "",
+    "delivery": "server",
     "price_per_million_input_tokens": Decimal("0"),
     "price_per_million_output_tokens": Decimal("0"),
 }

@@ -5,7 +5,7 @@ posts signed updates to the demo agent's webhook exactly as ``simulate_update`` 
 measures until the echo reply is stored by the sandbox. The first message pays for a
 worker spawn; the median is over the next N, served by the warm worker.
 
-    .venv/bin/python bench/sandbox_latency.py [--messages 20]
+    .venv/bin/python bench/sandbox_latency.py [--messages 20] [--think-min 1 --think-max 5]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -25,6 +26,10 @@ from _common import ROOT, free_port
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20)
+    # SPEC §22: measured with a random 1–5 s think time, so an idle worker's pickup counts
+    # (and the per-chat pacing of 1 message/s does not: a user does not type that fast).
+    parser.add_argument("--think-min", type=float, default=0.0)
+    parser.add_argument("--think-max", type=float, default=0.0)
     args = parser.parse_args()
     var_dir = tempfile.mkdtemp(prefix="af-latency-")
     port = free_port()
@@ -81,7 +86,14 @@ def main() -> None:
             return time.perf_counter() - started
 
         cold = one(0)
-        warm = [one(n) for n in range(1, args.messages + 1)]
+        def think() -> None:
+            if args.think_max > 0:
+                time.sleep(random.uniform(args.think_min, args.think_max))  # noqa: S311
+
+        warm = []
+        for n in range(1, args.messages + 1):
+            think()
+            warm.append(one(n))
         print(f"first message (spawns a worker): {cold:.2f} s")
         print(
             f"next {len(warm)} messages: median {statistics.median(warm):.2f} s, "

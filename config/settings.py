@@ -285,6 +285,14 @@ AGENT_FACTORY_PROVIDERS = {
 # Tells a user their message failed for good (SPEC §22): called with the message id after
 # a job dead-letters (dotted path: workers never imports telegram). Empty: nobody is told.
 AGENT_FACTORY_DEAD_LETTER_SINK = "telegram.dead_letters.apologize"
+# Writes a completed job's reply as outbox rows inside the completion transaction (SPEC §22;
+# an object with write_reply(message, reply, now) -> ids and reply_ids(message_id) -> ids).
+AGENT_FACTORY_DELIVERY_SINK = "telegram.outbox.DELIVERY_SINK"
+# Who sends outbox rows after commit: "thread" (at once, from the web process) or "task"
+# (django-q2); the drain-telegram-outbox schedule is the safety net either way.
+AGENT_FACTORY_OUTBOX_SENDER = env.str("AGENT_FACTORY_OUTBOX_SENDER", default="thread")
+# "typing…" in the chat while a job runs (SPEC §22); a thread per server process.
+AGENT_FACTORY_TYPING_INDICATOR = env.bool("AGENT_FACTORY_TYPING_INDICATOR", default=True)
 # The API URL spawned workers call back to (defaults to PUBLIC_BASE_URL).
 AGENT_FACTORY_WORKER_API_URL = env.str("AGENT_FACTORY_WORKER_API_URL", default="").rstrip("/")
 # Override the local worker command (tests use a stand-in); empty = manage.py run_worker.

@@ -28,6 +28,10 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 AGENT_FACTORY_TELEGRAM_SANDBOX = True
+# No "typing…" thread in tests (it would outlive a test's database); tests tick it by hand.
+AGENT_FACTORY_TYPING_INDICATOR = False
+# Outbox senders as (synchronous) tasks: a test sees the rows sent when its request returns.
+AGENT_FACTORY_OUTBOX_SENDER = "task"
 
 # End-to-end tests run a live server thread and real worker processes: SQLite then needs a
 # file database (each thread its own connection), not the shared in-memory one.

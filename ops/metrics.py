@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from agents.models import AuditEvent
-from telegram.models import Bot, IngressIssue
+from telegram.models import Bot, IngressIssue, OutboxMessage
 from workers.models import Message, Worker
 
 PREFIX = "agent_factory"
@@ -59,6 +59,28 @@ def _queue(now) -> list:
         [], max(0.0, (now - min(waiting_since)).total_seconds()) if waiting_since else 0
     )
     return [depth, oldest]
+
+
+def _outbox() -> list:
+    """Outbox rows by status, and rows sent again after being stuck in ``sending`` (each a
+    possible duplicate, SPEC §22)."""
+    depth = GaugeMetricFamily(
+        f"{PREFIX}_outbox_messages", "Outbox rows by status.", labels=["status"]
+    )
+    stuck = CounterMetricFamily(
+        f"{PREFIX}_outbox_stuck_retries",
+        "Outbox rows sent again after a sender died mid-send (possible duplicates).",
+    )
+    rows = {
+        row["status"]: row
+        for row in OutboxMessage.objects.order_by()
+        .values("status")
+        .annotate(n=Count("pk"), stuck=Sum("stuck_retries"))
+    }
+    for status, _label in OutboxMessage.STATUS_CHOICES:
+        depth.add_metric([status], rows[status]["n"] if status in rows else 0)
+    stuck.add_metric([], sum(row["stuck"] or 0 for row in rows.values()))
+    return [depth, stuck]
 
 
 def _jobs() -> list:
@@ -158,6 +180,7 @@ class DatabaseCollector:
         yield from _jobs()
         yield from _workers()
         yield from _api_errors()
+        yield from _outbox()
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)

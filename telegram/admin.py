@@ -20,7 +20,14 @@ from agents.admin_access import ReadOnlyAdminMixin, confirmation_page, require
 from agents.audit import actor_name
 from agents.models import AgentProfile
 from agents.secret_store import SecretUnavailable
-from telegram import admin_conversation, admin_sandbox_chat, bots, pairing, readiness
+from telegram import (  # noqa: F401 (admin_outbox registers the outbox list)
+    admin_conversation,
+    admin_outbox,
+    admin_sandbox_chat,
+    bots,
+    pairing,
+    readiness,
+)
 from telegram.models import (
     Bot,
     IdentityBinding,

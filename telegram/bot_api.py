@@ -31,10 +31,17 @@ class TelegramError(Exception):
 
 
 class TelegramApiError(TelegramError):
-    def __init__(self, method: str, error_code: int | None, description: str):
+    def __init__(
+        self,
+        method: str,
+        error_code: int | None,
+        description: str,
+        retry_after: float | None = None,
+    ):
         self.method = method
         self.error_code = error_code
         self.description = description
+        self.retry_after = retry_after  # seconds, on a 429
         super().__init__(f"Telegram {method} failed ({error_code}): {description}")
 
 
@@ -86,12 +93,13 @@ def _backoff(attempt: int) -> float:
     return float(min(2 ** (attempt - 1), 8))
 
 
-def _retry_after(body: dict) -> float:
+def _retry_after(body: dict, cap: float | None = MAX_RETRY_AFTER) -> float:
     parameters = body.get("parameters")
     value = parameters.get("retry_after") if isinstance(parameters, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 1.0
-    return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    value = max(float(value), 0.0)
+    return value if cap is None else min(value, cap)
 
 
 class TelegramClient:
@@ -108,15 +116,19 @@ class TelegramClient:
     def __repr__(self) -> str:  # never show the token
         return f"<TelegramClient base_url={self._base_url!r}>"
 
-    def _call(self, method: str, payload: dict | None = None) -> object:
+    def call_once(self, method: str, payload: dict | None = None) -> object:
+        """One attempt, no waiting: the outbox sender decides on 429s and 5xx itself."""
+        return self._call(method, payload, attempts=1)
+
+    def _call(self, method: str, payload: dict | None = None, attempts: int = MAX_ATTEMPTS):
         url = f"{self._base_url}/bot{self._token}/{method}"
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 response = self._session.post(
                     url, json=payload or {}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
                 )
             except requests.RequestException as exc:
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise _network_error(method, exc) from None
                 self._sleep(_backoff(attempt))
                 continue
@@ -126,10 +138,10 @@ class TelegramClient:
                 body = None
             if not isinstance(body, dict):
                 body = {}
-            if response.status_code == 429 and attempt < MAX_ATTEMPTS:
+            if response.status_code == 429 and attempt < attempts:
                 self._sleep(_retry_after(body))
                 continue
-            if response.status_code >= 500 and attempt < MAX_ATTEMPTS:
+            if response.status_code >= 500 and attempt < attempts:
                 self._sleep(_backoff(attempt))
                 continue
             if not body.get("ok"):
@@ -141,6 +153,7 @@ class TelegramClient:
                     method,
                     code,
                     str(description)[:500] if description else "no description",
+                    _retry_after(body, cap=None) if code == 429 else None,
                 )
             return body.get("result")
         raise TelegramApiError(method, None, "gave up after retries")  # pragma: no cover

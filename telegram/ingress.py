@@ -154,9 +154,11 @@ def _task_after_commit(func: str, *args, task_name: str) -> None:
 
 
 def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
-    _task_after_commit(
-        "telegram.tasks.send_text", bot.agent.agent_key, chat_id, text, task_name="telegram-reply"
-    )
+    """A notice through the outbox (SPEC §22): written with the update, in order with the
+    chat's replies, sent once the transaction commits."""
+    from telegram.outbox import send_notice
+
+    send_notice(bot.agent.agent_key, chat_id, text)
 
 
 def pairing_code_in(text: str, bot_username: str) -> str | None:

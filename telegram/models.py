@@ -234,3 +234,6 @@ class SandboxWebhook(models.Model):
 
     def __str__(self) -> str:
         return f"sandbox webhook of bot {self.bot_id}"
+
+
+from telegram.outbox_models import OutboxBot, OutboxMessage  # noqa: E402,F401 (registered here)

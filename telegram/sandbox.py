@@ -91,6 +91,10 @@ def bot_method(request, token: str, method: str):
                 "date": int(sent.created_at.timestamp()),
             }
         )
+    if method == "sendChatAction":  # "typing…": nothing to store
+        if params.get("chat_id") in (None, "") or not params.get("action"):
+            return _fail(400, "Bad Request: chat_id and action are required")
+        return _ok(True)
     if method == "getFile":
         file_id = str(params.get("file_id") or "")
         if not file_id:

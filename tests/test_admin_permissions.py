@@ -42,7 +42,14 @@ from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
 from telegram.admin import ONBOARDING_PAGE_PERMISSIONS, STEP_PERMISSIONS
-from telegram.models import Bot, IdentityBinding, PairingCode, SandboxMessage, SandboxWebhook
+from telegram.models import (
+    Bot,
+    IdentityBinding,
+    OutboxMessage,
+    PairingCode,
+    SandboxMessage,
+    SandboxWebhook,
+)
 from tests.telegram.conftest import legacy_binding, legacy_pairing
 from workers.models import Message, Worker
 
@@ -124,9 +131,13 @@ def world(db, enqueue, settings):
         status="failed",
         error="agent disabled",
     )
+    failed_outbox = OutboxMessage.objects.create(
+        agent_key="alpha", chat_id="5", text="hi", status="failed", last_error="403: blocked"
+    )
     v1 = publish_skill("demo", "1.0.0", SKILL_FILES, actor="t")
     publish_skill("demo", "1.1.0", SKILL_FILES, actor="t")  # the active stable release
     return {
+        "failed_outbox": failed_outbox,
         "agent": agent,
         "bot": bot,
         "binding": binding,
@@ -412,6 +423,14 @@ DOORS = [
         )
         for model in ("message", "deadletter")
     ],
+    action(
+        "telegram.outboxmessage",
+        "retry_selected",
+        ["telegram.change_outboxmessage"],
+        lambda w: w["failed_outbox"],
+        lambda w, r: OutboxMessage.objects.get(pk=w["failed_outbox"].pk).status == "pending",
+        access=["telegram.view_outboxmessage"],
+    ),
     action(
         "workers.worker",
         "drain",

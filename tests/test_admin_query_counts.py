@@ -38,6 +38,7 @@ from telegram.models import (
     Bot,
     IdentityBinding,
     IngressIssue,
+    OutboxMessage,
     PairingCode,
     SandboxMessage,
     TelegramUpdate,
@@ -142,6 +143,9 @@ MAKERS = {
     ),
     "telegram.IngressIssue": lambda n: IngressIssue.objects.create(
         bot_identity="1", kind=IngressIssue.UNBOUND, detail="x"
+    ),
+    "telegram.OutboxMessage": lambda n: OutboxMessage.objects.create(
+        agent_key="a", chat_id=str(n), text="hi", status=OutboxMessage.FAILED, last_error="x"
     ),
     "telegram.SandboxMessage": lambda n: SandboxMessage.objects.create(
         bot_id="1", chat_id=str(n), text="hi"

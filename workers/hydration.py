@@ -131,7 +131,12 @@ def build_hydration_bundle(message: Message, *, base_url: str) -> dict:
             "pending_tool_calls": conversation.pending_tool_calls,
         },
         "runtime": build_runtime(profile),
-        "telegram_bot_token": decrypt_secret(token_secret) if token_secret else None,
+        # SPEC §8, §22: the token stays on the server unless the worker sends replies itself.
+        "telegram_bot_token": (
+            decrypt_secret(token_secret)
+            if token_secret and profile.delivery == AgentProfile.WORKER_DELIVERY
+            else None
+        ),
         "bot_identity": bot_identity,
         "bridge": build_bridge(profile, bot_identity),
     }

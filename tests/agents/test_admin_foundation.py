@@ -123,6 +123,7 @@ def profile_form(initial_refs: str = "[]", **overrides) -> dict:
         "initial-bridge_config": "{}",
         "enabled": "on",
         "handler": "echo",
+        "delivery": "server",
         "timeout_seconds": "120",
         "price_per_million_input_tokens": "0",
         "price_per_million_output_tokens": "0",

@@ -25,6 +25,7 @@ def test_runtime_json_sets_the_settings_and_prints_them(cli, db):
         "max_tokens": 512,
         "timeout_seconds": 60,
         "system_prompt": "Be kind.",
+        "delivery": "worker",
         "price_per_million_input_tokens": 0.15,
         "price_per_million_output_tokens": "0.6",
     }
@@ -39,6 +40,7 @@ def test_runtime_json_sets_the_settings_and_prints_them(cli, db):
     profile = AgentProfile.objects.get()
     assert (profile.handler, profile.model, profile.temperature) == ("llm", runtime["model"], 0.2)
     assert profile.price_per_million_input_tokens == Decimal("0.15")
+    assert profile.delivery == "worker"
     # Keys left out keep their value; null resets one to its default.
     cli("configure_agent", "bot", "--runtime-json", '{"temperature": null, "max_tokens": 64}')
     profile.refresh_from_db()
@@ -70,6 +72,7 @@ def test_runtime_json_sets_the_settings_and_prints_them(cli, db):
         ('{"timeout_seconds": 99999}', "timeout_seconds: Ensure this value is less than"),
         ('{"price_per_million_input_tokens": -1}', "greater than or equal to 0"),
         ('{"price_per_million_output_tokens": "lots"}', "must be a number"),
+        ('{"delivery": "pigeon"}', "delivery: Value 'pigeon' is not a valid choice."),
     ],
 )
 def test_bad_runtime_json_is_refused_and_changes_nothing(cli, db_state, runtime, message):
@@ -89,6 +92,7 @@ def admin_form(**overrides) -> dict:
         "initial-bridge_config": "{}",
         "enabled": "on",
         "handler": "llm",
+        "delivery": "server",
         "model": "gpt-4o-mini",
         "base_url": "",
         "api_key_secret_ref": "",

@@ -161,7 +161,7 @@ def test_plaintext_never_in_database_admin_status_or_logs(
             "bridge_config": "{}", "initial-bridge_config": "{}", "handler": "llm",
             "model": "m", "api_key_secret_ref": "leak.model", "api_key": PLAINTEXT,
             "timeout_seconds": "60", "price_per_million_input_tokens": "0",
-            "price_per_million_output_tokens": "0",
+            "price_per_million_output_tokens": "0", "delivery": "server",
         },
     )  # fmt: skip
     assert response.status_code == 302

@@ -150,5 +150,18 @@ def test_a_scrape_costs_constant_queries(
     client, db, metrics_token, enqueue, n, django_assert_num_queries
 ):
     fill(enqueue, n)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_outbox_rows_and_stuck_retries_are_scraped(client, db, metrics_token):
+    from telegram.outbox_models import OutboxMessage
+
+    OutboxMessage.objects.create(agent_key="a", chat_id="1", text="x", status="failed")
+    OutboxMessage.objects.create(
+        agent_key="a", chat_id="2", text="y", status="sent", stuck_retries=2
+    )
+    s = scrape(client, Authorization=f"Bearer {TOKEN}")
+    assert s["agent_factory_outbox_messages|status=failed"] == 1
+    assert s["agent_factory_outbox_messages|status=pending"] == 0
+    assert s["agent_factory_outbox_stuck_retries_total"] == 2

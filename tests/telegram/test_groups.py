@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from telegram import ingress, refusals
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
+from telegram.outbox_models import OutboxMessage
 from telegram.pairing import create_pairing_code
 from tests.telegram.conftest import bind, text_update
 from workers.models import Message
@@ -18,17 +19,34 @@ from workers.models import Message
 GROUP = -1001234
 
 
+class OutboxNotices:
+    """The (chat, text) of every notice written to the outbox (SPEC §22), oldest first."""
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return list(
+            OutboxMessage.objects.filter(kind=OutboxMessage.NOTICE)
+            .order_by("id")
+            .values_list("chat_id", "text")
+        )
+
+    def __eq__(self, other) -> bool:
+        return self._rows() == list(other)
+
+    def __iter__(self):
+        return iter(self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __getitem__(self, index):
+        return self._rows()[index]
+
+
 @pytest.fixture
-def replies(monkeypatch, django_capture_on_commit_callbacks):
-    """Post updates with their after-commit tasks run; collect the texts sent per chat."""
-    sent: list[tuple[str, str]] = []
-
-    def fake_async_task(func, *args, **kwargs):
-        if func == "telegram.tasks.send_text":
-            sent.append((args[1], args[2]))
-
-    monkeypatch.setattr("django_q.tasks.async_task", fake_async_task)
-    return sent
+def replies(monkeypatch):
+    """The notices the webhook wrote for the outbox; no sender runs."""
+    monkeypatch.setattr("telegram.outbox.start_sender", lambda agent_key: None)
+    return OutboxNotices()
 
 
 @pytest.fixture

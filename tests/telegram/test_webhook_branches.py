@@ -12,6 +12,7 @@ import responses
 from agents.models import Conversation
 from telegram import ingress, pairing, refusals, sql, webhook
 from telegram.models import IdentityBinding, IngressIssue, PairingCode, TelegramUpdate
+from telegram.outbox_models import OutboxMessage
 from telegram.pairing import bind_identity, create_pairing_code
 from tests.telegram.conftest import bind, legacy_binding, text_update
 from workers.models import Message, MessageAttachment
@@ -162,7 +163,7 @@ def test_same_update_id_on_two_bots_is_two_updates(make_bot, post_update):
 
 
 def test_start_pairing_is_never_enqueued_and_replies_through_a_task(
-    make_bot, post_update, no_telegram, tasks, django_capture_on_commit_callbacks
+    make_bot, post_update, no_telegram, tasks, django_capture_on_commit_callbacks, monkeypatch
 ):
     make_bot("alpha", "100")
     code = create_pairing_code("user-1", "alpha", actor="test")
@@ -172,11 +173,14 @@ def test_start_pairing_is_never_enqueued_and_replies_through_a_task(
     assert Message.objects.count() == 0 and Conversation.objects.count() == 0
     assert TelegramUpdate.objects.get().outcome == "paired"
     assert len(no_telegram.calls) == 0 and tasks == []  # nothing inline, nothing before commit
+    [notice] = OutboxMessage.objects.all()  # written with the update, sent after commit
+    assert (notice.agent_key, notice.chat_id, notice.kind) == ("alpha", "555", "notice")
+    assert "paired" in notice.text
+    started = []
+    monkeypatch.setattr("telegram.outbox.start_sender", started.append)
     for callback in callbacks:
         callback()
-    [(func, args)] = tasks
-    assert func == "telegram.tasks.send_text"
-    assert args[:2] == ("alpha", "555") and "paired" in args[2]
+    assert started == ["alpha"]
     assert len(no_telegram.calls) == 0
 
 
@@ -187,8 +191,8 @@ def test_failed_pairing_records_the_reason_and_replies_the_uniform_refusal(
     with django_capture_on_commit_callbacks(execute=True):
         body = post_update("100", text_update(1, "/start ZZZZZZZZZZ")).json()
     assert body == {"ok": True, "status": "pairing_failed", "detail": "not_found"}
-    [(func, args)] = tasks
-    assert func == "telegram.tasks.send_text" and args[2] == refusals.PAIRING_REFUSED_TEXT
+    [notice] = OutboxMessage.objects.all()
+    assert notice.text == refusals.PAIRING_REFUSED_TEXT
     assert Message.objects.count() == 0
     # The reason stays visible to the admin: the recorded update and an ingress issue.
     assert TelegramUpdate.objects.get().detail == "not_found"
@@ -233,7 +237,10 @@ def test_unbound_and_unroutable_surface_to_admins(
     unroutable = post_update("200", text_update(1, "hi", user=32))
     assert unbound.status_code == 200 and unbound.json()["status"] == "unbound"
     assert unroutable.status_code == 200 and unroutable.json()["status"] == "unroutable"
-    assert [t[0] for t in tasks] == ["telegram.tasks.send_text"]  # the 'please pair' reply
+    # The 'please pair' notice, through the outbox.
+    assert list(OutboxMessage.objects.values_list("text", flat=True)) == [
+        refusals.PLEASE_PAIR_TEXT
+    ]
     page = admin_client.get("/admin/telegram/ingressissue/").content.decode()
     assert "not paired with &#x27;alpha&#x27;" in page or "not paired with 'alpha'" in page
     assert "disabled" in page

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from agents.models import ConversationEntry
+from agents.models import AgentProfile, ConversationEntry
 from agents.secret_store import import_secret
 from workers.models import Message, Worker
 
@@ -67,13 +67,18 @@ def test_heartbeat_complete_cycle(setup):
     response = api.post(f"{path}/heartbeat/", {"lease_id": job["lease_id"]}, format="json")
     assert response.status_code == 200 and response.json()["lease_expires_at"]
     response = api.post(f"{path}/complete/", {"lease_id": job["lease_id"]}, format="json")
-    assert response.json() == {"status": "done"}
+    assert response.json() == {"status": "done", "outbox": []}
     message.refresh_from_db()
     assert message.status == Message.DONE and message.completed_at
     worker.refresh_from_db()
     assert worker.load == 0 and worker.scheduled_shutdown_at is not None
-    # Done means done: a second completion is a lost lease and changes nothing.
+    # A retried complete (lost answer) gets the first answer again (SPEC §6.3) and changes
+    # nothing; any other lease on the done job is a lost lease.
+    completed_at = Message.objects.get(pk=message.pk).completed_at
     response = api.post(f"{path}/complete/", {"lease_id": job["lease_id"]}, format="json")
+    assert response.status_code == 200 and response.json() == {"status": "done", "outbox": []}
+    assert Message.objects.get(pk=message.pk).completed_at == completed_at
+    response = api.post(f"{path}/complete/", {"lease_id": "other"}, format="json")
     assert response.status_code == 409 and response.json()["error"] == "lease_lost"
 
 
@@ -295,6 +300,7 @@ def test_hydration_only_for_lease_holder(setup, make_worker, worker_api):
     import_secret(
         "telegram.botToken.alpha", "123:SECRET-TOKEN", actor="t", metadata={"bot_identity": "123"}
     )
+    AgentProfile.objects.filter(agent_key="alpha").update(delivery="worker")
     job = claim(api)
     path = f"{API}/jobs/{job['message_id']}/hydration/"
     bundle = api.get(path, {"lease_id": job["lease_id"]}).json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from urllib.parse import urlsplit
 
@@ -58,9 +59,15 @@ def test_bundle_fields_and_disabled_bridge_is_null(holder):
     assert body["conversation"]["pending_tool_calls"] is not None
 
 
-def test_bot_token_and_identity_come_from_the_secret_store(holder):
+def test_bot_token_and_identity_come_from_the_secret_store(holder, alpha_agent):
+    """The token only for an agent whose worker sends its replies itself (SPEC §8, §22)."""
     _, _, api, job = holder
     import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "777"})
+    body = bundle(api, job)
+    assert body["telegram_bot_token"] is None and BOT_TOKEN not in json.dumps(body)
+    assert body["bot_identity"] == "777"
+    alpha_agent.delivery = "worker"
+    alpha_agent.save()
     body = bundle(api, job)
     assert body["telegram_bot_token"] == BOT_TOKEN
     assert body["bot_identity"] == "777"
@@ -155,6 +162,7 @@ def test_plaintext_secrets_reach_only_the_lease_holders_bundle(
     import_secret("alpha.modelKey", MODEL_KEY, actor="t")
     alpha_agent.handler, alpha_agent.model = "llm", "gpt-4o-mini"
     alpha_agent.api_key_secret_ref = "alpha.modelKey"
+    alpha_agent.delivery = "worker"  # the one mode in which the bot token leaves the server
     alpha_agent.save()
     secrets_ = (BOT_TOKEN.encode(), SERVICE_KEY.encode(), MODEL_KEY.encode())
 
@@ -295,6 +303,8 @@ def test_hydration_with_an_undecryptable_secret_is_503_secret_unavailable(
     import_secret("telegram.botToken.alpha", BOT_TOKEN, actor="t", metadata={"bot_identity": "7"})
     import_secret("agent-bridge.serviceKey.alpha", SERVICE_KEY, actor="t")
     enable_bridge(alpha_agent)
+    alpha_agent.delivery = "worker"  # else the bot token is not read at all
+    alpha_agent.save()
     Secret.objects.filter(secret_ref=lost).update(key_id="deadbeef")
     response = api.get(f"{API}/jobs/{job['message_id']}/hydration/", {"lease_id": job["lease_id"]})
     assert response.status_code == 503

@@ -215,7 +215,9 @@ class RecordingApi:
     def append_messages(self, job, messages):
         self.calls.append(("append", [m["content"] for m in messages]))
 
-    def complete(self, job, usage=None):
+    def complete(self, job, usage=None, *, reply=None, history=None):
+        if history:
+            self.calls.append(("append", [m["content"] for m in history]))
         self.calls.append(("complete", usage))
 
     def fail(self, job, error, usage=None):

@@ -746,15 +746,24 @@ def test_exit_1_with_one_clear_line_for_another_api_error(worker_env, capsys):
     assert err[-1] == "The worker API answered 403 forbidden: Not a worker.; stopping."
 
 
-def test_a_telegram_job_without_a_bot_token_fails_instead_of_vanishing(tmp_path):
+def test_without_a_bot_token_the_reply_goes_to_the_server_in_complete(tmp_path):
+    """Server delivery (SPEC §22): no Telegram call from the worker, no ``delivered``; the
+    reply and the history ride in the one complete."""
+
     class NoToken(FakeServer):
         def hydration(self, job):
             return {"telegram_bot_token": None}
 
+        def complete(self, job, usage=None, *, reply=None, history=None):
+            self.calls.append(("complete", reply, history))
+
     server = NoToken()
-    with responses.RequestsMock():
-        assert make_runtime(server, tmp_path).process(make_job()) == "failed"
-    assert ("fail", "RuntimeError: Cannot deliver to Telegram: no bot token in the hydration.") in (
-        server.calls
+    with responses.RequestsMock():  # any HTTP call (to Telegram) would fail the test
+        assert make_runtime(server, tmp_path).process(make_job()) == "done"
+    assert server.calls[-1] == (
+        "complete",
+        {"text": "echo: hi", "format": "markdown"},
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "echo: hi"}],
     )
     assert "delivered" not in server.calls
+    assert not any(call[0] == "append" for call in server.calls if isinstance(call, tuple))

@@ -11,6 +11,9 @@ class EmptySerializer(serializers.Serializer):
 
 class ClaimSerializer(serializers.Serializer):
     conversation_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
+    wait_seconds = serializers.FloatField(
+        required=False, min_value=0, max_value=25, help_text="Hold until a job is ready."
+    )
 
 
 class LeaseSerializer(serializers.Serializer):
@@ -28,19 +31,54 @@ class UsageSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
 
 
+class HistoryEntrySerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=200_000)
+    at = serializers.DateTimeField(required=False)
+
+
+class ButtonSerializer(serializers.Serializer):
+    """One inline-keyboard button: a link or a callback."""
+
+    text = serializers.CharField(max_length=64)
+    url = serializers.URLField(required=False, max_length=2000)
+    callback_data = serializers.CharField(required=False, max_length=64)
+
+    def validate(self, attrs):
+        if ("url" in attrs) == ("callback_data" in attrs):
+            raise serializers.ValidationError("A button needs exactly one of url, callback_data.")
+        return attrs
+
+
+class ReplySerializer(serializers.Serializer):
+    """The reply the server delivers (SPEC §22)."""
+
+    text = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=100_000
+    )
+    format = serializers.ChoiceField(
+        choices=["markdown", "html", "plain"], required=False, default="markdown"
+    )
+    media = serializers.ListField(child=serializers.DictField(), required=False, max_length=10)
+    buttons = serializers.ListField(
+        child=ButtonSerializer(many=True, max_length=8), required=False, max_length=10
+    )
+
+    def validate_media(self, value):
+        if value:  # uploads for reply media (jobs/<id>/uploads/) are not built yet
+            raise serializers.ValidationError("Reply media are not supported yet.")
+        return value
+
+
 class CompleteSerializer(LeaseSerializer):
     usage = UsageSerializer(required=False, allow_null=True)
+    reply = ReplySerializer(required=False, allow_null=True)
+    history = HistoryEntrySerializer(many=True, required=False, max_length=200)
 
 
 class FailSerializer(LeaseSerializer):
     error = serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False)
     usage = UsageSerializer(required=False, allow_null=True)
-
-
-class HistoryEntrySerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=200_000)
-    at = serializers.DateTimeField(required=False)
 
 
 class AppendMessagesSerializer(LeaseSerializer):

@@ -17,6 +17,8 @@ from agents import log_context
 from workers import leases, lifecycle, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.claim_wait import claim_waiting
+from workers.delivery import complete_with_reply, job_claimed
 from workers.hydration import append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
 
@@ -85,7 +87,16 @@ class ClaimView(WorkerView):
     @extend_schema(request=s.ClaimSerializer, responses={200: dict})
     def post(self, request):
         data = self.valid(s.ClaimSerializer, request.data)
-        job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+        if data.get("wait_seconds"):
+            job = claim_waiting(
+                self.worker,
+                conversation_id=data.get("conversation_id"),
+                wait_seconds=data["wait_seconds"],
+            )
+        else:
+            job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+        if job:
+            job_claimed(job.message)
         return Response({"job": job_body(job) if job else None})
 
 
@@ -109,8 +120,15 @@ class CompleteView(WorkerView):
     @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.CompleteSerializer, request.data)
-        leases.complete_job(self.worker, message_id, data["lease_id"], data.get("usage"))
-        return Response({"status": "done"})
+        outbox = complete_with_reply(
+            self.worker,
+            message_id,
+            data["lease_id"],
+            reply=data.get("reply"),
+            history=data.get("history"),
+            usage=data.get("usage"),
+        )
+        return Response({"status": "done", "outbox": outbox})
 
 
 class FailView(WorkerView):

@@ -63,7 +63,7 @@ class WorkerApiClient:
             if hasattr(body, "seek"):
                 body.seek(0)  # a retried upload sends the whole file again
             try:
-                response = self._session.request(method, url, timeout=TIMEOUT, **kwargs)
+                response = self._session.request(method, url, **{"timeout": TIMEOUT, **kwargs})
             except requests.RequestException as exc:
                 if attempt == self._retries:
                     raise ApiError(0, "network_error", type(exc).__name__) from None
@@ -91,9 +91,15 @@ class WorkerApiClient:
     def control(self) -> dict:
         return self.json("POST", "control/", json={})
 
-    def claim(self, conversation_id: str | None = None) -> dict | None:
-        body = {"conversation_id": conversation_id} if conversation_id else {}
-        return self.json("POST", "claim/", json=body)["job"]
+    def claim(self, conversation_id: str | None = None, wait_seconds: float = 0) -> dict | None:
+        """The next job, or None; with ``wait_seconds`` the server holds the request until
+        one is ready (long poll, SPEC §7), so the read timeout is stretched to match."""
+        body: dict = {"conversation_id": conversation_id} if conversation_id else {}
+        kwargs = {}
+        if wait_seconds:
+            body["wait_seconds"] = wait_seconds
+            kwargs["timeout"] = (TIMEOUT[0], TIMEOUT[1] + wait_seconds)
+        return self.json("POST", "claim/", json=body, **kwargs)["job"]
 
     def hydration(self, job: dict) -> dict:
         return self.json(
@@ -105,10 +111,23 @@ class WorkerApiClient:
             "POST", f"jobs/{job['message_id']}/heartbeat/", json={"lease_id": job["lease_id"]}
         )
 
-    def complete(self, job: dict, usage: dict | None = None) -> dict:
-        body = {"lease_id": job["lease_id"]}
+    def complete(
+        self,
+        job: dict,
+        usage: dict | None = None,
+        *,
+        reply: dict | None = None,
+        history: list[dict] | None = None,
+    ) -> dict:
+        """Finish the job; with ``reply`` the server delivers it (SPEC §22), with ``history``
+        the entries are stored in the same transaction."""
+        body: dict = {"lease_id": job["lease_id"]}
         if usage:
             body["usage"] = usage
+        if reply is not None:
+            body["reply"] = reply
+        if history:
+            body["history"] = history
         return self.json("POST", f"jobs/{job['message_id']}/complete/", json=body)
 
     def fail(self, job: dict, error: str, usage: dict | None = None) -> dict:

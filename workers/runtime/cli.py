@@ -100,6 +100,12 @@ def add_arguments(parser, *, telegram_api_base_url: str = DEFAULT_API_BASE_URL) 
         help="Wait between control/claim polls while idle (SPEC: 2 s).",
     )
     parser.add_argument(
+        "--claim-wait-seconds",
+        type=_seconds(allow_zero=True),
+        default=_env("AGENT_FACTORY_CLAIM_WAIT_SECONDS", "20"),
+        help="Let the server hold an idle claim this long, ≤ 25 (long poll; 0: plain polls).",
+    )
+    parser.add_argument(
         "--max-outage-seconds",
         type=_seconds(allow_zero=True),
         default=_env("AGENT_FACTORY_MAX_OUTAGE_SECONDS", "900"),
@@ -169,6 +175,7 @@ def execute(
         telegram_api_base_url=options["telegram_api_base_url"],
         idle_exit_seconds=options["idle_exit_seconds"] or None,
         poll_seconds=options["poll_seconds"],
+        claim_wait_seconds=min(options["claim_wait_seconds"], 25.0),
         heartbeat_seconds=options["heartbeat_seconds"],
         max_outage_seconds=options["max_outage_seconds"],
     )

@@ -2,7 +2,9 @@
 
 Loop: control → claim; when there is no job, wait ``poll_seconds`` (2 s) and poll again.
 Per job: heartbeat thread (every ``heartbeat_seconds``, 10 s) → hydration → handler →
-deliver → ``delivered`` → append history → complete. A 409 on the heartbeat aborts the job
+complete with the reply and the history (the server delivers it, SPEC §22). An agent in
+compatibility mode (the hydration carries the bot token) keeps the old path: deliver →
+``delivered`` → append history → complete. A 409 on the heartbeat aborts the job
 (no reply is sent, nothing else is called for it: the lease belongs to someone else now). A
 job whose message was already delivered (a retry after a crash between delivery and
 completion) is completed without sending again.
@@ -44,6 +46,7 @@ from workers.runtime.handlers import (
     run_handler,
     secrets_of,
 )
+from workers.runtime.heartbeat import ClaimInterrupted, Heartbeat
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
@@ -53,6 +56,8 @@ EXIT_API_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAUTHORIZED = 3
 
+# What handlers write (model output is Markdown); the server renders it for Telegram.
+REPLY_FORMAT = "markdown"
 # Refused snapshots to step past before starting with an empty workspace.
 MAX_RESTORE_FALLBACKS = 10
 
@@ -74,6 +79,8 @@ class WorkerSettings:
     telegram_api_base_url: str = DEFAULT_API_BASE_URL
     idle_exit_seconds: float | None = None
     poll_seconds: float = 2.0
+    # Long-poll claims (SPEC §7): the server holds an idle claim this long (0: plain polls).
+    claim_wait_seconds: float = 0.0
     heartbeat_seconds: float = 10.0
     # Past the server's stale_after (420 s by default) it has written this worker off and
     # may have handed its conversation on; a machine left polling a vanished server would
@@ -81,36 +88,6 @@ class WorkerSettings:
     max_outage_seconds: float = 900.0
     # SPEC §23: what a restored archive (and a skills manifest) may hold.
     archive_limits: ArchiveLimits = DEFAULT_LIMITS
-
-
-class Heartbeat(threading.Thread):
-    """Extends the lease every ``interval`` seconds; a 409 marks the job as aborted."""
-
-    def __init__(self, client: WorkerApiClient, job: dict, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{job['message_id']}")
-        self.client = client
-        self.job = job
-        self.interval = interval
-        self.lost = threading.Event()
-        # Not ``_stop``: that name is threading.Thread's own method (join() calls it).
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.interval):
-            try:
-                self.client.heartbeat(self.job)
-            except LeaseLostError:
-                logger.warning("Lease lost for message %s: aborting it.", self.job["message_id"])
-                self.lost.set()
-                return
-            except ApiError as exc:
-                logger.warning("Heartbeat failed (will retry): %s", exc)
-
-    def stop(self) -> None:
-        """Stop and wait for an in-flight heartbeat, so none lands after complete/fail."""
-        self._halt.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=35)  # bounded by the API client's own timeouts
 
 
 class WorkerRuntime:
@@ -139,10 +116,15 @@ class WorkerRuntime:
         # The conversation claims are restricted to: the configured one, then whichever the
         # server assigns (fair share may move an idle worker to a waiting conversation).
         self.claim_for = settings.conversation_id
+        self._waiting_claim = False
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
         self.stop_requested.set()
+        if self._waiting_claim and threading.current_thread() is threading.main_thread():
+            # A signal during a long-poll claim: leave the request now rather than after up
+            # to ``claim_wait_seconds`` (the grace before SIGKILL must go to the snapshot).
+            raise ClaimInterrupted()
 
     def run(self) -> int:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -163,8 +145,10 @@ class WorkerRuntime:
                     reason = "drain"
                     break
                 self.follow_assignment(control.get("conversation_id"))
-                job = self.client.claim(self.claim_for)
+                job = self.claim()
                 failures, outage_since = 0, None
+            except ClaimInterrupted:
+                break
             except ApiError as exc:
                 if not _transient(exc):
                     raise  # 401 (token refused) and other 4xx: the command maps them
@@ -192,6 +176,16 @@ class WorkerRuntime:
         self.snapshot(reason)
         return EXIT_OK
 
+    def claim(self) -> dict | None:
+        wait = self.settings.claim_wait_seconds
+        if not wait or self.stop_requested.is_set():
+            return self.client.claim(self.claim_for)
+        self._waiting_claim = True
+        try:
+            return self.client.claim(self.claim_for, wait_seconds=wait)
+        finally:
+            self._waiting_claim = False
+
     # One job ---------------------------------------------------------------------------
     def process(self, job: dict) -> str:
         """Run one job; returns what happened (done, aborted, failed, redelivered)."""
@@ -216,6 +210,18 @@ class WorkerRuntime:
             reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
+            if not bundle.get("telegram_bot_token"):
+                # Server delivery (SPEC §22): the reply, its history and the usage go in one
+                # complete; the server writes the outbox in the same transaction.
+                heartbeat.stop()  # no heartbeat may land after the lease is released
+                self.client.complete(
+                    job,
+                    usage,
+                    reply={"text": reply, "format": REPLY_FORMAT},
+                    history=self.history_entries(job, reply),
+                )
+                self.jobs_done += 1
+                return "done"
             self.deliver(job, bundle, reply)
             if heartbeat.lost.is_set():
                 return "aborted"
@@ -427,4 +433,3 @@ class WorkerRuntime:
 def _transient(exc: ApiError) -> bool:
     """Network errors and 5xx are worth waiting out; 4xx answers are not."""
     return exc.status == 0 or exc.status >= 500
-

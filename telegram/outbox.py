@@ -1,0 +1,148 @@
+"""Writing to the outbox (SPEC §22): the delivery sink ``workers`` calls inside a job's
+completion transaction, and the notices the server itself sends (apologies, pairing
+answers). Rows are sent by ``telegram.outbox_sender`` after commit, with a schedule as the
+safety net."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from django.conf import settings
+from django.db import connection, transaction
+from django_q.tasks import async_task
+
+from telegram.formatting import MARKDOWN, PLAIN, reply_parts
+from telegram.outbox_models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+
+def telegram_chat(message) -> str | None:
+    """The chat a job's reply goes to, or None when the job did not come from Telegram."""
+    payload = message.payload or {}
+    chat_id = (payload.get("metadata") or {}).get("telegram_chat_id")
+    if payload.get("provider") != "telegram" or not chat_id:
+        return None
+    return str(chat_id)
+
+
+def reply_markup(buttons: list | None) -> dict | None:
+    if not buttons:
+        return None
+    return {"inline_keyboard": [[dict(button) for button in row] for row in buttons if row]}
+
+
+def write_rows(
+    agent_key: str,
+    chat_id: str,
+    text: str,
+    *,
+    text_format: str = PLAIN,
+    kind: str = OutboxMessage.REPLY,
+    job_id: int | None = None,
+    buttons: list | None = None,
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Outbox rows for one text (one per Telegram message after splitting); the sender is
+    started once the caller's transaction commits."""
+    parts = reply_parts(text, text_format)
+    if not parts:
+        return []
+    markup = reply_markup(buttons)
+    extra = {"created_at": now, "next_attempt_at": now} if now else {}
+    rows = OutboxMessage.objects.bulk_create(
+        OutboxMessage(
+            agent_key=agent_key,
+            chat_id=chat_id,
+            job_id=job_id,
+            kind=kind,
+            part=index,
+            parts=len(parts),
+            text=part.text,
+            parse_mode=part.parse_mode,
+            plain_text=part.plain_text,
+            reply_markup=markup if index == len(parts) - 1 else None,
+            **extra,
+        )
+        for index, part in enumerate(parts)
+    )
+    ids = [row.pk for row in rows]
+    if None in ids:  # backends that do not return ids from bulk_create
+        ids = list(
+            OutboxMessage.objects.filter(job_id=job_id, kind=kind).values_list("pk", flat=True)
+            if job_id
+            else []
+        )
+    transaction.on_commit(lambda: start_sender(agent_key), robust=True)
+    return ids
+
+
+def start_sender(agent_key: str) -> None:
+    """Have a sender drain this bot's rows; the schedule catches whatever it misses.
+
+    ``AGENT_FACTORY_OUTBOX_SENDER = "thread"`` sends from a thread of this process at once
+    (no task-queue pickup delay on the reply path); ``"task"`` hands it to django-q2.
+    """
+    if getattr(settings, "AGENT_FACTORY_OUTBOX_SENDER", "task") == "thread":
+        threading.Thread(
+            target=_drain_in_thread, args=(agent_key,), name="outbox-sender", daemon=True
+        ).start()
+        return
+    async_task("telegram.outbox_sender.drain_bot", agent_key, task_name="telegram-outbox")
+
+
+def _drain_in_thread(agent_key: str) -> None:
+    from telegram.outbox_sender import drain_bot
+
+    try:
+        drain_bot(agent_key)
+    except Exception:  # the schedule retries; a thread must not die loudly mid-request
+        logger.exception("Outbox sender for agent %s stopped.", agent_key)
+    finally:
+        connection.close()
+
+
+class TelegramDeliverySink:
+    """``AGENT_FACTORY_DELIVERY_SINK``: a completed job's reply becomes outbox rows."""
+
+    @staticmethod
+    def write_reply(message, reply: dict, now: dt.datetime) -> list[int]:
+        chat_id = telegram_chat(message)
+        text = (reply or {}).get("text") or ""
+        if chat_id is None or not text.strip():
+            return []  # not a Telegram conversation: the reply lives in the history only
+        return write_rows(
+            message.agent_key,
+            chat_id,
+            text,
+            text_format=reply.get("format") or MARKDOWN,
+            job_id=message.pk,
+            buttons=reply.get("buttons"),
+            now=now,
+        )
+
+    @staticmethod
+    def job_claimed(message) -> None:
+        from telegram.typing import job_claimed
+
+        job_claimed(message)
+
+    @staticmethod
+    def reply_ids(message_id: int) -> list[int]:
+        return list(
+            OutboxMessage.objects.filter(job_id=message_id, kind=OutboxMessage.REPLY)
+            .order_by("part")
+            .values_list("pk", flat=True)
+        )
+
+
+DELIVERY_SINK = TelegramDeliverySink()
+
+
+def send_notice(agent_key: str, chat_id: str, text: str) -> list[int]:
+    """A short server notice (pairing answer, refusal) through the outbox, in order with the
+    chat's replies."""
+    with transaction.atomic():
+        return write_rows(agent_key, str(chat_id), text, kind=OutboxMessage.NOTICE)
