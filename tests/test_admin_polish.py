@@ -92,6 +92,7 @@ HARMLESS = {
     "enable": "turns a push job on again; missed slots are not replayed",
     "disable": "turns a push job off; enable undoes it",
     "retry": "queues failed push rows again",
+    "retry_selected": "sends failed outbox rows again (only failed ones: none was delivered)",
 }
 
 

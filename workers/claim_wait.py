@@ -80,7 +80,12 @@ def claim_waiting(
     listening = False
     try:
         while True:
-            job = leases.claim_next_job(worker, conversation_id=conversation_id)
+            try:
+                job = leases.claim_next_job(worker, conversation_id=conversation_id)
+            except Worker.DoesNotExist:
+                # Its row was deleted while it waited (an operator, a test's flush): no job;
+                # its next request fails authentication.
+                return None
             remaining = deadline - clock()
             if job is not None or remaining <= 0 or not _keep_waiting(worker, conversation_id):
                 return job

@@ -192,7 +192,9 @@ def test_snapshot_is_restored_for_the_same_conversation_only(system):
     post_update(system, bot, 3, "other chat", user=22)  # another conversation
     wait_for(lambda: replies("100", 21)[1:] and replies("100", 22), what="second replies")
     workers = {
-        w.assigned_conversation.conversation_id: w for w in Worker.objects.exclude(pk=first.pk)
+        w.assigned_conversation.conversation_id: w
+        # An idle worker may still be waiting for work, unassigned (long-poll claims).
+        for w in Worker.objects.exclude(pk=first.pk).filter(assigned_conversation__isnull=False)
     }
     same = local_data_dir(workers["telegram:100:21"].worker_id)
     other = local_data_dir(workers["telegram:100:22"].worker_id)

@@ -44,6 +44,12 @@ def test_a_worker_that_is_no_longer_active_stops_waiting_at_once(
     assert job is None and elapsed < 1.0
 
 
+def test_a_worker_whose_row_was_deleted_while_waiting_gets_no_job(alpha_agent, make_worker):
+    worker, _ = make_worker("w-gone", heartbeat_at=timezone.now())
+    Worker.objects.filter(pk=worker.pk).delete()  # the request still holds the loaded row
+    assert claim_wait.claim_waiting(worker, conversation_id=None, wait_seconds=5) is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_new_message_wakes_the_waiting_claim_at_once(
     alpha_agent, make_worker, worker_api, monkeypatch
