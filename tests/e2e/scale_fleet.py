@@ -98,6 +98,7 @@ class Fleet:
         servers: int = 2,
         clusters: int = 2,
         gunicorn_workers: int = 3,
+        gunicorn_threads: int = 6,
         q_workers: int = 2,
     ):
         self.root = root
@@ -108,6 +109,7 @@ class Fleet:
         self.q_name = f"af-scale-{os.getpid()}-{secrets.token_hex(3)}"
         self.cluster_count = clusters
         self.gunicorn_workers = gunicorn_workers
+        self.gunicorn_threads = gunicorn_threads
         self.trace_file = root / "reconcile-trace.log"
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -178,6 +180,9 @@ class Fleet:
                 sys.executable, "-m", "gunicorn", "config.wsgi",
                 "--bind", f"fd://{sock.fileno()}",
                 "--workers", str(self.gunicorn_workers),
+                # Threads as in production (SPEC §24): idle workers hold a request each while
+                # their claim long-polls, so sync workers would leave the webhook none.
+                "--threads", str(self.gunicorn_threads),
                 "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning",
             ]  # fmt: skip
             self.servers.append(

@@ -149,6 +149,7 @@ def test_two_servers_two_clusters_and_killed_workers_keep_every_invariant(tmp_pa
         servers=config.servers,
         clusters=config.clusters,
         gunicorn_workers=config.gunicorn_workers,
+        gunicorn_threads=config.gunicorn_threads,
         q_workers=config.q_workers,
     )
     load = chaos = sampler = None
