@@ -161,6 +161,51 @@ def _sync_row(row: MonthlySpend, cap: Decimal | None, now: dt.datetime, actor: s
         record_audit(actor, "budget.resumed", target, **details)
 
 
+def resume_after_month_turn(now: dt.datetime | None = None) -> int:
+    """Write ``budget.resumed`` once for each agent (and the total) whose pause belonged to
+    a month that has ended: a new calendar month starts from zero spend (SPEC §24). A
+    schedule, every minute; one query when nothing was paused.
+
+    The ended month's ``paused_at`` is cleared by a conditional update, so concurrent runs
+    (several clusters) audit it once. A scope still over its cap in the new month (a cap
+    of 0) stays marked and resumes on a later run, once the cap allows it."""
+    now = now or timezone.now()
+    month = month_start(now)
+    ended = list(MonthlySpend.objects.filter(month__lt=month, paused_at__isnull=False))
+    if not ended:
+        return 0
+    caps = {GLOBAL: RuntimeConfig.get().monthly_budget_usd}
+    caps.update(
+        AgentProfile.objects.filter(agent_key__in={r.scope for r in ended} - {GLOBAL}).values_list(
+            "agent_key", "monthly_budget_usd"
+        )
+    )
+    spent = month_to_date_all(now)
+    resumed = 0
+    for row in ended:
+        cap = caps.get(row.scope)
+        if cap is not None and spent.get(row.scope, Decimal(0)) >= cap:
+            continue  # still over its cap in the new month: still paused
+        with transaction.atomic():
+            cleared = MonthlySpend.objects.filter(pk=row.pk, paused_at__isnull=False).update(
+                paused_at=None
+            )
+            if cleared:
+                record_audit(
+                    "system",
+                    "budget.resumed",
+                    row.scope or "all agents",
+                    agent_key=row.scope or None,
+                    month=f"{month:%Y-%m}",
+                    paused_month=f"{row.month:%Y-%m}",
+                    reason="new month",
+                    spent_usd=str(row.cost_usd),
+                    cap_usd=str(cap) if cap is not None else None,
+                )
+                resumed += 1
+    return resumed
+
+
 def overview(now: dt.datetime) -> list[dict]:
     """This month's spend against each cap, for the admin: the global total first, then
     every agent that has a cap or spent something. Three queries."""

@@ -226,3 +226,59 @@ def test_a_capped_agent_costs_the_webhook_one_query_whatever_its_usage(
     webhook(3)  # the runtime config read again after the save
     assert webhook(4) == ("enqueued", uncapped[1] + 1)
     assert uncapped[0] == "enqueued"
+
+
+def test_the_month_turn_resumes_once_with_an_audit_row(make_bot, post_update, tg, enqueue):
+    """A pause for March ends at 00:00 UTC on 1 April: the schedule writes one
+    ``budget.resumed`` per paused scope (the agent, and the total), however often it runs."""
+    make_bot("alpha", "100")
+    with time_machine.travel(dt.datetime(2026, 3, 31, 23, 58, tzinfo=dt.UTC), tick=False) as clock:
+        set_cap("alpha", "1")
+        configure_runtime(actor="t", monthly_budget_usd=Decimal("1"))
+        spend(enqueue, "alpha", "1")
+        assert {a.target_id for a in audits("budget.paused")} == {"alpha", "all agents"}
+        assert budget.resume_after_month_turn() == 0  # still March: still paused
+        clock.move_to(dt.datetime(2026, 3, 31, 23, 59, 59, tzinfo=dt.UTC))
+        assert budget.resume_after_month_turn() == 0
+        assert audits("budget.resumed") == []
+
+        clock.move_to(dt.datetime(2026, 4, 1, 0, 0, 30, tzinfo=dt.UTC))
+        assert budget.resume_after_month_turn() == 2
+        resumed = {a.target_id: a for a in audits("budget.resumed")}
+        assert set(resumed) == {"alpha", "all agents"}
+        details = resumed["alpha"].details
+        assert (details["month"], details["paused_month"], details["reason"]) == (
+            "2026-04",
+            "2026-03",
+            "new month",
+        )
+        assert resumed["alpha"].actor == "system"
+        # Exactly once: later runs, and a new month's spend under the cap, add nothing.
+        assert budget.resume_after_month_turn() == 0
+        clock.shift(dt.timedelta(minutes=1))
+        spend(enqueue, "alpha", "0.5")
+        assert budget.resume_after_month_turn() == 0
+        assert len(audits("budget.resumed")) == 2 and len(audits("budget.paused")) == 2
+        assert post_update("100", text_update(1, "hi")).json()["status"] == "enqueued"
+
+
+def test_a_cap_of_zero_stays_paused_across_the_turn(db, alpha_agent, enqueue):
+    with time_machine.travel(dt.datetime(2026, 1, 31, 12, tzinfo=dt.UTC), tick=False) as clock:
+        set_cap("alpha", "0")
+        spend(enqueue, "alpha", "0.1")
+        assert len(audits("budget.paused")) == 1
+        clock.move_to(dt.datetime(2026, 2, 1, 0, 1, tzinfo=dt.UTC))
+        assert budget.resume_after_month_turn() == 0  # nothing may be spent in February either
+        assert audits("budget.resumed") == []
+        set_cap("alpha", "2")
+        assert budget.resume_after_month_turn() == 1
+        assert budget.resume_after_month_turn() == 0
+        assert len(audits("budget.resumed")) == 1
+
+
+def test_the_resume_is_a_schedule():
+    from agents.schedules import SCHEDULES
+
+    assert ("resume-budgets-new-month", "agents.budget.resume_after_month_turn", "I", 1) in (
+        SCHEDULES
+    )

@@ -66,6 +66,7 @@ def test_each_app_declares_its_own_schedules():
     schedules.py declares it (workers knows nothing of Fly's nightly cleanup)."""
     import agents.consumer_api.schedules
     import agents.pushing.schedules
+    import agents.schedules
     import fly.schedules
     import telegram.schedules
     import workers.schedules
@@ -77,6 +78,7 @@ def test_each_app_declares_its_own_schedules():
         # Plain tuples: agents may not import workers.scheduling.Scheduled.
         "agents.pushing": agents.pushing.schedules.SCHEDULES,
         "agents.consumer_api": agents.consumer_api.schedules.SCHEDULES,
+        "agents": agents.schedules.SCHEDULES,
     }
     for app, entries in by_app.items():
         entries = [Scheduled(*entry) for entry in entries]

@@ -1,0 +1,6 @@
+"""The agents app's django-q2 schedules (plain tuples: agents may not import workers)."""
+
+SCHEDULES = [
+    # A paused agent resumes when the calendar month turns (SPEC §24): audited once.
+    ("resume-budgets-new-month", "agents.budget.resume_after_month_turn", "I", 1),
+]
