@@ -23,6 +23,7 @@ from agents.admin_runtime import (
     save_profile_with_key,
 )
 from agents.audit import actor_name
+from agents.external_errors import ExternalApiError
 from agents.models import (
     AgentProfile,
     AuditEvent,
@@ -318,3 +319,13 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["actor", "action", "target_id"]
     date_hierarchy = "created_at"
     deletable = False
+
+
+@admin.register(ExternalApiError)
+class ExternalApiErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Telegram and Fly API errors (agents.external_errors): written by the system only."""
+
+    list_display = ["last_at", "service", "operation", "subject", "status_code", "count", "detail"]
+    list_filter = ["service", "status_code"]
+    search_fields = ["operation", "subject", "detail"]
+    date_hierarchy = "last_at"

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from agents import runtime_settings
+from agents.external_errors import ExternalApiError  # noqa: F401  (registered: app models)
 from agents.skill_models import (  # noqa: F401  (registered with the app's models)
     GlobalSkill,
     GlobalSkillRelease,

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import requests
 from django.conf import settings
 
+from agents.external_errors import ExternalApiError, record_api_error
 from agents.secret_refs import FLY_API_TOKEN
 from agents.secret_store import SecretUnavailable, get_active_secret_value
 
@@ -48,6 +49,26 @@ class FlyApiError(Exception):
 
 class FlyConfigurationError(Exception):
     pass
+
+
+def _record(exc: FlyApiError) -> None:
+    """Keep the error for the admin's dashboard (agents.external_errors): before, a Fly API
+    error was visible only as a failed spawn. The path's ids are generalised so a burst of
+    one kind of call stays one row; the app is the subject."""
+    parts = exc.path.split("/")
+    app = ""
+    for i, part in enumerate(parts[1:], start=1):
+        if parts[i - 1] == "apps":
+            app, parts[i] = part, "{app}"
+        elif parts[i - 1] in ("machines", "volumes") and part:
+            parts[i] = "{id}"
+    record_api_error(
+        ExternalApiError.FLY,
+        f"{exc.method} {'/'.join(parts)}",
+        f"({exc.status if exc.status is not None else 'network'}) {exc.body}",
+        subject=app,
+        status_code=exc.status,
+    )
 
 
 def fly_token() -> str:
@@ -91,6 +112,14 @@ class FlyClient:
         return (text or "").replace(self._token, "[redacted]")
 
     def request(self, method: str, path: str, body: dict | None = None, params=None):
+        try:
+            return self._request(method, path, body, params)
+        except FlyApiError as exc:
+            if not exc.not_found:  # "already gone" is an answer the callers expect
+                _record(exc)
+            raise
+
+    def _request(self, method: str, path: str, body: dict | None, params):
         headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

@@ -28,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from agents.external_errors import ExternalApiError
 from agents.models import AuditEvent
 from telegram.models import Bot, IngressIssue, OutboxMessage
 from workers.models import Message, Worker
@@ -168,7 +169,17 @@ def _api_errors() -> list:
         "Fly cleanup runs that failed on the Fly API.",
         AuditEvent.objects.filter(action="fly.cleanup_failed").count(),
     )
-    return [issues, telegram, fly]
+    calls = CounterMetricFamily(
+        f"{PREFIX}_external_api_errors",
+        "Failed Telegram Bot API and Fly Machines API calls (kept 14 days), by service.",
+        labels=["service"],
+    )
+    failed = dict(
+        ExternalApiError.objects.order_by().values_list("service").annotate(n=Sum("count"))
+    )
+    for service, _label in ExternalApiError.SERVICE_CHOICES:
+        calls.add_metric([service], failed.get(service) or 0)
+    return [issues, telegram, fly, calls]
 
 
 class DatabaseCollector:

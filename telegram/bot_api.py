@@ -46,7 +46,9 @@ class TelegramApiError(TelegramError):
 
 
 class TelegramNetworkError(TelegramError):
-    pass
+    def __init__(self, message: str, method: str = ""):
+        self.method = method
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ def _sleep(seconds: float) -> None:
 def _network_error(what: str, exc: requests.RequestException) -> TelegramNetworkError:
     # requests puts the URL (and so the token) in its message: only the type name is kept;
     # raise it ``from None`` so the original is not chained either.
-    return TelegramNetworkError(f"Telegram {what} failed: network error ({type(exc).__name__})")
+    return TelegramNetworkError(
+        f"Telegram {what} failed: network error ({type(exc).__name__})", method=what
+    )
 
 
 def _backoff(attempt: int) -> float:
@@ -103,7 +107,7 @@ def _retry_after(body: dict, cap: float | None = MAX_RETRY_AFTER) -> float:
 
 
 class TelegramClient:
-    def __init__(self, token: str, *, base_url: str, session=None, sleep=None):
+    def __init__(self, token: str, *, base_url: str, session=None, sleep=None, on_error=None):
         if not token or not isinstance(token, str):
             raise TelegramError("A bot token is required.")
         if not base_url:
@@ -112,6 +116,9 @@ class TelegramClient:
         self._base_url = base_url.rstrip("/")
         self._session = session or requests.Session()
         self._sleep = sleep or _sleep
+        # Called with each error before it is raised (the server records them durably);
+        # it must not raise.
+        self._on_error = on_error
 
     def __repr__(self) -> str:  # never show the token
         return f"<TelegramClient base_url={self._base_url!r}>"
@@ -121,6 +128,17 @@ class TelegramClient:
         return self._call(method, payload, attempts=1)
 
     def _call(self, method: str, payload: dict | None = None, attempts: int = MAX_ATTEMPTS):
+        try:
+            return self._attempts(method, payload, attempts)
+        except TelegramError as exc:
+            self._report(exc)
+            raise
+
+    def _report(self, exc: TelegramError) -> None:
+        if self._on_error is not None:
+            self._on_error(exc)
+
+    def _attempts(self, method: str, payload: dict | None, attempts: int):
         url = f"{self._base_url}/bot{self._token}/{method}"
         for attempt in range(1, attempts + 1):
             try:
@@ -203,9 +221,13 @@ class TelegramClient:
         try:
             response = self._session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True)
         except requests.RequestException as exc:
-            raise _network_error("file download", exc) from None
+            error = _network_error("file download", exc)
+            self._report(error)
+            raise error from None
         if response.status_code != 200:
-            raise TelegramApiError("downloadFile", response.status_code, "download refused")
+            error = TelegramApiError("downloadFile", response.status_code, "download refused")
+            self._report(error)
+            raise error
         data = bytearray()
         try:
             for chunk in response.iter_content(64 * 1024):

@@ -23,6 +23,7 @@ from agents.secret_store import (
     get_active_secret_value,
     import_secret,
 )
+from telegram.api_errors import recorder
 from telegram.bot_api import TelegramClient, TelegramError, TelegramNetworkError
 from telegram.models import Bot, IdentityBinding, PairingCode, token_ref, webhook_secret_ref
 
@@ -41,9 +42,12 @@ def get_agent(agent_key: str) -> AgentProfile:
     return agent
 
 
-def bot_client(token: str) -> TelegramClient:
-    """A Bot API client for ``token`` on the configured API (a local fake in tests)."""
-    return TelegramClient(token, base_url=settings.TELEGRAM_API_BASE_URL)
+def bot_client(token: str, subject: str = "") -> TelegramClient:
+    """A Bot API client for ``token`` on the configured API (a local fake in tests); its
+    errors are recorded for the admin under ``subject`` (telegram.api_errors)."""
+    return TelegramClient(
+        token, base_url=settings.TELEGRAM_API_BASE_URL, on_error=recorder(subject)
+    )
 
 
 def agent_client(agent_key: str) -> TelegramClient | None:
@@ -51,7 +55,7 @@ def agent_client(agent_key: str) -> TelegramClient | None:
 
     Raises ``SecretUnavailable`` when the token cannot be decrypted."""
     token = get_active_secret_value(token_ref(agent_key))
-    return bot_client(token) if token else None
+    return bot_client(token, agent_key) if token else None
 
 
 def client_for(agent_key: str) -> TelegramClient:
@@ -93,7 +97,7 @@ def import_telegram_token(
     if any(c.isspace() for c in token) or len(token) > 200:
         raise TelegramSetupError("That does not look like a Telegram bot token.")
     try:
-        info = bot_client(token).get_me()  # outside any transaction: network I/O
+        info = bot_client(token, agent_key).get_me()  # outside any transaction: network I/O
     except TelegramNetworkError as exc:
         raise TelegramSetupError(f"Could not reach Telegram to verify the token: {exc}")
     except TelegramError as exc:

@@ -172,6 +172,7 @@ def test_lists_the_system_writes_are_read_only(rf, admin_user):
     }
     assert set(read_only) == {
         "agents.AuditEvent",
+        "agents.ExternalApiError",
         "agents.GlobalSkillRelease",
         "fly.FlyCleanupRun",
         "telegram.TelegramUpdate",

@@ -22,6 +22,7 @@ from django_q.signing import SignedPackage
 
 from agents.consumer_api.models import IdempotencyRecord
 from agents.consumer_api.services import create_api_key
+from agents.external_errors import ExternalApiError
 from agents.models import AgentProfile, AuditEvent, Conversation, Tenant
 from agents.pushing.models import (
     MessageTemplate,
@@ -107,6 +108,9 @@ MAKERS = {
         actor="t", action="test.event", target_type="x", target_id=str(n)
     ),
     # Publishing makes a skill, a version and a release each.
+    "agents.ExternalApiError": lambda n: ExternalApiError.objects.create(
+        service="fly", operation=f"POST /apps/a{n}/machines", status_code=500, detail="boom"
+    ),
     "agents.GlobalSkill": lambda n: publish_skill(f"skill-{n}", "1.0.0", FILES, actor="t"),
     "agents.GlobalSkillVersion": lambda n: publish_skill(f"skill-{n}", "1.0.0", FILES, actor="t"),
     "agents.GlobalSkillRelease": lambda n: publish_skill(f"skill-{n}", "1.0.0", FILES, actor="t"),

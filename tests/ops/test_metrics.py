@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.external_errors import record_api_error
 from agents.models import AgentProfile
 from telegram.models import Bot, IngressIssue
 from workers.models import Message, Worker
@@ -103,6 +104,9 @@ def fill(enqueue, n: int):
             worker_id=f"f{i}", provider="fly", status="stopped", last_error="spawn: 500"
         )
         IngressIssue.objects.create(bot_identity="1", kind="unroutable", detail="x")
+        record_api_error("telegram", "sendMessage", "502", subject="alpha", status_code=502)
+    for _ in range(3):  # one burst of Fly errors: one row, counted three times
+        record_api_error("fly", "POST /apps/{app}/machines", "500", subject="a", status_code=500)
     Bot.objects.get_or_create(
         agent=agent, bot_identity="1", defaults={"last_error_message": "Wrong response"}
     )
@@ -136,6 +140,8 @@ def test_series_follow_the_tables(client, db, metrics_token, enqueue):
     assert s["agent_factory_ingress_issues_total|kind=unroutable"] == 2
     assert s["agent_factory_telegram_bots_with_webhook_error"] == 1
     assert s["agent_factory_fly_cleanup_failures_total"] == 0
+    assert s["agent_factory_external_api_errors_total|service=fly"] == 3
+    assert s["agent_factory_external_api_errors_total|service=telegram"] == 2
 
 
 def test_an_empty_system_scrapes_zeros(client, db, metrics_token):
@@ -150,7 +156,7 @@ def test_a_scrape_costs_constant_queries(
     client, db, metrics_token, enqueue, n, django_assert_num_queries
 ):
     fill(enqueue, n)
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
 
 
