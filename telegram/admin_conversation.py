@@ -99,5 +99,9 @@ def send(model_admin, request, conversation_id: str):
     except service.SendError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Sent to the chat as the agent, and added to the history.")
+        messages.success(
+            request,
+            "Queued for the chat in the outbox (its row below shows when Telegram accepts it),"
+            " and added to the history.",
+        )
     return redirect(page_url(conversation_id))

@@ -16,11 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.audit import record_audit
-from agents.models import Conversation, ConversationEntry
+from agents.models import AgentProfile, AuditEvent, Conversation, ConversationEntry
 from agents.secret_store import SecretUnavailable
-from telegram.bot_api import TelegramError
 from telegram.bots import agent_client
 from telegram.models import IdentityBinding
+from telegram.outbox import write_rows
+from telegram.outbox_models import OutboxMessage
 from workers.models import JobUsage, Message, MessageAttachment, Worker
 
 HISTORY_LIMIT = 200
@@ -39,19 +40,62 @@ class Job:
     message: Message
     attachments: list = field(default_factory=list)
     usage: list = field(default_factory=list)
+    outbox: list = field(default_factory=list)  # its OutboxMessage rows, in order
+    worker_delivery: bool = False  # the agent's worker sends its replies itself
 
-    def _span(self, start, end) -> float | None:
-        return round((end - start).total_seconds(), 3) if start and end else None
+    @staticmethod
+    def _span(start, end) -> float | None:
+        # Never negative: legs are measured between events in the order they happened.
+        return round(max(0.0, (end - start).total_seconds()), 3) if start and end else None
+
+    @property
+    def reply_rows(self) -> list:
+        return [row for row in self.outbox if row.kind == OutboxMessage.REPLY]
+
+    @property
+    def sent_by_worker(self) -> bool:
+        """The reply went out from the worker (``delivery: worker``): it reported the time
+        Telegram accepted it (``delivered``) before completing, and there is no outbox row."""
+        m = self.message
+        if m.delivered_at is None or self.reply_rows:
+            return False
+        return self.worker_delivery or (
+            m.completed_at is not None and m.delivered_at <= m.completed_at
+        )
+
+    @property
+    def delivered_at(self):
+        """When the user had the reply: the last reply row's sent time (server delivery),
+        else the time the worker reported (worker delivery)."""
+        rows = self.reply_rows
+        if rows:
+            if all(row.status == OutboxMessage.SENT and row.sent_at for row in rows):
+                return max(row.sent_at for row in rows)
+            return None
+        return self.message.delivered_at
 
     @property
     def latency(self) -> dict:
-        """Seconds per leg (None when a leg has not happened, or is not recorded)."""
-        m = self.message
+        """Seconds per leg (None when a leg has not happened, or is not recorded).
+
+        Server delivery: enqueue → claim (wait) → complete (work) → last reply row sent
+        (delivery). Worker delivery: the worker sends before it completes, so work runs from
+        the claim to the delivered time it reported, and there is no delivery leg of ours."""
+        m, delivered = self.message, self.delivered_at
+        if self.sent_by_worker:
+            return {
+                "mode": "worker",
+                "wait": self._span(m.created_at, m.claimed_at),
+                "work": self._span(m.claimed_at, delivered),
+                "delivery": None,
+                "total": self._span(m.created_at, delivered),
+            }
         return {
+            "mode": "server",
             "wait": self._span(m.created_at, m.claimed_at),
             "work": self._span(m.claimed_at, m.completed_at),
-            "delivery": self._span(m.completed_at, m.delivered_at),
-            "total": self._span(m.created_at, m.delivered_at or m.completed_at),
+            "delivery": self._span(m.completed_at, delivered),
+            "total": self._span(m.created_at, delivered or m.completed_at),
         }
 
     @property
@@ -98,7 +142,8 @@ def chat_id_for(conversation: Conversation) -> str | None:
 
 
 def page_data(conversation: Conversation) -> dict:
-    """Everything the conversation page shows, in 8 queries whatever the conversation's size."""
+    """Everything the conversation page shows, in 11 queries whatever the conversation's
+    size (``conversation.agent`` is expected to be selected with it)."""
     entries = list(
         ConversationEntry.objects.filter(conversation=conversation).order_by("-at", "-id")[
             :HISTORY_LIMIT
@@ -106,13 +151,16 @@ def page_data(conversation: Conversation) -> dict:
     )
     entries.reverse()
     messages = list(Message.objects.filter(conversation=conversation).order_by("-id")[:JOB_LIMIT])
-    jobs = {m.pk: Job(m) for m in messages}
+    worker_delivery = conversation.agent.delivery == AgentProfile.WORKER_DELIVERY
+    jobs = {m.pk: Job(m, worker_delivery=worker_delivery) for m in messages}
     wanted = set(jobs) | {e.source_message_id for e in entries if e.source_message_id}
     for attachment in MessageAttachment.objects.filter(message_id__in=wanted).order_by("id"):
         jobs.setdefault(attachment.message_id, Job(Message(pk=attachment.message_id)))
         jobs[attachment.message_id].attachments.append(attachment)
     for usage in JobUsage.objects.filter(message_id__in=list(jobs)).order_by("id"):
         jobs[usage.message_id].usage.append(usage)
+    for row in OutboxMessage.objects.filter(job_id__in=list(jobs)).order_by("id"):
+        jobs[row.job_id].outbox.append(row)
     turns = [Turn(e.role, e.content, e.at, jobs.get(e.source_message_id)) for e in entries]
     with_user_entry = {e.source_message_id for e in entries if e.role == "user"}
     oldest_entry = entries[0].at if entries else None
@@ -139,16 +187,38 @@ def page_data(conversation: Conversation) -> dict:
                 "pk", "worker_id", "status", "provider"
             )
         ),
+        "operator_messages": operator_messages(conversation),
         "history_limit": HISTORY_LIMIT,
         "job_limit": JOB_LIMIT,
     }
 
 
-def send_as_agent(conversation: Conversation, text: str, *, actor: str) -> ConversationEntry:
-    """Send ``text`` to the conversation's chat with the agent's bot, then (once Telegram has
-    accepted it) append it to the history as the agent's and audit who sent it.
+def operator_messages(conversation: Conversation) -> list[dict]:
+    """The newest operator messages sent as the agent (their outbox rows, oldest first),
+    each with who sent it (from the audit rows): two queries."""
+    rows = list(OutboxMessage.objects.filter(conversation=conversation).order_by("-id")[:JOB_LIMIT])
+    senders = {}
+    for actor, details in (
+        AuditEvent.objects.filter(
+            action=SEND_AS_AGENT,
+            target_type=conversation._meta.label_lower,
+            target_id=str(conversation.pk),
+        )
+        .order_by("-id")
+        .values_list("actor", "details")[:JOB_LIMIT]
+    ):
+        for row_id in (details or {}).get("outbox_ids") or []:
+            senders[row_id] = actor
+    return [{"row": row, "actor": senders.get(row.pk, "")} for row in reversed(rows)]
 
-    Raises SendError, changing nothing but a failure's audit row, when it cannot be sent."""
+
+def send_as_agent(conversation: Conversation, text: str, *, actor: str) -> list[int]:
+    """Queue ``text`` for the conversation's chat through the outbox (paced, retried, 429s
+    honoured like every reply, SPEC §22), append it to the history as the agent's and audit
+    who sent it, in one transaction; the sender starts after commit. Returns the outbox ids.
+
+    Raises SendError, changing nothing, when it cannot be sent. A refusal by Telegram later
+    (the user blocked the bot) shows on the row, in the page and the dashboard."""
     text = (text or "").strip()
     if not text:
         raise SendError("Write the text to send.")
@@ -158,19 +228,23 @@ def send_as_agent(conversation: Conversation, text: str, *, actor: str) -> Conve
     if chat_id is None:
         raise SendError("No Telegram chat is known for this conversation.")
     agent_key = conversation.agent.agent_key
+    # Told now rather than left waiting in the outbox: the sender needs the token.
     try:
         client = agent_client(agent_key)
     except SecretUnavailable:
         raise SendError("The agent's bot token cannot be read: re-import it.")
     if client is None:
         raise SendError(f"Agent '{agent_key}' has no Telegram token: import one first.")
-    try:
-        sent = client.send_message(chat_id, text)
-    except TelegramError as exc:
-        record_audit(actor, SEND_AS_AGENT, conversation, ok=False, chat_id=chat_id, error=str(exc))
-        raise SendError(f"Telegram refused the message: {exc}")
     now = timezone.now()
     with transaction.atomic():
+        ids = write_rows(
+            agent_key,
+            chat_id,
+            text,
+            kind=OutboxMessage.OPERATOR,
+            now=now,
+            conversation=conversation,
+        )
         entry = ConversationEntry.objects.create(
             conversation=conversation, role="assistant", content=text, at=now
         )
@@ -179,10 +253,9 @@ def send_as_agent(conversation: Conversation, text: str, *, actor: str) -> Conve
             actor,
             SEND_AS_AGENT,
             conversation,
-            ok=True,
             chat_id=chat_id,
             entry_id=entry.pk,
-            telegram_message_ids=[m.get("message_id") for m in sent if isinstance(m, dict)],
+            outbox_ids=ids,
             length=len(text),
         )
-    return entry
+    return ids

@@ -44,6 +44,7 @@ def write_rows(
     job_id: int | None = None,
     buttons: list | None = None,
     now: dt.datetime | None = None,
+    conversation=None,
 ) -> list[int]:
     """Outbox rows for one text (one per Telegram message after splitting); the sender is
     started once the caller's transaction commits."""
@@ -57,6 +58,7 @@ def write_rows(
             agent_key=agent_key,
             chat_id=chat_id,
             job_id=job_id,
+            conversation=conversation,
             kind=kind,
             part=index,
             parts=len(parts),

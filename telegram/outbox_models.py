@@ -11,8 +11,8 @@ from django.utils import timezone
 class OutboxMessage(models.Model):
     PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
     STATUS_CHOICES = [(s, s) for s in (PENDING, SENDING, SENT, FAILED)]
-    REPLY, NOTICE, APOLOGY = "reply", "notice", "apology"
-    KIND_CHOICES = [(k, k) for k in (REPLY, NOTICE, APOLOGY)]
+    REPLY, NOTICE, APOLOGY, OPERATOR = "reply", "notice", "apology", "operator"
+    KIND_CHOICES = [(k, k) for k in (REPLY, NOTICE, APOLOGY, OPERATOR)]
 
     agent_key = models.CharField(max_length=64, help_text="Whose bot sends it.")
     chat_id = models.CharField(max_length=64)
@@ -23,6 +23,16 @@ class OutboxMessage(models.Model):
         on_delete=models.SET_NULL,
         related_name="outbox",
         help_text="The job whose reply (or apology) this is; empty for notices.",
+    )
+    # An operator's "send as the agent" (no job): the conversation page lists its rows.
+    conversation = models.ForeignKey(
+        "agents.Conversation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        help_text="Set for an operator's message sent as the agent.",
     )
     kind = models.CharField(max_length=10, choices=KIND_CHOICES, default=REPLY)
     part = models.PositiveSmallIntegerField(default=0)
@@ -57,6 +67,14 @@ class OutboxMessage(models.Model):
             models.Index(fields=["agent_key", "status", "next_attempt_at"], name="outbox_due_idx"),
             models.Index(fields=["agent_key", "chat_id", "id"], name="outbox_chat_order_idx"),
             models.Index(fields=["status", "sending_since"], name="outbox_stuck_idx"),
+            # The dashboard's newest failed rows, however many rows were sent.
+            models.Index(fields=["-id"], condition=Q(status="failed"), name="outbox_failed_idx"),
+            # The conversation page's operator messages (few rows: the others are null).
+            models.Index(
+                fields=["conversation", "-id"],
+                condition=Q(conversation__isnull=False),
+                name="outbox_conversation_idx",
+            ),
         ]
 
     def __str__(self) -> str:
