@@ -5,8 +5,10 @@ It lives in ops, the top floor, because it reads workers, telegram and fly alike
 
 from __future__ import annotations
 
+from agents.external_errors import ExternalApiError
 from ops import svg
 from telegram.models import Bot, IngressIssue
+from telegram.outbox_models import OutboxMessage
 from workers.dashboard import RECENT_ERRORS
 from workers.dashboard import dashboard_for as queue_dashboard_for
 
@@ -16,9 +18,14 @@ def _can_view(user, label: str) -> bool:
     return user.has_perm(f"{app}.view_{model}") or user.has_perm(f"{app}.change_{model}")
 
 
+CHANNEL_ERRORS = ("ingress_issues", "telegram_errors", "api_errors", "failed_outbox")
+
+
 def channel_errors(user) -> dict:
-    """Recent ingress issues and Telegram API errors, each behind its list's permission."""
-    data = {"ingress_issues": [], "telegram_errors": []}
+    """Recent ingress issues, webhook errors Telegram reports, Telegram and Fly API errors
+    and failed outbox rows (with Telegram's reason), each behind its list's permission:
+    one query each, whatever the tables hold."""
+    data = {key: [] for key in CHANNEL_ERRORS}
     if _can_view(user, "telegram.ingressissue"):
         data["ingress_issues"] = list(
             IngressIssue.objects.order_by("-created_at", "-id").values(
@@ -32,6 +39,30 @@ def channel_errors(user) -> dict:
             .values("bot_identity", "username", "last_error_message", "last_error_at")[
                 :RECENT_ERRORS
             ]
+        )
+    if _can_view(user, "agents.externalapierror"):
+        labels = dict(ExternalApiError.SERVICE_CHOICES)
+        data["api_errors"] = [
+            {**row, "label": labels.get(row["service"], row["service"])}
+            for row in ExternalApiError.objects.order_by("-last_at", "-id").values(
+                "service", "operation", "subject", "status_code", "detail", "count", "last_at"
+            )[:RECENT_ERRORS]
+        ]
+    if _can_view(user, "telegram.outboxmessage"):
+        data["failed_outbox"] = list(
+            OutboxMessage.objects.filter(status=OutboxMessage.FAILED)
+            .order_by("-id")
+            .values(
+                "id",
+                "agent_key",
+                "chat_id",
+                "kind",
+                "attempts",
+                "last_error",
+                "created_at",
+                "job__conversation__conversation_id",
+                "conversation__conversation_id",
+            )[:RECENT_ERRORS]
         )
     return data
 
@@ -68,7 +99,7 @@ def charts(data: dict) -> dict:
 def dashboard_for(user) -> dict:
     data = queue_dashboard_for(user)
     data.update(channel_errors(user))
-    if data.get("hidden") and (data["ingress_issues"] or data["telegram_errors"]):
+    if data.get("hidden") and any(data[key] for key in CHANNEL_ERRORS):
         data["hidden"] = False
     data.update(charts(data))
     return data

@@ -14,9 +14,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from agents.external_errors import ExternalApiError, record_api_error
 from agents.models import AgentProfile, Conversation
 from ops import svg
 from telegram.models import Bot, IngressIssue
+from telegram.outbox_models import OutboxMessage
 from workers.dashboard import dashboard_data, percentile
 from workers.models import Message, Worker
 from workers.reconcile import SPAWN_FAILED
@@ -141,6 +143,34 @@ def test_index_draws_charts_and_lists_the_channels_errors(admin_client, known):
         last_error_at=timezone.now(),
     )
     IngressIssue.objects.create(bot_identity="100", kind="unbound", detail="user 9 not paired")
+    record_api_error(
+        "fly", "POST /apps/{app}/machines", "(503) upstream down", subject="af-w", status_code=503
+    )
+    record_api_error(
+        "telegram",
+        "sendMessage",
+        "Telegram sendMessage failed (502)",
+        subject="alpha",
+        status_code=502,
+    )
+    record_api_error(
+        "telegram",
+        "sendMessage",
+        "Telegram sendMessage failed (502)",
+        subject="alpha",
+        status_code=502,
+    )
+    job = Message.objects.exclude(last_error="").get()
+    failed = OutboxMessage.objects.create(
+        agent_key="alpha",
+        chat_id="555",
+        job=job,
+        text="hi",
+        status="failed",
+        attempts=1,
+        last_error="403: Forbidden: bot was blocked by the user",
+    )
+    OutboxMessage.objects.create(agent_key="alpha", chat_id="556", text="ok", status="sent")
     with time_machine.travel(NOW, tick=False):
         html = admin_client.get("/admin/").content.decode()
     charts = svgs(html)
@@ -154,8 +184,18 @@ def test_index_draws_charts_and_lists_the_channels_errors(admin_client, known):
         "user 9 not paired",
         "setWebhook: 401 Unauthorized",
         'id="latency-p95">20.0 s',
+        # External API errors (a burst counted) and failed outbox rows with their reason.
+        "Fly Machines API POST /apps/{app}/machines for af-w (503)",
+        "(503) upstream down",
+        "Telegram Bot API sendMessage for alpha (502) ×2",
+        "403: Forbidden: bot was blocked by the user",
+        f'href="/admin/telegram/outboxmessage/{failed.pk}/change/"',
     ):
         assert text in html, text
+    errors = html.split('id="recent-errors"')[1].split("</ul>")[0]
+    assert (
+        errors.count('class="af-failed-outbox"') == 1 and errors.count('class="af-api-error"') == 2
+    )
     assert 'href="/admin/telegram/identitybinding/conversation/c-dash/"' in html
 
 
@@ -190,6 +230,22 @@ def many(conversation, n: int, prefix: str) -> None:
     )
     Worker.objects.bulk_create(
         Worker(worker_id=f"{prefix}-{i}", provider="local") for i in range(n)
+    )
+    jobs = list(Message.objects.filter(conversation=conversation).order_by("-id")[:n])
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(
+            agent_key="alpha",
+            chat_id=str(i),
+            job=jobs[i] if i % 2 else None,
+            text="x",
+            status="failed" if i % 3 else "sent",
+            last_error="403: blocked",
+        )
+        for i in range(n)
+    )
+    ExternalApiError.objects.bulk_create(
+        ExternalApiError(service="fly", operation=f"GET /x{i}", detail="500", status_code=500)
+        for i in range(n)
     )
 
 
