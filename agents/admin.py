@@ -323,9 +323,11 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ExternalApiError)
 class ExternalApiErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Telegram and Fly API errors (agents.external_errors): written by the system only."""
+    """Telegram and Fly API errors (agents.external_errors): written by the system only,
+    removed only by their retention schedule (nothing an admin can change, so no audit)."""
 
     list_display = ["last_at", "service", "operation", "subject", "status_code", "count", "detail"]
     list_filter = ["service", "status_code"]
     search_fields = ["operation", "subject", "detail"]
     date_hierarchy = "last_at"
+    deletable = False

@@ -186,5 +186,10 @@ def test_lists_the_system_writes_are_read_only(rf, admin_user):
     for label, model_admin in read_only.items():
         assert not model_admin.has_add_permission(request), label
         assert not model_admin.has_change_permission(request), label
-        deletable = label not in {"agents.AuditEvent", "fly.FlyCleanupRun", "workers.JobUsage"}
+        deletable = label not in {
+            "agents.AuditEvent",
+            "agents.ExternalApiError",
+            "fly.FlyCleanupRun",
+            "workers.JobUsage",
+        }
         assert model_admin.has_delete_permission(request) is deletable, label
