@@ -3,7 +3,8 @@ issue 14's proof that the sandbox chat test does not walk:
 
 - an agent created with the admin's add form, its sandbox token imported and its webhook
   configured on the onboarding page, a pairing code, pairing and a hello in the sandbox chat,
-  the echo reply, then the conversation page with both turns;
+  the echo reply, then the conversation page with both turns and the reply's outbox row, and
+  "send as the agent" confirmed and delivered through the outbox;
 - the soft reset: its dry-run preview, then the confirmed apply;
 - the Fly cleanup: its dry-run preview, then the confirmed run, against a fake Fly API served
   on 127.0.0.1 (a stateful HTTP server: what was destroyed is gone on the next listing);
@@ -158,7 +159,24 @@ def test_agent_onboarding_chat_conversation_and_soft_reset(
         1
     )
     expect(page.locator("#conversation-jobs tbody tr")).to_have_count(1)
+    # The job's reply as the outbox row the server sent (SPEC §22), with Telegram's id.
+    reply_row = page.locator("#conversation-jobs .af-outbox.sent")
+    expect(reply_row).to_have_count(1)
+    expect(reply_row).to_contain_text("reply sent ×1")
+    expect(reply_row).to_contain_text("tg ")
     shot(page, "7-conversation")
+    # Send as the agent: a confirmation page, then an outbox row the sender delivers to the
+    # (sandbox) chat, listed with who sent it.
+    page.fill("#send-as-agent textarea[name=text]", "an operator says hi")
+    page.click("#send-as-agent input[type=submit]")
+    expect(page.locator("blockquote")).to_contain_text("an operator says hi")
+    page.click("input[value='Yes, send it']")
+    operator_row = page.locator("#operator-messages tbody tr")
+    expect(operator_row).to_have_count(1)
+    expect(operator_row).to_contain_text("boss")
+    expect(operator_row).to_contain_text("sent")
+    expect(chat.locator(".af-turn.assistant", has_text="an operator says hi")).to_have_count(1)
+    shot(page, "7b-sent-as-agent")
 
     # 7. Soft reset from the bindings list: the preview changes nothing...
     page.goto(f"{base}/admin/telegram/identitybinding/?has_bot=no")
