@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from agents.admin_access import ReadOnlyAdminMixin
+from telegram.admin_conversation import link_html
 from telegram.outbox_models import OutboxMessage
 from telegram.outbox_sender import retry_rows
 
@@ -18,6 +19,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "chat_id",
         "kind",
         "job_id",
+        "conversation_link",
         "part_label",
         "status",
         "attempts",
@@ -28,8 +30,15 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "kind", "agent_key", "sent_as_plain"]
     search_fields = ["chat_id", "=job__id", "last_error"]
+    list_select_related = ["conversation", "job__conversation"]
     date_hierarchy = "created_at"
     actions = ["retry_selected"]
+
+    @admin.display(description="conversation")
+    def conversation_link(self, row: OutboxMessage) -> str:
+        """The conversation page of the row's job, or of an operator's message."""
+        conversation = row.conversation or (row.job.conversation if row.job else None)
+        return link_html(conversation.conversation_id if conversation else None)
 
     @admin.display(description="part")
     def part_label(self, row: OutboxMessage) -> str:

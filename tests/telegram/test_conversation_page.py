@@ -163,7 +163,13 @@ def test_page_reads_like_a_chat_with_each_job(admin_client, chat):
 
 
 def test_the_lists_link_to_the_page(admin_client, chat):
-    for list_name in ("workers_message", "workers_worker", "telegram_identitybinding"):
+    lists = (
+        "workers_message",
+        "workers_worker",
+        "telegram_identitybinding",
+        "telegram_outboxmessage",
+    )
+    for list_name in lists:
         html = admin_client.get(reverse(f"admin:{list_name}_changelist")).content.decode()
         assert f'href="{page()}"' in html, list_name
 
