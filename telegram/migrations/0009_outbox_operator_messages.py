@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents', '0009_external_api_errors'),
+        ('agents', '0008_agent_delivery_mode'),
         ('telegram', '0008_outbox'),
         ('workers', '0008_readable_usage_and_lease_names'),
     ]
