@@ -6,8 +6,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from agents.admin_access import ReadOnlyAdminMixin
+from telegram.outbox import retry_rows
 from telegram.outbox_models import OutboxMessage
-from telegram.outbox_sender import retry_rows
 
 
 @admin.register(OutboxMessage)

@@ -14,6 +14,7 @@ from agents import budget, log_context
 from agents.models import RuntimeConfig
 from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
+from telegram.outbox import send_notice
 from telegram.pairing import (
     PairingError,
     chat_conversation_id,
@@ -156,8 +157,6 @@ def _task_after_commit(func: str, *args, task_name: str) -> None:
 def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
     """A notice through the outbox (SPEC §22): written with the update, in order with the
     chat's replies, sent once the transaction commits."""
-    from telegram.outbox import send_notice
-
     send_notice(bot.agent.agent_key, chat_id, text)
 
 
