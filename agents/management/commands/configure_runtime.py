@@ -1,11 +1,9 @@
 import argparse
-import json
 from decimal import Decimal
-
-from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
+from agents.management.base import JsonOutput
 from agents.services import (
     RUNTIME_FIELDS,
     ConfigurationError,
@@ -25,10 +23,12 @@ def whole_number(value: str) -> int:
     return number
 
 
-class Command(BaseCommand):
+class Command(JsonOutput, BaseCommand):
     help = "Change the runtime config (provider, scaling, leases, prompt, quotas) and print it."
+    errors = (ConfigurationError,)
 
     def add_arguments(self, parser):
+        super().add_arguments(parser)
         parser.add_argument("--provider", choices=["local", "fly", "none"], dest="provider_kind")
         parser.add_argument("--app-name", dest="app_name")
         parser.add_argument("--org", dest="organization_slug")
@@ -69,22 +69,13 @@ class Command(BaseCommand):
             type=Decimal,
             help="Budget cap of all agents together (SPEC §24), estimated USD per month.",
         )
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
-        as_json = options.pop("json")
         regions = options.pop("fallback_regions")
         # Every runtime setting this command has an option for (the rest are admin-only).
         changes = {key: options[key] for key in RUNTIME_FIELDS if key in options}
         if regions is not None:
             changes["fallback_regions"] = [r.strip() for r in regions.split(",") if r.strip()]
-        try:
-            config = configure_runtime(actor=actor_name(command="configure_runtime"), **changes)
-        except ConfigurationError as exc:
-            raise CommandError(str(exc))
+        config = configure_runtime(actor=actor_name(command="configure_runtime"), **changes)
         data = runtime_config_dict(config)
-        if as_json:
-            self.stdout.write(json.dumps(data))
-        else:
-            for key, value in data.items():
-                self.stdout.write(f"{key}: {value}")
+        self.emit(options, data, "\n".join(f"{key}: {value}" for key, value in data.items()))
