@@ -17,16 +17,13 @@ from dataclasses import dataclass
 
 import requests
 
-# One rule for cutting a reply into messages, shared with the worker program (which imports
-# nothing of the server, so the server imports it from there).
-from workers.runtime.telegram_sender import MESSAGE_LIMIT, split_message  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER = 60
+MESSAGE_LIMIT = 4096
 
 
 class TelegramError(Exception):
@@ -57,6 +54,27 @@ class BotInfo:
     id: int
     username: str
     first_name: str
+
+
+def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Split ``text`` into chunks of at most ``limit`` characters, preferring line breaks,
+    then spaces, so words and lines stay whole where possible."""
+    if len(text) <= limit:
+        return [text]
+    chunks = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut < limit // 2:
+            cut = limit
+        chunks.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n") if rest[cut : cut + 1] == "\n" else rest[cut:]
+    if rest:
+        chunks.append(rest)
+    return chunks
 
 
 def _sleep(seconds: float) -> None:
