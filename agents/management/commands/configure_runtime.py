@@ -23,6 +23,26 @@ def whole_number(value: str) -> int:
     return number
 
 
+# Whole-number settings without a help line of their own (each is a RuntimeConfig field).
+SCALING_NUMBERS = (
+    "--volume-size-gb",
+    "--max-workers",
+    "--spawn-step",
+    "--idle-timeout-seconds",
+    "--lease-seconds",
+    "--stale-after-seconds",
+    "--max-attempts",
+)
+QUOTA_NUMBERS = (  # SPEC §23
+    "--user-rate-per-minute",
+    "--user-burst",
+    "--conversation-queue-cap",
+    "--history-entries-per-job",
+    "--history-bytes-per-job",
+    "--snapshot-prepares-per-minute",
+)
+
+
 class Command(JsonOutput, BaseCommand):
     help = "Change the runtime config (provider, scaling, leases, prompt, quotas) and print it."
     errors = (ConfigurationError,)
@@ -37,13 +57,8 @@ class Command(JsonOutput, BaseCommand):
         parser.add_argument("--fallback-regions", help="Comma-separated regions, in order.")
         parser.add_argument("--volume-name")
         parser.add_argument("--volume-path")
-        parser.add_argument("--volume-size-gb", type=whole_number)
-        parser.add_argument("--max-workers", type=whole_number)
-        parser.add_argument("--spawn-step", type=whole_number)
-        parser.add_argument("--idle-timeout-seconds", type=whole_number)
-        parser.add_argument("--lease-seconds", type=whole_number)
-        parser.add_argument("--stale-after-seconds", type=whole_number)
-        parser.add_argument("--max-attempts", type=whole_number)
+        for flag in SCALING_NUMBERS:
+            parser.add_argument(flag, type=whole_number)
         parser.add_argument(
             "--reassign-after-seconds",
             type=whole_number,
@@ -57,13 +72,8 @@ class Command(JsonOutput, BaseCommand):
             "(default 120).",
         )
         parser.add_argument("--system-prompt")
-        # Quotas (SPEC §23)
-        parser.add_argument("--user-rate-per-minute", type=whole_number)
-        parser.add_argument("--user-burst", type=whole_number)
-        parser.add_argument("--conversation-queue-cap", type=whole_number)
-        parser.add_argument("--history-entries-per-job", type=whole_number)
-        parser.add_argument("--history-bytes-per-job", type=whole_number)
-        parser.add_argument("--snapshot-prepares-per-minute", type=whole_number)
+        for flag in QUOTA_NUMBERS:
+            parser.add_argument(flag, type=whole_number)
         parser.add_argument(
             "--monthly-budget-usd",
             type=Decimal,
