@@ -32,15 +32,16 @@ class JsonOutput:
     """Mixin for a command: ``--json`` prints one JSON object instead of the text, and the
     domain errors named in ``errors`` end as one ``CommandError`` line (never a traceback).
 
-    A mixin rather than a base, so each command keeps its own parser behaviour.
+    A mixin rather than a base, so each command keeps its own parser behaviour; ``--json`` is
+    added to the parser here, so a command's ``add_arguments`` declares only its own options.
     """
 
-    json_option = True
     errors: tuple[type[Exception], ...] = ()
 
-    def add_arguments(self, parser):
-        if self.json_option:
-            parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+        return parser
 
     def execute(self, *args, **options):
         try:

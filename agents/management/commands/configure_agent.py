@@ -26,7 +26,6 @@ class Command(JsonOutput, BaseCommand):
     errors = (ConfigurationError,)
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
         parser.add_argument(
             "--secrets-ref",

@@ -48,7 +48,6 @@ class Command(JsonOutput, BaseCommand):
     errors = (ConfigurationError,)
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("--provider", choices=["local", "fly", "none"], dest="provider_kind")
         parser.add_argument("--app-name", dest="app_name")
         parser.add_argument("--org", dest="organization_slug")

@@ -15,7 +15,6 @@ class Command(JsonOutput, BaseCommand):
     errors = (SecretStoreError,)
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("secret_ref")
 
     def handle(self, *args, secret_ref, **options):

@@ -16,7 +16,6 @@ class Command(JsonOutput, BaseCommand):
     errors = (SkillError,)
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("directory")
         parser.add_argument(
             "--skill-version",

@@ -14,7 +14,6 @@ class Command(JsonOutput, BaseCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("refs", nargs="*", metavar="REF", help="Only these refs.")
 
     def handle(self, *args, refs, **options):

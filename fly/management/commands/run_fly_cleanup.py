@@ -13,7 +13,6 @@ class Command(JsonOutput, BaseCommand):
     errors = (CleanupError,)
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("--app", help="Target this app instead of the configured one.")
         parser.add_argument("--apply", action="store_true", help="Really destroy.")
 
