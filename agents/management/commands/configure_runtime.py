@@ -23,24 +23,27 @@ def whole_number(value: str) -> int:
     return number
 
 
-# Whole-number settings without a help line of their own (each is a RuntimeConfig field).
-SCALING_NUMBERS = (
-    "--volume-size-gb",
-    "--max-workers",
-    "--spawn-step",
-    "--idle-timeout-seconds",
-    "--lease-seconds",
-    "--stale-after-seconds",
-    "--max-attempts",
-)
-QUOTA_NUMBERS = (  # SPEC §23
-    "--user-rate-per-minute",
-    "--user-burst",
-    "--conversation-queue-cap",
-    "--history-entries-per-job",
-    "--history-bytes-per-job",
-    "--snapshot-prepares-per-minute",
-)
+# The whole-number settings (each a RuntimeConfig field) and their help, if any.
+WHOLE_NUMBERS = {
+    "--volume-size-gb": None,
+    "--max-workers": None,
+    "--spawn-step": None,
+    "--idle-timeout-seconds": None,
+    "--lease-seconds": None,
+    "--stale-after-seconds": None,
+    "--max-attempts": None,
+    "--reassign-after-seconds": "Fair share: with max_workers reached, a worker idle this "
+    "long moves to a waiting conversation (default 30).",
+    "--handoff-timeout-seconds": "How long a released conversation waits for its old "
+    "worker's snapshot (default 120).",
+    # Quotas (SPEC §23)
+    "--user-rate-per-minute": None,
+    "--user-burst": None,
+    "--conversation-queue-cap": None,
+    "--history-entries-per-job": None,
+    "--history-bytes-per-job": None,
+    "--snapshot-prepares-per-minute": None,
+}
 
 
 class Command(JsonOutput, BaseCommand):
@@ -56,23 +59,9 @@ class Command(JsonOutput, BaseCommand):
         parser.add_argument("--fallback-regions", help="Comma-separated regions, in order.")
         parser.add_argument("--volume-name")
         parser.add_argument("--volume-path")
-        for flag in SCALING_NUMBERS:
-            parser.add_argument(flag, type=whole_number)
-        parser.add_argument(
-            "--reassign-after-seconds",
-            type=whole_number,
-            help="Fair share: with max_workers reached, a worker idle this long moves to a "
-            "waiting conversation (default 30).",
-        )
-        parser.add_argument(
-            "--handoff-timeout-seconds",
-            type=whole_number,
-            help="How long a released conversation waits for its old worker's snapshot "
-            "(default 120).",
-        )
         parser.add_argument("--system-prompt")
-        for flag in QUOTA_NUMBERS:
-            parser.add_argument(flag, type=whole_number)
+        for flag, help_text in WHOLE_NUMBERS.items():
+            parser.add_argument(flag, type=whole_number, help=help_text)
         parser.add_argument(
             "--monthly-budget-usd",
             type=Decimal,
