@@ -28,7 +28,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.openclaw_llm import FakeOpenAI  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from workers.runtime import openclaw as oc  # noqa: E402
 from workers.runtime.handlers import JobContext, echo  # noqa: E402
 
@@ -76,11 +76,11 @@ def main() -> int:
         embedded_dir = root / "embedded"
         cold = timed(lambda: oc.openclaw(context(embedded_dir, runtime, "cold")))
         results["openclaw embedded, cold turn"] = cold
-        calls_before = len(fake.requests)
+        calls_before = len(fake.completions)
         results["openclaw embedded"] = statistics.median(
             series(lambda i: oc.openclaw(context(embedded_dir, runtime, f"m{i}")), turns)
         )
-        calls_per_turn = (len(fake.requests) - calls_before) / (turns + 1)
+        calls_per_turn = (len(fake.completions) - calls_before) / (turns + 1)
 
         os.environ[oc.MODE_ENV] = "gateway"
         gateway_dir = root / "gateway"

@@ -287,7 +287,7 @@ AGENT_FACTORY_PROVIDERS = {
 AGENT_FACTORY_DEAD_LETTER_SINK = "telegram.dead_letters.apologize"
 # Writes a completed job's reply as outbox rows inside the completion transaction (SPEC §22;
 # an object with write_reply(message, reply, now) -> ids and reply_ids(message_id) -> ids).
-AGENT_FACTORY_DELIVERY_SINK = "telegram.outbox.DELIVERY_SINK"
+AGENT_FACTORY_DELIVERY_SINK = "telegram.delivery.DELIVERY_SINK"
 # Who sends outbox rows after commit: "thread" (at once, from the web process) or "task"
 # (django-q2); the drain-telegram-outbox schedule is the safety net either way.
 AGENT_FACTORY_OUTBOX_SENDER = env.str("AGENT_FACTORY_OUTBOX_SENDER", default="thread")

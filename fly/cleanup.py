@@ -128,29 +128,32 @@ def _destroy_machine(client: FlyClient, app: str, machine_id: str, report: dict)
             step(app, machine_id)
         except FlyApiError as exc:
             if exc.not_found:
-                report["machines_deleted"] += 1
-                report["machine_ids_deleted"].append(machine_id)
+                _deleted(report, "machine", machine_id)
                 return
             report["warnings"].append(f"Machine {machine_id}: {label} warning ({exc})")
-    try:
-        client.destroy_machine(app, machine_id, force=True)
-    except FlyApiError as exc:
-        if not exc.not_found:
-            report["errors"].append(f"Machine {machine_id}: destroy failed ({exc})")
-            return
-    report["machines_deleted"] += 1
-    report["machine_ids_deleted"].append(machine_id)
+    _destroy(
+        report, "machine", machine_id, lambda: client.destroy_machine(app, machine_id, force=True)
+    )
 
 
 def _destroy_volume(client: FlyClient, app: str, volume_id: str, report: dict) -> None:
+    _destroy(report, "volume", volume_id, lambda: client.delete_volume(app, volume_id))
+
+
+def _destroy(report: dict, kind: str, item_id: str, destroy) -> None:
+    """Run ``destroy``; one Fly no longer knows (404) is gone all the same."""
     try:
-        client.delete_volume(app, volume_id)
+        destroy()
     except FlyApiError as exc:
         if not exc.not_found:
-            report["errors"].append(f"Volume {volume_id}: destroy failed ({exc})")
+            report["errors"].append(f"{kind.capitalize()} {item_id}: destroy failed ({exc})")
             return
-    report["volumes_deleted"] += 1
-    report["volume_ids_deleted"].append(volume_id)
+    _deleted(report, kind, item_id)
+
+
+def _deleted(report: dict, kind: str, item_id: str) -> None:
+    report[f"{kind}s_deleted"] += 1
+    report[f"{kind}_ids_deleted"].append(item_id)
 
 
 def _report_remaining(report: dict, kind: str, items: list[dict]) -> None:

@@ -39,22 +39,28 @@ LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 WAITING = (Message.QUEUED, Message.PROCESSING)
 
 
+def _by_status(model, name: str, documentation: str, **aggregates) -> tuple:
+    """A gauge of ``model``'s rows per status (every status, 0 when it has none) in one
+    grouped query, and that query's rows by status (with ``aggregates``)."""
+    rows = {
+        row["status"]: row
+        for row in model.objects.order_by().values("status").annotate(n=Count("pk"), **aggregates)
+    }
+    depth = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status, _label in model.STATUS_CHOICES:
+        depth.add_metric([status], rows[status]["n"] if status in rows else 0)
+    return depth, rows
+
+
 def _queue(now) -> list:
-    depth = GaugeMetricFamily(
-        f"{PREFIX}_queue_messages", "Messages in the queue table by status.", labels=["status"]
-    )
+    depth, rows = _by_status(
+        Message, f"{PREFIX}_queue_messages", "Messages in the queue table by status.",
+        oldest=Min("created_at"),
+    )  # fmt: skip
     oldest = GaugeMetricFamily(
         f"{PREFIX}_queue_oldest_waiting_seconds",
         "Age of the oldest message waiting for its reply (queued or processing); 0 if none.",
     )
-    rows = {
-        row["status"]: row
-        for row in Message.objects.order_by()
-        .values("status")
-        .annotate(n=Count("pk"), oldest=Min("created_at"))
-    }
-    for status, _label in Message.STATUS_CHOICES:
-        depth.add_metric([status], rows[status]["n"] if status in rows else 0)
     waiting_since = [rows[s]["oldest"] for s in WAITING if s in rows]
     oldest.add_metric(
         [], max(0.0, (now - min(waiting_since)).total_seconds()) if waiting_since else 0
@@ -65,21 +71,14 @@ def _queue(now) -> list:
 def _outbox() -> list:
     """Outbox rows by status, and rows sent again after being stuck in ``sending`` (each a
     possible duplicate, SPEC §22)."""
-    depth = GaugeMetricFamily(
-        f"{PREFIX}_outbox_messages", "Outbox rows by status.", labels=["status"]
-    )
+    depth, rows = _by_status(
+        OutboxMessage, f"{PREFIX}_outbox_messages", "Outbox rows by status.",
+        stuck=Sum("stuck_retries"),
+    )  # fmt: skip
     stuck = CounterMetricFamily(
         f"{PREFIX}_outbox_stuck_retries",
         "Outbox rows sent again after a sender died mid-send (possible duplicates).",
     )
-    rows = {
-        row["status"]: row
-        for row in OutboxMessage.objects.order_by()
-        .values("status")
-        .annotate(n=Count("pk"), stuck=Sum("stuck_retries"))
-    }
-    for status, _label in OutboxMessage.STATUS_CHOICES:
-        depth.add_metric([status], rows[status]["n"] if status in rows else 0)
     stuck.add_metric([], sum(row["stuck"] or 0 for row in rows.values()))
     return [depth, stuck]
 

@@ -7,8 +7,8 @@ from django.contrib import admin, messages
 
 from agents.admin_access import ReadOnlyAdminMixin
 from telegram.admin_conversation import link_html
+from telegram.outbox import retry_rows
 from telegram.outbox_models import OutboxMessage
-from telegram.outbox_sender import retry_rows
 
 
 @admin.register(OutboxMessage)

@@ -14,6 +14,7 @@ from agents import budget, log_context
 from agents.models import RuntimeConfig
 from telegram import quotas, refusals
 from telegram.models import Bot, IngressIssue, TelegramUpdate
+from telegram.outbox import send_notice
 from telegram.pairing import (
     PairingError,
     chat_conversation_id,
@@ -156,8 +157,6 @@ def _task_after_commit(func: str, *args, task_name: str) -> None:
 def _reply_after_commit(bot: Bot, chat_id: str, text: str) -> None:
     """A notice through the outbox (SPEC §22): written with the update, in order with the
     chat's replies, sent once the transaction commits."""
-    from telegram.outbox import send_notice
-
     send_notice(bot.agent.agent_key, chat_id, text)
 
 
@@ -261,28 +260,28 @@ def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:
     # nothing (the bot must not answer every unpaired member there).
     notify = incoming.private and refusals.please_pair_due(bot.bot_identity, incoming.user_id)
     record(bot, update, "unbound")
-    IngressIssue.objects.create(
-        bot_identity=bot.bot_identity,
-        kind=IngressIssue.UNBOUND,
-        detail=f"Telegram user {incoming.user_id} is not paired with '{agent.agent_key}'.",
-        telegram_user_id=incoming.user_id,
-        telegram_chat_id=incoming.chat_id,
-        notified=notify,
-    )
+    detail = f"Telegram user {incoming.user_id} is not paired with '{agent.agent_key}'."
+    _issue(bot, incoming, IngressIssue.UNBOUND, detail, notified=notify)
     if notify:
         _reply_after_commit(bot, incoming.chat_id, refusals.PLEASE_PAIR_TEXT)
     return RouteResult("unbound")
 
 
-def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> RouteResult:
-    record(bot, update, "unroutable", detail)
+def _issue(bot: Bot, incoming: Incoming, kind: str, detail: str, *, notified=False) -> None:
+    """An update we refused, listed for the operator (admin: ingress issues)."""
     IngressIssue.objects.create(
         bot_identity=bot.bot_identity,
-        kind="unroutable",
-        detail=detail[:300],
+        kind=kind,
+        detail=detail,
         telegram_user_id=incoming.user_id,
         telegram_chat_id=incoming.chat_id,
+        notified=notified,
     )
+
+
+def _unroutable(bot: Bot, update: dict, incoming: Incoming, detail: str) -> RouteResult:
+    record(bot, update, "unroutable", detail)
+    _issue(bot, incoming, "unroutable", detail[:300])
     return RouteResult("unroutable")
 
 
@@ -301,14 +300,7 @@ def _paused(bot: Bot, update: dict, incoming: Incoming, pause: budget.Pause) -> 
     # per user per day (the IngressIssue rows are the shared state, as for "please pair").
     notify = refusals.paused_notice_due(bot.bot_identity, incoming.user_id)
     record(bot, update, "paused", pause.detail)
-    IngressIssue.objects.create(
-        bot_identity=bot.bot_identity,
-        kind=IngressIssue.PAUSED,
-        detail=pause.detail[:300],
-        telegram_user_id=incoming.user_id,
-        telegram_chat_id=incoming.chat_id,
-        notified=notify,
-    )
+    _issue(bot, incoming, IngressIssue.PAUSED, pause.detail[:300], notified=notify)
     if notify:
         _reply_after_commit(bot, incoming.chat_id, refusals.PAUSED_TEXT)
     return RouteResult("paused")

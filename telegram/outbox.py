@@ -1,7 +1,7 @@
-"""Writing to the outbox (SPEC §22): the delivery sink ``workers`` calls inside a job's
-completion transaction, and the notices the server itself sends (apologies, pairing
-answers). Rows are sent by ``telegram.outbox_sender`` after commit, with a schedule as the
-safety net."""
+"""Writing to the outbox (SPEC §22): a reply's rows (written by ``telegram.delivery``, the
+sink ``workers`` calls inside a job's completion transaction), the notices the server itself
+sends (apologies, pairing answers), and failed rows sent again. Rows are sent by
+``telegram.outbox_sender`` after commit, with a schedule as the safety net."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import threading
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from django_q.tasks import async_task
 
-from telegram.formatting import MARKDOWN, PLAIN, reply_parts
+from agents.audit import record_audit
+from telegram import outbox_sender
+from telegram.formatting import PLAIN, reply_parts
 from telegram.outbox_models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -96,51 +99,12 @@ def start_sender(agent_key: str) -> None:
 
 
 def _drain_in_thread(agent_key: str) -> None:
-    from telegram.outbox_sender import drain_bot
-
     try:
-        drain_bot(agent_key)
+        outbox_sender.drain_bot(agent_key)
     except Exception:  # the schedule retries; a thread must not die loudly mid-request
         logger.exception("Outbox sender for agent %s stopped.", agent_key)
     finally:
         connection.close()
-
-
-class TelegramDeliverySink:
-    """``AGENT_FACTORY_DELIVERY_SINK``: a completed job's reply becomes outbox rows."""
-
-    @staticmethod
-    def write_reply(message, reply: dict, now: dt.datetime) -> list[int]:
-        chat_id = telegram_chat(message)
-        text = (reply or {}).get("text") or ""
-        if chat_id is None or not text.strip():
-            return []  # not a Telegram conversation: the reply lives in the history only
-        return write_rows(
-            message.agent_key,
-            chat_id,
-            text,
-            text_format=reply.get("format") or MARKDOWN,
-            job_id=message.pk,
-            buttons=reply.get("buttons"),
-            now=now,
-        )
-
-    @staticmethod
-    def job_claimed(message) -> None:
-        from telegram.typing import job_claimed
-
-        job_claimed(message)
-
-    @staticmethod
-    def reply_ids(message_id: int) -> list[int]:
-        return list(
-            OutboxMessage.objects.filter(job_id=message_id, kind=OutboxMessage.REPLY)
-            .order_by("part")
-            .values_list("pk", flat=True)
-        )
-
-
-DELIVERY_SINK = TelegramDeliverySink()
 
 
 def send_notice(agent_key: str, chat_id: str, text: str) -> list[int]:
@@ -148,3 +112,21 @@ def send_notice(agent_key: str, chat_id: str, text: str) -> list[int]:
     chat's replies."""
     with transaction.atomic():
         return write_rows(agent_key, str(chat_id), text, kind=OutboxMessage.NOTICE)
+
+
+def retry_rows(row_ids, *, actor: str) -> int:
+    """Send failed rows again (admin action): attempts reset, audited, sender started."""
+    with transaction.atomic():
+        rows = OutboxMessage.objects.select_for_update().filter(
+            pk__in=list(row_ids), status=OutboxMessage.FAILED
+        )
+        ids = list(rows.values_list("pk", flat=True))
+        bots = set(rows.values_list("agent_key", flat=True))
+        OutboxMessage.objects.filter(pk__in=ids).update(
+            status=OutboxMessage.PENDING, attempts=0, next_attempt_at=timezone.now()
+        )
+        if ids:
+            record_audit(actor, "telegram.outbox_retry", None, row_ids=ids, count=len(ids))
+        for agent_key in bots:
+            transaction.on_commit(lambda key=agent_key: start_sender(key), robust=True)
+    return len(ids)

@@ -304,26 +304,3 @@ def drain_outbox() -> dict:
     for agent_key in bots:
         async_task("telegram.outbox_sender.drain_bot", agent_key, task_name="telegram-outbox")
     return {"recovered": recovered, "bots": len(bots)}
-
-
-def retry_rows(row_ids, *, actor: str) -> int:
-    """Send failed rows again (admin action): attempts reset, audited, sender started."""
-    from django.db import transaction
-
-    from agents.audit import record_audit
-    from telegram.outbox import start_sender
-
-    with transaction.atomic():
-        rows = OutboxMessage.objects.select_for_update().filter(
-            pk__in=list(row_ids), status=OutboxMessage.FAILED
-        )
-        ids = list(rows.values_list("pk", flat=True))
-        bots = set(rows.values_list("agent_key", flat=True))
-        OutboxMessage.objects.filter(pk__in=ids).update(
-            status=OutboxMessage.PENDING, attempts=0, next_attempt_at=timezone.now()
-        )
-        if ids:
-            record_audit(actor, "telegram.outbox_retry", None, row_ids=ids, count=len(ids))
-        for agent_key in bots:
-            transaction.on_commit(lambda key=agent_key: start_sender(key), robust=True)
-    return len(ids)

@@ -18,6 +18,7 @@ from django.db import close_old_connections, connection
 from agents.secret_store import SecretUnavailable
 from telegram.bot_api import TelegramError
 from telegram.bots import agent_client
+from telegram.outbox import telegram_chat
 from workers.models import Message
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,6 @@ TICKER = TypingTicker()
 
 def job_claimed(message) -> None:
     """A worker took a Telegram job: show "typing…" in its chat until it is done."""
-    from telegram.outbox import telegram_chat
-
     if not getattr(settings, "AGENT_FACTORY_TYPING_INDICATOR", True):
         return
     chat_id = telegram_chat(message)

@@ -23,7 +23,7 @@ from agents.secret_refs import model_api_key_ref
 from agents.secret_store import import_secret
 from tests.e2e.test_end_to_end import onboard, post_update, replies
 from tests.e2e.test_worker_program import wait_until, worker_program
-from tests.fakes.openclaw_llm import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI
 from tests.workers.openclaw_support import (
     API_KEY,
     archive_members_containing,
@@ -101,17 +101,17 @@ def test_an_openclaw_agent_remembers_across_workers_and_never_leaks_its_key(
         )
         post_update(live_server, bot, 1, "my parrot is called Polly", user=71)
         first_dir, first_log = run_one_job(live_server, tmp_path, "oc-1", 1)
-        assert replies("100", 71) == [fake.reply(fake.requests[0])]
+        assert replies("100", 71) == [fake.reply(fake.completions[0])]
         assert DataSnapshot.objects.filter(worker_id="oc-1", status="ready").count() == 1
 
-        seen = len(fake.requests)
+        seen = len(fake.completions)
         post_update(live_server, bot, 2, "what is my parrot called?", user=71)
         second_dir, second_log = run_one_job(live_server, tmp_path, "oc-2", 2)
 
     assert len(replies("100", 71)) == 2 and replies("100", 71)[1].startswith("Arr, turn")
     # The new worker's agent got the first turn from the restored snapshot.
-    later = request_text(fake.requests[-1])
-    assert len(fake.requests) > seen
+    later = request_text(fake.completions[-1])
+    assert len(fake.completions) > seen
     assert "my parrot is called Polly" in later and "what is my parrot called?" in later
     assert all(h["authorization"] == f"Bearer {API_KEY}" for h in fake.headers)
     # OpenClaw's token usage became each job's usage (SPEC §21).

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible server on 127.0.0.1 for handler tests (no internet, ever).
+"""The one fake OpenAI-compatible server on 127.0.0.1, for the LLM handler and OpenClaw tests
+(no internet, ever).
 
     with FakeOpenAI(reply="hello", delay=0) as fake:
         fake.base_url            # http://127.0.0.1:<port>/v1
@@ -6,8 +7,11 @@
         fake.requests            # what it was sent: [{"path", "headers", "body"}]
 
 Serves ``POST /v1/chat/completions`` (non-streaming, and SSE when the body says
-``"stream": true``, the usage in the last chunk) and ``GET /v1/models``. Options:
-``fail_first=N`` answers the first N completions with ``fail_status`` (429 or 500, …),
+``"stream": true``: the usage in a chunk of its own when ``stream_options.include_usage``
+asks for it, as OpenAI does, else in the last chunk) and ``GET /v1/models``. Options:
+``status`` makes every completion answer that HTTP status (a refusing endpoint; it may be
+changed while running), ``fail_first=N`` answers only the first N completions with
+``fail_status`` (429 or 500, …),
 ``retry_after`` sets that answer's Retry-After header, ``reply`` may be a callable
 ``reply(body) -> str`` (e.g. to answer from the conversation it was sent), ``usage`` sets
 the reported token counts (``{"prompt_tokens", "completion_tokens"}`` and optional ``cost``),
@@ -21,6 +25,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+PROMPT_TOKENS = 11
+COMPLETION_TOKENS = 7
+
 
 class FakeOpenAI:
     def __init__(
@@ -28,6 +35,7 @@ class FakeOpenAI:
         reply="Hello from the fake model.",
         *,
         delay: float = 0,
+        status: int = 200,
         fail_first: int = 0,
         fail_status: int = 500,
         retry_after: float | None = None,
@@ -36,10 +44,14 @@ class FakeOpenAI:
     ):
         self.reply = reply
         self.delay = delay
+        self.status = status
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.retry_after = retry_after
-        self.usage = usage or {"prompt_tokens": 11, "completion_tokens": 7}
+        self.usage = usage or {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+        }
         self.model = model
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -81,9 +93,16 @@ class FakeOpenAI:
         """The bodies of the chat-completions requests, in order."""
         return [r["body"] for r in self.requests if r["path"].endswith("/chat/completions")]
 
+    @property
+    def headers(self) -> list[dict]:
+        """The headers of every request, in order."""
+        return [r["headers"] for r in self.requests]
+
     # Serving -----------------------------------------------------------------------------
     def _answer(self, body: dict) -> tuple[int, dict, dict | None]:
         """(status, headers, json body or None for streaming) for one completion."""
+        if self.status != 200:
+            return self.status, {}, {"error": {"message": "fake failure"}}
         with self._lock:
             failing = self.fail_first > 0
             if failing:
@@ -102,6 +121,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
 
             def log_message(self, *args):  # keep test output quiet
                 pass
@@ -119,7 +139,9 @@ class FakeOpenAI:
             def do_GET(self):
                 fake._record(self, None)
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": fake.model or "fake"}]})
+                    model = fake.model or "fake-model"
+                    listed = {"id": model, "object": "model", "owned_by": "fake"}
+                    self._send(200, {"object": "list", "data": [listed]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -150,25 +172,8 @@ class FakeOpenAI:
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                model = fake.model or body.get("model") or "fake"
-                words = text.split(" ")
-                for index, word in enumerate(words):
-                    piece = word if index == 0 else " " + word
-                    chunk = {
-                        "id": "chatcmpl-fake",
-                        "object": "chat.completion.chunk",
-                        "model": model,
-                        "choices": [{"index": 0, "delta": {"content": piece}}],
-                    }
+                for chunk in fake._chunks(body, text):
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                final = {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion.chunk",
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                    "usage": fake._usage(),
-                }
-                self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
                 self.close_connection = True
@@ -193,7 +198,7 @@ class FakeOpenAI:
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.model or body.get("model") or "fake",
+            "model": self._model(body),
             "choices": [
                 {
                     "index": 0,
@@ -203,3 +208,26 @@ class FakeOpenAI:
             ],
             "usage": self._usage(),
         }
+
+    def _model(self, body: dict) -> str:
+        return self.model or body.get("model") or "fake-model"
+
+    def _chunks(self, body: dict, text: str) -> list[dict]:
+        """The SSE chunks of one streamed answer: role, text, finish, and the usage."""
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self._model(body),
+        }
+        finish = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {**base, "choices": [{"index": 0, "delta": {"content": text}}]},
+            finish,
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": self._usage()})
+        else:
+            finish["usage"] = self._usage()
+        return chunks

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import pytest
 import responses
+from django.db import connections
+from django.test import Client
 from django.utils import timezone
 
 from agents.models import AgentProfile
@@ -71,6 +74,42 @@ def post_update(client):
         )
 
     return post
+
+
+def post_at_once(updates: list[dict], identity: str = "100") -> list[str]:
+    """Post each update from its own thread and database connection, all released together
+    by a barrier (real concurrency, PostgreSQL); the webhook's statuses in arrival order. An
+    exception in a thread fails the caller."""
+    statuses: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(updates))
+
+    def deliver(update: dict):
+        try:
+            client = Client()
+            barrier.wait(timeout=10)
+            response = client.post(
+                f"/telegram/webhook/{identity}/",
+                json.dumps(update),
+                content_type="application/json",
+                HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
+            )
+            with lock:
+                statuses.append(response.json()["status"])
+        except BaseException as exc:  # surfaced below
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(update,)) for update in updates]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return statuses
 
 
 def text_update(

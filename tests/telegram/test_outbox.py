@@ -12,7 +12,8 @@ from django.utils import timezone
 from agents.models import AgentProfile, ConversationEntry
 from agents.secret_store import import_secret
 from telegram.bot_api import TelegramApiError, TelegramNetworkError
-from telegram.outbox import DELIVERY_SINK, write_rows
+from telegram.delivery import DELIVERY_SINK
+from telegram.outbox import write_rows
 from telegram.outbox_models import OutboxBot, OutboxMessage
 from telegram.outbox_sender import MAX_ATTEMPTS, drain_bot, drain_outbox, recover_stuck_rows
 from workers.models import JobUsage, Message

@@ -16,7 +16,7 @@ from agents.models import RuntimeConfig
 from telegram import quotas
 from telegram.models import SenderQuota, TelegramUpdate
 from telegram.tasks import prune_old_updates
-from tests.telegram.conftest import TG, text_update
+from tests.telegram.conftest import TG, post_at_once, text_update
 from workers.models import Message
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -238,39 +238,9 @@ def test_concurrent_senders_never_pass_burst_plus_refill(make_bot, frozen):
 def test_concurrent_updates_of_one_sender_never_pass_the_queue_cap(make_bot):
     """The bucket row serialises one sender's updates, and the cap is counted after it:
     concurrent webhook requests of one sender fill the conversation exactly to the cap."""
-    from django.test import Client
-
     make_bot("alpha", "100")
     limits(user_burst=100, user_rate_per_minute=100, conversation_queue_cap=3)
-    answers: list[str] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(12)
-
-    def deliver(update_id: int):
-        try:
-            client = Client()
-            barrier.wait(timeout=10)
-            response = client.post(
-                "/telegram/webhook/100/",
-                json.dumps(text_update(update_id, f"m{update_id}", user=7)),
-                content_type="application/json",
-                HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
-            )
-            with lock:
-                answers.append(response.json()["status"])
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(1, 13)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    answers = post_at_once([text_update(n, f"m{n}", user=7) for n in range(1, 13)])
     assert sorted(answers) == ["enqueued"] * 3 + ["throttled"] * 9
     assert Message.objects.count() == 3
     assert TelegramUpdate.objects.filter(outcome="throttled").count() == 9

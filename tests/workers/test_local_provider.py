@@ -61,6 +61,22 @@ def spawn(provider, spawned, worker_id="w-local"):
     return worker
 
 
+def assert_spawn_refused(reason: str) -> None:
+    """The spawn fails with ``reason`` before any process is started."""
+    from unittest import mock
+
+    with (
+        mock.patch("workers.providers.local.subprocess.Popen") as popen,
+        pytest.raises(ProviderError, match=reason),
+    ):
+        LocalProvider().spawn(
+            SpawnRequest(
+                worker_id="w-x", token="t", api_url="http://x", conversation_id=None, agent_key=None
+            )
+        )
+    popen.assert_not_called()
+
+
 def wait_until(predicate, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,47 +233,17 @@ def test_environment_is_the_allowlist_only(db, settings, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("inside", ["var", "key"])
 def test_data_root_next_to_the_database_or_key_is_refused(db, settings, tmp_path, inside):
-    from unittest import mock
-
     settings.VAR_DIR = tmp_path / "var"
     settings.AGENT_FACTORY_DEV_KEY_FILE = tmp_path / "keys" / "dev-encryption.key"
     root = tmp_path / ("var" if inside == "var" else "keys") / "workers"
     settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(root)
-    with (
-        mock.patch("workers.providers.local.subprocess.Popen") as popen,
-        pytest.raises(ProviderError, match="next to the server's database or key file"),
-    ):
-        LocalProvider().spawn(
-            SpawnRequest(
-                worker_id="w-x",
-                token="t",
-                api_url="http://x",
-                conversation_id=None,
-                agent_key=None,
-            )
-        )
-    popen.assert_not_called()
+    assert_spawn_refused("next to the server's database or key file")
     assert not root.exists()
 
 
 def test_a_planted_symlink_as_data_root_is_refused(db, settings, tmp_path):
-    from unittest import mock
-
     settings.VAR_DIR = tmp_path / "var"
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "workers").symlink_to(tmp_path / "elsewhere")
     settings.AGENT_FACTORY_LOCAL_DATA_ROOT = str(tmp_path / "workers")
-    with (
-        mock.patch("workers.providers.local.subprocess.Popen") as popen,
-        pytest.raises(ProviderError, match="symlink or belongs to another user"),
-    ):
-        LocalProvider().spawn(
-            SpawnRequest(
-                worker_id="w-x",
-                token="t",
-                api_url="http://x",
-                conversation_id=None,
-                agent_key=None,
-            )
-        )
-    popen.assert_not_called()
+    assert_spawn_refused("symlink or belongs to another user")

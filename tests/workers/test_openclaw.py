@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.fakes.openclaw_llm import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
+from tests.fakes.openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
 from tests.workers.openclaw_support import (
     API_KEY,
     archive_members_containing,
@@ -137,11 +137,12 @@ def test_embedded_turns_remember_and_keep_the_key_off_disk(data_dir, tmp_path, m
     assert first.usage == {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS,
                            "model": "agent-factory/fake-model"}  # fmt: skip
     assert all(h["authorization"] == f"Bearer {API_KEY}" for h in fake.headers)
-    sent = request_text(fake.requests[-1])
+    sent = request_text(fake.completions[-1])
     assert "my parrot is called Polly" in sent  # the first turn is in the second's context
     assert "Pirate Pete" in sent  # the persona file
     assert "greeter" in sent  # the global skill, loaded from the workspace's skills/
-    assert fake.requests[-1]["model"] == "fake-model" and fake.requests[-1]["temperature"] == 0.2
+    last = fake.completions[-1]
+    assert last["model"] == "fake-model" and last["temperature"] == 0.2
     assert (data_dir / "openclaw" / "workspace").is_dir()
     archive = assert_no_key_on_disk(data_dir, tmp_path)
     assert archive_members_containing(archive.read_bytes(), "Polly")  # the session travels
@@ -169,7 +170,7 @@ def test_the_warm_gateway_serves_turns_and_stops_before_a_snapshot(data_dir, tmp
     assert not gateway.alive() and oc.KEEPER.gateway is None
     assert first == second == third == "Aye."
     assert third.usage["input_tokens"] == PROMPT_TOKENS
-    sent = request_text(fake.requests[2])  # the third turn, through the gateway
+    sent = request_text(fake.completions[2])  # the third turn, through the gateway
     assert "remember the number 4711" in sent and "which number?" in sent
     assert "Pirate Pete" in sent
     assert "answered 401: authentication_error" in str(failure.value)

@@ -182,10 +182,8 @@ class WorkerApiClient:
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadTooLarge(max_bytes)
             with open(destination, "wb") as handle:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in _capped(response, max_bytes):
                     size += len(chunk)
-                    if size > max_bytes:
-                        raise DownloadTooLarge(max_bytes)
                     handle.write(chunk)
         except requests.RequestException as exc:
             destination.unlink(missing_ok=True)
@@ -200,13 +198,8 @@ class WorkerApiClient:
     def download(self, url: str, max_bytes: int, **kwargs) -> bytes:
         """A small download (at most ``max_bytes``) into memory, streamed with the cap."""
         response = self.request("GET", url, stream=True, **kwargs)
-        chunks, size = [], 0
         try:
-            for chunk in response.iter_content(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadTooLarge(max_bytes)
-                chunks.append(chunk)
+            chunks = list(_capped(response, max_bytes))
         except requests.RequestException as exc:
             raise ApiError(0, "network_error", type(exc).__name__) from None
         finally:
@@ -261,3 +254,13 @@ class WorkerApiClient:
         """The skills manifest, refused (DownloadTooLarge) past ``max_bytes``."""
         params = {"channel": channel, "workspace_id": workspace_id}
         return json.loads(self.download("skills/manifest/", max_bytes, params=params))
+
+
+def _capped(response, max_bytes: int):
+    """The body's chunks, streamed; DownloadTooLarge once more than ``max_bytes`` arrived."""
+    size = 0
+    for chunk in response.iter_content(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise DownloadTooLarge(max_bytes)
+        yield chunk

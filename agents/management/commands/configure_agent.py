@@ -1,11 +1,9 @@
 import argparse
-import json
 from decimal import Decimal, InvalidOperation
-
-from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
+from agents.management.base import JsonOutput
 from agents.runtime_settings import parse_runtime_json, runtime_dict
 from agents.services import ConfigurationError, configure_agent, parse_bridge_json
 
@@ -23,8 +21,9 @@ def budget_amount(value: str) -> Decimal | str:
     return amount
 
 
-class Command(BaseCommand):
+class Command(JsonOutput, BaseCommand):
     help = "Create or update an agent profile; options not given keep their value."
+    errors = (ConfigurationError,)
 
     def add_arguments(self, parser):
         parser.add_argument("agent_key")
@@ -65,33 +64,29 @@ class Command(BaseCommand):
             type=budget_amount,
             help="Budget cap (SPEC §24): estimated USD per calendar month; 'none' removes it.",
         )
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, agent_key, **options):
-        try:
-            bridge = parse_bridge_json(options["bridge_json"]) if options["bridge_json"] else None
-            runtime = None
-            if options["runtime_json"] is not None:
-                try:
-                    runtime = parse_runtime_json(options["runtime_json"])
-                except ValueError as exc:
-                    raise ConfigurationError(str(exc))
-            budget = options["monthly_budget_usd"]
-            if budget is not None:
-                runtime = {**(runtime or {}), "monthly_budget_usd": None}
-                if budget != "none":
-                    runtime["monthly_budget_usd"] = budget
-            profile, created = configure_agent(
-                agent_key,
-                actor=actor_name(command="configure_agent"),
-                secrets_ref=options["secrets_ref"],
-                enabled=options["enabled"],
-                bridge_config=bridge,
-                require_telegram_binding=options["require_telegram_binding"],
-                runtime=runtime,
-            )
-        except ConfigurationError as exc:
-            raise CommandError(str(exc))
+        bridge = parse_bridge_json(options["bridge_json"]) if options["bridge_json"] else None
+        runtime = None
+        if options["runtime_json"] is not None:
+            try:
+                runtime = parse_runtime_json(options["runtime_json"])
+            except ValueError as exc:
+                raise ConfigurationError(str(exc))
+        budget = options["monthly_budget_usd"]
+        if budget is not None:
+            runtime = {**(runtime or {}), "monthly_budget_usd": None}
+            if budget != "none":
+                runtime["monthly_budget_usd"] = budget
+        profile, created = configure_agent(
+            agent_key,
+            actor=actor_name(command="configure_agent"),
+            secrets_ref=options["secrets_ref"],
+            enabled=options["enabled"],
+            bridge_config=bridge,
+            require_telegram_binding=options["require_telegram_binding"],
+            runtime=runtime,
+        )
         data = {
             "agent_key": profile.agent_key,
             "version": profile.version,
@@ -105,8 +100,5 @@ class Command(BaseCommand):
                 None if profile.monthly_budget_usd is None else str(profile.monthly_budget_usd)
             ),
         }
-        if options["json"]:
-            self.stdout.write(json.dumps(data))
-        else:
-            verb = "Created" if created else "Updated"
-            self.stdout.write(f"{verb} agent '{profile.agent_key}' (version {profile.version}).")
+        verb = "Created" if created else "Updated"
+        self.emit(options, data, f"{verb} agent '{profile.agent_key}' (version {profile.version}).")

@@ -1,11 +1,9 @@
 import argparse
-import json
 from decimal import Decimal
-
-from django.core.management.base import CommandError
 
 from agents.audit import actor_name
 from agents.management.base import Command as BaseCommand
+from agents.management.base import JsonOutput
 from agents.services import (
     RUNTIME_FIELDS,
     ConfigurationError,
@@ -25,8 +23,32 @@ def whole_number(value: str) -> int:
     return number
 
 
-class Command(BaseCommand):
+# The whole-number settings (each a RuntimeConfig field) and their help, if any.
+WHOLE_NUMBERS = {
+    "--volume-size-gb": None,
+    "--max-workers": None,
+    "--spawn-step": None,
+    "--idle-timeout-seconds": None,
+    "--lease-seconds": None,
+    "--stale-after-seconds": None,
+    "--max-attempts": None,
+    "--reassign-after-seconds": "Fair share: with max_workers reached, a worker idle this "
+    "long moves to a waiting conversation (default 30).",
+    "--handoff-timeout-seconds": "How long a released conversation waits for its old "
+    "worker's snapshot (default 120).",
+    # Quotas (SPEC §23)
+    "--user-rate-per-minute": None,
+    "--user-burst": None,
+    "--conversation-queue-cap": None,
+    "--history-entries-per-job": None,
+    "--history-bytes-per-job": None,
+    "--snapshot-prepares-per-minute": None,
+}
+
+
+class Command(JsonOutput, BaseCommand):
     help = "Change the runtime config (provider, scaling, leases, prompt, quotas) and print it."
+    errors = (ConfigurationError,)
 
     def add_arguments(self, parser):
         parser.add_argument("--provider", choices=["local", "fly", "none"], dest="provider_kind")
@@ -37,54 +59,21 @@ class Command(BaseCommand):
         parser.add_argument("--fallback-regions", help="Comma-separated regions, in order.")
         parser.add_argument("--volume-name")
         parser.add_argument("--volume-path")
-        parser.add_argument("--volume-size-gb", type=whole_number)
-        parser.add_argument("--max-workers", type=whole_number)
-        parser.add_argument("--spawn-step", type=whole_number)
-        parser.add_argument("--idle-timeout-seconds", type=whole_number)
-        parser.add_argument("--lease-seconds", type=whole_number)
-        parser.add_argument("--stale-after-seconds", type=whole_number)
-        parser.add_argument("--max-attempts", type=whole_number)
-        parser.add_argument(
-            "--reassign-after-seconds",
-            type=whole_number,
-            help="Fair share: with max_workers reached, a worker idle this long moves to a "
-            "waiting conversation (default 30).",
-        )
-        parser.add_argument(
-            "--handoff-timeout-seconds",
-            type=whole_number,
-            help="How long a released conversation waits for its old worker's snapshot "
-            "(default 120).",
-        )
         parser.add_argument("--system-prompt")
-        # Quotas (SPEC §23)
-        parser.add_argument("--user-rate-per-minute", type=whole_number)
-        parser.add_argument("--user-burst", type=whole_number)
-        parser.add_argument("--conversation-queue-cap", type=whole_number)
-        parser.add_argument("--history-entries-per-job", type=whole_number)
-        parser.add_argument("--history-bytes-per-job", type=whole_number)
-        parser.add_argument("--snapshot-prepares-per-minute", type=whole_number)
+        for flag, help_text in WHOLE_NUMBERS.items():
+            parser.add_argument(flag, type=whole_number, help=help_text)
         parser.add_argument(
             "--monthly-budget-usd",
             type=Decimal,
             help="Budget cap of all agents together (SPEC §24), estimated USD per month.",
         )
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
-        as_json = options.pop("json")
         regions = options.pop("fallback_regions")
         # Every runtime setting this command has an option for (the rest are admin-only).
         changes = {key: options[key] for key in RUNTIME_FIELDS if key in options}
         if regions is not None:
             changes["fallback_regions"] = [r.strip() for r in regions.split(",") if r.strip()]
-        try:
-            config = configure_runtime(actor=actor_name(command="configure_runtime"), **changes)
-        except ConfigurationError as exc:
-            raise CommandError(str(exc))
+        config = configure_runtime(actor=actor_name(command="configure_runtime"), **changes)
         data = runtime_config_dict(config)
-        if as_json:
-            self.stdout.write(json.dumps(data))
-        else:
-            for key, value in data.items():
-                self.stdout.write(f"{key}: {value}")
+        self.emit(options, data, "\n".join(f"{key}: {value}" for key, value in data.items()))

@@ -1,18 +1,19 @@
-import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.audit import actor_name
+from agents.management.base import JsonOutput
 from agents.skills import SkillError, bundle_from_directory, publish_skill, skill_front_matter
 
 
-class Command(BaseCommand):
+class Command(JsonOutput, BaseCommand):
     help = (
         "Validate a skill directory and store it as an immutable version (released on the "
         "channel by default). The version, name and description default to SKILL.md's front "
         "matter (version:, name:, description:); the slug to the directory name."
     )
+    errors = (SkillError,)
 
     def add_arguments(self, parser):
         parser.add_argument("directory")
@@ -30,7 +31,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-activate", action="store_true", help="Store the version without releasing it."
         )
-        parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, directory, **options):
         path = Path(directory)
@@ -43,21 +43,18 @@ class Command(BaseCommand):
                 "No version: pass --skill-version X.Y.Z or add 'version: X.Y.Z' to the front "
                 "matter of SKILL.md."
             )
-        try:
-            version = publish_skill(
-                options["slug"] or path.resolve().name,
-                skill_version,
-                bundle_from_directory(path),
-                actor=actor_name(command="publish_skill"),
-                module_format=options["module_format"],
-                entry_point=options["entry_point"],
-                channel=options["channel"],
-                name=options["name"] or meta.get("name", ""),
-                description=options["description"] or meta.get("description", ""),
-                activate=not options["no_activate"],
-            )
-        except SkillError as exc:
-            raise CommandError(str(exc))
+        version = publish_skill(
+            options["slug"] or path.resolve().name,
+            skill_version,
+            bundle_from_directory(path),
+            actor=actor_name(command="publish_skill"),
+            module_format=options["module_format"],
+            entry_point=options["entry_point"],
+            channel=options["channel"],
+            name=options["name"] or meta.get("name", ""),
+            description=options["description"] or meta.get("description", ""),
+            activate=not options["no_activate"],
+        )
         data = {
             "slug": version.skill.slug,
             "version": version.version,
@@ -65,10 +62,9 @@ class Command(BaseCommand):
             "files": len(version.files),
             "channel": None if options["no_activate"] else options["channel"],
         }
-        if options["json"]:
-            self.stdout.write(json.dumps(data))
-        else:
-            self.stdout.write(
-                f"Published {data['slug']}@{data['version']} "
-                f"({data['files']} files, sha256 {data['bundle_sha256'][:12]}…)."
-            )
+        self.emit(
+            options,
+            data,
+            f"Published {data['slug']}@{data['version']} "
+            f"({data['files']} files, sha256 {data['bundle_sha256'][:12]}…).",
+        )

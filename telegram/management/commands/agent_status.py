@@ -12,7 +12,6 @@ class Command(TelegramCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
         parser.add_argument(
             "--usage",

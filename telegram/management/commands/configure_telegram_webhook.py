@@ -7,7 +7,6 @@ class Command(TelegramCommand):
     help = "Set the bot's webhook to this server with a fresh secret, and verify it."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
         parser.add_argument("--base-url", help="Public base URL (default PUBLIC_BASE_URL).")
 

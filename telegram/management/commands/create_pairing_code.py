@@ -7,7 +7,6 @@ class Command(TelegramCommand):
     help = "Create a pairing code (and deep link) for CONSUMER_USER_ID on AGENT_KEY's bot."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("consumer_user_id")
         parser.add_argument("agent_key")
         parser.add_argument(

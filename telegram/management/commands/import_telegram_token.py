@@ -12,7 +12,6 @@ class Command(TelegramCommand):
     help = "Verify a bot token (read from stdin) with getMe and store it for AGENT_KEY."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
         parser.add_argument(
             "--replace-bot",

@@ -10,7 +10,6 @@ class Command(TelegramCommand):
     help = "Call getMe with the stored token and resync the bot identity and username."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key", nargs="?")
         parser.add_argument("--all", action="store_true", help="Every agent with a bot.")
 

@@ -7,7 +7,6 @@ class Command(TelegramCommand):
     help = "Rotate the webhook secret; the previous one stays valid for 10 minutes."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
 
     def handle(self, *args, agent_key, **options):

@@ -32,7 +32,6 @@ class Command(TelegramCommand):
     help = "Post a correctly signed text update to this server's own webhook (demos, smoke tests)."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("agent_key")
         parser.add_argument("text")
         parser.add_argument("--telegram-user", type=int, default=424242)

@@ -10,7 +10,6 @@ class Command(TelegramCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("--apply", action="store_true")
         parser.add_argument("--revoke-bindings", action="store_true")
         parser.add_argument("--expire-pairings", action="store_true")

@@ -1,25 +1,18 @@
-import json
-
 from django.core.management.base import BaseCommand
 
 from agents.audit import actor_name
+from agents.management.base import JsonOutput
 from workers.reconcile import reconcile
 
 
-class Command(BaseCommand):
+class Command(JsonOutput, BaseCommand):
     help = "Run one autoscaling pass: sweep leases, drain, spawn, tear down. Prints what it did."
-
-    def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
         report = reconcile(actor=actor_name(command="reconcile_workers"))
         data = report.as_dict()
-        if options["json"]:
-            self.stdout.write(json.dumps(data))
-            return
-        if report.skipped:
-            self.stdout.write(f"Skipped: {report.skipped}.")
+        if options["json"] or report.skipped:
+            self.emit(options, data, f"Skipped: {report.skipped}.")
             return
         self.stdout.write(
             f"Swept {data['swept'].get('requeued', 0)} expired lease(s) "

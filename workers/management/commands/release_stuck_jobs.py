@@ -1,17 +1,13 @@
-import json
-
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from agents.audit import actor_name, record_audit
+from agents.management.base import JsonOutput
 from workers.sweep import sweep_expired_leases
 
 
-class Command(BaseCommand):
+class Command(JsonOutput, BaseCommand):
     help = "Requeue processing messages whose lease expired (counts an attempt)."
-
-    def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options):
         with transaction.atomic():  # the requeue and its audit row land together
@@ -20,10 +16,8 @@ class Command(BaseCommand):
                 record_audit(
                     actor_name(command="release_stuck_jobs"), "queue.release_stuck", None, **report
                 )
-        if options["json"]:
-            self.stdout.write(json.dumps(report))
-        else:
-            self.stdout.write(
-                f"Requeued {report['requeued']} message(s), "
-                f"dead-lettered {report['dead_lettered']}."
-            )
+        self.emit(
+            options,
+            report,
+            f"Requeued {report['requeued']} message(s), dead-lettered {report['dead_lettered']}.",
+        )

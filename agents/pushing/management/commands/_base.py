@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-
-from django.core.management.base import CommandError
 
 from agents.management.base import Command as BaseCommand
+from agents.management.base import JsonOutput
 from agents.pushing.services import PushError
 
 
@@ -33,15 +31,5 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-class PushCommand(BaseCommand):
-    def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
-
-    def execute(self, *args, **options):
-        try:
-            return super().execute(*args, **options)
-        except PushError as exc:
-            raise CommandError(str(exc))
-
-    def emit(self, options, data: dict, text: str) -> None:
-        self.stdout.write(json.dumps(data, default=str) if options.get("json") else text)
+class PushCommand(JsonOutput, BaseCommand):
+    errors = (PushError,)

@@ -15,7 +15,6 @@ class Command(PushCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         who = parser.add_mutually_exclusive_group(required=True)
         who.add_argument("--user", metavar="CONSUMER_USER_ID")
         who.add_argument("--agent-users", metavar="AGENT_KEY")

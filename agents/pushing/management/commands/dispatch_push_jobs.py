@@ -6,7 +6,6 @@ class Command(PushCommand):
     help = "Claim the due push slots and enqueue them (the every-minute schedule, by hand)."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument(
             "--no-drain", action="store_true", help="Only claim; leave the rows pending."
         )

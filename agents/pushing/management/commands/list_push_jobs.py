@@ -6,7 +6,6 @@ class Command(PushCommand):
     help = "List push jobs (newest change first), with their next run in UTC."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("--user", metavar="CONSUMER_USER_ID")
         parser.add_argument("--agent", metavar="AGENT_KEY")
         parser.add_argument("--limit", type=int, default=100)

@@ -24,7 +24,6 @@ class Command(PushCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("action", choices=["list", "create", "send"])
         parser.add_argument("slug", nargs="?")
         parser.add_argument("--title", default="")

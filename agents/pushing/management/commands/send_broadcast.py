@@ -11,7 +11,6 @@ class Command(PushCommand):
     )
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("--text", required=True)
         parser.add_argument("--title", default="")
         parser.add_argument("--agent", action="append", dest="agents", metavar="AGENT_KEY")

@@ -11,7 +11,6 @@ class Command(PushCommand):
     help = "Send a push job now, whatever its schedule (its next run stays as it is)."
 
     def add_arguments(self, parser):
-        super().add_arguments(parser)
         parser.add_argument("job_id", type=int)
 
     def handle(self, *args, job_id, **options):
