@@ -178,11 +178,13 @@ def test_a_replaced_binding_is_reported_with_its_reason(hooked, after_commit, wo
 def test_a_rolled_back_change_sends_nothing(hooked, world, django_capture_on_commit_callbacks):
     r, _ = hooked
     binding = bind_identity("42", world["alpha"], bot_identity="1000", actor="t")
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError):
-            with transaction.atomic():
-                assert revoke_binding(binding, actor="t")
-                raise RuntimeError("the request failed after the revoke")
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        assert revoke_binding(binding, actor="t")
+        raise RuntimeError("the request failed after the revoke")
     assert not EventDelivery.objects.exists() and callbacks == [] and r.requests == []
     assert IdentityBinding.objects.get(pk=binding.pk).status == "active"
 
