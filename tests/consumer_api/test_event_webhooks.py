@@ -313,3 +313,30 @@ def test_no_secret_in_logs_or_delivery_rows(hooked, world, after_commit, caplog)
     from agents.models import AuditEvent
 
     assert all(secret not in str(a.details) for a in AuditEvent.objects.all())
+
+
+def test_the_schedule_sends_what_the_after_commit_send_missed(hooked, world):
+    """The task after commit was lost (a crash), and another row's sender died mid-request:
+    the every-minute drain sends the first and recovers the second (counted)."""
+    r, created = hooked
+    binding = bind_identity("42", world["alpha"], bot_identity="1000", actor="t")
+    assert revoke_binding(binding, actor="t")  # committed with the test, never sent
+    lost = EventDelivery.objects.get()
+    stuck = EventDelivery.objects.create(
+        api_key=created.api_key,
+        event_id="evt_stuck",
+        event_type="binding.revoked",
+        body=lost.body.replace(lost.event_id, "evt_stuck"),
+        status="sending",
+        attempts=1,
+        sending_since=timezone.now() - dt.timedelta(minutes=5),
+        give_up_at=timezone.now() + dt.timedelta(hours=23),
+    )
+    assert r.requests == []
+    counts = drain_events()
+    assert counts["recovered"] == 1 and counts["delivered"] == 2
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.stuck_retries, stuck.attempts) == ("delivered", 1, 2)
+    assert sorted(e["id"] for e in r.events(created.webhook_secret)) == sorted(
+        [lost.event_id, "evt_stuck"]
+    )
