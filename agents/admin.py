@@ -55,10 +55,8 @@ class AgentProfileAdmin(AuditedModelAdmin):
     audit_prefix = "agent"  # the same action names as configure_agent
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(month_spend=budget.month_spend_subquery(timezone.now()))
+        return super().get_queryset(request).annotate(
+            month_spend=budget.month_spend_subquery(timezone.now())
         )
 
     @admin.display(description="Budget this month (UTC)")

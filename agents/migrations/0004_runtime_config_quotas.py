@@ -5,81 +5,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("agents", "0003_fair_share_and_handoff"),
+        ('agents', '0003_fair_share_and_handoff'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="conversation_queue_cap",
-            field=models.PositiveIntegerField(
-                default=20,
-                help_text="Messages a conversation may have waiting (queued or processing).",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(100000),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='conversation_queue_cap',
+            field=models.PositiveIntegerField(default=20, help_text='Messages a conversation may have waiting (queued or processing).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100000)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="history_bytes_per_job",
-            field=models.PositiveIntegerField(
-                default=1048576,
-                help_text="Bytes of history content (UTF-8) one job may append.",
-                validators=[
-                    django.core.validators.MinValueValidator(1024),
-                    django.core.validators.MaxValueValidator(67108864),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='history_bytes_per_job',
+            field=models.PositiveIntegerField(default=1048576, help_text='Bytes of history content (UTF-8) one job may append.', validators=[django.core.validators.MinValueValidator(1024), django.core.validators.MaxValueValidator(67108864)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="history_entries_per_job",
-            field=models.PositiveIntegerField(
-                default=64,
-                help_text="History entries one job may append (complete and messages together).",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(10000),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='history_entries_per_job',
+            field=models.PositiveIntegerField(default=64, help_text='History entries one job may append (complete and messages together).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10000)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="snapshot_prepares_per_minute",
-            field=models.PositiveIntegerField(
-                default=5,
-                help_text="Snapshots one worker may prepare per minute.",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(1000),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='snapshot_prepares_per_minute',
+            field=models.PositiveIntegerField(default=5, help_text='Snapshots one worker may prepare per minute.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="user_burst",
-            field=models.PositiveIntegerField(
-                default=10,
-                help_text="Messages a Telegram user may send at once before the rate applies.",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(10000),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='user_burst',
+            field=models.PositiveIntegerField(default=10, help_text='Messages a Telegram user may send at once before the rate applies.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10000)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="user_rate_per_minute",
-            field=models.PositiveIntegerField(
-                default=20,
-                help_text="Messages per minute a Telegram user may send to one bot (token bucket).",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(10000),
-                ],
-            ),
+            model_name='runtimeconfig',
+            name='user_rate_per_minute',
+            field=models.PositiveIntegerField(default=20, help_text='Messages per minute a Telegram user may send to one bot (token bucket).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10000)]),
         ),
     ]

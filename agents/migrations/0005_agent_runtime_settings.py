@@ -6,112 +6,60 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("agents", "0004_runtime_config_quotas"),
+        ('agents', '0004_runtime_config_quotas'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="agentprofile",
-            name="api_key_secret_ref",
-            field=models.CharField(
-                blank=True,
-                help_text="The secret holding the model API key (only its name is stored here).",
-                max_length=200,
-                validators=[agents.runtime_settings.validate_secret_ref],
-            ),
+            model_name='agentprofile',
+            name='api_key_secret_ref',
+            field=models.CharField(blank=True, help_text='The secret holding the model API key (only its name is stored here).', max_length=200, validators=[agents.runtime_settings.validate_secret_ref]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="base_url",
-            field=models.CharField(
-                blank=True,
-                help_text="OpenAI-compatible endpoint (…/v1); empty: the handler's default.",
-                max_length=500,
-                validators=[agents.runtime_settings.validate_base_url],
-            ),
+            model_name='agentprofile',
+            name='base_url',
+            field=models.CharField(blank=True, help_text="OpenAI-compatible endpoint (…/v1); empty: the handler's default.", max_length=500, validators=[agents.runtime_settings.validate_base_url]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="handler",
-            field=models.CharField(
-                default="echo",
-                help_text="echo, llm, openclaw, http or a dotted path importable in the worker.",
-                max_length=200,
-                validators=[agents.runtime_settings.validate_handler],
-            ),
+            model_name='agentprofile',
+            name='handler',
+            field=models.CharField(default='echo', help_text='echo, llm, openclaw, http or a dotted path importable in the worker.', max_length=200, validators=[agents.runtime_settings.validate_handler]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="max_tokens",
-            field=models.PositiveIntegerField(
-                blank=True,
-                null=True,
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(1000000),
-                ],
-            ),
+            model_name='agentprofile',
+            name='max_tokens',
+            field=models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000000)]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="model",
-            field=models.CharField(
-                blank=True,
-                help_text="Sent to the endpoint as given (e.g. gpt-4o-mini, openai/gpt-4o-mini).",
-                max_length=200,
-                validators=[agents.runtime_settings.validate_model_name],
-            ),
+            model_name='agentprofile',
+            name='model',
+            field=models.CharField(blank=True, help_text='Sent to the endpoint as given (e.g. gpt-4o-mini, openai/gpt-4o-mini).', max_length=200, validators=[agents.runtime_settings.validate_model_name]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="price_per_million_input_tokens",
-            field=models.DecimalField(
-                decimal_places=6,
-                default=0,
-                max_digits=12,
-                validators=[django.core.validators.MinValueValidator(0)],
-            ),
+            model_name='agentprofile',
+            name='price_per_million_input_tokens',
+            field=models.DecimalField(decimal_places=6, default=0, max_digits=12, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="price_per_million_output_tokens",
-            field=models.DecimalField(
-                decimal_places=6,
-                default=0,
-                max_digits=12,
-                validators=[django.core.validators.MinValueValidator(0)],
-            ),
+            model_name='agentprofile',
+            name='price_per_million_output_tokens',
+            field=models.DecimalField(decimal_places=6, default=0, max_digits=12, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="system_prompt",
-            field=models.TextField(
-                blank=True, help_text="Empty: the runtime config's system prompt."
-            ),
+            model_name='agentprofile',
+            name='system_prompt',
+            field=models.TextField(blank=True, help_text="Empty: the runtime config's system prompt."),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="temperature",
-            field=models.FloatField(
-                blank=True,
-                null=True,
-                validators=[
-                    django.core.validators.MinValueValidator(0.0),
-                    django.core.validators.MaxValueValidator(2.0),
-                ],
-            ),
+            model_name='agentprofile',
+            name='temperature',
+            field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(2.0)]),
         ),
         migrations.AddField(
-            model_name="agentprofile",
-            name="timeout_seconds",
-            field=models.PositiveIntegerField(
-                default=120,
-                help_text="One model call's time limit.",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(3600),
-                ],
-            ),
+            model_name='agentprofile',
+            name='timeout_seconds',
+            field=models.PositiveIntegerField(default=120, help_text="One model call's time limit.", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3600)]),
         ),
     ]

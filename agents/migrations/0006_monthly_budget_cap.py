@@ -5,67 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("agents", "0005_agent_runtime_settings"),
+        ('agents', '0005_agent_runtime_settings'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="agentprofile",
-            name="monthly_budget_usd",
-            field=models.DecimalField(
-                blank=True,
-                decimal_places=2,
-                help_text="Estimated cost this agent may spend per calendar month (UTC); empty: no cap. Warning at 80 %, new messages paused at 100 %.",
-                max_digits=12,
-                null=True,
-                validators=[django.core.validators.MinValueValidator(0)],
-            ),
+            model_name='agentprofile',
+            name='monthly_budget_usd',
+            field=models.DecimalField(blank=True, decimal_places=2, help_text='Estimated cost this agent may spend per calendar month (UTC); empty: no cap. Warning at 80 %, new messages paused at 100 %.', max_digits=12, null=True, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.AddField(
-            model_name="runtimeconfig",
-            name="monthly_budget_usd",
-            field=models.DecimalField(
-                blank=True,
-                decimal_places=2,
-                help_text="Estimated cost all agents may spend per calendar month (UTC); empty: no cap. Warning at 80 %, new messages paused at 100 %.",
-                max_digits=12,
-                null=True,
-                validators=[django.core.validators.MinValueValidator(0)],
-            ),
+            model_name='runtimeconfig',
+            name='monthly_budget_usd',
+            field=models.DecimalField(blank=True, decimal_places=2, help_text='Estimated cost all agents may spend per calendar month (UTC); empty: no cap. Warning at 80 %, new messages paused at 100 %.', max_digits=12, null=True, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.CreateModel(
-            name="MonthlySpend",
+            name='MonthlySpend',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "scope",
-                    models.CharField(
-                        blank=True,
-                        help_text="Agent key; empty for the global total.",
-                        max_length=64,
-                    ),
-                ),
-                ("month", models.DateField(help_text="First day of the calendar month (UTC).")),
-                ("cost_usd", models.DecimalField(decimal_places=6, default=0, max_digits=16)),
-                ("warned_at", models.DateTimeField(blank=True, null=True)),
-                ("paused_at", models.DateTimeField(blank=True, null=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('scope', models.CharField(blank=True, help_text='Agent key; empty for the global total.', max_length=64)),
+                ('month', models.DateField(help_text='First day of the calendar month (UTC).')),
+                ('cost_usd', models.DecimalField(decimal_places=6, default=0, max_digits=16)),
+                ('warned_at', models.DateTimeField(blank=True, null=True)),
+                ('paused_at', models.DateTimeField(blank=True, null=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "verbose_name": "monthly spend",
-                "verbose_name_plural": "monthly spend",
-                "ordering": ["-month", "scope"],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("scope", "month"), name="spend_scope_month_unique"
-                    )
-                ],
+                'verbose_name': 'monthly spend',
+                'verbose_name_plural': 'monthly spend',
+                'ordering': ['-month', 'scope'],
+                'constraints': [models.UniqueConstraint(fields=('scope', 'month'), name='spend_scope_month_unique')],
             },
         ),
     ]

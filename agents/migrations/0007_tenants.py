@@ -23,18 +23,10 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="Tenant",
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("slug", models.SlugField(max_length=64, unique=True)),
                 ("name", models.CharField(blank=True, max_length=200)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
             ],
             options={"ordering": ["slug"]},
         ),
@@ -42,10 +34,7 @@ class Migration(migrations.Migration):
             model_name="agentprofile",
             name="tenant",
             field=models.ForeignKey(
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="agents",
-                to="agents.tenant",
+                null=True, on_delete=django.db.models.deletion.PROTECT, related_name="agents", to="agents.tenant"
             ),
         ),
         migrations.RunPython(existing_agents_to_default, migrations.RunPython.noop),

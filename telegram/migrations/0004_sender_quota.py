@@ -4,33 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("telegram", "0003_ingressissue_notified_user_index"),
+        ('telegram', '0003_ingressissue_notified_user_index'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="SenderQuota",
+            name='SenderQuota',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("bot_identity", models.CharField(max_length=32)),
-                ("telegram_user_id", models.CharField(max_length=32)),
-                ("tokens", models.FloatField()),
-                ("refilled_at", models.FloatField()),
-                ("admitted", models.BooleanField(default=True)),
-                ("notified_at", models.FloatField(blank=True, null=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('bot_identity', models.CharField(max_length=32)),
+                ('telegram_user_id', models.CharField(max_length=32)),
+                ('tokens', models.FloatField()),
+                ('refilled_at', models.FloatField()),
+                ('admitted', models.BooleanField(default=True)),
+                ('notified_at', models.FloatField(blank=True, null=True)),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("bot_identity", "telegram_user_id"), name="sender_quota_once"
-                    )
-                ],
+                'constraints': [models.UniqueConstraint(fields=('bot_identity', 'telegram_user_id'), name='sender_quota_once')],
             },
         ),
     ]

@@ -4,25 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("telegram", "0004_sender_quota"),
+        ('telegram', '0004_sender_quota'),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name="sandboxmessage",
-            options={
-                "ordering": ["-created_at", "-id"],
-                "permissions": [
-                    ("use_sandbox_chat", "Can chat with sandbox bots as a Telegram user")
-                ],
-            },
+            name='sandboxmessage',
+            options={'ordering': ['-created_at', '-id'], 'permissions': [('use_sandbox_chat', 'Can chat with sandbox bots as a Telegram user')]},
         ),
         migrations.AddField(
-            model_name="sandboxmessage",
-            name="sender",
-            field=models.CharField(
-                choices=[("bot", "bot"), ("user", "Telegram user")], default="bot", max_length=4
-            ),
+            model_name='sandboxmessage',
+            name='sender',
+            field=models.CharField(choices=[('bot', 'bot'), ('user', 'Telegram user')], default='bot', max_length=4),
         ),
     ]

@@ -4,18 +4,14 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("telegram", "0005_sandbox_chat_sender_and_permission"),
+        ('telegram', '0005_sandbox_chat_sender_and_permission'),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name="identitybinding",
-            options={
-                "ordering": ["-bound_at"],
-                "permissions": [
-                    ("send_as_agent", "Can send a message in a conversation as its agent")
-                ],
-            },
+            name='identitybinding',
+            options={'ordering': ['-bound_at'], 'permissions': [('send_as_agent', 'Can send a message in a conversation as its agent')]},
         ),
     ]

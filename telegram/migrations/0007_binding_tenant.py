@@ -22,11 +22,8 @@ class Migration(migrations.Migration):
             model_name="identitybinding",
             name="tenant",
             field=models.ForeignKey(
-                editable=False,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="agents.tenant",
+                editable=False, null=True, on_delete=django.db.models.deletion.PROTECT,
+                related_name="+", to="agents.tenant",
             ),
         ),
         migrations.RunPython(tenant_from_agent, migrations.RunPython.noop),
@@ -34,10 +31,8 @@ class Migration(migrations.Migration):
             model_name="identitybinding",
             name="tenant",
             field=models.ForeignKey(
-                editable=False,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="agents.tenant",
+                editable=False, on_delete=django.db.models.deletion.PROTECT,
+                related_name="+", to="agents.tenant",
             ),
         ),
         migrations.RemoveConstraint(

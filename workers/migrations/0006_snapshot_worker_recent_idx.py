@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("workers", "0005_worker_idle_since"),
+        ('workers', '0005_worker_idle_since'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="datasnapshot",
-            index=models.Index(
-                fields=["worker_id", "-created_at"], name="snapshot_worker_recent_idx"
-            ),
+            model_name='datasnapshot',
+            index=models.Index(fields=['worker_id', '-created_at'], name='snapshot_worker_recent_idx'),
         ),
     ]

@@ -6,54 +6,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("workers", "0006_snapshot_worker_recent_idx"),
+        ('workers', '0006_snapshot_worker_recent_idx'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="message",
-            name="apologized_at",
+            model_name='message',
+            name='apologized_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name="JobUsage",
+            name='JobUsage',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("agent_key", models.CharField(max_length=64)),
-                ("consumer_user", models.CharField(max_length=255)),
-                ("model", models.CharField(blank=True, max_length=200)),
-                ("input_tokens", models.PositiveBigIntegerField(default=0)),
-                ("output_tokens", models.PositiveBigIntegerField(default=0)),
-                ("cost_usd", models.DecimalField(decimal_places=6, default=0, max_digits=14)),
-                ("cost_reported", models.BooleanField(default=False)),
-                (
-                    "outcome",
-                    models.CharField(
-                        choices=[("done", "done"), ("failed", "failed")], max_length=6
-                    ),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "message",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="usage_records",
-                        to="workers.message",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('agent_key', models.CharField(max_length=64)),
+                ('consumer_user', models.CharField(max_length=255)),
+                ('model', models.CharField(blank=True, max_length=200)),
+                ('input_tokens', models.PositiveBigIntegerField(default=0)),
+                ('output_tokens', models.PositiveBigIntegerField(default=0)),
+                ('cost_usd', models.DecimalField(decimal_places=6, default=0, max_digits=14)),
+                ('cost_reported', models.BooleanField(default=False)),
+                ('outcome', models.CharField(choices=[('done', 'done'), ('failed', 'failed')], max_length=6)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage_records', to='workers.message')),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
-                "indexes": [
-                    models.Index(fields=["agent_key", "created_at"], name="usage_agent_day_idx"),
-                    models.Index(fields=["consumer_user", "created_at"], name="usage_user_day_idx"),
-                ],
+                'ordering': ['-created_at', '-id'],
+                'indexes': [models.Index(fields=['agent_key', 'created_at'], name='usage_agent_day_idx'), models.Index(fields=['consumer_user', 'created_at'], name='usage_user_day_idx')],
             },
         ),
     ]

@@ -4,24 +4,18 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("workers", "0007_job_usage_and_apology"),
+        ('workers', '0007_job_usage_and_apology'),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name="expiredlease",
-            options={
-                "verbose_name": "message with an expired lease",
-                "verbose_name_plural": "messages with an expired lease",
-            },
+            name='expiredlease',
+            options={'verbose_name': 'message with an expired lease', 'verbose_name_plural': 'messages with an expired lease'},
         ),
         migrations.AlterModelOptions(
-            name="jobusage",
-            options={
-                "ordering": ["-created_at", "-id"],
-                "verbose_name": "usage record",
-                "verbose_name_plural": "usage records",
-            },
+            name='jobusage',
+            options={'ordering': ['-created_at', '-id'], 'verbose_name': 'usage record', 'verbose_name_plural': 'usage records'},
         ),
     ]

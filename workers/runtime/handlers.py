@@ -107,10 +107,9 @@ def http_forward(context: JobContext) -> str | HandlerResult:
     token = runtime.get("api_key") or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    timeout = (
-        runtime.get("timeout_seconds")
-        or float(os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")) / 1000
-    )
+    timeout = runtime.get("timeout_seconds") or float(
+        os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")
+    ) / 1000
     body = {
         "job": context.job,
         "conversation": context.bundle.get("conversation"),

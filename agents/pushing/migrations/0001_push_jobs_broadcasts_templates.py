@@ -7,401 +7,157 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("agents", "0004_runtime_config_quotas"),
+        ('agents', '0004_runtime_config_quotas'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="MessageTemplate",
+            name='MessageTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("slug", models.SlugField(max_length=100, unique=True)),
-                ("title", models.CharField(max_length=200)),
-                ("text", models.TextField()),
-                ("tags", models.JSONField(blank=True, default=list)),
-                ("usage_count", models.PositiveIntegerField(default=0, editable=False)),
-                ("enabled", models.BooleanField(default=True)),
-                ("created_by", models.CharField(blank=True, max_length=150)),
-                ("updated_by", models.CharField(blank=True, max_length=150)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('slug', models.SlugField(max_length=100, unique=True)),
+                ('title', models.CharField(max_length=200)),
+                ('text', models.TextField()),
+                ('tags', models.JSONField(blank=True, default=list)),
+                ('usage_count', models.PositiveIntegerField(default=0, editable=False)),
+                ('enabled', models.BooleanField(default=True)),
+                ('created_by', models.CharField(blank=True, max_length=150)),
+                ('updated_by', models.CharField(blank=True, max_length=150)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "ordering": ["-usage_count", "slug"],
+                'ordering': ['-usage_count', 'slug'],
             },
         ),
         migrations.CreateModel(
-            name="PushBroadcast",
+            name='PushBroadcast',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("title", models.CharField(blank=True, max_length=200)),
-                ("text", models.TextField()),
-                (
-                    "agent_keys",
-                    models.JSONField(blank=True, default=list, help_text="Empty: every agent."),
-                ),
-                ("requested_by", models.CharField(blank=True, max_length=150)),
-                ("requested_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("total_targets", models.PositiveIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('title', models.CharField(blank=True, max_length=200)),
+                ('text', models.TextField()),
+                ('agent_keys', models.JSONField(blank=True, default=list, help_text='Empty: every agent.')),
+                ('requested_by', models.CharField(blank=True, max_length=150)),
+                ('requested_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('total_targets', models.PositiveIntegerField(default=0)),
             ],
             options={
-                "ordering": ["-requested_at", "-id"],
+                'ordering': ['-requested_at', '-id'],
             },
         ),
         migrations.CreateModel(
-            name="PushTemplate",
+            name='PushTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("key", models.SlugField(max_length=100, unique=True)),
-                ("title", models.CharField(max_length=200)),
-                ("text", models.TextField()),
-                (
-                    "periodicity",
-                    models.CharField(
-                        choices=[
-                            ("manual", "manual"),
-                            ("daily", "daily"),
-                            ("weekly", "weekly"),
-                            ("monthly", "monthly"),
-                        ],
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "suggested_times",
-                    models.JSONField(
-                        blank=True,
-                        default=list,
-                        help_text='Slots like {"time": "08:00", "weekday": 1}.',
-                    ),
-                ),
-                ("enabled", models.BooleanField(default=True)),
-                ("created_by", models.CharField(blank=True, max_length=150)),
-                ("updated_by", models.CharField(blank=True, max_length=150)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.SlugField(max_length=100, unique=True)),
+                ('title', models.CharField(max_length=200)),
+                ('text', models.TextField()),
+                ('periodicity', models.CharField(choices=[('manual', 'manual'), ('daily', 'daily'), ('weekly', 'weekly'), ('monthly', 'monthly')], max_length=10)),
+                ('suggested_times', models.JSONField(blank=True, default=list, help_text='Slots like {"time": "08:00", "weekday": 1}.')),
+                ('enabled', models.BooleanField(default=True)),
+                ('created_by', models.CharField(blank=True, max_length=150)),
+                ('updated_by', models.CharField(blank=True, max_length=150)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "ordering": ["key"],
+                'ordering': ['key'],
             },
         ),
         migrations.CreateModel(
-            name="PushJob",
+            name='PushJob',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "target",
-                    models.CharField(
-                        choices=[
-                            ("user", "one consumer user"),
-                            ("agent_users", "all bound users of an agent"),
-                        ],
-                        default="user",
-                        max_length=12,
-                    ),
-                ),
-                (
-                    "consumer_user_id",
-                    models.CharField(
-                        blank=True,
-                        help_text="The user (target 'user'); empty otherwise.",
-                        max_length=255,
-                    ),
-                ),
-                ("title", models.CharField(blank=True, max_length=200)),
-                ("text", models.TextField()),
-                (
-                    "periodicity",
-                    models.CharField(
-                        choices=[
-                            ("manual", "manual"),
-                            ("daily", "daily"),
-                            ("weekly", "weekly"),
-                            ("monthly", "monthly"),
-                        ],
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "timezone",
-                    models.CharField(default="UTC", help_text="IANA name.", max_length=64),
-                ),
-                ("time", models.CharField(blank=True, help_text="HH:mm (local).", max_length=5)),
-                (
-                    "weekday",
-                    models.PositiveSmallIntegerField(
-                        blank=True,
-                        help_text="Weekly: 1 = Monday … 7 = Sunday.",
-                        null=True,
-                        validators=[
-                            django.core.validators.MinValueValidator(1),
-                            django.core.validators.MaxValueValidator(7),
-                        ],
-                    ),
-                ),
-                (
-                    "day_of_month",
-                    models.CharField(
-                        blank=True,
-                        help_text="Monthly: 1–31 (clamped to month end) or 'last'.",
-                        max_length=4,
-                    ),
-                ),
-                ("enabled", models.BooleanField(default=True)),
-                ("next_run_at", models.DateTimeField(blank=True, null=True)),
-                ("last_run_at", models.DateTimeField(blank=True, null=True)),
-                ("last_run_key", models.CharField(blank=True, max_length=100)),
-                ("created_by", models.CharField(blank=True, max_length=150)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "agent",
-                    models.ForeignKey(
-                        blank=True,
-                        help_text="Target 'agent_users': whose users. Target 'user': informational only.",
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="push_jobs",
-                        to="agents.agentprofile",
-                    ),
-                ),
-                (
-                    "source_template",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="jobs",
-                        to="pushing.pushtemplate",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('target', models.CharField(choices=[('user', 'one consumer user'), ('agent_users', 'all bound users of an agent')], default='user', max_length=12)),
+                ('consumer_user_id', models.CharField(blank=True, help_text="The user (target 'user'); empty otherwise.", max_length=255)),
+                ('title', models.CharField(blank=True, max_length=200)),
+                ('text', models.TextField()),
+                ('periodicity', models.CharField(choices=[('manual', 'manual'), ('daily', 'daily'), ('weekly', 'weekly'), ('monthly', 'monthly')], max_length=10)),
+                ('timezone', models.CharField(default='UTC', help_text='IANA name.', max_length=64)),
+                ('time', models.CharField(blank=True, help_text='HH:mm (local).', max_length=5)),
+                ('weekday', models.PositiveSmallIntegerField(blank=True, help_text='Weekly: 1 = Monday … 7 = Sunday.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(7)])),
+                ('day_of_month', models.CharField(blank=True, help_text="Monthly: 1–31 (clamped to month end) or 'last'.", max_length=4)),
+                ('enabled', models.BooleanField(default=True)),
+                ('next_run_at', models.DateTimeField(blank=True, null=True)),
+                ('last_run_at', models.DateTimeField(blank=True, null=True)),
+                ('last_run_key', models.CharField(blank=True, max_length=100)),
+                ('created_by', models.CharField(blank=True, max_length=150)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('agent', models.ForeignKey(blank=True, help_text="Target 'agent_users': whose users. Target 'user': informational only.", null=True, on_delete=django.db.models.deletion.CASCADE, related_name='push_jobs', to='agents.agentprofile')),
+                ('source_template', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='pushing.pushtemplate')),
             ],
             options={
-                "ordering": ["-updated_at", "-id"],
+                'ordering': ['-updated_at', '-id'],
             },
         ),
         migrations.CreateModel(
-            name="PushBroadcastDispatch",
+            name='PushBroadcastDispatch',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("consumer_user_id", models.CharField(blank=True, max_length=255)),
-                ("conversation_id", models.CharField(blank=True, max_length=255)),
-                ("telegram_user_id", models.CharField(blank=True, max_length=32)),
-                ("telegram_chat_id", models.CharField(blank=True, max_length=32)),
-                ("bot_identity", models.CharField(blank=True, max_length=32)),
-                ("message_id", models.BigIntegerField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "pending"),
-                            ("enqueued", "enqueued"),
-                            ("failed", "failed"),
-                        ],
-                        default="pending",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "agent",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="agents.agentprofile",
-                    ),
-                ),
-                (
-                    "broadcast",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="targets",
-                        to="pushing.pushbroadcast",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('consumer_user_id', models.CharField(blank=True, max_length=255)),
+                ('conversation_id', models.CharField(blank=True, max_length=255)),
+                ('telegram_user_id', models.CharField(blank=True, max_length=32)),
+                ('telegram_chat_id', models.CharField(blank=True, max_length=32)),
+                ('bot_identity', models.CharField(blank=True, max_length=32)),
+                ('message_id', models.BigIntegerField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
+                ('status', models.CharField(choices=[('pending', 'pending'), ('enqueued', 'enqueued'), ('failed', 'failed')], default='pending', max_length=10)),
+                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agentprofile')),
+                ('broadcast', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='targets', to='pushing.pushbroadcast')),
             ],
             options={
-                "verbose_name_plural": "push broadcast dispatches",
-                "ordering": ["broadcast", "id"],
-                "indexes": [
-                    models.Index(
-                        condition=models.Q(("status", "pending")),
-                        fields=["created_at"],
-                        name="pushbroadcastdispatch_pending",
-                    )
-                ],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("broadcast", "consumer_user_id"), name="pushbroadcast_one_per_user"
-                    )
-                ],
+                'verbose_name_plural': 'push broadcast dispatches',
+                'ordering': ['broadcast', 'id'],
+                'indexes': [models.Index(condition=models.Q(('status', 'pending')), fields=['created_at'], name='pushbroadcastdispatch_pending')],
+                'constraints': [models.UniqueConstraint(fields=('broadcast', 'consumer_user_id'), name='pushbroadcast_one_per_user')],
             },
         ),
         migrations.CreateModel(
-            name="PushDispatch",
+            name='PushDispatch',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("consumer_user_id", models.CharField(blank=True, max_length=255)),
-                ("conversation_id", models.CharField(blank=True, max_length=255)),
-                ("telegram_user_id", models.CharField(blank=True, max_length=32)),
-                ("telegram_chat_id", models.CharField(blank=True, max_length=32)),
-                ("bot_identity", models.CharField(blank=True, max_length=32)),
-                ("message_id", models.BigIntegerField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
-                ("run_key", models.CharField(max_length=100)),
-                (
-                    "mode",
-                    models.CharField(
-                        choices=[("scheduled", "scheduled"), ("manual", "manual")],
-                        default="scheduled",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "scheduled_for",
-                    models.DateTimeField(help_text="The slot (scheduled) or the trigger time."),
-                ),
-                (
-                    "missed_slots",
-                    models.PositiveIntegerField(
-                        default=0,
-                        help_text="Earlier slots passed over while the dispatcher was not running.",
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "pending"),
-                            ("enqueued", "enqueued"),
-                            ("failed", "failed"),
-                            ("broadcast", "broadcast (see its targets)"),
-                        ],
-                        default="pending",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "agent",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="agents.agentprofile",
-                    ),
-                ),
-                (
-                    "broadcast",
-                    models.OneToOneField(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="dispatch",
-                        to="pushing.pushbroadcast",
-                    ),
-                ),
-                (
-                    "job",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="dispatches",
-                        to="pushing.pushjob",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('consumer_user_id', models.CharField(blank=True, max_length=255)),
+                ('conversation_id', models.CharField(blank=True, max_length=255)),
+                ('telegram_user_id', models.CharField(blank=True, max_length=32)),
+                ('telegram_chat_id', models.CharField(blank=True, max_length=32)),
+                ('bot_identity', models.CharField(blank=True, max_length=32)),
+                ('message_id', models.BigIntegerField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
+                ('run_key', models.CharField(max_length=100)),
+                ('mode', models.CharField(choices=[('scheduled', 'scheduled'), ('manual', 'manual')], default='scheduled', max_length=10)),
+                ('scheduled_for', models.DateTimeField(help_text='The slot (scheduled) or the trigger time.')),
+                ('missed_slots', models.PositiveIntegerField(default=0, help_text='Earlier slots passed over while the dispatcher was not running.')),
+                ('status', models.CharField(choices=[('pending', 'pending'), ('enqueued', 'enqueued'), ('failed', 'failed'), ('broadcast', 'broadcast (see its targets)')], default='pending', max_length=10)),
+                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agentprofile')),
+                ('broadcast', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='dispatch', to='pushing.pushbroadcast')),
+                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dispatches', to='pushing.pushjob')),
             ],
             options={
-                "verbose_name_plural": "push dispatches",
-                "ordering": ["-created_at", "-id"],
-                "indexes": [
-                    models.Index(
-                        condition=models.Q(("status", "pending")),
-                        fields=["created_at"],
-                        name="pushdispatch_pending_idx",
-                    )
-                ],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("job", "run_key"), name="pushdispatch_job_run_key"
-                    )
-                ],
+                'verbose_name_plural': 'push dispatches',
+                'ordering': ['-created_at', '-id'],
+                'indexes': [models.Index(condition=models.Q(('status', 'pending')), fields=['created_at'], name='pushdispatch_pending_idx')],
+                'constraints': [models.UniqueConstraint(fields=('job', 'run_key'), name='pushdispatch_job_run_key')],
             },
         ),
         migrations.AddIndex(
-            model_name="pushjob",
-            index=models.Index(
-                condition=models.Q(("enabled", True), ("next_run_at__isnull", False)),
-                fields=["next_run_at"],
-                name="pushjob_due_idx",
-            ),
+            model_name='pushjob',
+            index=models.Index(condition=models.Q(('enabled', True), ('next_run_at__isnull', False)), fields=['next_run_at'], name='pushjob_due_idx'),
         ),
         migrations.AddIndex(
-            model_name="pushjob",
-            index=models.Index(fields=["consumer_user_id"], name="pushjob_consumer_idx"),
+            model_name='pushjob',
+            index=models.Index(fields=['consumer_user_id'], name='pushjob_consumer_idx'),
         ),
         migrations.AddConstraint(
-            model_name="pushjob",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(("consumer_user_id__gt", ""), ("target", "user")),
-                    models.Q(("agent__isnull", False), ("target", "agent_users")),
-                    _connector="OR",
-                ),
-                name="pushjob_target_complete",
-            ),
+            model_name='pushjob',
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('consumer_user_id__gt', ''), ('target', 'user')), models.Q(('agent__isnull', False), ('target', 'agent_users')), _connector='OR'), name='pushjob_target_complete'),
         ),
     ]

@@ -4,38 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("pushing", "0001_push_jobs_broadcasts_templates"),
+        ('pushing', '0001_push_jobs_broadcasts_templates'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="pushbroadcastdispatch",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("pending", "pending"),
-                    ("enqueued", "enqueued"),
-                    ("failed", "failed"),
-                    ("skipped", "skipped"),
-                ],
-                default="pending",
-                max_length=10,
-            ),
+            model_name='pushbroadcastdispatch',
+            name='status',
+            field=models.CharField(choices=[('pending', 'pending'), ('enqueued', 'enqueued'), ('failed', 'failed'), ('skipped', 'skipped')], default='pending', max_length=10),
         ),
         migrations.AlterField(
-            model_name="pushdispatch",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("pending", "pending"),
-                    ("enqueued", "enqueued"),
-                    ("failed", "failed"),
-                    ("skipped", "skipped"),
-                    ("broadcast", "broadcast (see its targets)"),
-                ],
-                default="pending",
-                max_length=10,
-            ),
+            model_name='pushdispatch',
+            name='status',
+            field=models.CharField(choices=[('pending', 'pending'), ('enqueued', 'enqueued'), ('failed', 'failed'), ('skipped', 'skipped'), ('broadcast', 'broadcast (see its targets)')], default='pending', max_length=10),
         ),
     ]
