@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents import events
 from agents.audit import record_audit
 from agents.models import AgentProfile, RuntimeConfig
 from agents.spend import MonthlySpend
@@ -153,6 +154,7 @@ def _sync_row(row: MonthlySpend, cap: Decimal | None, now: dt.datetime, actor: s
         record_audit(actor, "budget.warning", target, **details)
     if over and row.paused_at is None and same.filter(paused_at__isnull=True).update(paused_at=now):
         record_audit(actor, "budget.paused", target, **details)
+        _paused_event(row, cap)
     if (
         not over
         and row.paused_at is not None
@@ -204,6 +206,16 @@ def resume_after_month_turn(now: dt.datetime | None = None) -> int:
                 )
                 resumed += 1
     return resumed
+
+
+def _paused_event(row: MonthlySpend, cap: Decimal) -> None:
+    """``budget.paused`` for the host app (SPEC §15). An agent's own cap tells its keys the
+    figures; the global cap pauses every agent and tells every key, without the operator's
+    total spend."""
+    data: dict = {"scope": "agent" if row.scope else "all_agents", "month": f"{row.month:%Y-%m}"}
+    if row.scope:
+        data.update(spent_usd=str(row.cost_usd), cap_usd=str(cap))
+    events.emit(events.BUDGET_PAUSED, agent_key=row.scope, consumer_user_id=None, data=data)
 
 
 def overview(now: dt.datetime) -> list[dict]:

@@ -197,6 +197,11 @@ SPECTACULAR_SETTINGS = {
 
 # Consumer API requests per key (DRF rate: "<n>/<sec|min|hour|day>").
 CONSUMER_API_THROTTLE_RATE = env.str("CONSUMER_API_THROTTLE_RATE", default="1200/min")
+# Event webhooks go to https URLs only; plain http to a loopback host (127.0.0.1, ::1,
+# localhost) is allowed for local development and the tests' receivers.
+CONSUMER_API_WEBHOOK_ALLOW_HTTP_LOOPBACK = env.bool(
+    "CONSUMER_API_WEBHOOK_ALLOW_HTTP_LOOPBACK", default=DEBUG
+)
 
 # Outbound APIs (tests and the embedded run point these at local fakes)
 TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org").rstrip(

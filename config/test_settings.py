@@ -32,6 +32,8 @@ AGENT_FACTORY_TELEGRAM_SANDBOX = True
 AGENT_FACTORY_TYPING_INDICATOR = False
 # Outbox senders as (synchronous) tasks: a test sees the rows sent when its request returns.
 AGENT_FACTORY_OUTBOX_SENDER = "task"
+# The tests' webhook receivers listen on http://127.0.0.1:<port>.
+CONSUMER_API_WEBHOOK_ALLOW_HTTP_LOOPBACK = True
 
 # End-to-end tests run a live server thread and real worker processes: SQLite then needs a
 # file database (each thread its own connection), not the shared in-memory one.

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from agents import delivery_rows
 from agents.audit import record_audit
 from telegram import outbox_sender
 from telegram.formatting import PLAIN, reply_parts
@@ -117,14 +118,8 @@ def send_notice(agent_key: str, chat_id: str, text: str) -> list[int]:
 def retry_rows(row_ids, *, actor: str) -> int:
     """Send failed rows again (admin action): attempts reset, audited, sender started."""
     with transaction.atomic():
-        rows = OutboxMessage.objects.select_for_update().filter(
-            pk__in=list(row_ids), status=OutboxMessage.FAILED
-        )
-        ids = list(rows.values_list("pk", flat=True))
-        bots = set(rows.values_list("agent_key", flat=True))
-        OutboxMessage.objects.filter(pk__in=ids).update(
-            status=OutboxMessage.PENDING, attempts=0, next_attempt_at=timezone.now()
-        )
+        ids = delivery_rows.reset_failed(OutboxMessage, row_ids, timezone.now())
+        bots = set(OutboxMessage.objects.filter(pk__in=ids).values_list("agent_key", flat=True))
         if ids:
             record_audit(actor, "telegram.outbox_retry", None, row_ids=ids, count=len(ids))
         for agent_key in bots:

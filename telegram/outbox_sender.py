@@ -22,6 +22,7 @@ from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from agents import delivery_rows
 from agents.secret_store import SecretUnavailable
 from telegram.bot_api import TelegramApiError, TelegramError
 from telegram.bots import agent_client
@@ -184,11 +185,7 @@ def _entities_refused(exc: TelegramApiError) -> bool:
 
 def send_row(client, row: OutboxMessage, pacer: Pacer) -> str:
     """Send one row; returns ``sent``, ``failed``, ``retry``, ``paused`` or ``skipped``."""
-    started = timezone.now()
-    claimed = OutboxMessage.objects.filter(pk=row.pk, status=OutboxMessage.PENDING).update(
-        status=OutboxMessage.SENDING, sending_since=started, attempts=F("attempts") + 1
-    )
-    if not claimed:
+    if not delivery_rows.claim(OutboxMessage, row.pk, timezone.now()):
         return "skipped"
     attempts = row.attempts + 1
     pacer.record(row.chat_id)
@@ -236,30 +233,21 @@ def _refused(row: OutboxMessage, exc: TelegramApiError, attempts: int) -> str:
     if exc.error_code is None or exc.error_code >= 500:
         return _retry_later(row, str(exc), attempts)
     reason = f"{exc.error_code}: {exc.description}"[:500]
-    OutboxMessage.objects.filter(pk=row.pk).update(
-        status=OutboxMessage.FAILED, sending_since=None, last_error=reason
-    )
+    delivery_rows.fail(OutboxMessage, row.pk, reason)
     logger.info("Outbox row %s refused by Telegram: %s", row.pk, reason)
     return "failed"
 
 
 def _retry_later(row: OutboxMessage, error: str, attempts: int) -> str:
-    now = timezone.now()
-    if attempts >= MAX_ATTEMPTS:
-        OutboxMessage.objects.filter(pk=row.pk).update(
-            status=OutboxMessage.FAILED,
-            sending_since=None,
-            last_error=f"gave up after {attempts} attempts: {error}"[:500],
-        )
-        return "failed"
-    delay = min(MAX_BACKOFF_SECONDS, 2 ** (attempts - 1))
-    OutboxMessage.objects.filter(pk=row.pk).update(
-        status=OutboxMessage.PENDING,
-        sending_since=None,
-        next_attempt_at=now + dt.timedelta(seconds=delay),
-        last_error=error[:500],
+    return delivery_rows.retry_later(
+        OutboxMessage,
+        row.pk,
+        error,
+        attempts=attempts,
+        now=timezone.now(),
+        give_up=attempts >= MAX_ATTEMPTS,
+        cap_seconds=MAX_BACKOFF_SECONDS,
     )
-    return "retry"
 
 
 def _mark_delivered(row: OutboxMessage, now: dt.datetime) -> None:
@@ -278,15 +266,7 @@ def _mark_delivered(row: OutboxMessage, now: dt.datetime) -> None:
 def recover_stuck_rows(now: dt.datetime | None = None) -> int:
     """Rows left in ``sending`` by a sender that died go back to the queue, counted: each
     may already have reached the chat (the one duplicate window)."""
-    now = now or timezone.now()
-    return OutboxMessage.objects.filter(
-        status=OutboxMessage.SENDING, sending_since__lt=now - STUCK_AFTER
-    ).update(
-        status=OutboxMessage.PENDING,
-        sending_since=None,
-        next_attempt_at=now,
-        stuck_retries=F("stuck_retries") + 1,
-    )
+    return delivery_rows.recover_stuck(OutboxMessage, now or timezone.now(), STUCK_AFTER)
 
 
 def drain_outbox() -> dict:

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents import events
 from agents.audit import record_audit
 from agents.models import AgentProfile
 from telegram import sql
@@ -134,6 +135,17 @@ def consume_pairing_code(
             telegram_user_id=telegram_user_id,
             telegram_chat_id=telegram_chat_id,
         )
+        events.emit(
+            events.PAIRING_COMPLETED,
+            agent_key=pairing.agent.agent_key,
+            consumer_user_id=pairing.consumer_user_id,
+            data={
+                "pairing_code": pairing.code,
+                "binding_id": binding.pk,
+                "conversation_id": binding.conversation_id,
+                "telegram_user_id": str(telegram_user_id),
+            },
+        )
         return binding
 
 
@@ -162,9 +174,16 @@ def bind_identity(
             collisions |= Q(bot_identity=bot_identity, telegram_user_id=telegram_user_id)
         if bot_identity and telegram_chat_id:
             collisions |= Q(bot_identity=bot_identity, telegram_chat_id=telegram_chat_id)
-        revoked = IdentityBinding.objects.filter(collisions, status=IdentityBinding.ACTIVE).update(
-            status=IdentityBinding.REVOKED, revoked_at=now
+        replaced = list(
+            IdentityBinding.objects.filter(collisions, status=IdentityBinding.ACTIVE)
+            .select_related("agent")
+            .select_for_update(of=("self",))
         )
+        revoked = IdentityBinding.objects.filter(
+            pk__in=[b.pk for b in replaced], status=IdentityBinding.ACTIVE
+        ).update(status=IdentityBinding.REVOKED, revoked_at=now)
+        for old in replaced:
+            _binding_revoked(old, "replaced")
         binding = IdentityBinding.objects.create(
             consumer_user_id=consumer_user_id,
             agent=agent,
@@ -209,7 +228,23 @@ def revoke_binding(binding: IdentityBinding, *, actor: str) -> bool:
             record_audit(
                 actor, "telegram.revoke_binding", binding, consumer_user_id=binding.consumer_user_id
             )
+            _binding_revoked(binding, "revoked")
         return bool(changed)
+
+
+def _binding_revoked(binding: IdentityBinding, reason: str) -> None:
+    """Tell the host app (SPEC §15): ``revoked`` (by the admin, a command or the API),
+    ``replaced`` (a newer binding of the same user or Telegram account), ``soft_reset``."""
+    events.emit(
+        events.BINDING_REVOKED,
+        agent_key=binding.agent.agent_key,
+        consumer_user_id=binding.consumer_user_id,
+        data={
+            "binding_id": binding.pk,
+            "conversation_id": binding.conversation_id,
+            "reason": reason,
+        },
+    )
 
 
 # Legacy migration -------------------------------------------------------------------------
@@ -229,7 +264,7 @@ def soft_reset_legacy(
     """
     legacy_bindings = IdentityBinding.objects.filter(
         MISSING_BOT_IDENTITY, source="telegram_pairing"
-    )
+    ).select_related("agent")
     legacy_pairings = PairingCode.objects.filter(status=PairingCode.PENDING, bot_identity="")
     report = {
         "revoked_bindings": 0,
@@ -244,7 +279,7 @@ def soft_reset_legacy(
     marks = {"soft_reset_reason": "missing_bot_identity", "soft_reset_at": now.isoformat()}
     with transaction.atomic():
         if apply:
-            legacy_bindings = legacy_bindings.select_for_update()
+            legacy_bindings = legacy_bindings.select_for_update(of=("self",))
             legacy_pairings = legacy_pairings.select_for_update()
         bindings, pairings = list(legacy_bindings), list(legacy_pairings)
         report["legacy_bindings_missing_bot_identity"] = len(bindings)
@@ -267,6 +302,8 @@ def soft_reset_legacy(
                 binding.status, binding.revoked_at = IdentityBinding.REVOKED, now
                 fields += ["status", "revoked_at"]
             binding.save(update_fields=fields)
+            if revoke:
+                _binding_revoked(binding, "soft_reset")
         if expire_pairings:
             report["expired_pairings"] = len(pairings)
             if apply:

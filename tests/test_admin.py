@@ -182,6 +182,7 @@ def test_lists_the_system_writes_are_read_only(rf, admin_user):
         "pushing.PushBroadcast",
         "consumer_api.IdempotencyRecord",
         "telegram.OutboxMessage",
+        "consumer_api.EventDelivery",
     }
     for label, model_admin in read_only.items():
         assert not model_admin.has_add_permission(request), label

@@ -28,6 +28,8 @@ from django.utils import timezone
 from django_q.models import Failure, Success, Task
 
 from agents.admin_access import DENIED
+from agents.consumer_api.event_models import EventDelivery
+from agents.consumer_api.services import create_api_key
 from agents.models import (
     AgentProfile,
     AuditEvent,
@@ -136,7 +138,18 @@ def world(db, enqueue, settings):
     )
     v1 = publish_skill("demo", "1.0.0", SKILL_FILES, actor="t")
     publish_skill("demo", "1.1.0", SKILL_FILES, actor="t")  # the active stable release
+    hook_key = create_api_key("hooks", actor="t", webhook_url="https://host.example/h").api_key
+    failed_event = EventDelivery.objects.create(
+        api_key=hook_key,
+        event_id="evt_1",
+        event_type="binding.revoked",
+        body="{}",
+        status="failed",
+        give_up_at=now,
+    )
     return {
+        "hook_key": hook_key,
+        "failed_event": failed_event,
         "failed_outbox": failed_outbox,
         "agent": agent,
         "bot": bot,
@@ -181,7 +194,16 @@ def outside():
 def fingerprint() -> dict:
     """Every row of the project's own tables: what "nothing changed" compares."""
     rows = {}
-    for label in ("agents", "workers", "telegram", "fly", "auth", "django_q", "pushing"):
+    for label in (
+        "agents",
+        "workers",
+        "telegram",
+        "fly",
+        "auth",
+        "django_q",
+        "pushing",
+        "consumer_api",
+    ):
         for model in apps.get_app_config(label).get_models():
             if not model._meta.proxy:
                 found = model.objects.order_by("pk")
@@ -430,6 +452,21 @@ DOORS = [
         lambda w: w["failed_outbox"],
         lambda w, r: OutboxMessage.objects.get(pk=w["failed_outbox"].pk).status == "pending",
         access=["telegram.view_outboxmessage"],
+    ),
+    action(
+        "consumer_api.eventdelivery",
+        "retry_selected_events",
+        ["consumer_api.change_eventdelivery"],
+        lambda w: w["failed_event"],
+        status(EventDelivery, "failed_event", "pending"),
+        access=["consumer_api.view_eventdelivery"],
+    ),
+    action(
+        "consumer_api.apikey",
+        "rotate_webhook_secret",
+        ["consumer_api.change_apikey"],
+        lambda w: w["hook_key"],
+        audited("consumer_api.set_webhook"),
     ),
     action(
         "workers.worker",

@@ -86,6 +86,7 @@ CONFIRMED = {
     "trigger_now",  # tests/pushing/test_admin.py
     "run_fly_cleanup",  # a link to the dry-run preview page: tests/fly/test_fly_admin.py
     "resubmit",  # django-q2's tasks, this file
+    "rotate_webhook_secret",  # tests/consumer_api/test_event_admin.py
 }
 HARMLESS = {
     "reconcile_identity": "re-reads the bot's own name from Telegram",
@@ -93,6 +94,7 @@ HARMLESS = {
     "disable": "turns a push job off; enable undoes it",
     "retry": "queues failed push rows again",
     "retry_selected": "sends failed outbox rows again (only failed ones: none was delivered)",
+    "retry_selected_events": "sends failed event webhooks again (only failed ones)",
 }
 
 

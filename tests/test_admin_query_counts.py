@@ -20,6 +20,7 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 from django_q.signing import SignedPackage
 
+from agents.consumer_api.event_models import EventDelivery
 from agents.consumer_api.models import IdempotencyRecord
 from agents.consumer_api.services import create_api_key
 from agents.external_errors import ExternalApiError
@@ -134,6 +135,11 @@ MAKERS = {
     "consumer_api.IdempotencyRecord": lambda n: IdempotencyRecord.objects.create(
         api_key=create_api_key(f"key {n}", actor="t").api_key, key=f"k{n}", fingerprint="f",
         status_code=202,
+    ),
+    "consumer_api.EventDelivery": lambda n: EventDelivery.objects.create(
+        api_key=create_api_key(f"hook {n}", actor="t").api_key, event_id=f"evt_{n}",
+        event_type="message.replied", body="{}", status=EventDelivery.FAILED,
+        give_up_at=timezone.now(),
     ),
     "telegram.Bot": lambda n: Bot.objects.create(agent=agent(n), bot_identity=str(n)),
     "telegram.PairingCode": lambda n: PairingCode.objects.create(

@@ -14,9 +14,32 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.module_loading import import_string
 
+from agents import events
 from workers.models import Message
 
 logger = logging.getLogger(__name__)
+
+
+def dead_lettered(message_ids, now) -> list[int]:
+    """Everything that follows a job's dead letter, inside the dead-lettering transaction:
+    the ``message.dead_lettered`` event for the host app (SPEC §15) and the apology."""
+    if events.host_event.has_listeners():
+        rows = Message.objects.filter(pk__in=list(message_ids)).values(
+            "pk", "agent_key", "payload", "attempts", "conversation__conversation_id"
+        )
+        for row in rows:
+            metadata = (row["payload"] or {}).get("metadata") or {}
+            events.emit(
+                events.MESSAGE_DEAD_LETTERED,
+                agent_key=row["agent_key"],
+                consumer_user_id=metadata.get("consumer_user_id") or None,
+                data={
+                    "message_id": row["pk"],
+                    "conversation_id": row["conversation__conversation_id"],
+                    "attempts": row["attempts"],
+                },
+            )
+    return apologize_after_commit(message_ids, now)
 
 
 def apologize_after_commit(message_ids, now) -> list[int]:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
 from workers import sql
-from workers.dead_letters import apologize_after_commit
+from workers.dead_letters import dead_lettered
 from workers.errors import LeaseLost  # defined with its 409 answer; leases.LeaseLost stays
 from workers.lifecycle import is_stale, live_worker_cutoff, live_workers
 from workers.models import JobUsage, Message, Worker
@@ -37,8 +37,6 @@ CLAIM_CANDIDATE_TRIES = 8
 # A job heartbeat refreshes the worker's own liveness only when it is older than this (far
 # below stale_after), saving a write on most heartbeats.
 LIVENESS_REFRESH = dt.timedelta(seconds=30)
-
-
 
 
 @dataclass(frozen=True)
@@ -338,7 +336,7 @@ def fail_job(
         Message.objects.filter(pk=message.pk).update(**fields)
         record_usage(message_id, usage, JobUsage.FAILED, now)
         if fields["status"] == Message.DEAD_LETTER:
-            apologize_after_commit([message_id], now)
+            dead_lettered([message_id], now)
         _after_job(worker, now, config)
         return Message.objects.get(pk=message_id)
 

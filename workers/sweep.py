@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
-from workers.dead_letters import apologize_after_commit
+from workers.dead_letters import dead_lettered
 from workers.lifecycle import live_worker_cutoff
 from workers.models import Message, Worker
 
@@ -38,7 +38,7 @@ def release_expired(message: Message, now: dt.datetime) -> str:
         fields.update(status=Message.QUEUED, next_retry_at=None)
     Message.objects.filter(pk=message.pk).update(**fields)
     if fields["status"] == Message.DEAD_LETTER:
-        apologize_after_commit([message.pk], now)
+        dead_lettered([message.pk], now)
     return fields["status"]
 
 

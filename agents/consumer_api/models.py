@@ -62,3 +62,6 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status_code})"
+
+
+from agents.consumer_api.event_models import EventDelivery  # noqa: E402,F401 (registered here)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -11,6 +10,7 @@ from django.utils import timezone
 from agents.audit import record_audit
 from agents.consumer_api.idempotency import RETENTION
 from agents.consumer_api.models import ApiKey, IdempotencyRecord
+from agents.consumer_api.webhooks import WebhookUrlError, new_secret, validate_webhook_url
 from agents.models import AgentProfile, Tenant
 from agents.secret_refs import api_key_webhook_secret_ref
 from agents.secret_store import import_secret
@@ -50,9 +50,11 @@ def create_api_key(
         if agent is None or agent.tenant_id != tenant_row.pk:
             raise ApiKeyError(f"Agent '{agent_key}' not found in tenant '{tenant}'.")
         agents.append(agent)
-    if webhook_url and not webhook_url.startswith(("https://", "http://")):
-        raise ApiKeyError("The webhook URL must start with https:// or http://.")
-    webhook_secret = secrets.token_urlsafe(32) if webhook_url else None
+    try:
+        webhook_url = validate_webhook_url(webhook_url)
+    except WebhookUrlError as exc:
+        raise ApiKeyError(str(exc)) from None
+    webhook_secret = new_secret() if webhook_url else None
     with transaction.atomic():
         api_key, key = ApiKey.objects.create_key(
             name=name,
