@@ -43,7 +43,7 @@ from agents.pushing.models import PushBroadcast, PushBroadcastDispatch, PushDisp
 from agents.secret_store import import_secret
 from agents.skill_bundle import file_sha256
 from agents.skills import publish_skill
-from telegram.admin import ONBOARDING_PAGE_PERMISSIONS, STEP_PERMISSIONS
+from telegram.admin_onboarding import ONBOARDING_PAGE_PERMISSIONS, STEP_PERMISSIONS
 from telegram.models import (
     Bot,
     IdentityBinding,

@@ -16,7 +16,6 @@ from agents.consumer_api.serializers import (
     PairingSerializer,
 )
 from agents.consumer_api.views_base import ConsumerView, row_id
-from telegram.admin import qr_svg
 from telegram.models import Bot, IdentityBinding, PairingCode
 from telegram.pairing import (
     PairingError,
@@ -26,6 +25,7 @@ from telegram.pairing import (
     resolve_binding,
     revoke_binding,
 )
+from telegram.qr import qr_svg
 
 
 def actor(api_key) -> str:
