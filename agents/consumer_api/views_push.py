@@ -21,7 +21,7 @@ from agents.consumer_api.serializers_push import (
     PushJobSerializer,
     PushJobWriteSerializer,
 )
-from agents.consumer_api.views_base import ConsumerView, row_id
+from agents.consumer_api.views_base import ConsumerView, json_object, row_id
 from agents.consumer_api.views_identity import actor
 from agents.pushing.models import PushBroadcast, PushJob
 from agents.pushing.services import (
@@ -41,7 +41,9 @@ class PushJobView(ConsumerView):
     serializer_class = PushJobSerializer
 
     def jobs(self):
-        return PushJob.objects.select_related("agent").filter(agent__in=self.agents())
+        return PushJob.objects.select_related("agent", "source_template").filter(
+            tenant_id=self.api_key.tenant_id, agent__in=self.agents()
+        )
 
     def job_or_404(self, pk: str) -> PushJob:
         job = self.jobs().filter(pk=row_id(pk)).first() if row_id(pk) is not None else None
@@ -55,7 +57,7 @@ class PushJobView(ConsumerView):
             return save_push_job(
                 job,
                 actor=actor(self.api_key),
-                text=data["text"],
+                text=data.get("text", ""),
                 periodicity=data["periodicity"],
                 timezone_name=data["timezone"],
                 schedule=data.get("schedule") or {},
@@ -64,6 +66,8 @@ class PushJobView(ConsumerView):
                 target=data["target"],
                 title=data.get("title", ""),
                 enabled=data["enabled"],
+                template_key=data.get("template_key") or None,
+                tenant=self.api_key.tenant,
             )
         except PushError as exc:
             raise refused(exc)
@@ -122,7 +126,7 @@ class PushJobDetail(PushJobView):
             "schedule": job.schedule,
             "enabled": job.enabled,
         }
-        body = PushJobWriteSerializer(data={**current, **request.data})
+        body = PushJobWriteSerializer(data={**current, **json_object(request)})
         body.is_valid(raise_exception=True)
         return Response(PushJobSerializer(self.save(job, body.validated_data)).data)
 
@@ -186,6 +190,7 @@ class BroadcastCreate(ConsumerView):
                 actor=actor(self.api_key),
                 agent_keys=keys,
                 title=data.get("title", ""),
+                tenant=self.api_key.tenant,
             )
         except PushError as exc:
             raise refused(exc)
@@ -202,7 +207,12 @@ class BroadcastDetail(ConsumerView):
         if row_id(pk) is not None:
             broadcast = PushBroadcast.objects.filter(pk=row_id(pk)).first()
         scope = set(self.agents().values_list("agent_key", flat=True))
-        if broadcast is None or not broadcast.agent_keys or not set(broadcast.agent_keys) <= scope:
+        if (
+            broadcast is None
+            or broadcast.tenant_id != self.api_key.tenant_id
+            or not broadcast.agent_keys
+            or not set(broadcast.agent_keys) <= scope
+        ):
             raise Http404("Broadcast not found.")
         broadcast.counts = broadcast_counts(broadcast)
         return Response(BroadcastSerializer(broadcast).data)

@@ -30,6 +30,7 @@ class PushJobForm(forms.ModelForm):
     class Meta:
         model = PushJob
         fields = [
+            "tenant",
             "target",
             "consumer_user_id",
             "agent",
@@ -64,6 +65,9 @@ class PushJobForm(forms.ModelForm):
             self.add_error("consumer_user_id", "A push to one user needs its consumer user id.")
         if target == PushJob.AGENT_USERS and not cleaned.get("agent"):
             self.add_error("agent", "A push to all bound users of an agent needs the agent.")
+        agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
+        if agent is not None and tenant is not None and agent.tenant_id != tenant.pk:
+            self.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
         cleaned["schedule"] = schedule
         return cleaned
 
@@ -74,6 +78,7 @@ class PushJobAdmin(AuditedModelAdmin):
     list_display = [
         "id",
         "title",
+        "tenant",
         "target",
         "consumer_user_id",
         "agent",
@@ -84,9 +89,9 @@ class PushJobAdmin(AuditedModelAdmin):
         "next_run_at",
         "last_run_at",
     ]
-    list_filter = ["enabled", "periodicity", "target", "agent"]
+    list_filter = ["enabled", "periodicity", "target", "tenant", "agent"]
     search_fields = ["consumer_user_id", "title", "text"]
-    list_select_related = ["agent"]
+    list_select_related = ["agent", "tenant"]
     readonly_fields = ["next_run_at", "last_run_at", "last_run_key", "created_at", "updated_at"]
     actions = ["trigger_now", "enable", "disable"]
     audit_prefix = "push_job"
@@ -110,6 +115,7 @@ class PushJobAdmin(AuditedModelAdmin):
             agent_key=cleaned["agent"].agent_key if cleaned.get("agent") else None,
             target=cleaned["target"],
             enabled=cleaned["enabled"],
+            tenant=cleaned["tenant"],
         )
 
     @admin.action(description="Send the selected jobs now (confirm first)", permissions=["change"])
@@ -288,13 +294,29 @@ class PushBroadcastAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/pushing/send_broadcast.html", context)
 
 
+def check_template_agent(form, cleaned) -> None:
+    agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
+    if agent is not None and tenant is not None and agent.tenant_id != tenant.pk:
+        form.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
+
+
 class PushTemplateForm(forms.ModelForm):
     class Meta:
         model = PushTemplate
-        fields = ["key", "title", "text", "periodicity", "suggested_times", "enabled"]
+        fields = [
+            "tenant",
+            "agent",
+            "key",
+            "title",
+            "text",
+            "periodicity",
+            "suggested_times",
+            "enabled",
+        ]
 
     def clean(self):
         cleaned = super().clean()
+        check_template_agent(self, cleaned)
         periodicity = cleaned.get("periodicity")
         times = cleaned.get("suggested_times") or []
         if not isinstance(times, list):
@@ -312,8 +334,9 @@ class PushTemplateForm(forms.ModelForm):
 @admin.register(PushTemplate)
 class PushTemplateAdmin(AuditedModelAdmin):
     form = PushTemplateForm
-    list_display = ["key", "title", "periodicity", "enabled", "updated_at"]
-    list_filter = ["periodicity", "enabled"]
+    list_display = ["key", "tenant", "agent", "title", "periodicity", "enabled", "updated_at"]
+    list_filter = ["tenant", "periodicity", "enabled"]
+    list_select_related = ["tenant", "agent"]
     search_fields = ["key", "title", "text"]
     audit_prefix = "push_template"
 
@@ -321,7 +344,12 @@ class PushTemplateAdmin(AuditedModelAdmin):
 class MessageTemplateForm(forms.ModelForm):
     class Meta:
         model = MessageTemplate
-        fields = ["title", "text", "tags", "enabled"]
+        fields = ["tenant", "agent", "title", "text", "tags", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        check_template_agent(self, cleaned)
+        return cleaned
 
     def clean_tags(self):
         tags = self.cleaned_data.get("tags") or []
@@ -333,14 +361,15 @@ class MessageTemplateForm(forms.ModelForm):
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(AuditedModelAdmin):
     form = MessageTemplateForm
-    list_display = ["slug", "title", "usage_count", "enabled", "updated_at"]
-    list_filter = ["enabled"]
+    list_display = ["slug", "tenant", "agent", "title", "usage_count", "enabled", "updated_at"]
+    list_filter = ["tenant", "enabled"]
+    list_select_related = ["tenant", "agent"]
     search_fields = ["slug", "title", "text"]
     readonly_fields = ["slug", "usage_count"]
     audit_prefix = "message_template"
 
     def save_model(self, request, obj, form, change):
         if not change or "title" in form.changed_data:
-            obj.slug = template_services.unique_slug(obj.title, obj.pk)
+            obj.slug = template_services.unique_slug(obj.title, obj.pk, obj.tenant_id)
         obj.updated_by = actor_name(request.user)
         super().save_model(request, obj, form, change)
