@@ -260,8 +260,11 @@ class PushBroadcastDispatch(PushTargetFields):
         ordering = ["broadcast", "id"]
         verbose_name_plural = "push broadcast dispatches"
         constraints = [
+            # One row per user of a tenant: an operator's broadcast may reach two tenants'
+            # users with the same consumer id (two people).
             models.UniqueConstraint(
-                fields=["broadcast", "consumer_user_id"], name="pushbroadcast_one_per_user"
+                fields=["broadcast", "tenant", "consumer_user_id"],
+                name="pushbroadcast_one_per_tenant_user",
             ),
         ]
         indexes = [

@@ -176,5 +176,17 @@ class Migration(migrations.Migration):
                 fields=("tenant", "key"), name="pushtemplate_key_per_tenant"
             ),
         ),
+        migrations.RemoveConstraint(
+            model_name="pushbroadcastdispatch",
+            name="pushbroadcast_one_per_user",
+        ),
+        migrations.AddConstraint(
+            model_name="pushbroadcastdispatch",
+            constraint=models.UniqueConstraint(
+                fields=("broadcast", "tenant", "consumer_user_id"),
+                name="pushbroadcast_one_per_tenant_user",
+            ),
+        ),
+        # Last: on PostgreSQL, updated rows' deferred FK checks forbid later ALTER TABLEs.
         migrations.RunPython(fill_tenants, migrations.RunPython.noop),
     ]
