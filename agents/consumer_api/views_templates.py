@@ -218,7 +218,7 @@ class MessageTemplateList(MessageTemplateView):
         tag = (request.query_params.get("tag") or "").strip().lower()
         if tag:
             # JSON containment is not on SQLite: the tag list is short, filter on the slugs.
-            tagged = [t.pk for t in rows.only("pk", "tags") if tag in (t.tags or [])]
+            tagged = [pk for pk, tags in rows.values_list("pk", "tags") if tag in (tags or [])]
             rows = rows.filter(pk__in=tagged)
         return self.paginated(rows, MessageTemplateSerializer)
 
