@@ -32,6 +32,13 @@ from agents.pushing.services import (
     trigger_push_job,
 )
 
+# Django's ``<pk>`` is ``{id}`` in the schema: the override must use that name (a "pk" path
+# parameter would be one the path does not have).
+JOB_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The push job's id.")
+BROADCAST_ID = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="The broadcast's id."
+)
+
 
 def refused(exc: PushError):
     return serializers.ValidationError({"non_field_errors": [str(exc)]})
@@ -104,12 +111,12 @@ class PushJobList(PushJobView):
 
 
 class PushJobDetail(PushJobView):
-    @extend_schema(parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)])
+    @extend_schema(parameters=[JOB_ID])
     def get(self, request, pk):
         return Response(PushJobSerializer(self.job_or_404(pk)).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         request=PushJobWriteSerializer(partial=True),
         responses=PushJobSerializer,
     )
@@ -131,7 +138,7 @@ class PushJobDetail(PushJobView):
         return Response(PushJobSerializer(self.save(job, body.validated_data)).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         responses={204: None},
     )
     def delete(self, request, pk):
@@ -144,7 +151,7 @@ class PushJobDetail(PushJobView):
 
 class PushJobTrigger(PushJobView):
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         request=None,
         responses={202: PushDispatchSerializer},
         summary="Send a job now (once per minute at most)",
@@ -201,7 +208,7 @@ class BroadcastCreate(ConsumerView):
 class BroadcastDetail(ConsumerView):
     serializer_class = BroadcastSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)])
+    @extend_schema(parameters=[BROADCAST_ID])
     def get(self, request, pk):
         broadcast = None
         if row_id(pk) is not None:

@@ -33,7 +33,7 @@ from agents.pushing.template_services import (
     save_push_template,
 )
 
-PK = OpenApiParameter("pk", int, OpenApiParameter.PATH, description="The template's id.")
+PK = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The template's id.")
 SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The template's slug.")
 
 

@@ -21,7 +21,10 @@ from telegram.pairing import bind_identity
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
-EXAMPLES_PER_OPERATION = 40
+import os  # noqa: E402
+
+# SCHEMATHESIS_EXAMPLES overrides it (e.g. to measure the time of a larger run).
+EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "40"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
