@@ -172,3 +172,39 @@ def test_push_stats_are_per_tenant(two_tenants, make_job):
     assert push_stats(SAME_USER, tenant="acme")["total_push_jobs"] == 1
     assert push_stats(SAME_USER)["total_push_jobs"] == 0
     assert push_stats(SAME_USER)["total_dispatches"] == 0
+
+
+def test_the_message_templates_command_takes_a_tenant_and_variables(two_tenants):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    def run(*args):
+        out = StringIO()
+        call_command("message_templates", *args, "--json", stdout=out)
+        return json.loads(out.getvalue())
+
+    made = run("create", "--title", "Hi", "--text", "Hi {{name}}", "--tenant", "acme")
+    assert made["variables"] == ["name"]
+    assert run("list")["results"] == []  # the default tenant's
+    sent = run("send", "hi", "--user", SAME_USER, "--tenant", "acme", "--var", "name=Ada")
+    assert sent["usage_count"] == 1 and chats_reached() == ["222"]
+    assert Message.objects.get().payload["message_text"] == "Hi Ada"
+    with pytest.raises(CommandError, match="Missing variable"):
+        call_command("message_templates", "send", "hi", "--user", SAME_USER, "--tenant", "acme")
+    with pytest.raises(CommandError, match="--var needs NAME=VALUE"):
+        call_command(
+            "message_templates",
+            "send",
+            "hi",
+            "--user",
+            SAME_USER,
+            "--tenant",
+            "acme",
+            "--var",
+            "name",
+        )
+    with pytest.raises(CommandError, match="Tenant 'nope' does not exist"):
+        call_command("message_templates", "list", "--tenant", "nope")
