@@ -26,6 +26,7 @@ from agents.consumer_api.views_identity import actor
 from agents.pushing.models import PushBroadcast, PushJob
 from agents.pushing.services import (
     PushError,
+    TemplateError,
     broadcast_counts,
     save_push_job,
     send_broadcast,
@@ -41,7 +42,8 @@ BROADCAST_ID = OpenApiParameter(
 
 
 def refused(exc: PushError):
-    return serializers.ValidationError({"non_field_errors": [str(exc)]})
+    field = exc.field if isinstance(exc, TemplateError) else "non_field_errors"
+    return serializers.ValidationError({field: [str(exc)]})
 
 
 class PushJobView(ConsumerView):

@@ -26,7 +26,25 @@ from agents.pushing.models import (
 from agents.pushing.schedule import ScheduleError, parse_slot
 
 
-class PushJobForm(forms.ModelForm):
+class TenantFormMixin:
+    """Tenant optional in the form: empty means the agent's tenant, else ``default``; an
+    agent of another tenant is a form error (consumer ids and keys are per tenant)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].required = False
+        self.fields["tenant"].help_text = "Empty: the agent's tenant, or 'default'."
+
+    def check_tenant(self, cleaned) -> None:
+        agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
+        if tenant is None:
+            tenant = agent.tenant if agent is not None else services.resolve_tenant(None)
+            cleaned["tenant"] = self.instance.tenant = tenant
+        if agent is not None and agent.tenant_id != tenant.pk:
+            self.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
+
+
+class PushJobForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = PushJob
         fields = [
@@ -65,9 +83,7 @@ class PushJobForm(forms.ModelForm):
             self.add_error("consumer_user_id", "A push to one user needs its consumer user id.")
         if target == PushJob.AGENT_USERS and not cleaned.get("agent"):
             self.add_error("agent", "A push to all bound users of an agent needs the agent.")
-        agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
-        if agent is not None and tenant is not None and agent.tenant_id != tenant.pk:
-            self.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
+        self.check_tenant(cleaned)
         cleaned["schedule"] = schedule
         return cleaned
 
@@ -294,13 +310,9 @@ class PushBroadcastAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/pushing/send_broadcast.html", context)
 
 
-def check_template_agent(form, cleaned) -> None:
-    agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
-    if agent is not None and tenant is not None and agent.tenant_id != tenant.pk:
-        form.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
 
 
-class PushTemplateForm(forms.ModelForm):
+class PushTemplateForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = PushTemplate
         fields = [
@@ -316,7 +328,7 @@ class PushTemplateForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        check_template_agent(self, cleaned)
+        self.check_tenant(cleaned)
         periodicity = cleaned.get("periodicity")
         times = cleaned.get("suggested_times") or []
         if not isinstance(times, list):
@@ -341,14 +353,14 @@ class PushTemplateAdmin(AuditedModelAdmin):
     audit_prefix = "push_template"
 
 
-class MessageTemplateForm(forms.ModelForm):
+class MessageTemplateForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = MessageTemplate
         fields = ["tenant", "agent", "title", "text", "tags", "enabled"]
 
     def clean(self):
         cleaned = super().clean()
-        check_template_agent(self, cleaned)
+        self.check_tenant(cleaned)
         return cleaned
 
     def clean_tags(self):

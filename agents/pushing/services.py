@@ -27,6 +27,14 @@ class PushError(ValueError):
     """Refused input or state; nothing was written. The text is safe to show."""
 
 
+class TemplateError(PushError):
+    """A refused template or send, naming the request field at fault (``field``)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
 def clean_text(value, field: str = "text") -> str:
     if not isinstance(value, str) or not value.strip():
         raise PushError(f"The {field} is required.")
@@ -103,7 +111,10 @@ def save_push_job(
     if template_key:
         template = PushTemplate.objects.filter(tenant=tenant, key=template_key).first()
         if template is None:
-            raise PushError(f"Push template '{template_key}' does not exist.")
+            raise TemplateError(
+                f"Push template '{template_key}' does not exist in tenant '{tenant.slug}'.",
+                "template_key",
+            )
         text, title = text or template.text, title or template.title
     text = clean_text(text)
     if len(title) > 200:

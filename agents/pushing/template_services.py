@@ -15,7 +15,12 @@ from agents.models import AgentProfile
 from agents.pushing import targets
 from agents.pushing.models import MessageTemplate, PushDispatch, PushTemplate
 from agents.pushing.schedule import ScheduleError, parse_slot
-from agents.pushing.services import PushError, clean_text, resolve_tenant
+from agents.pushing.services import (  # noqa: F401 (TemplateError: its callers' import)
+    PushError,
+    TemplateError,
+    clean_text,
+    resolve_tenant,
+)
 from telegram.models import IdentityBinding
 from workers.queue import MAX_MESSAGE_TEXT, EnqueueError, enqueue_message
 
@@ -23,14 +28,6 @@ from workers.queue import MAX_MESSAGE_TEXT, EnqueueError, enqueue_message
 # is interpreted (no filters, no attribute access): a template cannot reach any data.
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 MAX_VARIABLE_LENGTH = 1000
-
-
-class TemplateError(PushError):
-    """A refused template or send, naming the request field at fault (``field``)."""
-
-    def __init__(self, message: str, field: str):
-        super().__init__(message)
-        self.field = field
 
 
 def template_variables(text: str) -> list[str]:

@@ -97,9 +97,9 @@ def test_a_push_job_from_a_template_of_the_tenant(world, rw, make_key, api):
     acme = api(make_key(tenant="acme").key)
     other = acme.post(V1 + "push-jobs/", {**job, "agent_key": "gamma"}, format="json")
     assert other.status_code == 400  # acme has no template "morning"
-    assert "Push template 'morning' does not exist" in other.json()["detail"] + str(
-        other.json()["fields"]
-    )
+    assert other.json()["fields"] == {
+        "template_key": ["Push template 'morning' does not exist in tenant 'acme'."]
+    }
     assert PushJob.objects.count() == 1
 
 

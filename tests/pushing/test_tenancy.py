@@ -208,3 +208,18 @@ def test_the_message_templates_command_takes_a_tenant_and_variables(two_tenants)
         )
     with pytest.raises(CommandError, match="Tenant 'nope' does not exist"):
         call_command("message_templates", "list", "--tenant", "nope")
+
+
+def test_admin_template_forms_key_by_tenant(admin_client, two_tenants):
+    url = "/admin/pushing/messagetemplate/add/"
+    form = {"title": "Welcome", "text": "Hi", "tags": "[]", "enabled": "on", "agent": ""}
+    assert admin_client.post(url, form).status_code == 302
+    assert MessageTemplate.objects.get().tenant.slug == "default"  # empty: default
+    _, gamma = two_tenants
+    response = admin_client.post(url, {**form, "agent": gamma.pk})
+    assert response.status_code == 302  # empty: the agent's tenant
+    assert MessageTemplate.objects.get(agent=gamma).tenant.slug == "acme"
+    default = Tenant.objects.get(slug="default").pk
+    response = admin_client.post(url, {**form, "agent": gamma.pk, "tenant": default})
+    assert response.status_code == 200 and b"belongs to tenant" in response.content
+    assert MessageTemplate.objects.count() == 2
