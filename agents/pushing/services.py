@@ -58,6 +58,16 @@ def resolve_tenant(tenant) -> Tenant:
     return row
 
 
+def tenant_for(tenant, agent_key: str | None = None) -> Tenant:
+    """The tenant given, else the named agent's, else ``default``: a caller that names only
+    an agent (the admin, a command) means that agent's tenant."""
+    if tenant is None and agent_key:
+        agent = AgentProfile.objects.select_related("tenant").filter(agent_key=agent_key).first()
+        if agent is not None:
+            return agent.tenant
+    return resolve_tenant(tenant)
+
+
 def _agent(agent_key: str, *, enabled: bool = True, tenant: Tenant | None = None) -> AgentProfile:
     agent = AgentProfile.objects.filter(agent_key=agent_key).first()
     if agent is None or (tenant is not None and agent.tenant_id != tenant.pk):
@@ -106,7 +116,7 @@ def save_push_job(
     now = now or timezone.now()
     if job is not None and tenant is None:
         tenant = job.tenant
-    tenant = resolve_tenant(tenant)
+    tenant = tenant_for(tenant, agent_key)
     template = None
     if template_key:
         template = PushTemplate.objects.filter(tenant=tenant, key=template_key).first()

@@ -20,6 +20,7 @@ from agents.pushing.services import (  # noqa: F401 (TemplateError: its callers'
     TemplateError,
     clean_text,
     resolve_tenant,
+    tenant_for,
 )
 from telegram.models import IdentityBinding
 from workers.queue import MAX_MESSAGE_TEXT, EnqueueError, enqueue_message
@@ -95,7 +96,7 @@ def save_push_template(
     agent_key: str | None = None,
 ) -> PushTemplate:
     """Create or change a push template of ``tenant`` (the template's own when changing)."""
-    tenant = resolve_tenant(template.tenant if template is not None else tenant)
+    tenant = tenant_for(template.tenant if template is not None else tenant, agent_key)
     text = clean_text(text)
     if not key or slugify(key) != key:
         raise PushError("The template key must be a slug (letters, digits, '-', '_').")
@@ -166,7 +167,7 @@ def save_message_template(
     agent_key: str | None = None,
 ) -> MessageTemplate:
     """Create or change a message template of ``tenant`` (the template's own when changing)."""
-    tenant = resolve_tenant(template.tenant if template is not None else tenant)
+    tenant = tenant_for(template.tenant if template is not None else tenant, agent_key)
     title, text = clean_text(title, "title"), clean_text(text)
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise PushError("Tags must be a list of strings.")
@@ -201,7 +202,7 @@ def send_message_template(
     """Enqueue a template's text, its ``{{variables}}`` filled, for a tenant user's agent
     (``agent_key``: only if the user's active binding is to that agent); counts the use in
     the same transaction. Answers message id, conversation id and the new usage count."""
-    tenant = resolve_tenant(tenant)
+    tenant = tenant_for(tenant, agent_key)
     binding = (
         IdentityBinding.objects.select_related("agent")
         .filter(tenant=tenant, consumer_user_id=consumer_user_id, status=IdentityBinding.ACTIVE)

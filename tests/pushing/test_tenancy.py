@@ -223,3 +223,24 @@ def test_admin_template_forms_key_by_tenant(admin_client, two_tenants):
     response = admin_client.post(url, {**form, "agent": gamma.pk, "tenant": default})
     assert response.status_code == 200 and b"belongs to tenant" in response.content
     assert MessageTemplate.objects.count() == 2
+
+
+def test_create_push_job_takes_the_agents_tenant_or_the_one_given(two_tenants):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from agents.pushing.models import PushJob
+
+    def run(*args):
+        out = StringIO()
+        args = ("--periodicity", "manual", "--text", "x", "--json", *args)
+        call_command("create_push_job", *args, stdout=out)
+        return json.loads(out.getvalue())
+
+    by_agent = run("--user", SAME_USER, "--agent", "gamma")
+    given = run("--user", SAME_USER, "--tenant", "acme")
+    neither = run("--user", SAME_USER)
+    tenants = dict(PushJob.objects.values_list("pk", "tenant__slug"))
+    assert [tenants[j["id"]] for j in (by_agent, given, neither)] == ["acme", "acme", "default"]
