@@ -73,10 +73,30 @@ def test_push_template_field_errors_change_nothing(world, rw):
 
 def test_the_same_template_key_in_two_tenants(world, rw, make_key, api):
     acme = api(make_key(tenant="acme").key)
-    assert rw.post(V1 + "push-templates/", PUSH, format="json").status_code == 201
-    assert acme.post(V1 + "push-templates/", PUSH, format="json").status_code == 201
-    assert [t["key"] for t in acme.get(V1 + "push-templates/").json()["results"]] == ["morning"]
+    ours = rw.post(V1 + "push-templates/", PUSH, format="json")
+    theirs = acme.post(V1 + "push-templates/", PUSH, format="json")
+    assert ours.status_code == theirs.status_code == 201
+    assert [t["id"] for t in acme.get(V1 + "push-templates/").json()["results"]] == [
+        theirs.json()["id"]
+    ]
+    assert acme.get(f"{V1}push-templates/{ours.json()['id']}/").status_code == 404
     assert PushTemplate.objects.filter(key="morning").count() == 2
+    rw.post(V1 + "message-templates/", {"title": "Hi", "text": "x"}, format="json")
+    assert acme.get(V1 + "message-templates/").json()["results"] == []
+    assert acme.get(V1 + "message-templates/hi/").status_code == 404
+
+
+def test_a_broadcast_through_the_api_reaches_only_the_keys_tenant(world, rw, make_key, api):
+    from agents.pushing.dispatch import drain_pending
+
+    acme = api(make_key(tenant="acme").key)
+    bind(rw, user="u1", agent="alpha", tg="55")
+    bind(acme, user="u1", agent="gamma", tg="66")
+    response = acme.post(V1 + "broadcasts/", {"text": "news"}, format="json")
+    assert response.status_code == 202 and response.json()["targets"] == 1
+    drain_pending()
+    assert [m.agent_key for m in Message.objects.all()] == ["gamma"]
+    assert rw.get(f"{V1}broadcasts/{response.json()['broadcast_id']}/").status_code == 404
 
 
 def test_a_push_job_from_a_template_of_the_tenant(world, rw, make_key, api):
