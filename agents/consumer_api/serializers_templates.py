@@ -104,10 +104,10 @@ class MessageTemplateWriteSerializer(serializers.Serializer):
 class UserAgentStatsSerializer(serializers.Serializer):
     consumer_user_id = serializers.CharField()
     agent_key = serializers.CharField()
-    binding_status = serializers.ChoiceField(
-        choices=["active", "revoked"],
+    # A plain string: the same choices as Binding.status would be a second enum name.
+    binding_status = serializers.CharField(
         allow_null=True,
-        help_text="The user's latest binding to this agent; null if never bound.",
+        help_text="active or revoked: the user's latest binding to this agent, or null.",
     )
     conversation_id = serializers.CharField(allow_null=True)
     total_push_jobs = serializers.IntegerField(help_text="The user's push jobs (all states).")
