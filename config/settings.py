@@ -193,6 +193,11 @@ SPECTACULAR_SETTINGS = {
     "worker REST API (/api/v1/worker/, bearer worker token) and webhook contracts.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # Every consumer API field with a description and an example (one glossary).
+        "agents.consumer_api.schema_fields.document_consumer_fields",
+    ],
 }
 
 # Consumer API requests per key (DRF rate: "<n>/<sec|min|hour|day>").

@@ -144,12 +144,23 @@ class QueueItemSerializer(serializers.ModelSerializer):
 
 class SendSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, max_length=20000, help_text="Plain text.")
-    template = serializers.SlugField(required=False, help_text="A message template's slug.")
+    template = serializers.SlugField(
+        required=False, help_text="A message template's slug (the tenant's or this agent's)."
+    )
+    variables = serializers.DictField(
+        child=serializers.CharField(max_length=1000, allow_blank=True),
+        required=False,
+        help_text="With 'template': a value for each {{name}} the template uses, no more.",
+    )
 
     def validate(self, attrs):
         if bool(attrs.get("text")) == bool(attrs.get("template")):
             raise serializers.ValidationError(
                 {"text": ["Give exactly one of 'text' or 'template'."]}
+            )
+        if attrs.get("variables") and not attrs.get("template"):
+            raise serializers.ValidationError(
+                {"variables": ["Variables go with a 'template', not with 'text'."]}
             )
         return attrs
 

@@ -15,6 +15,12 @@ SCHEDULE_HELP = (
 class PushJobSerializer(serializers.ModelSerializer):
     agent_key = serializers.CharField(source="agent.agent_key", read_only=True, allow_null=True)
     schedule = serializers.JSONField(read_only=True, help_text=SCHEDULE_HELP)
+    template_key = serializers.CharField(
+        source="source_template.key",
+        read_only=True,
+        allow_null=True,
+        help_text="The push template the job was made from (its text was copied), or null.",
+    )
 
     class Meta:
         model = PushJob
@@ -23,6 +29,7 @@ class PushJobSerializer(serializers.ModelSerializer):
             "target",
             "consumer_user_id",
             "agent_key",
+            "template_key",
             "title",
             "text",
             "periodicity",
@@ -43,7 +50,15 @@ class PushJobWriteSerializer(serializers.Serializer):
     consumer_user_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
     agent_key = serializers.CharField(max_length=64)
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    text = serializers.CharField(max_length=4000)
+    text = serializers.CharField(
+        max_length=4000, required=False, help_text="Required unless template_key is given."
+    )
+    template_key = serializers.SlugField(
+        max_length=100,
+        required=False,
+        write_only=True,
+        help_text="A push template of the tenant: its text (and title) when not given.",
+    )
     periodicity = serializers.ChoiceField(choices=PERIODICITIES)
     timezone = serializers.CharField(max_length=64, default="UTC", help_text="IANA name.")
     schedule = serializers.DictField(required=False, help_text=SCHEDULE_HELP)

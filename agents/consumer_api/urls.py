@@ -6,6 +6,7 @@ from agents.consumer_api import views_agents as agents
 from agents.consumer_api import views_conversations as conversations
 from agents.consumer_api import views_identity as identity
 from agents.consumer_api import views_push as push
+from agents.consumer_api import views_templates as templates
 
 app_name = "consumer_api"
 
@@ -19,6 +20,11 @@ urlpatterns = [
         "users/<str:consumer_user_id>/agents/<str:agent_key>/messages/",
         conversations.SendToUserAgent.as_view(),
         name="send",
+    ),
+    path(
+        "users/<str:consumer_user_id>/agents/<str:agent_key>/stats/",
+        agents.UserAgentStats.as_view(),
+        name="user-agent-stats",
     ),
     path("pairings/", identity.PairingCreate.as_view(), name="pairings"),
     path("pairings/<str:code>/", identity.PairingDetail.as_view(), name="pairing"),
@@ -37,6 +43,14 @@ urlpatterns = [
     ),
     path("usage/", conversations.UsageView.as_view(), name="usage"),
     path("snapshots/", conversations.SnapshotList.as_view(), name="snapshots"),
+    path("push-templates/", templates.PushTemplateList.as_view(), name="push-templates"),
+    path("push-templates/<str:pk>/", templates.PushTemplateDetail.as_view(), name="push-template"),
+    path("message-templates/", templates.MessageTemplateList.as_view(), name="message-templates"),
+    path(
+        "message-templates/<str:slug>/",
+        templates.MessageTemplateDetail.as_view(),
+        name="message-template",
+    ),
     path("push-jobs/", push.PushJobList.as_view(), name="push-jobs"),
     path("push-jobs/<str:pk>/", push.PushJobDetail.as_view(), name="push-job"),
     path("push-jobs/<str:pk>/trigger/", push.PushJobTrigger.as_view(), name="push-job-trigger"),

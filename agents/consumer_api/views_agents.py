@@ -16,7 +16,9 @@ from agents.consumer_api.serializers import (
     ReadinessSerializer,
     UserOverviewSerializer,
 )
+from agents.consumer_api.serializers_templates import UserAgentStatsSerializer
 from agents.consumer_api.views_base import ConsumerView
+from agents.pushing.stats import user_agent_stats
 from telegram.models import IdentityBinding, PairingCode
 from telegram.readiness import readiness
 from workers.models import JobUsage, Message
@@ -133,3 +135,15 @@ class UserOverview(ConsumerView):
                 },
             }
         )
+
+
+class UserAgentStats(ConsumerView):
+    serializer_class = UserAgentStatsSerializer
+
+    @extend_schema(
+        summary="Stats of a user's agent: push jobs and runs, history and queue (all time)"
+    )
+    def get(self, request, consumer_user_id, agent_key):
+        agent = self.agent_or_404(agent_key)
+        stats = user_agent_stats(consumer_user_id, agent)
+        return Response(UserAgentStatsSerializer(stats).data)

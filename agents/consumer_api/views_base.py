@@ -25,6 +25,14 @@ def row_id(value: str) -> int | None:
     return int(value) if ROW_ID.fullmatch(value) else None
 
 
+def json_object(request) -> dict:
+    """The request body as an object (a PATCH merges it over the stored fields); an array
+    or a scalar is a 400, not a TypeError."""
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    return request.data
+
+
 class ConsumerView(generics.GenericAPIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasApiKey]

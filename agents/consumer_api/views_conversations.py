@@ -6,7 +6,6 @@ import datetime as dt
 import re
 
 from django.db import transaction
-from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -25,9 +24,11 @@ from agents.consumer_api.serializers import (
     SnapshotSerializer,
 )
 from agents.consumer_api.views_base import ConsumerView
+from agents.consumer_api.views_identity import actor
 from agents.models import Conversation, ConversationEntry
-from agents.pushing.models import MessageTemplate
+from agents.pushing.services import PushError
 from agents.pushing.targets import payload_for
+from agents.pushing.template_services import TemplateError, send_message_template
 from telegram.models import IdentityBinding
 from workers.models import DataSnapshot, Message
 from workers.queue import EnqueueError, enqueue_message
@@ -110,30 +111,38 @@ class SendToUserAgent(ConsumerView):
         return idempotent(request, self.api_key, lambda: self.send(agent, binding, body.data))
 
     def send(self, agent, binding, data):
-        template = None
-        if data.get("template"):
-            template = MessageTemplate.objects.filter(slug=data["template"], enabled=True).first()
-            if template is None:
-                raise serializers.ValidationError({"template": ["Unknown or disabled template."]})
-        text = template.text if template else data["text"]
         meta = {"source": "api", "api_key": self.api_key.prefix}
-        if template:
-            meta["template"] = template.slug
+        if data.get("template"):
+            return 202, self.send_template(agent, binding, data, meta)
         try:
             with transaction.atomic():
                 result = enqueue_message(
                     conversation_id=binding.conversation_id,
                     agent_key=agent.agent_key,
-                    payload=payload_for(binding, text, meta),
+                    payload=payload_for(binding, data["text"], meta),
                     agent=agent,
                 )
-                if template:
-                    MessageTemplate.objects.filter(pk=template.pk).update(
-                        usage_count=F("usage_count") + 1
-                    )
         except EnqueueError as exc:
             raise Conflict(str(exc), code="enqueue_refused")
         return 202, {"message_id": result.message.pk, "conversation_id": binding.conversation_id}
+
+    def send_template(self, agent, binding, data, meta) -> dict:
+        """The same service as the admin and ``message_templates send`` (SPEC §14)."""
+        try:
+            sent = send_message_template(
+                data["template"],
+                binding.consumer_user_id,
+                actor=actor(self.api_key),
+                tenant=agent.tenant,
+                agent_key=agent.agent_key,
+                variables=data.get("variables") or {},
+                metadata={"api_key": meta["api_key"]},
+            )
+        except TemplateError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]})
+        except PushError as exc:
+            raise Conflict(str(exc), code="enqueue_refused")
+        return {"message_id": sent["message_id"], "conversation_id": sent["conversation_id"]}
 
 
 class UsageView(ConsumerView):

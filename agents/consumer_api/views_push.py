@@ -21,27 +21,38 @@ from agents.consumer_api.serializers_push import (
     PushJobSerializer,
     PushJobWriteSerializer,
 )
-from agents.consumer_api.views_base import ConsumerView, row_id
+from agents.consumer_api.views_base import ConsumerView, json_object, row_id
 from agents.consumer_api.views_identity import actor
 from agents.pushing.models import PushBroadcast, PushJob
 from agents.pushing.services import (
     PushError,
+    TemplateError,
     broadcast_counts,
     save_push_job,
     send_broadcast,
     trigger_push_job,
 )
 
+# Django's ``<pk>`` is ``{id}`` in the schema: the override must use that name (a "pk" path
+# parameter would be one the path does not have).
+JOB_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The push job's id.")
+BROADCAST_ID = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="The broadcast's id."
+)
+
 
 def refused(exc: PushError):
-    return serializers.ValidationError({"non_field_errors": [str(exc)]})
+    field = exc.field if isinstance(exc, TemplateError) else "non_field_errors"
+    return serializers.ValidationError({field: [str(exc)]})
 
 
 class PushJobView(ConsumerView):
     serializer_class = PushJobSerializer
 
     def jobs(self):
-        return PushJob.objects.select_related("agent").filter(agent__in=self.agents())
+        return PushJob.objects.select_related("agent", "source_template").filter(
+            tenant_id=self.api_key.tenant_id, agent__in=self.agents()
+        )
 
     def job_or_404(self, pk: str) -> PushJob:
         job = self.jobs().filter(pk=row_id(pk)).first() if row_id(pk) is not None else None
@@ -55,7 +66,7 @@ class PushJobView(ConsumerView):
             return save_push_job(
                 job,
                 actor=actor(self.api_key),
-                text=data["text"],
+                text=data.get("text", ""),
                 periodicity=data["periodicity"],
                 timezone_name=data["timezone"],
                 schedule=data.get("schedule") or {},
@@ -64,6 +75,8 @@ class PushJobView(ConsumerView):
                 target=data["target"],
                 title=data.get("title", ""),
                 enabled=data["enabled"],
+                template_key=data.get("template_key") or None,
+                tenant=self.api_key.tenant,
             )
         except PushError as exc:
             raise refused(exc)
@@ -100,12 +113,12 @@ class PushJobList(PushJobView):
 
 
 class PushJobDetail(PushJobView):
-    @extend_schema(parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)])
+    @extend_schema(parameters=[JOB_ID])
     def get(self, request, pk):
         return Response(PushJobSerializer(self.job_or_404(pk)).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         request=PushJobWriteSerializer(partial=True),
         responses=PushJobSerializer,
     )
@@ -122,12 +135,12 @@ class PushJobDetail(PushJobView):
             "schedule": job.schedule,
             "enabled": job.enabled,
         }
-        body = PushJobWriteSerializer(data={**current, **request.data})
+        body = PushJobWriteSerializer(data={**current, **json_object(request)})
         body.is_valid(raise_exception=True)
         return Response(PushJobSerializer(self.save(job, body.validated_data)).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         responses={204: None},
     )
     def delete(self, request, pk):
@@ -140,7 +153,7 @@ class PushJobDetail(PushJobView):
 
 class PushJobTrigger(PushJobView):
     @extend_schema(
-        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+        parameters=[JOB_ID],
         request=None,
         responses={202: PushDispatchSerializer},
         summary="Send a job now (once per minute at most)",
@@ -186,6 +199,7 @@ class BroadcastCreate(ConsumerView):
                 actor=actor(self.api_key),
                 agent_keys=keys,
                 title=data.get("title", ""),
+                tenant=self.api_key.tenant,
             )
         except PushError as exc:
             raise refused(exc)
@@ -196,13 +210,18 @@ class BroadcastCreate(ConsumerView):
 class BroadcastDetail(ConsumerView):
     serializer_class = BroadcastSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)])
+    @extend_schema(parameters=[BROADCAST_ID])
     def get(self, request, pk):
         broadcast = None
         if row_id(pk) is not None:
             broadcast = PushBroadcast.objects.filter(pk=row_id(pk)).first()
         scope = set(self.agents().values_list("agent_key", flat=True))
-        if broadcast is None or not broadcast.agent_keys or not set(broadcast.agent_keys) <= scope:
+        if (
+            broadcast is None
+            or broadcast.tenant_id != self.api_key.tenant_id
+            or not broadcast.agent_keys
+            or not set(broadcast.agent_keys) <= scope
+        ):
             raise Http404("Broadcast not found.")
         broadcast.counts = broadcast_counts(broadcast)
         return Response(BroadcastSerializer(broadcast).data)

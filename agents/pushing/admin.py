@@ -26,10 +26,29 @@ from agents.pushing.models import (
 from agents.pushing.schedule import ScheduleError, parse_slot
 
 
-class PushJobForm(forms.ModelForm):
+class TenantFormMixin:
+    """Tenant optional in the form: empty means the agent's tenant, else ``default``; an
+    agent of another tenant is a form error (consumer ids and keys are per tenant)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].required = False
+        self.fields["tenant"].help_text = "Empty: the agent's tenant, or 'default'."
+
+    def check_tenant(self, cleaned) -> None:
+        agent, tenant = cleaned.get("agent"), cleaned.get("tenant")
+        if tenant is None:
+            tenant = agent.tenant if agent is not None else services.resolve_tenant(None)
+            cleaned["tenant"] = self.instance.tenant = tenant
+        if agent is not None and agent.tenant_id != tenant.pk:
+            self.add_error("agent", f"Agent '{agent}' belongs to tenant '{agent.tenant}'.")
+
+
+class PushJobForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = PushJob
         fields = [
+            "tenant",
             "target",
             "consumer_user_id",
             "agent",
@@ -64,6 +83,7 @@ class PushJobForm(forms.ModelForm):
             self.add_error("consumer_user_id", "A push to one user needs its consumer user id.")
         if target == PushJob.AGENT_USERS and not cleaned.get("agent"):
             self.add_error("agent", "A push to all bound users of an agent needs the agent.")
+        self.check_tenant(cleaned)
         cleaned["schedule"] = schedule
         return cleaned
 
@@ -74,6 +94,7 @@ class PushJobAdmin(AuditedModelAdmin):
     list_display = [
         "id",
         "title",
+        "tenant",
         "target",
         "consumer_user_id",
         "agent",
@@ -84,9 +105,9 @@ class PushJobAdmin(AuditedModelAdmin):
         "next_run_at",
         "last_run_at",
     ]
-    list_filter = ["enabled", "periodicity", "target", "agent"]
+    list_filter = ["enabled", "periodicity", "target", "tenant", "agent"]
     search_fields = ["consumer_user_id", "title", "text"]
-    list_select_related = ["agent"]
+    list_select_related = ["agent", "tenant"]
     readonly_fields = ["next_run_at", "last_run_at", "last_run_key", "created_at", "updated_at"]
     actions = ["trigger_now", "enable", "disable"]
     audit_prefix = "push_job"
@@ -110,6 +131,7 @@ class PushJobAdmin(AuditedModelAdmin):
             agent_key=cleaned["agent"].agent_key if cleaned.get("agent") else None,
             target=cleaned["target"],
             enabled=cleaned["enabled"],
+            tenant=cleaned["tenant"],
         )
 
     @admin.action(description="Send the selected jobs now (confirm first)", permissions=["change"])
@@ -288,13 +310,25 @@ class PushBroadcastAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/pushing/send_broadcast.html", context)
 
 
-class PushTemplateForm(forms.ModelForm):
+
+
+class PushTemplateForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = PushTemplate
-        fields = ["key", "title", "text", "periodicity", "suggested_times", "enabled"]
+        fields = [
+            "tenant",
+            "agent",
+            "key",
+            "title",
+            "text",
+            "periodicity",
+            "suggested_times",
+            "enabled",
+        ]
 
     def clean(self):
         cleaned = super().clean()
+        self.check_tenant(cleaned)
         periodicity = cleaned.get("periodicity")
         times = cleaned.get("suggested_times") or []
         if not isinstance(times, list):
@@ -312,16 +346,22 @@ class PushTemplateForm(forms.ModelForm):
 @admin.register(PushTemplate)
 class PushTemplateAdmin(AuditedModelAdmin):
     form = PushTemplateForm
-    list_display = ["key", "title", "periodicity", "enabled", "updated_at"]
-    list_filter = ["periodicity", "enabled"]
+    list_display = ["key", "tenant", "agent", "title", "periodicity", "enabled", "updated_at"]
+    list_filter = ["tenant", "periodicity", "enabled"]
+    list_select_related = ["tenant", "agent"]
     search_fields = ["key", "title", "text"]
     audit_prefix = "push_template"
 
 
-class MessageTemplateForm(forms.ModelForm):
+class MessageTemplateForm(TenantFormMixin, forms.ModelForm):
     class Meta:
         model = MessageTemplate
-        fields = ["title", "text", "tags", "enabled"]
+        fields = ["tenant", "agent", "title", "text", "tags", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        self.check_tenant(cleaned)
+        return cleaned
 
     def clean_tags(self):
         tags = self.cleaned_data.get("tags") or []
@@ -333,14 +373,15 @@ class MessageTemplateForm(forms.ModelForm):
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(AuditedModelAdmin):
     form = MessageTemplateForm
-    list_display = ["slug", "title", "usage_count", "enabled", "updated_at"]
-    list_filter = ["enabled"]
+    list_display = ["slug", "tenant", "agent", "title", "usage_count", "enabled", "updated_at"]
+    list_filter = ["tenant", "enabled"]
+    list_select_related = ["tenant", "agent"]
     search_fields = ["slug", "title", "text"]
     readonly_fields = ["slug", "usage_count"]
     audit_prefix = "message_template"
 
     def save_model(self, request, obj, form, change):
         if not change or "title" in form.changed_data:
-            obj.slug = template_services.unique_slug(obj.title, obj.pk)
+            obj.slug = template_services.unique_slug(obj.title, obj.pk, obj.tenant_id)
         obj.updated_by = actor_name(request.user)
         super().save_model(request, obj, form, change)

@@ -118,7 +118,7 @@ def _next_or_none(job: PushJob, now: dt.datetime) -> dt.datetime | None:
 
 def _dispatch_rows(jobs, runs, now) -> list[PushDispatch]:
     users = target_lookup.bindings_of_users(
-        job.consumer_user_id for job in jobs if job.target == PushJob.USER
+        (job.tenant_id, job.consumer_user_id) for job in jobs if job.target == PushJob.USER
     )
     fan_out = [job for job in jobs if job.target == PushJob.AGENT_USERS]
     agents = target_lookup.agents_by_id(job.agent_id for job in fan_out)
@@ -126,6 +126,7 @@ def _dispatch_rows(jobs, runs, now) -> list[PushDispatch]:
     broadcasts = create_broadcasts(
         [
             PushBroadcast(
+                tenant_id=job.tenant_id,
                 title=job.title,
                 text=job.text,
                 agent_keys=[agents[job.agent_id].agent_key],
@@ -142,6 +143,7 @@ def _dispatch_rows(jobs, runs, now) -> list[PushDispatch]:
         slot_at, missed, run_key = runs[job.pk]
         row = PushDispatch(
             job=job,
+            tenant_id=job.tenant_id,
             run_key=run_key,
             mode="scheduled",
             scheduled_for=slot_at,
@@ -164,8 +166,8 @@ def _dispatch_rows(jobs, runs, now) -> list[PushDispatch]:
 def fill_user_target(row: PushDispatch, job: PushJob, users: dict) -> None:
     """Point a dispatch at the job's user, through their active binding (the job follows the
     user when they rebind); no binding: failed, with the reason."""
-    target = users.get(job.consumer_user_id)
-    row.consumer_user_id = job.consumer_user_id
+    target = users.get((job.tenant_id, job.consumer_user_id))
+    row.tenant_id, row.consumer_user_id = job.tenant_id, job.consumer_user_id
     if target is None:
         row.status = PushDispatch.FAILED
         row.error = f"No active agent binding for consumer user '{job.consumer_user_id}'."

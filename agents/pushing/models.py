@@ -12,17 +12,37 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.timezone import now
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Tenant, default_tenant_id
 
 PERIODICITIES = ["manual", "daily", "weekly", "monthly"]
 PERIODICITY_CHOICES = [(p, p) for p in PERIODICITIES]
+
+
+def tenant_field(related_name: str, **kwargs):
+    """Consumer user ids, template keys and slugs are unique per tenant (SPEC §15)."""
+    return models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name=related_name, **kwargs
+    )
+
+
+def template_agent_field(related_name: str):
+    return models.ForeignKey(
+        AgentProfile,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name=related_name,
+        help_text="Empty: the whole tenant's. Set: only keys that see this agent see it.",
+    )
 
 
 class PushTemplate(models.Model):
     """A reusable push text with suggested slots; a job copies it (later edits don't
     change jobs already made from it)."""
 
-    key = models.SlugField(max_length=100, unique=True)
+    tenant = tenant_field("push_templates", default=default_tenant_id)
+    agent = template_agent_field("push_templates")
+    key = models.SlugField(max_length=100, help_text="Unique within the tenant.")
     title = models.CharField(max_length=200)
     text = models.TextField()
     periodicity = models.CharField(max_length=10, choices=PERIODICITY_CHOICES)
@@ -36,7 +56,10 @@ class PushTemplate(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["key"]
+        ordering = ["key", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="pushtemplate_key_per_tenant"),
+        ]
 
     def __str__(self) -> str:
         return self.key
@@ -49,6 +72,7 @@ class PushJob(models.Model):
     USER, AGENT_USERS = "user", "agent_users"
     TARGET_CHOICES = [(USER, "one consumer user"), (AGENT_USERS, "all bound users of an agent")]
 
+    tenant = tenant_field("push_jobs", default=default_tenant_id)
     target = models.CharField(max_length=12, choices=TARGET_CHOICES, default=USER)
     consumer_user_id = models.CharField(
         max_length=255, blank=True, help_text="The user (target 'user'); empty otherwise."
@@ -95,7 +119,7 @@ class PushJob(models.Model):
                 condition=models.Q(enabled=True, next_run_at__isnull=False),
                 name="pushjob_due_idx",
             ),
-            models.Index(fields=["consumer_user_id"], name="pushjob_consumer_idx"),
+            models.Index(fields=["tenant", "consumer_user_id"], name="pushjob_tenant_consumer_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -127,6 +151,9 @@ class PushTargetFields(models.Model):
     PENDING, ENQUEUED, FAILED = "pending", "enqueued", "failed"
     SKIPPED = "skipped"  # not sent on purpose: the agent's budget is spent (SPEC §24)
 
+    # Always set by the code that makes the row (the job's or the binding's tenant); a
+    # column, not a join, so two tenants' users with the same id never mix in stats.
+    tenant = tenant_field("+", null=True, blank=True)
     consumer_user_id = models.CharField(max_length=255, blank=True)
     agent = models.ForeignKey(
         AgentProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -195,6 +222,12 @@ class PushBroadcast(models.Model):
     """A push to every active binding of some agents (all enabled agents when none are
     named): one PushBroadcastDispatch row per bound user, each a queue job of its own."""
 
+    tenant = tenant_field(
+        "push_broadcasts",
+        null=True,
+        blank=True,
+        help_text="Whose agents; empty for an operator's broadcast over several tenants.",
+    )
     title = models.CharField(max_length=200, blank=True)
     text = models.TextField()
     agent_keys = models.JSONField(default=list, blank=True, help_text="Empty: every agent.")
@@ -227,8 +260,11 @@ class PushBroadcastDispatch(PushTargetFields):
         ordering = ["broadcast", "id"]
         verbose_name_plural = "push broadcast dispatches"
         constraints = [
+            # One row per user of a tenant: an operator's broadcast may reach two tenants'
+            # users with the same consumer id (two people).
             models.UniqueConstraint(
-                fields=["broadcast", "consumer_user_id"], name="pushbroadcast_one_per_user"
+                fields=["broadcast", "tenant", "consumer_user_id"],
+                name="pushbroadcast_one_per_tenant_user",
             ),
         ]
         indexes = [
@@ -246,9 +282,11 @@ class PushBroadcastDispatch(PushTargetFields):
 class MessageTemplate(models.Model):
     """A reusable one-shot message; ``usage_count`` counts the sends (SPEC §14)."""
 
-    slug = models.SlugField(max_length=100, unique=True)
+    tenant = tenant_field("message_templates", default=default_tenant_id)
+    agent = template_agent_field("message_templates")
+    slug = models.SlugField(max_length=100, help_text="Unique within the tenant.")
     title = models.CharField(max_length=200)
-    text = models.TextField()
+    text = models.TextField(help_text="May name variables as {{name}}, filled at send time.")
     tags = models.JSONField(default=list, blank=True)
     usage_count = models.PositiveIntegerField(default=0, editable=False)
     enabled = models.BooleanField(default=True)
@@ -258,7 +296,12 @@ class MessageTemplate(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-usage_count", "slug"]
+        ordering = ["-usage_count", "slug", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "slug"], name="messagetemplate_slug_per_tenant"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug

@@ -11,7 +11,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from agents.audit import record_audit
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Tenant
 from agents.pushing import dispatch, targets
 from agents.pushing.models import (
     PushBroadcast,
@@ -27,6 +27,14 @@ class PushError(ValueError):
     """Refused input or state; nothing was written. The text is safe to show."""
 
 
+class TemplateError(PushError):
+    """A refused template or send, naming the request field at fault (``field``)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
 def clean_text(value, field: str = "text") -> str:
     if not isinstance(value, str) or not value.strip():
         raise PushError(f"The {field} is required.")
@@ -35,10 +43,36 @@ def clean_text(value, field: str = "text") -> str:
     return value.strip()
 
 
-def _agent(agent_key: str, *, enabled: bool = True) -> AgentProfile:
+def resolve_tenant(tenant) -> Tenant:
+    """A Tenant row from a row, an id, a slug or None (``default``, made on first use)."""
+    if isinstance(tenant, Tenant):
+        return tenant
+    if isinstance(tenant, int):
+        return Tenant.objects.get(pk=tenant)
+    slug = tenant or Tenant.DEFAULT_SLUG
+    row = Tenant.objects.filter(slug=slug).first()
+    if row is None:
+        if slug != Tenant.DEFAULT_SLUG:
+            raise PushError(f"Tenant '{slug}' does not exist.")
+        row, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": "Default"})
+    return row
+
+
+def tenant_for(tenant, agent_key: str | None = None) -> Tenant:
+    """The tenant given, else the named agent's, else ``default``: a caller that names only
+    an agent (the admin, a command) means that agent's tenant."""
+    if tenant is None and agent_key:
+        agent = AgentProfile.objects.select_related("tenant").filter(agent_key=agent_key).first()
+        if agent is not None:
+            return agent.tenant
+    return resolve_tenant(tenant)
+
+
+def _agent(agent_key: str, *, enabled: bool = True, tenant: Tenant | None = None) -> AgentProfile:
     agent = AgentProfile.objects.filter(agent_key=agent_key).first()
-    if agent is None:
-        raise PushError(f"Agent '{agent_key}' does not exist.")
+    if agent is None or (tenant is not None and agent.tenant_id != tenant.pk):
+        where = f" in tenant '{tenant.slug}'" if tenant is not None else ""
+        raise PushError(f"Agent '{agent_key}' does not exist{where}.")
     if enabled and not agent.enabled:
         raise PushError(f"Agent '{agent_key}' is disabled.")
     return agent
@@ -72,15 +106,25 @@ def save_push_job(
     title: str = "",
     enabled: bool = True,
     template_key: str | None = None,
+    tenant=None,
     now: dt.datetime | None = None,
 ) -> PushJob:
-    """Create (``job`` None) or replace a job's settings; the next run is recomputed."""
+    """Create (``job`` None) or replace a job's settings; the next run is recomputed.
+
+    The job belongs to its agent's tenant (or ``tenant``, default ``default``, when no agent
+    is named): its consumer user id, and the template key, are that tenant's."""
     now = now or timezone.now()
+    if job is not None and tenant is None:
+        tenant = job.tenant
+    tenant = tenant_for(tenant, agent_key)
     template = None
     if template_key:
-        template = PushTemplate.objects.filter(key=template_key).first()
+        template = PushTemplate.objects.filter(tenant=tenant, key=template_key).first()
         if template is None:
-            raise PushError(f"Push template '{template_key}' does not exist.")
+            raise TemplateError(
+                f"Push template '{template_key}' does not exist in tenant '{tenant.slug}'.",
+                "template_key",
+            )
         text, title = text or template.text, title or template.title
     text = clean_text(text)
     if len(title) > 200:
@@ -93,11 +137,11 @@ def save_push_job(
         if not consumer_user_id or len(consumer_user_id) > 255:
             raise PushError("A push to one user needs its consumer user id (1-255 characters).")
         if agent_key:
-            agent = _agent(agent_key, enabled=False)
+            agent = _agent(agent_key, enabled=False, tenant=tenant)
     else:
         if not agent_key:
             raise PushError("A push to all bound users of an agent needs the agent key.")
-        agent, consumer_user_id = _agent(agent_key, enabled=False), ""
+        agent, consumer_user_id = _agent(agent_key, enabled=False, tenant=tenant), ""
     try:
         slot = parse_slot(periodicity, timezone_name, schedule)
     except ScheduleError as exc:
@@ -106,6 +150,7 @@ def save_push_job(
     created = job.pk is None
     if created:
         job.created_by = actor
+    job.tenant = tenant
     job.target, job.consumer_user_id, job.agent = target, consumer_user_id, agent
     job.title, job.text, job.periodicity, job.timezone = title, text, periodicity, slot.timezone
     job.time = f"{slot.hour:02d}:{slot.minute:02d}" if periodicity != "manual" else ""
@@ -161,19 +206,28 @@ def trigger_push_job(job: PushJob, *, actor: str, now=None) -> PushDispatch:
     """
     now = (now or timezone.now()).replace(second=0, microsecond=0)
     run_key = f"manual:{now.astimezone(dt.UTC):%Y-%m-%dT%H:%MZ}"
-    row = PushDispatch(job=job, run_key=run_key, mode="manual", scheduled_for=now, created_at=now)
+    row = PushDispatch(
+        job=job,
+        tenant_id=job.tenant_id,
+        run_key=run_key,
+        mode="manual",
+        scheduled_for=now,
+        created_at=now,
+    )
     if job.target == PushJob.AGENT_USERS:
         agent = job.agent
         if agent is None or not agent.enabled:
             raise PushError(f"Agent '{agent}' is disabled; nothing was sent.")
     else:
-        dispatch.fill_user_target(row, job, targets.bindings_of_users([job.consumer_user_id]))
+        users = targets.bindings_of_users([(job.tenant_id, job.consumer_user_id)])
+        dispatch.fill_user_target(row, job, users)
         if row.status == PushDispatch.FAILED:
             raise PushError(row.error + " Nothing was sent.")
     try:
         with transaction.atomic():
             if job.target == PushJob.AGENT_USERS:
                 broadcast = PushBroadcast(
+                    tenant_id=job.tenant_id,
                     title=job.title,
                     text=job.text,
                     agent_keys=[job.agent.agent_key],
@@ -197,15 +251,18 @@ def trigger_push_job(job: PushJob, *, actor: str, now=None) -> PushDispatch:
 # Broadcasts -----------------------------------------------------------------------------
 
 
-def broadcast_agents(agent_keys: list[str] | None) -> list[AgentProfile]:
-    """The named agents (each must exist and be enabled), or every enabled agent."""
+def broadcast_agents(agent_keys: list[str] | None, tenant=None) -> list[AgentProfile]:
+    """The named agents (each must exist and be enabled), or every enabled agent — of
+    ``tenant`` when one is given (an operator's broadcast may span tenants)."""
+    tenant = resolve_tenant(tenant) if tenant is not None else None
     if not agent_keys:
-        return list(AgentProfile.objects.filter(enabled=True).order_by("agent_key"))
-    return [_agent(key) for key in dict.fromkeys(agent_keys)]
+        agents = AgentProfile.objects.filter(enabled=True).order_by("agent_key")
+        return list(agents.filter(tenant=tenant) if tenant is not None else agents)
+    return [_agent(key, tenant=tenant) for key in dict.fromkeys(agent_keys)]
 
 
-def preview_broadcast(agent_keys: list[str] | None) -> dict:
-    agents = broadcast_agents(agent_keys)
+def preview_broadcast(agent_keys: list[str] | None, tenant=None) -> dict:
+    agents = broadcast_agents(agent_keys, tenant)
     counts = dict(
         AgentProfile.objects.filter(pk__in=[a.pk for a in agents])
         .annotate(n=Count("bindings", filter=Q(bindings__status="active")))
@@ -214,12 +271,22 @@ def preview_broadcast(agent_keys: list[str] | None) -> dict:
     return {"targets": sum(counts.values()), "by_agent": counts}
 
 
-def send_broadcast(text: str, *, actor: str, agent_keys=None, title: str = "") -> PushBroadcast:
-    """One queue job per active binding of the agents; enqueued after commit (drain)."""
+def send_broadcast(
+    text: str, *, actor: str, agent_keys=None, title: str = "", tenant=None
+) -> PushBroadcast:
+    """One queue job per active binding of the agents; enqueued after commit (drain).
+
+    Each target row carries its binding's tenant; the broadcast carries its agents' tenant
+    (none when an operator's broadcast spans several)."""
     text = clean_text(text)
-    agents = broadcast_agents(agent_keys)
+    agents = broadcast_agents(agent_keys, tenant)
+    tenants = {a.tenant_id for a in agents}
     broadcast = PushBroadcast(
-        title=title[:200], text=text, agent_keys=[a.agent_key for a in agents], requested_by=actor
+        tenant_id=tenants.pop() if len(tenants) == 1 else None,
+        title=title[:200],
+        text=text,
+        agent_keys=[a.agent_key for a in agents],
+        requested_by=actor,
     )
     with transaction.atomic():
         dispatch.create_broadcasts([broadcast], [[a.pk for a in agents]])
@@ -236,10 +303,11 @@ def broadcast_counts(broadcast: PushBroadcast) -> dict:
 # Stats ----------------------------------------------------------------------------------
 
 
-def push_stats(consumer_user_id: str, agent_key: str | None = None) -> dict:
-    """Per user (and agent): jobs, active jobs, dispatches by status, the latest one."""
-    jobs = PushJob.objects.filter(consumer_user_id=consumer_user_id)
-    sent = PushDispatch.objects.filter(consumer_user_id=consumer_user_id)
+def push_stats(consumer_user_id: str, agent_key: str | None = None, tenant=None) -> dict:
+    """Per user of a tenant (and agent): jobs, active jobs, dispatches by status, the latest."""
+    tenant = resolve_tenant(tenant)
+    jobs = PushJob.objects.filter(tenant=tenant, consumer_user_id=consumer_user_id)
+    sent = PushDispatch.objects.filter(tenant=tenant, consumer_user_id=consumer_user_id)
     if agent_key:
         sent = sent.filter(agent__agent_key=agent_key)
     by_status = dict(sent.values_list("status").annotate(n=Count("id")))
@@ -250,6 +318,7 @@ def push_stats(consumer_user_id: str, agent_key: str | None = None) -> dict:
         "enqueued": by_status.get("enqueued", 0),
         "failed": by_status.get("failed", 0),
         "pending": by_status.get("pending", 0),
+        "skipped": by_status.get("skipped", 0),
         "latest_dispatch_at": sent.aggregate(m=Max("created_at"))["m"],
     }
 
@@ -267,7 +336,9 @@ def retry_failed(rows, *, actor: str) -> dict:
     if model is PushDispatch:
         failed = [row for row in failed if row.broadcast_id is None]
         users = targets.bindings_of_users(
-            row.job.consumer_user_id for row in failed if row.job.target == PushJob.USER
+            (row.job.tenant_id, row.job.consumer_user_id)
+            for row in failed
+            if row.job.target == PushJob.USER
         )
         for row in failed:
             # A failed run of an agent-wide job never made its targets: "trigger now" does.

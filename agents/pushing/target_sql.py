@@ -25,10 +25,10 @@ def insert_broadcast_targets(pairs: list[tuple[int, int]], created_at: dt.dateti
     # (broadcast, agent) pairs as a derived table both databases read the same way.
     mapping = " UNION ALL ".join(["SELECT %s AS broadcast_id, %s AS agent_id"] * len(pairs))
     sql = (
-        f"INSERT INTO {target} (broadcast_id, consumer_user_id, agent_id, conversation_id, "  # noqa: S608 (names, not input)
-        "telegram_user_id, telegram_chat_id, bot_identity, status, message_id, error, "
-        "created_at, enqueued_at) "
-        "SELECT m.broadcast_id, b.consumer_user_id, b.agent_id, b.conversation_id, "
+        f"INSERT INTO {target} (broadcast_id, tenant_id, consumer_user_id, agent_id, "  # noqa: S608 (names, not input)
+        "conversation_id, telegram_user_id, telegram_chat_id, bot_identity, status, "
+        "message_id, error, created_at, enqueued_at) "
+        "SELECT m.broadcast_id, b.tenant_id, b.consumer_user_id, b.agent_id, b.conversation_id, "
         "b.telegram_user_id, b.telegram_chat_id, COALESCE(b.bot_identity, ''), 'pending', "
         "NULL, '', %s, NULL "
         f"FROM {binding} b JOIN {agent} a ON a.id = b.agent_id "

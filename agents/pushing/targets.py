@@ -7,6 +7,7 @@ from agents.models import AgentProfile
 from telegram.models import IdentityBinding
 
 TARGET_FIELDS = [
+    "tenant_id",
     "consumer_user_id",
     "agent_id",
     "conversation_id",
@@ -16,12 +17,18 @@ TARGET_FIELDS = [
 ]
 
 
-def bindings_of_users(consumer_user_ids) -> dict[str, dict]:
-    """The active binding of each user (at most one per user: SPEC §5.2), as target fields."""
+def bindings_of_users(users) -> dict[tuple[int, str], dict]:
+    """The active binding of each ``(tenant id, consumer user id)`` (at most one per user of
+    a tenant: SPEC §5.2, §15), as target fields. Keyed by both: two tenants' users with the
+    same id are two people."""
+    users = set(users)
     rows = IdentityBinding.objects.filter(
-        status=IdentityBinding.ACTIVE, consumer_user_id__in=set(consumer_user_ids)
+        status=IdentityBinding.ACTIVE,
+        tenant_id__in={tenant for tenant, _ in users},
+        consumer_user_id__in={user for _, user in users},
     ).values(*_binding_columns())
-    return {row["consumer_user_id"]: _as_target(row) for row in rows}
+    found = {(row["tenant_id"], row["consumer_user_id"]): _as_target(row) for row in rows}
+    return {key: value for key, value in found.items() if key in users}
 
 
 def bindings_of_agents(agent_ids) -> list[dict]:
@@ -38,6 +45,7 @@ def bindings_of_agents(agent_ids) -> list[dict]:
 
 def _binding_columns() -> list[str]:
     return [
+        "tenant_id",
         "consumer_user_id",
         "agent_id",
         "conversation_id",

@@ -235,7 +235,9 @@ def test_send_without_binding_or_with_bad_body(world, rw):
         assert response.status_code == 400
         assert "text" in response.json()["fields"]
     response = rw.post(V1 + "users/u1/agents/alpha/messages/", {"template": "nope"}, format="json")
-    assert response.json()["fields"] == {"template": ["Unknown or disabled template."]}
+    assert response.json()["fields"] == {
+        "template": ["Message template 'nope' not found or disabled."]
+    }
     assert not Message.objects.exists()
 
 

@@ -15,8 +15,9 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from agents.models import Conversation, ConversationEntry
-from agents.pushing.models import PushBroadcast, PushJob
+from agents.pushing.models import MessageTemplate, PushBroadcast, PushJob, PushTemplate
 from agents.pushing.services import save_push_job, send_broadcast
+from agents.pushing.template_services import save_message_template, save_push_template
 from telegram.models import IdentityBinding, PairingCode
 from telegram.pairing import bind_identity, create_pairing_code
 from workers.models import DataSnapshot, JobUsage, Message
@@ -82,6 +83,23 @@ def foreign_world(agent):
         agent_key=agent.agent_key,
     )
     broadcast = send_broadcast("secret", actor="test", agent_keys=[agent.agent_key])
+    # The agent's own templates (a narrowed key sees its tenant's shared ones by design).
+    push_template = save_push_template(
+        actor="test",
+        key="foreign-push",
+        title="secret",
+        text="secret",
+        periodicity="daily",
+        tenant=agent.tenant,
+        agent_key=agent.agent_key,
+    )
+    message_template = save_message_template(
+        actor="test",
+        title="Foreign note",
+        text="secret",
+        tenant=agent.tenant,
+        agent_key=agent.agent_key,
+    )
     JobUsage.objects.create(
         message=message,
         agent_key=agent.agent_key,
@@ -95,7 +113,13 @@ def foreign_world(agent):
         "agent_key": agent.agent_key,
         "consumer_user_id": SHARED_USER,
         "code": pairing.code,
-        "pk": {"bindings": binding.pk, "push-jobs": job.pk, "broadcasts": broadcast.pk},
+        "pk": {
+            "bindings": binding.pk,
+            "push-jobs": job.pk,
+            "broadcasts": broadcast.pk,
+            "push-templates": push_template.pk,
+        },
+        "slug": message_template.slug,
         "conversation_id": binding.conversation_id,
         "bot_identity": agent.bot.bot_identity,
         "telegram_user_id": "777",
@@ -127,6 +151,10 @@ def state():
         Message.objects.count(),
         list(PushJob.objects.order_by("pk").values_list("pk", "text", "enabled")),
         PushBroadcast.objects.count(),
+        list(PushTemplate.objects.order_by("pk").values_list("pk", "key", "text", "agent_id")),
+        list(
+            MessageTemplate.objects.order_by("pk").values_list("pk", "slug", "text", "usage_count")
+        ),
     )
 
 
@@ -137,6 +165,11 @@ def scope(request, world, make_key, api):
         client, foreign_agent = api(make_key(tenant="acme").key), world["alpha"]
     else:
         client, foreign_agent = api(make_key(agents=["alpha"]).key), world["beta"]
+    if request.param == "other-tenant":  # the other tenant's shared templates, too
+        save_push_template(
+            actor="test", key="shared-push", title="secret", text="secret", periodicity="manual"
+        )
+        save_message_template(actor="test", title="Shared note", text="secret")
     # The caller's own user with the same consumer id, so "separate" is really tested.
     own = world["gamma"] if request.param == "other-tenant" else world["alpha"]
     bind_identity(
@@ -174,6 +207,9 @@ def test_every_consumer_route_is_checked(scope):
                     "periodicity": "daily",
                     "schedule": {"time": "08:00"},
                     "agent_keys": [foreign_key],
+                    "key": "new-template",
+                    "title": "x",
+                    "suggested_times": [],
                 }
                 body.pop("pk")
                 response = call(path, body, format="json")

@@ -30,6 +30,9 @@ class Command(PushCommand):
         parser.add_argument("--timezone", default="UTC", help="IANA name (default UTC).")
         parser.add_argument("--agent", help="With --user: the agent (informational).")
         parser.add_argument("--disabled", action="store_true")
+        parser.add_argument(
+            "--tenant", help="Whose user and templates (default: the agent's, else 'default')."
+        )
 
     def handle(self, *args, **options):
         schedule = {
@@ -53,6 +56,7 @@ class Command(PushCommand):
             timezone_name=options["timezone"],
             schedule=schedule,
             enabled=not options["disabled"],
+            tenant=options["tenant"],
         )
         view = job_view(job)
         self.emit(
