@@ -13,7 +13,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django_q.tasks import async_task
 
-from telegram.formatting import MARKDOWN, PLAIN, reply_parts
+from telegram.formatting import MARKDOWN, PLAIN
+from telegram.outbox_media import layout
 from telegram.outbox_models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,12 @@ def write_rows(
     kind: str = OutboxMessage.REPLY,
     job_id: int | None = None,
     buttons: list | None = None,
+    media: list[dict] | None = None,
     now: dt.datetime | None = None,
 ) -> list[int]:
-    """Outbox rows for one text (one per Telegram message after splitting); the sender is
-    started once the caller's transaction commits."""
-    parts = reply_parts(text, text_format)
+    """Outbox rows for one text and its files (one per Telegram message after splitting,
+    ``outbox_media.layout``); the sender is started once the caller's transaction commits."""
+    parts = layout(text, text_format, media or [])
     if not parts:
         return []
     markup = reply_markup(buttons)
@@ -60,13 +62,15 @@ def write_rows(
             kind=kind,
             part=index,
             parts=len(parts),
-            text=part.text,
-            parse_mode=part.parse_mode,
-            plain_text=part.plain_text,
+            text=part.text if part else "",
+            parse_mode=part.parse_mode if part else "",
+            plain_text=part.plain_text if part else "",
             reply_markup=markup if index == len(parts) - 1 else None,
+            media_kind=item.get("kind", ""),
+            media_upload_id=item.get("upload_id"),
             **extra,
         )
-        for index, part in enumerate(parts)
+        for index, (part, item) in enumerate(parts)
     )
     ids = [row.pk for row in rows]
     if None in ids:  # backends that do not return ids from bulk_create
@@ -111,7 +115,8 @@ class TelegramDeliverySink:
     def write_reply(message, reply: dict, now: dt.datetime) -> list[int]:
         chat_id = telegram_chat(message)
         text = (reply or {}).get("text") or ""
-        if chat_id is None or not text.strip():
+        media = (reply or {}).get("media") or []
+        if chat_id is None or not (text.strip() or media):
             return []  # not a Telegram conversation: the reply lives in the history only
         return write_rows(
             message.agent_key,
@@ -120,6 +125,7 @@ class TelegramDeliverySink:
             text_format=reply.get("format") or MARKDOWN,
             job_id=message.pk,
             buttons=reply.get("buttons"),
+            media=media,
             now=now,
         )
 

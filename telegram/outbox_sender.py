@@ -25,9 +25,11 @@ from django_q.tasks import async_task
 from agents.secret_store import SecretUnavailable
 from telegram.bot_api import TelegramApiError, TelegramError
 from telegram.bots import agent_client
+from telegram.outbox_media import send_media
 from telegram.outbox_models import OutboxBot, OutboxMessage
 from telegram.pacing import Pacer
 from workers.models import Message
+from workers.reply_uploads import mark_sent as mark_upload_sent
 
 logger = logging.getLogger(__name__)
 
@@ -195,12 +197,12 @@ def send_row(client, row: OutboxMessage, pacer: Pacer) -> str:
     plain = False
     try:
         try:
-            result = client.call_once("sendMessage", _payload(row))
+            result = _send(client, row)
         except TelegramApiError as exc:
             if not (row.parse_mode and _entities_refused(exc)):
                 raise
             plain = True
-            result = client.call_once("sendMessage", _payload(row, plain=True))
+            result = _send(client, row, plain=True)
     except TelegramApiError as exc:
         return _refused(row, exc, attempts)
     except TelegramError as exc:  # network: retried
@@ -214,8 +216,16 @@ def send_row(client, row: OutboxMessage, pacer: Pacer) -> str:
         sent_as_plain=plain,
         last_error="",
     )
+    if row.media_upload_id:
+        mark_upload_sent(row.media_upload_id)  # its file may go now
     _mark_delivered(row, now)
     return "sent"
+
+
+def _send(client, row: OutboxMessage, *, plain: bool = False):
+    if row.media_kind:
+        return send_media(client, row, plain=plain)
+    return client.call_once("sendMessage", _payload(row, plain=plain))
 
 
 def _refused(row: OutboxMessage, exc: TelegramApiError, attempts: int) -> str:
