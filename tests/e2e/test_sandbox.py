@@ -120,7 +120,15 @@ def test_the_real_client_splits_long_replies_for_the_sandbox(app):
     assert len(sent) == 2
     assert [len(m.text) for m in SandboxMessage.objects.order_by("id")] == [4096, 904]
     with pytest.raises(TelegramApiError, match="not in the sandbox"):
-        bot_client("4242:sandbox-token")._call("sendPhoto")
+        bot_client("4242:sandbox-token")._call("sendSticker")
+
+
+def test_reply_files_are_stored_as_a_line_naming_the_file(app):
+    client = bot_client("4242:sandbox-token")
+    client.send_file_once("sendPhoto", {"chat_id": 5, "caption": "hi"}, "photo", "a.png", b"12")
+    assert SandboxMessage.objects.get().text == "[photo: a.png, 2 bytes] hi"
+    with pytest.raises(TelegramApiError, match="photo are required"):
+        client.call_once("sendPhoto", {"chat_id": 5})
 
 
 def test_sent_messages_are_visible_in_the_admin(db, client):

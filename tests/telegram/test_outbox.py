@@ -154,12 +154,6 @@ def test_a_reply_from_a_compatibility_mode_agent_is_refused(leased, alpha_agent)
     assert complete(api, job).json() == {"status": "done", "outbox": []}
 
 
-def test_reply_media_are_refused_until_uploads_exist(leased):
-    _, api, job = leased
-    response = complete(api, job, reply={"text": "x", "media": [{"kind": "photo"}]})
-    assert response.status_code == 400 and not OutboxMessage.objects.exists()
-
-
 def test_the_bot_token_is_in_no_hydration_bundle_of_a_server_delivery_agent(
     alpha_agent, make_worker, worker_api
 ):

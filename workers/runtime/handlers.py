@@ -150,9 +150,10 @@ def http_forward(context: JobContext) -> str | HandlerResult:
     token = runtime.get("api_key") or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    timeout = runtime.get("timeout_seconds") or float(
-        os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")
-    ) / 1000
+    timeout = (
+        runtime.get("timeout_seconds")
+        or float(os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")) / 1000
+    )
     body = {
         "job": context.job,
         "conversation": context.bundle.get("conversation"),
@@ -220,9 +221,7 @@ def resolve_handler(handler, bundle: dict):
         raise HandlerError(str(exc)) from None
 
 
-def run_handler(
-    handler, job: dict, bundle: dict, data_dir: Path, client=None
-) -> HandlerResult:
+def run_handler(handler, job: dict, bundle: dict, data_dir: Path, client=None) -> HandlerResult:
     """Run ``handler`` (the worker's own), or when None the agent's ``runtime.handler`` from
     the hydration; a str answer becomes a HandlerResult."""
     handler = resolve_handler(handler, bundle)
