@@ -174,7 +174,9 @@ def reply_text(data: dict) -> str:
     message = choices[0].get("message") or {}
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(
+            part.get("text", "") for part in content if isinstance(part, dict)
+        )
     return content.strip() if isinstance(content, str) else ""
 
 

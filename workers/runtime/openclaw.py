@@ -98,9 +98,8 @@ def _die_with_parent() -> None:  # runs in the child before exec (Linux)
 
 
 # Embedded --------------------------------------------------------------------------------
-def run_embedded(
-    install: Install, layout: Layout, runtime: ModelRuntime, conversation_id: str, text: str
-) -> AgentReply:
+def run_embedded(install: Install, layout: Layout, runtime: ModelRuntime, conversation_id: str,
+                 text: str) -> AgentReply:
     prepare(layout, runtime)
     with tempfile.NamedTemporaryFile(
         "w", dir=layout.scratch, prefix="message-", suffix=".txt", encoding="utf-8"
