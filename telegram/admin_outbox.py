@@ -17,6 +17,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "agent_key",
         "chat_id",
         "kind",
+        "media_kind",
         "job_id",
         "part_label",
         "status",
