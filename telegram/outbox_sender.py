@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 
-from django.db.models import Exists, F, Max, OuterRef, Q
+from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -41,22 +41,33 @@ MAX_BACKOFF_SECONDS = 300
 BATCH = 200
 
 
-def eligible_rows(agent_key: str, now: dt.datetime):
+def eligible_rows(agent_key: str, now: dt.datetime, limit: int = BATCH):
     """Due pending rows of the bot that are first in their chat (nothing earlier in the
-    chat is still waiting or being sent), oldest first."""
-    earlier_waiting = OutboxMessage.objects.filter(
-        agent_key=OuterRef("agent_key"),
-        chat_id=OuterRef("chat_id"),
-        id__lt=OuterRef("id"),
-        status__in=[OutboxMessage.PENDING, OutboxMessage.SENDING],
-    )
-    return (
+    chat is still waiting or being sent), oldest first, at most ``limit``.
+
+    The ids come first from one grouped pass over the bot's waiting rows (per chat: the
+    smallest waiting id, kept when it is also the smallest due pending one), then the rows
+    by primary key. Any form that joins the rows to their chat's earlier rows in one
+    statement (NOT EXISTS, IN (grouped subquery)) went quadratic on PostgreSQL right after
+    a broadcast, while the statistics still said the bot had no pending rows: 17–43 s per
+    batch of 10,000 rows instead of milliseconds (bench/broadcast.py).
+    """
+    heads = (
         OutboxMessage.objects.filter(
-            agent_key=agent_key, status=OutboxMessage.PENDING, next_attempt_at__lte=now
+            agent_key=agent_key, status__in=[OutboxMessage.PENDING, OutboxMessage.SENDING]
         )
-        .exclude(Exists(earlier_waiting))
-        .order_by("id")
+        .values("chat_id")
+        .annotate(
+            first=Min("id"),
+            first_due=Min(
+                "id", filter=Q(status=OutboxMessage.PENDING, next_attempt_at__lte=now)
+            ),
+        )
+        .filter(first=F("first_due"))
+        .order_by("first")
+        .values_list("first", flat=True)[:limit]
     )
+    return OutboxMessage.objects.filter(pk__in=list(heads)).order_by("id")
 
 
 def _take_lease(agent_key: str) -> bool:
@@ -106,7 +117,7 @@ def drain_bot(
         now = timezone.now()
         if counts["paused"] or _paused_until(agent_key, now):
             break
-        if not eligible_rows(agent_key, now).exists():
+        if not eligible_rows(agent_key, now, limit=1).exists():
             break
     return counts
 
@@ -128,7 +139,7 @@ def _drain(agent_key, counts, clock, sleep, deadline, client) -> None:
         if _paused_until(agent_key, now):
             counts["paused"] += 1
             return
-        rows = list(eligible_rows(agent_key, now)[:BATCH])
+        rows = list(eligible_rows(agent_key, now))
         if not rows:
             return
         _seed_chats(pacer, agent_key, {r.chat_id for r in rows} - seeded, now)
