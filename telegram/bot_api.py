@@ -140,13 +140,15 @@ class TelegramClient:
         if files:
             # Multipart: every other field is a form value (objects as JSON, as the Bot API
             # expects for reply_markup).
-            body = {"data": {k: _form_value(v) for k, v in (payload or {}).items()}}
-            body["files"] = files
+            content = {"data": {k: _form_value(v) for k, v in (payload or {}).items()}}
+            content["files"] = files
         else:
-            body = {"json": payload or {}}
+            content = {"json": payload or {}}
         for attempt in range(1, attempts + 1):
             try:
-                response = self._session.post(url, **body, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                response = self._session.post(
+                    url, **content, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+                )
             except requests.RequestException as exc:
                 if attempt == attempts:
                     raise _network_error(method, exc) from None

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import time
 
+from django.db import transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -220,16 +221,19 @@ def send_row(client, row: OutboxMessage, pacer: Pacer) -> str:
         return _retry_later(row, str(exc), attempts)
     now = timezone.now()
     message_id = result.get("message_id") if isinstance(result, dict) else None
-    OutboxMessage.objects.filter(pk=row.pk).update(
-        status=OutboxMessage.SENT,
-        sent_at=now,
-        telegram_message_id=message_id if isinstance(message_id, int) else None,
-        sent_as_plain=plain,
-        last_error="",
-    )
-    if row.media_upload_id:
-        mark_upload_sent(row.media_upload_id)  # its file may go now
-    _mark_delivered(row, now)
+    # One commit for the row and the job's delivered_at: they change together, and each
+    # commit is a WAL flush the next message waits for (bench/broadcast.py).
+    with transaction.atomic():
+        OutboxMessage.objects.filter(pk=row.pk).update(
+            status=OutboxMessage.SENT,
+            sent_at=now,
+            telegram_message_id=message_id if isinstance(message_id, int) else None,
+            sent_as_plain=plain,
+            last_error="",
+        )
+        if row.media_upload_id:
+            mark_upload_sent(row.media_upload_id)  # its file may go now
+        _mark_delivered(row, now)
     return "sent"
 
 

@@ -78,8 +78,8 @@ def test_bad_token_and_unknown_method(db):
         401,
         {"ok": False, "error_code": 401, "description": "Unauthorized"},
     )
-    status, body = bot_call("sendPhoto")
-    assert status == 404 and "sendPhoto" in body["description"]
+    status, body = bot_call("sendSticker")
+    assert status == 404 and "sendSticker" in body["description"]
 
 
 def test_set_webhook_then_get_webhook_info(db):
