@@ -6,9 +6,12 @@ One agent with 10,000 active bindings and a due push job aimed at all of them. P
   for a job reaching 10 users — the query count does not grow with the targets;
 - the drain: 10,000 ``enqueue_message`` calls (one queue job per user; the agent writes
   each reply): time, queries per message, jobs per second;
-- ``send_broadcast`` (the admin's and the command's path): time to create the 10,000 rows.
-
-The outbox draining at Telegram's paced rate belongs to the server-side outbox (SPEC §22).
+- ``send_broadcast`` (the admin's and the command's path): time to create the 10,000 rows;
+- the outbox (SPEC §22): one reply row per job of the first push (what each ``complete``
+  writes), then the real sender draining them for ``BROADCAST_DRAIN_SECONDS`` (20) against a
+  loopback fake Telegram that refuses (429) anything faster than 30/s per bot or 1/s per
+  chat: messages/s per bot next to the 30/s limit, the busiest second, and for a second bot
+  with 10 chats × a 3-part reply, the smallest gap between two messages to one chat.
 
     .venv/bin/python bench/broadcast.py            # BROADCAST_USERS=10000 by default
 """
@@ -23,6 +26,8 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/
 from _common import reset_database, setup_django  # noqa: E402
 
 USERS = int(os.environ.get("BROADCAST_USERS", "10000"))
+DRAIN_SECONDS = float(os.environ.get("BROADCAST_DRAIN_SECONDS", "20"))
+DIGEST = "Good morning! Your **digest** is ready."
 
 
 def make_users(agent, prefix: str, count: int) -> None:
@@ -143,6 +148,81 @@ def main() -> None:
     print(
         f"drain (conversations exist now): {drained['enqueued']:,} jobs in {seconds:.2f} s "
         f"({drained['enqueued'] / seconds:,.0f} jobs/s)"
+    )
+
+    outbox_drain()
+
+
+def write_reply_rows(agent_key: str, jobs: int, parts: int) -> int:
+    """The rows ``complete`` writes for each job's reply (bulk: the complete path itself is
+    measured by the claim benchmarks)."""
+    from telegram.formatting import reply_parts
+    from telegram.outbox_models import OutboxMessage
+    from workers.models import Message
+
+    part = reply_parts(DIGEST)[0]
+    rows = [
+        OutboxMessage(
+            agent_key=agent_key,
+            chat_id=str(payload["metadata"]["telegram_chat_id"]),
+            job_id=pk,
+            part=index,
+            parts=parts,
+            text=part.text,
+            parse_mode=part.parse_mode,
+            plain_text=part.plain_text,
+        )
+        for pk, payload in Message.objects.filter(agent_key=agent_key)
+        .order_by("id")
+        .values_list("pk", "payload")[:jobs]
+        for index in range(parts)
+    ]
+    # Parts of one job are consecutive ids, as one complete writes them.
+    OutboxMessage.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def outbox_drain() -> None:
+    import threading
+
+    from outbox_drain import BOT_LIMIT, FakeTelegram, drain_for
+
+    from telegram.outbox_models import OutboxMessage
+
+    started = time.perf_counter()
+    written = write_reply_rows("big", USERS, parts=1)
+    seconds = time.perf_counter() - started
+    print(f"outbox: {written:,} reply rows for 'big' written in {seconds:.2f} s")
+    write_reply_rows("small", 10, parts=3)
+    results: dict = {}
+    with FakeTelegram() as fake:
+        threads = [
+            threading.Thread(
+                target=drain_for, args=(key, token, fake.url, DRAIN_SECONDS, results)
+            )
+            for key, token in (("big", "200:big-bot"), ("small", "100:small-bot"))
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        big, small = fake.figures("200"), fake.figures("100")
+    left = OutboxMessage.objects.filter(agent_key="big", status=OutboxMessage.PENDING).count()
+    print(f"outbox drain, {wall:.1f} s (bounded at {DRAIN_SECONDS:g} s), sender counts {results}")
+    print(
+        f"  bot 'big' (one message per chat): {big['sent']:,} sent, {big['rate']:.1f} msg/s "
+        f"(limit {BOT_LIMIT}/s, {big['rate'] / BOT_LIMIT:.0%} of it), busiest second "
+        f"{big['busiest_second']}, 429s {big['refused_429']}; {left:,} left "
+        f"(≈ {left / max(big['rate'], 0.1) / 60:.1f} min more at this rate)"
+    )
+    gap = small["min_chat_gap"]
+    print(
+        f"  bot 'small' (10 chats × 3 parts): {small['sent']} sent, {small['rate']:.1f} msg/s, "
+        f"smallest gap within a chat {gap:.3f} s (limit ≥ 1 s), 429s {small['refused_429']}"
+        if gap is not None
+        else f"  bot 'small': {small['sent']} sent"
     )
 
 

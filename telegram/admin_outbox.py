@@ -18,6 +18,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "agent_key",
         "chat_id",
         "kind",
+        "media_kind",
         "job_id",
         "conversation_link",
         "part_label",

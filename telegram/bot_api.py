@@ -11,6 +11,7 @@ URL nor the underlying exception text ever reaches a log line or an error messag
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -93,6 +94,10 @@ def _network_error(what: str, exc: requests.RequestException) -> TelegramNetwork
     )
 
 
+def _form_value(value) -> str:
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
 def _backoff(attempt: int) -> float:
     return float(min(2 ** (attempt - 1), 8))
 
@@ -127,9 +132,19 @@ class TelegramClient:
         """One attempt, no waiting: the outbox sender decides on 429s and 5xx itself."""
         return self._call(method, payload, attempts=1)
 
-    def _call(self, method: str, payload: dict | None = None, attempts: int = MAX_ATTEMPTS):
+    def send_file_once(self, method: str, payload: dict, field: str, file_name: str, handle):
+        """One multipart upload (sendPhoto, sendDocument, …), no waiting, like call_once."""
+        return self._call(method, payload, attempts=1, files={field: (file_name, handle)})
+
+    def _call(
+        self,
+        method: str,
+        payload: dict | None = None,
+        attempts: int = MAX_ATTEMPTS,
+        files: dict | None = None,
+    ):
         try:
-            return self._attempts(method, payload, attempts)
+            return self._attempts(method, payload, attempts, files)
         except TelegramError as exc:
             self._report(exc)
             raise
@@ -138,12 +153,19 @@ class TelegramClient:
         if self._on_error is not None:
             self._on_error(exc)
 
-    def _attempts(self, method: str, payload: dict | None, attempts: int):
+    def _attempts(self, method: str, payload: dict | None, attempts: int, files: dict | None):
         url = f"{self._base_url}/bot{self._token}/{method}"
+        if files:
+            # Multipart: every other field is a form value (objects as JSON, as the Bot API
+            # expects for reply_markup).
+            content = {"data": {k: _form_value(v) for k, v in (payload or {}).items()}}
+            content["files"] = files
+        else:
+            content = {"json": payload or {}}
         for attempt in range(1, attempts + 1):
             try:
                 response = self._session.post(
-                    url, json=payload or {}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+                    url, **content, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
                 )
             except requests.RequestException as exc:
                 if attempt == attempts:

@@ -21,7 +21,8 @@ class TelegramDeliverySink:
     def write_reply(message, reply: dict, now: dt.datetime) -> list[int]:
         chat_id = telegram_chat(message)
         text = (reply or {}).get("text") or ""
-        if chat_id is None or not text.strip():
+        media = (reply or {}).get("media") or []
+        if chat_id is None or not (text.strip() or media):
             return []  # not a Telegram conversation: the reply lives in the history only
         return write_rows(
             message.agent_key,
@@ -30,6 +31,7 @@ class TelegramDeliverySink:
             text_format=reply.get("format") or MARKDOWN,
             job_id=message.pk,
             buttons=reply.get("buttons"),
+            media=media,
             now=now,
         )
 

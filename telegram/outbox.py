@@ -17,7 +17,8 @@ from django_q.tasks import async_task
 from agents import delivery_rows
 from agents.audit import record_audit
 from telegram import outbox_sender
-from telegram.formatting import PLAIN, reply_parts
+from telegram.formatting import PLAIN
+from telegram.outbox_media import layout
 from telegram.outbox_models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,13 @@ def write_rows(
     kind: str = OutboxMessage.REPLY,
     job_id: int | None = None,
     buttons: list | None = None,
+    media: list[dict] | None = None,
     now: dt.datetime | None = None,
     conversation=None,
 ) -> list[int]:
-    """Outbox rows for one text (one per Telegram message after splitting); the sender is
-    started once the caller's transaction commits."""
-    parts = reply_parts(text, text_format)
+    """Outbox rows for one text and its files (one per Telegram message after splitting,
+    ``outbox_media.layout``); the sender is started once the caller's transaction commits."""
+    parts = layout(text, text_format, media or [])
     if not parts:
         return []
     markup = reply_markup(buttons)
@@ -66,13 +68,15 @@ def write_rows(
             kind=kind,
             part=index,
             parts=len(parts),
-            text=part.text,
-            parse_mode=part.parse_mode,
-            plain_text=part.plain_text,
+            text=part.text if part else "",
+            parse_mode=part.parse_mode if part else "",
+            plain_text=part.plain_text if part else "",
             reply_markup=markup if index == len(parts) - 1 else None,
+            media_kind=item.get("kind", ""),
+            media_upload_id=item.get("upload_id"),
             **extra,
         )
-        for index, part in enumerate(parts)
+        for index, (part, item) in enumerate(parts)
     )
     ids = [row.pk for row in rows]
     if None in ids:  # backends that do not return ids from bulk_create

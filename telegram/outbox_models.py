@@ -41,6 +41,17 @@ class OutboxMessage(models.Model):
     parse_mode = models.CharField(max_length=10, blank=True)
     plain_text = models.TextField(blank=True, help_text="Sent instead if the entities are refused.")
     reply_markup = models.JSONField(null=True, blank=True)
+    media_kind = models.CharField(
+        max_length=10, blank=True, help_text="photo, document, …: a file (text is its caption)."
+    )
+    media_upload = models.ForeignKey(
+        "workers.ReplyUpload",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The worker's upload this row sends.",
+    )
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)

@@ -1,7 +1,8 @@
 """A built-in fake of the Telegram Bot API, served by the app itself (DEBUG sandbox).
 
 Enough of the API for the whole flow to run offline: getMe, setWebhook, getWebhookInfo,
-deleteWebhook, sendMessage, getFile and file downloads. Any token of the form
+deleteWebhook, sendMessage, sendPhoto/sendDocument/sendAudio/sendVoice/sendVideo (multipart),
+getFile and file downloads. Any token of the form
 ``<digits>:<anything>`` is a sandbox bot whose id is the digits. Sent messages are stored as
 ``SandboxMessage`` rows, visible in the admin. Mounted only when
 ``AGENT_FACTORY_TELEGRAM_SANDBOX`` is on (by default: when DEBUG is).
@@ -18,6 +19,13 @@ from django.views.decorators.csrf import csrf_exempt
 
 from telegram.models import SandboxMessage, SandboxWebhook
 
+MEDIA_METHODS = {
+    "sendPhoto": "photo",
+    "sendDocument": "document",
+    "sendAudio": "audio",
+    "sendVoice": "voice",
+    "sendVideo": "video",
+}
 TOKEN_PATTERN = re.compile(r"^(\d{1,20}):[A-Za-z0-9_\-]{1,100}$")
 
 
@@ -91,6 +99,18 @@ def bot_method(request, token: str, method: str):
                 "date": int(sent.created_at.timestamp()),
             }
         )
+    if method in MEDIA_METHODS:  # a reply's file (multipart): stored as a line of text
+        field = MEDIA_METHODS[method]
+        upload = request.FILES.get(field)
+        chat_id = params.get("chat_id")
+        if upload is None or chat_id in (None, ""):
+            return _fail(400, f"Bad Request: chat_id and {field} are required")
+        caption = str(params.get("caption") or "")
+        if len(caption) > 1024:
+            return _fail(400, "Bad Request: message caption is too long")
+        text = f"[{field}: {upload.name}, {upload.size} bytes]" + (f" {caption}" if caption else "")
+        sent = SandboxMessage.objects.create(bot_id=bot_id, chat_id=str(chat_id), text=text)
+        return _ok({"message_id": sent.pk, "chat": {"id": chat_id}, "caption": caption})
     if method == "sendChatAction":  # "typing…": nothing to store
         if params.get("chat_id") in (None, "") or not params.get("action"):
             return _fail(400, "Bad Request: chat_id and action are required")

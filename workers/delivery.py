@@ -4,7 +4,8 @@ appends its history, records usage and writes the reply's outbox rows.
 ``workers`` does not know the channels: the rows are written by the **delivery sink** the
 ``AGENT_FACTORY_DELIVERY_SINK`` setting names (the telegram app's), an object with
 ``write_reply(message, reply, now) -> [ids]`` (called inside the transaction, so the rows
-exist exactly when the job is done) and ``reply_ids(message_id) -> [ids]`` (the answer to a
+exist exactly when the job is done; the reply's ``media`` name ``ReplyUpload`` ids already
+checked and attached to the job) and ``reply_ids(message_id) -> [ids]`` (the answer to a
 repeated complete).
 """
 
@@ -21,6 +22,7 @@ from agents.models import AgentProfile
 from workers import leases
 from workers.hydration import append_conversation_messages
 from workers.models import Message, Worker
+from workers.reply_uploads import attach_reply_media
 
 
 class ReplyNotExpected(DomainError):
@@ -88,6 +90,9 @@ def complete_with_reply(
             raise leases.LeaseLost()
         if reply and message.conversation.agent.delivery == AgentProfile.WORKER_DELIVERY:
             raise ReplyNotExpected()
+        if reply and reply.get("media"):
+            # Before anything is written: a bad reference is a 400 that changes nothing.
+            attach_reply_media(message, lease_id, reply["media"])
         if history:
             append_conversation_messages(
                 worker,

@@ -308,3 +308,31 @@ class ExpiredLease(Message):
         proxy = True
         verbose_name = "message with an expired lease"
         verbose_name_plural = "messages with an expired lease"
+
+
+class ReplyUpload(models.Model):
+    """A file a worker uploaded for its job's reply (SPEC §7 ``jobs/<id>/uploads/``, §22):
+    ``uploaded`` until the job's complete references it (``attached``), ``sent`` once the
+    outbox delivered it, ``expired`` when the sweep deleted its file."""
+
+    KIND_CHOICES = [(k, k) for k in ("photo", "document", "audio", "voice", "video")]
+    UPLOADED, ATTACHED, SENT, EXPIRED = "uploaded", "attached", "sent", "expired"
+    STATUS_CHOICES = [(s, s) for s in (UPLOADED, ATTACHED, SENT, EXPIRED)]
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reply_uploads")
+    worker_id = models.CharField(max_length=64)
+    lease_id = models.CharField(max_length=64, help_text="The lease it was uploaded under.")
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=UPLOADED)
+    file = models.FileField(upload_to="reply_uploads/%Y/%m/%d/", blank=True)
+    file_name = models.CharField(max_length=255)
+    mime_type = models.CharField(max_length=100, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="reply_upload_sweep_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} upload {self.pk} for message {self.message_id}"

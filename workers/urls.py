@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/<int:message_id>/complete/", views.CompleteView.as_view(), name="complete"),
     path("jobs/<int:message_id>/fail/", views.FailView.as_view(), name="fail"),
     path("jobs/<int:message_id>/delivered/", views.DeliveredView.as_view(), name="delivered"),
+    path("jobs/<int:message_id>/uploads/", views.ReplyUploadView.as_view(), name="uploads"),
     path(
         "conversations/<path:conversation_id>/messages/",
         views.AppendMessagesView.as_view(),

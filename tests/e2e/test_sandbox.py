@@ -78,8 +78,8 @@ def test_bad_token_and_unknown_method(db):
         401,
         {"ok": False, "error_code": 401, "description": "Unauthorized"},
     )
-    status, body = bot_call("sendPhoto")
-    assert status == 404 and "sendPhoto" in body["description"]
+    status, body = bot_call("sendSticker")
+    assert status == 404 and "sendSticker" in body["description"]
 
 
 def test_set_webhook_then_get_webhook_info(db):
@@ -120,7 +120,15 @@ def test_the_real_client_splits_long_replies_for_the_sandbox(app):
     assert len(sent) == 2
     assert [len(m.text) for m in SandboxMessage.objects.order_by("id")] == [4096, 904]
     with pytest.raises(TelegramApiError, match="not in the sandbox"):
-        bot_client("4242:sandbox-token")._call("sendPhoto")
+        bot_client("4242:sandbox-token")._call("sendSticker")
+
+
+def test_reply_files_are_stored_as_a_line_naming_the_file(app):
+    client = bot_client("4242:sandbox-token")
+    client.send_file_once("sendPhoto", {"chat_id": 5, "caption": "hi"}, "photo", "a.png", b"12")
+    assert SandboxMessage.objects.get().text == "[photo: a.png, 2 bytes] hi"
+    with pytest.raises(TelegramApiError, match="photo are required"):
+        client.call_once("sendPhoto", {"chat_id": 5})
 
 
 def test_sent_messages_are_visible_in_the_admin(db, client):

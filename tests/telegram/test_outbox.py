@@ -155,12 +155,6 @@ def test_a_reply_from_a_compatibility_mode_agent_is_refused(leased, alpha_agent)
     assert complete(api, job).json() == {"status": "done", "outbox": []}
 
 
-def test_reply_media_are_refused_until_uploads_exist(leased):
-    _, api, job = leased
-    response = complete(api, job, reply={"text": "x", "media": [{"kind": "photo"}]})
-    assert response.status_code == 400 and not OutboxMessage.objects.exists()
-
-
 def test_the_bot_token_is_in_no_hydration_bundle_of_a_server_delivery_agent(
     alpha_agent, make_worker, worker_api
 ):
@@ -347,3 +341,30 @@ def test_the_thread_sender_drains_at_once_without_the_task_queue(settings, monke
     )
     start_sender("alpha")
     assert drained.wait(5)
+
+
+def test_eligible_rows_are_the_due_heads_of_their_chats_oldest_first(alpha_agent):
+    from telegram.outbox_sender import eligible_rows
+
+    now = timezone.now()
+    later = now + dt.timedelta(minutes=5)
+
+    def row(chat, status=OutboxMessage.PENDING, due=now, agent="alpha"):
+        return OutboxMessage.objects.create(
+            agent_key=agent, chat_id=chat, text="x", status=status, next_attempt_at=due
+        ).pk
+
+    sending_head = row("1", OutboxMessage.SENDING)
+    row("1")  # behind a row being sent
+    row("2", due=later)  # a head waiting out its backoff
+    row("2")  # behind it
+    free = row("3")
+    row("3")  # second in its chat
+    row("4", OutboxMessage.SENT)
+    after_sent = row("4")  # sent rows hold nothing back
+    row("5", agent="beta")  # another bot's
+    assert sending_head and list(eligible_rows("alpha", now).values_list("pk", flat=True)) == [
+        free,
+        after_sent,
+    ]
+    assert list(eligible_rows("alpha", now, limit=1).values_list("pk", flat=True)) == [free]

@@ -210,6 +210,7 @@ def test_environment_is_the_allowlist_only(db, settings, tmp_path, monkeypatch):
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings")
     monkeypatch.setenv("AGENT_FACTORY_WORKER_HANDLER", "http")
     monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("AGENT_FACTORY_CLAIM_WAIT_SECONDS", "5")  # the operator's long poll
     with mock.patch(
         "workers.providers.local.subprocess.Popen", return_value=mock.Mock(pid=4242)
     ) as popen:
@@ -227,6 +228,7 @@ def test_environment_is_the_allowlist_only(db, settings, tmp_path, monkeypatch):
     assert set(env) <= WORKER_ENV_ALLOWLIST
     assert "server-only" not in env.values()
     assert env["AGENT_FACTORY_WORKER_HANDLER"] == "http" and env["LANG"] == "C.UTF-8"
+    assert env["AGENT_FACTORY_CLAIM_WAIT_SECONDS"] == "5"
     assert env["TELEGRAM_API_BASE_URL"] == settings.TELEGRAM_API_BASE_URL
     assert env["AGENT_FACTORY_DATA_DIR"] == str(local_data_dir("w-env"))
 

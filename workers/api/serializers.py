@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from workers.models import DataSnapshot
+from workers.reply_uploads import KINDS
 
 
 class EmptySerializer(serializers.Serializer):
@@ -50,6 +51,18 @@ class ButtonSerializer(serializers.Serializer):
         return attrs
 
 
+class MediaItemSerializer(serializers.Serializer):
+    """One reply file, uploaded first to jobs/<id>/uploads/ (SPEC §7, §22)."""
+
+    kind = serializers.ChoiceField(choices=list(KINDS))
+    upload_id = serializers.IntegerField(min_value=1)
+
+
+class UploadQuerySerializer(LeaseSerializer):
+    kind = serializers.ChoiceField(choices=list(KINDS))
+    filename = serializers.CharField(max_length=255)
+
+
 class ReplySerializer(serializers.Serializer):
     """The reply the server delivers (SPEC §22)."""
 
@@ -59,15 +72,10 @@ class ReplySerializer(serializers.Serializer):
     format = serializers.ChoiceField(
         choices=["markdown", "html", "plain"], required=False, default="markdown"
     )
-    media = serializers.ListField(child=serializers.DictField(), required=False, max_length=10)
+    media = MediaItemSerializer(many=True, required=False, max_length=10)
     buttons = serializers.ListField(
         child=ButtonSerializer(many=True, max_length=8), required=False, max_length=10
     )
-
-    def validate_media(self, value):
-        if value:  # uploads for reply media (jobs/<id>/uploads/) are not built yet
-            raise serializers.ValidationError("Reply media are not supported yet.")
-        return value
 
 
 class CompleteSerializer(LeaseSerializer):

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import log_context
-from workers import leases, lifecycle, snapshots
+from workers import leases, lifecycle, reply_uploads, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
 from workers.claim_wait import claim_waiting
@@ -168,6 +168,35 @@ class RawBytesParser(BaseParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         return stream
+
+
+class ReplyUploadView(WorkerView):
+    """A file for the job's reply (SPEC §7): raw bytes, only under the live lease."""
+
+    parser_classes = [RawBytesParser]
+
+    @extend_schema(
+        parameters=[s.UploadQuerySerializer],
+        request={"application/octet-stream": bytes},
+        responses={201: dict},
+    )
+    def post(self, request, message_id: int):
+        data = self.valid(s.UploadQuerySerializer, request.query_params)
+        length = request.META.get("CONTENT_LENGTH") or ""
+        upload = reply_uploads.store_reply_upload(
+            self.worker,
+            message_id,
+            data["lease_id"],
+            kind=data["kind"],
+            file_name=data["filename"],
+            stream=request._request,
+            content_type=request.META.get("CONTENT_TYPE", ""),
+            content_length=int(length) if length.isdigit() else None,
+        )
+        return Response(
+            {"upload_id": upload.pk, "size_bytes": upload.size_bytes, "sha256": upload.sha256},
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class SnapshotPrepareView(WorkerView):

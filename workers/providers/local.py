@@ -35,6 +35,7 @@ INHERITED_ENV = (
     "TMPDIR",
     "AGENT_FACTORY_WORKER_HANDLER",
     "AGENT_FACTORY_MAX_OUTAGE_SECONDS",
+    "AGENT_FACTORY_CLAIM_WAIT_SECONDS",
 )
 # Everything a local worker's environment may hold (SPEC §23), and nothing else: never the
 # server's SECRET_KEY, AGENT_FACTORY_ENCRYPTION_KEYS, DATABASE_URL, FLY_API_TOKEN, ….

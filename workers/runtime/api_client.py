@@ -130,6 +130,23 @@ class WorkerApiClient:
             body["history"] = history
         return self.json("POST", f"jobs/{job['message_id']}/complete/", json=body)
 
+    def upload_reply_file(self, job: dict, path: Path, kind: str, file_name: str = "") -> int:
+        """Upload one file of the job's reply (SPEC §7 ``jobs/<id>/uploads/``, streamed from
+        disk) under the job's lease; returns the id to name in ``complete``'s reply media."""
+        with open(path, "rb") as body:
+            answer = self.json(
+                "POST",
+                f"jobs/{job['message_id']}/uploads/",
+                params={
+                    "lease_id": job["lease_id"],
+                    "kind": kind,
+                    "filename": file_name or Path(path).name,
+                },
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        return answer["upload_id"]
+
     def fail(self, job: dict, error: str, usage: dict | None = None) -> dict:
         body = {"lease_id": job["lease_id"], "error": error[:10_000]}
         if usage:

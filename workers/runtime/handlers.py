@@ -9,8 +9,12 @@ The interface (every handler, built-in or a dotted path importable in the worker
   ``context.runtime``: the agent's runtime settings from the hydration (SPEC §21) with
   exactly the keys ``handler, model, base_url, api_key, temperature, max_tokens,
   timeout_seconds, system_prompt``; ``context.data_dir``: the worker's data dir (snapshotted).
-- Return the reply text, or ``HandlerResult(text, usage)`` with usage
-  ``{"input_tokens", "output_tokens", "cost_usd"?, "model"}`` (sent on complete).
+- Return the reply text, or ``HandlerResult(text, usage, media)`` with usage
+  ``{"input_tokens", "output_tokens", "cost_usd"?, "model"}`` (sent on complete) and media
+  ``[ReplyFile(kind, path)]``: files on disk (photo ≤ 10 MB, document/audio/voice/video
+  ≤ 50 MB) the worker uploads and the server sends after the text, or under it as the
+  caption when the text is short (SPEC §22). ``context.client`` is the worker API client
+  (``download_to`` fetches an attachment's ``download_url``).
 - Fail by raising; ``HandlerError(message, usage=...)`` carries a message that is safe to
   show in the admin and the usage of the failed attempt (sent on fail). The job is retried
   by the server (SPEC §6.3). Any other exception is reported as ``Type: message``.
@@ -32,12 +36,15 @@ from pathlib import Path
 
 import requests
 
+from workers.runtime.archive import work_dir
+
 
 @dataclass(frozen=True)
 class JobContext:
     job: dict
     bundle: dict
     data_dir: Path
+    client: object | None = None
 
     @property
     def text(self) -> str:
@@ -60,9 +67,19 @@ class JobContext:
 
 
 @dataclass(frozen=True)
+class ReplyFile:
+    """A file of the reply: ``kind`` is photo, document, audio, voice or video."""
+
+    kind: str
+    path: Path
+    file_name: str = ""
+
+
+@dataclass(frozen=True)
 class HandlerResult:
     text: str
     usage: dict | None = None
+    media: tuple[ReplyFile, ...] = ()
 
 
 class HandlerError(RuntimeError):
@@ -73,14 +90,40 @@ class HandlerError(RuntimeError):
         self.usage = usage
 
 
-def echo(context: JobContext) -> str:
-    """Reply with the user's text; keep a transcript in the workspace (so snapshots carry
-    state from one worker to the next, as a real agent's workspace would)."""
+# What the echo handler fetches back of an attachment (Telegram's own download limit).
+ECHO_MAX_BYTES = 20 * 1024 * 1024
+
+
+def echo(context: JobContext) -> str | HandlerResult:
+    """Reply with the user's text and send back the files they sent (each as the kind it
+    came as); keep a transcript in the workspace (so snapshots carry state from one worker
+    to the next, as a real agent's workspace would)."""
     workspace = context.data_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
     with open(workspace / "transcript.txt", "a", encoding="utf-8") as handle:
         handle.write(context.text.replace("\n", " ") + "\n")
+    # Fetched into the scratch dir (never snapshotted); the worker removes them once sent.
+    scratch = work_dir(context.data_dir) / f"echo-{context.job.get('message_id')}"
+    media = _echo_files(context, scratch)
+    if media:
+        return HandlerResult(text=context.text, media=media)
     return context.text or "(empty message)"
+
+
+def _echo_files(context: JobContext, folder: Path) -> tuple[ReplyFile, ...]:
+    if context.client is None:
+        return ()
+    files = []
+    for index, attachment in enumerate(context.attachments):
+        url = attachment.get("download_url")
+        if attachment.get("status") != "ready" or not url:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        name = Path(str(attachment.get("file_name") or "")).name or f"file-{index}"
+        path = folder / f"{index}-{name}"
+        context.client.download_to(url, path, ECHO_MAX_BYTES)
+        files.append(ReplyFile(kind=attachment.get("kind") or "document", path=path))
+    return tuple(files)
 
 
 def http_forward(context: JobContext) -> str | HandlerResult:
@@ -107,9 +150,10 @@ def http_forward(context: JobContext) -> str | HandlerResult:
     token = runtime.get("api_key") or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    timeout = runtime.get("timeout_seconds") or float(
-        os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")
-    ) / 1000
+    timeout = (
+        runtime.get("timeout_seconds")
+        or float(os.environ.get("OPENCLAW_TIMEOUT_MS", "300000")) / 1000
+    )
     body = {
         "job": context.job,
         "conversation": context.bundle.get("conversation"),
@@ -177,11 +221,11 @@ def resolve_handler(handler, bundle: dict):
         raise HandlerError(str(exc)) from None
 
 
-def run_handler(handler, job: dict, bundle: dict, data_dir: Path) -> HandlerResult:
+def run_handler(handler, job: dict, bundle: dict, data_dir: Path, client=None) -> HandlerResult:
     """Run ``handler`` (the worker's own), or when None the agent's ``runtime.handler`` from
     the hydration; a str answer becomes a HandlerResult."""
     handler = resolve_handler(handler, bundle)
-    result = handler(JobContext(job=job, bundle=bundle, data_dir=data_dir))
+    result = handler(JobContext(job=job, bundle=bundle, data_dir=data_dir, client=client))
     if isinstance(result, HandlerResult):
         return result
     if not isinstance(result, str):

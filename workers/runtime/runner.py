@@ -47,6 +47,7 @@ from workers.runtime.handlers import (
     secrets_of,
 )
 from workers.runtime.heartbeat import ClaimInterrupted, Heartbeat
+from workers.runtime.reply_media import discard_scratch_files, upload_reply_media
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
 
 logger = logging.getLogger("agent_factory.worker")
@@ -206,22 +207,26 @@ class WorkerRuntime:
             secrets = secrets_of(bundle)
             handler = resolve_handler(self.handler, bundle)
             self.handlers_used.add(handler)
-            result = run_handler(handler, job, bundle, self.settings.data_dir)
+            result = run_handler(handler, job, bundle, self.settings.data_dir, self.client)
             reply, usage = result.text, result.usage
             if heartbeat.lost.is_set():
                 return "aborted"
             if not bundle.get("telegram_bot_token"):
-                # Server delivery (SPEC §22): the reply, its history and the usage go in one
-                # complete; the server writes the outbox in the same transaction.
+                # Server delivery (SPEC §22): the files first, then the reply, its history
+                # and the usage in one complete; the server writes the outbox in the same
+                # transaction.
+                body = {"text": reply, "format": REPLY_FORMAT}
+                if result.media:
+                    body["media"] = upload_reply_media(self.client, job, result.media)
                 heartbeat.stop()  # no heartbeat may land after the lease is released
                 self.client.complete(
-                    job,
-                    usage,
-                    reply={"text": reply, "format": REPLY_FORMAT},
-                    history=self.history_entries(job, reply),
+                    job, usage, reply=body, history=self.history_entries(job, reply)
                 )
+                discard_scratch_files(result.media, self.settings.data_dir)
                 self.jobs_done += 1
                 return "done"
+            if result.media:  # compatibility mode sends text only (SPEC §22)
+                logger.warning("Job %s: reply files dropped (delivery: worker).", job["message_id"])
             self.deliver(job, bundle, reply)
             if heartbeat.lost.is_set():
                 return "aborted"
