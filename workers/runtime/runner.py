@@ -21,23 +21,16 @@ the worker token (401: revoked, or never valid).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.runtime.api_client import ApiError, DownloadTooLarge, LeaseLostError, WorkerApiClient
+from workers.runtime.api_client import ApiError, LeaseLostError, WorkerApiClient
 from workers.runtime.archive import (
     DEFAULT_LIMITS,
-    WORK_DIR,
     ArchiveLimits,
-    ArchiveRefused,
     clear_data_dir,
-    make_archive,
-    restore_archive,
-    work_dir,
 )
 from workers.runtime.handlers import (
     HandlerError,
@@ -49,6 +42,7 @@ from workers.runtime.handlers import (
 from workers.runtime.heartbeat import ClaimInterrupted, Heartbeat
 from workers.runtime.reply_media import discard_scratch_files, upload_reply_media
 from workers.runtime.telegram_sender import DEFAULT_API_BASE_URL, TelegramSender, TelegramSendError
+from workers.runtime.workspace import restore_latest, take_snapshot
 
 logger = logging.getLogger("agent_factory.worker")
 
@@ -59,8 +53,6 @@ EXIT_UNAUTHORIZED = 3
 
 # What handlers write (model output is Markdown); the server renders it for Telegram.
 REPLY_FORMAT = "markdown"
-# Refused snapshots to step past before starting with an empty workspace.
-MAX_RESTORE_FALLBACKS = 10
 
 
 @dataclass
@@ -311,68 +303,10 @@ class WorkerRuntime:
             self.restored_for = None  # the next job restores its conversation's snapshot
 
     def restore_snapshot(self, conversation_id: str, agent_key: str) -> bool:
-        """Restore the newest usable snapshot of the conversation into the data dir.
-
-        An archive that breaks a rule (SPEC §23) is reported to the server (the snapshot
-        becomes ``failed`` with the reason) and the next older ready one is tried. Never
-        raises: with nothing usable the worker starts with an empty workspace and serves.
-        """
+        """Restore the newest usable snapshot of the conversation into the data dir (never
+        raises: with nothing usable the worker starts with an empty workspace)."""
         self.restored_for = conversation_id
-        # Leftovers of a worker killed mid-download or mid-restore on this data dir.
-        shutil.rmtree(self.settings.data_dir / WORK_DIR, ignore_errors=True)
-        before = None
-        for _ in range(MAX_RESTORE_FALLBACKS):
-            try:
-                snapshot = self.client.latest_snapshot(
-                    self.settings.workspace_id, agent_key, conversation_id, before=before
-                )
-            except ApiError as exc:
-                logger.warning("Snapshot restore skipped: %s", exc)
-                return False
-            if not snapshot:
-                return False
-            snapshot_id = snapshot["snapshot_id"]
-            try:
-                self._restore_one(snapshot)
-            except ArchiveRefused as exc:
-                logger.error("Snapshot %s refused: %s; trying an older one.", snapshot_id, exc)
-                self._reject(snapshot_id, str(exc))
-                before = snapshot_id
-                continue
-            except (ApiError, OSError) as exc:
-                # The network or the disk, not the archive: it stays ready for the next worker.
-                logger.warning("Snapshot %s not restored: %s", snapshot_id, exc)
-                return False
-            logger.info("Restored snapshot %s for %s.", snapshot_id, conversation_id)
-            return True
-        logger.error(
-            "No usable snapshot among the newest %d; starting empty.", MAX_RESTORE_FALLBACKS
-        )
-        return False
-
-    def _restore_one(self, snapshot: dict) -> None:
-        data_dir = self.settings.data_dir
-        limits = self.settings.archive_limits
-        with tempfile.TemporaryDirectory(dir=work_dir(data_dir), prefix="download-") as scratch:
-            archive = Path(scratch) / "snapshot.tar.gz"
-            try:
-                self.client.download_to(
-                    snapshot["download_url"], archive, limits.max_download_bytes
-                )
-                restore_archive(archive, snapshot["sha256"], data_dir, limits)
-            except DownloadTooLarge as exc:
-                raise ArchiveRefused(f"the archive is {exc.detail}") from None
-            except (ArchiveRefused, ApiError, OSError):
-                raise
-            except Exception as exc:  # an archive must never take the worker down
-                logger.exception("Unexpected error restoring snapshot %s.", snapshot["snapshot_id"])
-                raise ArchiveRefused(f"cannot be restored ({type(exc).__name__})") from None
-
-    def _reject(self, snapshot_id: int, reason: str) -> None:
-        try:
-            self.client.reject_snapshot(snapshot_id, f"refused at restore: {reason}")
-        except ApiError as exc:  # the fallback still works: it asks for one older than this
-            logger.warning("Could not mark snapshot %s failed: %s", snapshot_id, exc)
+        return restore_latest(self.client, self.settings, conversation_id, agent_key)
 
     def snapshot(self, reason: str) -> int | None:
         # A handler that keeps a process on the data dir (OpenClaw's warm gateway) lets go
@@ -383,32 +317,9 @@ class WorkerRuntime:
                 before_snapshot()
         if not self.conversation_id or not self.agent_key or not self.jobs_done:
             return None
-        data_dir = self.settings.data_dir
-        with tempfile.TemporaryDirectory(dir=work_dir(data_dir), prefix="snapshot-") as scratch:
-            archive = Path(scratch) / "snapshot.tar.gz"
-            try:
-                sha256, size = make_archive(data_dir, archive, self.settings.archive_limits)
-            except ArchiveRefused as exc:
-                # Past the limits no worker would restore it: not uploaded, said loudly.
-                logger.error("Snapshot not taken: the workspace has %s.", exc)
-                return None
-            except OSError as exc:
-                logger.error("Snapshot not taken: %s", exc)
-                return None
-            try:
-                snapshot_id = self.client.upload_snapshot(
-                    workspace_id=self.settings.workspace_id,
-                    agent_key=self.agent_key,
-                    conversation_id=self.conversation_id,
-                    reason=reason,
-                    archive=archive,
-                    sha256=sha256,
-                )
-            except ApiError as exc:
-                logger.warning("Snapshot upload failed: %s", exc)
-                return None
-        logger.info("Snapshot %s stored (%d bytes).", snapshot_id, size)
-        return snapshot_id
+        return take_snapshot(
+            self.client, self.settings, self.conversation_id, self.agent_key, reason
+        )
 
     def materialise_skills(self) -> dict | None:
         from workers.runtime.skills import materialise_skills
