@@ -10,7 +10,6 @@ attached one that was never sent (a refused row) after ``RETENTION``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 
 from django.core.files.base import File
@@ -21,6 +20,7 @@ from django.utils.text import get_valid_filename
 from agents.errors import DomainError
 from workers import leases
 from workers.models import Message, ReplyUpload, Worker
+from workers.streams import CappedHashingReader, StreamTooLarge
 
 MB = 1024 * 1024
 # Telegram's own caps for a multipart upload: photos 10 MB, any other file 50 MB.
@@ -31,14 +31,9 @@ KINDS = tuple(MAX_BYTES)
 MAX_UPLOADS_PER_JOB = 20
 RETENTION = dt.timedelta(days=7)
 SWEEP_BATCH = 1000
-CHUNK = 1024 * 1024
 
 
 class UploadError(DomainError):
-    pass
-
-
-class _TooLarge(Exception):
     pass
 
 
@@ -83,18 +78,7 @@ def store_reply_upload(
         raise UploadError(
             f"At most {MAX_UPLOADS_PER_JOB} uploads per job.", code="too_large", status_code=413
         )
-    digest = hashlib.sha256()
-    size = 0
-
-    class _Capped:
-        def read(self, n=-1):
-            nonlocal size
-            chunk = stream.read(CHUNK if n is None or n < 0 else n)
-            digest.update(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge()
-            return chunk
+    body = CappedHashingReader(stream, limit)
 
     upload = ReplyUpload(
         message=message,
@@ -107,17 +91,17 @@ def store_reply_upload(
     field = upload.file
     target = field.storage.get_available_name(field.field.generate_filename(upload, name))
     try:
-        stored = field.storage.save(target, File(_Capped(), name=name))
-    except _TooLarge:
+        stored = field.storage.save(target, File(body, name=name))
+    except StreamTooLarge:
         if field.storage.exists(target):
             field.storage.delete(target)
         raise _too_large(kind) from None
-    if size == 0:
+    if body.size == 0:
         field.storage.delete(stored)
         raise UploadError("The file is empty; Telegram refuses empty files.")
     upload.file.name = stored
-    upload.size_bytes = size
-    upload.sha256 = digest.hexdigest()
+    upload.size_bytes = body.size
+    upload.sha256 = body.hexdigest()
     upload.save()
     return upload
 

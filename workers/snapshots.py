@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 from django.conf import settings
 from django.core.files.base import File
@@ -17,9 +16,7 @@ from agents.models import Conversation, RuntimeConfig
 from workers import quotas
 from workers.lifecycle import end_handoff, on_final_snapshot
 from workers.models import DataSnapshot, Message, Worker
-
-CHUNK = 1024 * 1024
-
+from workers.streams import CappedHashingReader, StreamTooLarge
 
 # The worker API's status for each refusal code (SPEC §7).
 SNAPSHOT_ERROR_STATUS = {
@@ -84,10 +81,6 @@ def prepare_snapshot(
         )
 
 
-class _TooLarge(Exception):
-    """Raised while streaming an upload past AGENT_FACTORY_SNAPSHOT_MAX_BYTES."""
-
-
 def _not_uploading(snapshot: DataSnapshot) -> SnapshotError:
     return SnapshotError("conflict", f"Snapshot {snapshot.pk} is {snapshot.status}, not uploading.")
 
@@ -100,19 +93,8 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
     """
     if snapshot.status != DataSnapshot.UPLOADING:
         raise _not_uploading(snapshot)
-    digest = hashlib.sha256()
-    size = 0
     limit = settings.AGENT_FACTORY_SNAPSHOT_MAX_BYTES
-
-    class _Hashing:
-        def read(self, n=-1):
-            nonlocal size
-            chunk = stream.read(CHUNK if n is None or n < 0 else n)
-            digest.update(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge()
-            return chunk
+    body = CappedHashingReader(stream, limit)
 
     previous = snapshot.archive.name if snapshot.archive else ""
     # Written under a fresh name and swapped in by a conditional update, so a concurrent
@@ -121,8 +103,8 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
     target = snapshot.archive.field.generate_filename(snapshot, f"snapshot-{snapshot.pk}.tar.gz")
     target = storage.get_available_name(target)
     try:
-        name = storage.save(target, File(_Hashing(), name="archive"))
-    except _TooLarge:
+        name = storage.save(target, File(body, name="archive"))
+    except StreamTooLarge:
         # Nothing was swapped in; remove what the storage wrote of it so far.
         if storage.exists(target):
             storage.delete(target)
@@ -130,7 +112,7 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
             "too_large", f"The archive is larger than the {limit}-byte snapshot limit."
         ) from None
     swapped = DataSnapshot.objects.filter(pk=snapshot.pk, status=DataSnapshot.UPLOADING).update(
-        archive=name, sha256=digest.hexdigest(), size_bytes=size
+        archive=name, sha256=body.hexdigest(), size_bytes=body.size
     )
     if not swapped:
         storage.delete(name)
@@ -139,7 +121,7 @@ def store_upload(snapshot: DataSnapshot, stream) -> tuple[str, int]:
     if previous and previous != name:
         storage.delete(previous)
     snapshot.refresh_from_db()
-    return snapshot.sha256, size
+    return snapshot.sha256, body.size
 
 
 def finalize_snapshot(worker: Worker, snapshot: DataSnapshot, *, sha256: str, size_bytes: int):
