@@ -93,15 +93,15 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     with transaction.atomic():
         now = timezone.now()
         # Lock the worker row: two claims with one token never take two jobs, and the
-        # status and assignment are read fresh.
-        worker = sql.locked(Worker, worker.pk)
+        # status and assignment are read fresh. Its assigned conversation is locked with it
+        # (waiting, not skipping, is right: that conversation is ours to serve).
+        worker, assigned = sql.locked_worker_and_conversation(worker.pk)
         # A stale worker is dead to everyone else: it gets nothing, and its poll does not
         # revive it (see control_state); its next control call tells it to stop.
         if worker.status != Worker.ACTIVE or is_stale(worker, now, config):
             return None
         if worker.assigned_conversation_id is not None:
-            # Waiting for the lock (not skipping) is right: this conversation is ours to serve.
-            conversation = sql.locked(Conversation, worker.assigned_conversation_id)
+            conversation = assigned
             if conversation_id is not None and conversation_id != conversation.conversation_id:
                 return None
             job = _claim_in_conversation(worker, conversation, now, config, locked=True)

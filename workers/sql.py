@@ -114,6 +114,48 @@ def locked(model, pk: int):
     return found
 
 
+# What a claim reads of the conversation it locks (the rest is loaded only if touched).
+CLAIM_CONVERSATION_FIELDS = (
+    "id",
+    "conversation_id",
+    "agent_id",
+    "handoff_from_worker",
+    "handoff_until",
+)
+
+
+def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation | None]:
+    """``locked(Worker, pk)`` and, when it is assigned, ``locked(Conversation, its
+    conversation)``: the claim's first two locks, in that order, in one round trip on
+    PostgreSQL (bench/claim_throughput.py). The conversation carries only
+    ``CLAIM_CONVERSATION_FIELDS``.
+
+    Twin (and the path elsewhere): the two ``locked`` calls.
+    """
+    if connection.vendor != "postgresql":
+        worker = locked(Worker, worker_pk)
+        if worker.assigned_conversation_id is None:
+            return worker, None
+        return worker, locked(Conversation, worker.assigned_conversation_id)
+    quote = connection.ops.quote_name
+    # These attribute names are the column names too.
+    columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
+    sql = (
+        f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
+        f"SELECT w.*, {columns} FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
+        "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
+    )
+    worker = next(iter(Worker.objects.raw(sql, [worker_pk])), None)
+    if worker is None:
+        raise Worker.DoesNotExist(f"No Worker with id {worker_pk}.")
+    if worker.assigned_conversation_id is None:
+        return worker, None
+    if worker.c_id is None:  # assigned after this statement's snapshot: lock it by itself
+        return worker, locked(Conversation, worker.assigned_conversation_id)
+    values = [getattr(worker, f"c_{name}") for name in CLAIM_CONVERSATION_FIELDS]
+    return worker, Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
+
+
 def next_ready_in_conversation(
     worker_pk: int, conversation_pk: int, now: dt.datetime, live_cutoff: dt.datetime
 ) -> Message | None:

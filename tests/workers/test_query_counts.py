@@ -32,10 +32,10 @@ def seed(enqueue, size: int) -> None:
 # Per request: the token lookup, then the service's own statements. A claim (and a complete
 # off PostgreSQL) opens a transaction, which inside the test's own shows as SAVEPOINT and
 # RELEASE (two of the count; in production BEGIN and COMMIT are not logged as queries).
-# PostgreSQL's warm claim: lock the worker, lock the conversation, then one statement takes
+# PostgreSQL's warm claim: lock the worker with its conversation, then one statement takes
 # the next message (workers/sql.py); its complete is one statement. An unassigned claim first
 # reads the few conversations worth looking at off the queue marker (ConversationQueue).
-POSTGRES = {"warm claim": 6, "first claim": 7, "unassigned claim": 8, "heartbeat": 2, "complete": 2}
+POSTGRES = {"warm claim": 5, "first claim": 7, "unassigned claim": 8, "heartbeat": 2, "complete": 2}
 SQLITE = {"warm claim": 8, "first claim": 9, "unassigned claim": 10, "heartbeat": 2, "complete": 5}
 
 
