@@ -3,7 +3,8 @@
 Every conversation ahead has a live lease (one processing message) and queued messages of a
 higher priority; one free conversation at the back has a low-priority job. The claim must
 skip the busy ones; this prints how its cost grows with that backlog (in-process, PostgreSQL),
-and the plan of the candidate query.
+and the plans of its queries
+(issue 11 item 8: p99 at 10,000 <= 1.5 x p99 at 100, read through indexes).
 
     .venv/bin/python bench/claim_busy_backlog.py [--samples 50]
 """
@@ -71,9 +72,8 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from agents.models import AgentProfile, Conversation, RuntimeConfig
+    from agents.models import AgentProfile, Conversation
     from workers import leases
-    from workers.lifecycle import live_workers
     from workers.models import Message, Worker
 
     agent = AgentProfile.objects.create(agent_key="busy")
@@ -106,11 +106,42 @@ def main() -> None:
             f"p99 {percentile(latencies, 99) * 1000:.2f} ms",
             flush=True,
         )
+    ratio = percentile(results[10_000], 99) / percentile(results[100], 99)
+    print(f"p99 ratio 10,000/100 busy conversations: {ratio:.2f} (target <= 1.5)")
     worker = Worker.objects.create(worker_id="u-plan", heartbeat_at=timezone.now())
+    for title, plan in plans(worker).items():
+        verdict = "index scans only" if "Seq Scan" not in plan else "NOT index scans only"
+        print(f"plan of the {title}: {verdict}")
+        for line in plan.splitlines():
+            print(f"  {line}")
+
+
+def plans(worker) -> dict:
+    """EXPLAIN ANALYZE of the unassigned claim's two reads, as the claim sends them: the
+    marker's few conversations worth a look, then the full rules over those only."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from agents.models import RuntimeConfig
+    from workers import leases, sql
+    from workers.lifecycle import live_worker_cutoff
+
     now = timezone.now()
-    owners = live_workers(now, RuntimeConfig.get()).exclude(pk=worker.pk)
-    query = Message.objects.claim_candidates(now, owners)[:1]
-    print(query.explain(analyze=True))
+    config = RuntimeConfig.get()
+    cutoff = live_worker_cutoff(now, config)
+    limit = leases.CLAIM_CANDIDATE_TRIES
+    query, params = sql.claimable_conversations_query(worker, now, cutoff, [], limit)
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN ANALYZE " + query, params)
+        marker = "\n".join(row[0] for row in cursor.fetchall())
+    free, doubtful = sql.claimable_conversations(worker, now, cutoff, [], limit)
+    with transaction.atomic():
+        candidates = leases.candidates_among(worker, now, config, free + doubtful, [])[:1]
+        chosen = candidates.explain(analyze=True)
+    return {
+        "marker read (free conversations, index convq_free_idx)": marker,
+        "candidate query over those conversations": chosen,
+    }
 
 
 if __name__ == "__main__":

@@ -164,7 +164,9 @@ def append_conversation_messages(
         if message.conversation.conversation_id != conversation_id:
             raise AppendError("message_id does not belong to this conversation.")
         # The conversation row lock orders concurrent appends (and their retry check).
-        conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        conversation = Conversation.objects.select_for_update(no_key=True).get(
+            pk=message.conversation_id
+        )
         batch = [(item["role"], item["content"]) for item in messages]
         stored = list(
             ConversationEntry.objects.filter(

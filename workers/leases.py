@@ -93,15 +93,15 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     with transaction.atomic():
         now = timezone.now()
         # Lock the worker row: two claims with one token never take two jobs, and the
-        # status and assignment are read fresh.
-        worker = sql.locked(Worker, worker.pk)
+        # status and assignment are read fresh. Its assigned conversation is locked with it
+        # (waiting, not skipping, is right: that conversation is ours to serve).
+        worker, assigned = sql.locked_worker_and_conversation(worker.pk)
         # A stale worker is dead to everyone else: it gets nothing, and its poll does not
         # revive it (see control_state); its next control call tells it to stop.
         if worker.status != Worker.ACTIVE or is_stale(worker, now, config):
             return None
         if worker.assigned_conversation_id is not None:
-            # Waiting for the lock (not skipping) is right: this conversation is ours to serve.
-            conversation = sql.locked(Conversation, worker.assigned_conversation_id)
+            conversation = assigned
             if conversation_id is not None and conversation_id != conversation.conversation_id:
                 return None
             job = _claim_in_conversation(worker, conversation, now, config, locked=True)
@@ -124,19 +124,26 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
 
 def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> ClaimedJob | None:
     excluded: list[int] = []
+    cutoff = live_worker_cutoff(now, config)
     for _ in range(CLAIM_CANDIDATE_TRIES):
-        candidate = (
-            Message.objects.claim_candidates(now, _other_live_workers(worker, now, config))
-            .exclude(conversation_id__in=excluded)
-            .exclude(_in_handoff(worker, now))
-            .select_for_update(skip_locked=True, of=("self",))
-            .only("id", "conversation_id")
-            .first()
+        # The per-conversation marker narrows the whole queue to the few conversations that
+        # can hold the best candidate (constant however many busy ones wait ahead); the full
+        # rules then run over those only, so the answer is the whole-queue query's.
+        free, doubtful = sql.claimable_conversations(
+            worker, now, cutoff, excluded, CLAIM_CANDIDATE_TRIES
         )
-        if candidate is None:
+        if not free and not doubtful:
             return None
+        candidate = candidates_among(worker, now, config, free + doubtful, excluded).first()
+        if candidate is None:
+            if len(free) < CLAIM_CANDIDATE_TRIES:
+                return None
+            # Every free conversation looked at is taken by concurrent claims right now:
+            # look further down the queue, as the whole-queue query would.
+            excluded.extend(free)
+            continue
         conversation = (
-            Conversation.objects.select_for_update(skip_locked=True)
+            Conversation.objects.select_for_update(skip_locked=True, no_key=True)
             .filter(pk=candidate.conversation_id)
             .first()
         )
@@ -148,6 +155,20 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
             return job
         excluded.append(candidate.conversation_id)
     return None
+
+
+def candidates_among(
+    worker: Worker, now: dt.datetime, config: RuntimeConfig, conversations, excluded
+):
+    """The claim's full candidate query (SPEC §6.2), over ``conversations`` only, locked."""
+    return (
+        Message.objects.claim_candidates(now, _other_live_workers(worker, now, config))
+        .filter(conversation_id__in=conversations)
+        .exclude(conversation_id__in=excluded)
+        .exclude(_in_handoff(worker, now))
+        .select_for_update(skip_locked=True, of=("self",))
+        .only("id", "conversation_id")
+    )
 
 
 def _claim_in_conversation(

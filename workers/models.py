@@ -150,6 +150,57 @@ class Message(models.Model):
         )
 
 
+class ConversationQueue(models.Model):
+    """Where one conversation stands in the queue, so an unassigned worker's claim finds the
+    best free conversation through one small index instead of walking every ready message
+    of the busy conversations ahead of it (issue 11 item 8).
+
+    Kept by database triggers on ``workers_message`` (migration 0009), so every write path —
+    the services, admin actions, bulk updates, raw SQL, tests — keeps it right in the
+    writer's own transaction. It is a derived index, never a source of truth: the claim
+    still checks every rule on the messages themselves (``Message.objects.claim_candidates``).
+
+    - ``busy``: some message of the conversation is processing.
+    - ``busy_until``: the lease its claim handed out. A heartbeat moves the real lease later
+      without touching this row, so it never runs past the real one: while it is ahead of
+      now the conversation is certainly busy; once it is behind (or null) the claim looks.
+    - ``head_*``: the conversation's first queued message in claim order (due or not).
+    """
+
+    conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    busy = models.BooleanField(default=False)
+    busy_until = models.DateTimeField(null=True, blank=True)
+    head_id = models.BigIntegerField(null=True, blank=True)
+    head_priority = models.PositiveSmallIntegerField(null=True, blank=True)
+    head_scheduled_for = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The free conversations in the claim order of their first message.
+            models.Index(
+                fields=["-head_priority", "head_scheduled_for", "head_id"],
+                condition=models.Q(busy=False, head_id__isnull=False),
+                name="convq_free_idx",
+            ),
+            # Free conversations whose first message is not due yet (a retry's backoff, a
+            # scheduled push): a due message of lower priority may wait behind it.
+            models.Index(
+                fields=["head_scheduled_for"],
+                condition=models.Q(busy=False, head_id__isnull=False),
+                name="convq_free_due_idx",
+            ),
+            # Busy conversations whose lease may have run out.
+            models.Index(
+                fields=["busy_until"], condition=models.Q(busy=True), name="convq_busy_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Queue position of conversation {self.conversation_id}"
+
+
 class MessageAttachment(models.Model):
     KIND_CHOICES = [(k, k) for k in ("photo", "video", "audio", "voice", "document")]
     READY, EXPIRED, PENDING, FAILED = "ready", "expired", "pending", "failed"

@@ -16,7 +16,7 @@ import datetime as dt
 from django.db import connection, transaction
 
 from agents.models import Conversation
-from workers.models import Message, Worker
+from workers.models import ConversationQueue, Message, Worker
 
 # ``(field, operator, value)`` conditions of ``update``: the only operators it needs.
 OPERATORS = ("=", ">")
@@ -93,15 +93,67 @@ def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> boo
 
 
 def locked(model, pk: int):
-    """``model.objects.select_for_update().get(pk=pk)``. SQLite has no row locks: its
-    claims are serialised by IMMEDIATE transactions instead."""
+    """``model.objects.select_for_update(no_key=True).get(pk=pk)``. SQLite has no row locks:
+    its claims are serialised by IMMEDIATE transactions instead.
+
+    NO KEY UPDATE, not UPDATE: it still excludes every other locker, but lets a transaction
+    that inserts a row pointing here (an enqueue's message) pass its foreign-key check. A
+    claim holding its conversation may wait for such an enqueue (on the queue marker its
+    trigger updated); with FOR UPDATE that enqueue's commit would wait for the claim.
+    """
     quote = connection.ops.quote_name
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    lock = ""
+    if connection.features.has_select_for_no_key_update:
+        lock = " FOR NO KEY UPDATE"
+    elif connection.features.has_select_for_update:
+        lock = " FOR UPDATE"
     sql = f"SELECT * FROM {quote(model._meta.db_table)} WHERE id = %s{lock}"  # noqa: S608
     found = next(iter(model.objects.raw(sql, [pk])), None)
     if found is None:
         raise model.DoesNotExist(f"No {model.__name__} with id {pk}.")
     return found
+
+
+# What a claim reads of the conversation it locks (the rest is loaded only if touched).
+CLAIM_CONVERSATION_FIELDS = (
+    "id",
+    "conversation_id",
+    "agent_id",
+    "handoff_from_worker",
+    "handoff_until",
+)
+
+
+def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation | None]:
+    """``locked(Worker, pk)`` and, when it is assigned, ``locked(Conversation, its
+    conversation)``: the claim's first two locks, in that order, in one round trip on
+    PostgreSQL (bench/claim_throughput.py). The conversation carries only
+    ``CLAIM_CONVERSATION_FIELDS``.
+
+    Twin (and the path elsewhere): the two ``locked`` calls.
+    """
+    if connection.vendor != "postgresql":
+        worker = locked(Worker, worker_pk)
+        if worker.assigned_conversation_id is None:
+            return worker, None
+        return worker, locked(Conversation, worker.assigned_conversation_id)
+    quote = connection.ops.quote_name
+    # These attribute names are the column names too.
+    columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
+    sql = (
+        f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
+        f"SELECT w.*, {columns} FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
+        "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
+    )
+    worker = next(iter(Worker.objects.raw(sql, [worker_pk])), None)
+    if worker is None:
+        raise Worker.DoesNotExist(f"No Worker with id {worker_pk}.")
+    if worker.assigned_conversation_id is None:
+        return worker, None
+    if worker.c_id is None:  # assigned after this statement's snapshot: lock it by itself
+        return worker, locked(Conversation, worker.assigned_conversation_id)
+    values = [getattr(worker, f"c_{name}") for name in CLAIM_CONVERSATION_FIELDS]
+    return worker, Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
 
 
 def next_ready_in_conversation(
@@ -203,6 +255,71 @@ def _claim_next_ready_in_steps(
         worker_values = {**worker_values, "assigned_agent_key": message.agent_key}
         update(Worker, worker_values, ("pk", "=", worker_pk))
     return message
+
+
+def claimable_conversations(
+    worker: Worker, now: dt.datetime, live_cutoff: dt.datetime, excluded: list[int], limit: int
+) -> tuple[list[int], list[int]]:
+    """Where an unassigned worker's claim must look, read off ``ConversationQueue`` (the
+    per-conversation marker the message triggers keep): ``(free, doubtful)``.
+
+    ``free``: up to ``limit`` conversations with no processing message whose first queued
+    message is due, best first, skipping those another live worker owns or that wait for a
+    handoff (never more than the claim itself skips). Read through ``convq_free_idx``, so the
+    busy conversations ahead cost nothing, however many there are.
+    ``doubtful``: every other conversation that may hold the best ready message: free ones
+    whose first message is not due yet (a due one of lower priority may wait behind it), and
+    busy ones whose lease may have run out. Both are few (backoffs, dying leases).
+
+    The claim runs its full candidate query over these only. Twin: the same three filters on
+    ``ConversationQueue.objects`` (see the twin test).
+    """
+    query, params = claimable_conversations_query(worker, now, live_cutoff, excluded, limit)
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
+    free = [conversation for tag, conversation in rows if tag == 1]
+    doubtful = [conversation for tag, conversation in rows if tag == 0]
+    return free, doubtful
+
+
+def claimable_conversations_query(
+    worker: Worker, now: dt.datetime, live_cutoff: dt.datetime, excluded: list[int], limit: int
+) -> tuple[str, list]:
+    """The SQL and parameters of ``claimable_conversations`` (the benchmark EXPLAINs it):
+    rows ``(1, id)`` for the free conversations, ``(0, id)`` for the doubtful ones, in one
+    round trip."""
+    quote = connection.ops.quote_name
+    queue = _table(ConversationQueue)
+    worker_table = _table(Worker)
+    conversation_table = quote(Conversation._meta.db_table)
+    when = Message._meta.get_field("scheduled_for").get_db_prep_value
+    now_param, cutoff_param = when(now, connection), when(live_cutoff, connection)
+    skip = ""
+    if excluded:
+        skip = f"AND q.conversation_id NOT IN ({', '.join(['%s'] * len(excluded))}) "
+    free_sql = (
+        f"SELECT q.conversation_id FROM {queue} q "  # noqa: S608 (names, never input)
+        "WHERE q.busy = false AND q.head_id IS NOT NULL AND q.head_scheduled_for <= %s "
+        f"{skip}"
+        f"AND NOT EXISTS (SELECT 1 FROM {worker_table} w "
+        "WHERE w.assigned_conversation_id = q.conversation_id "
+        f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
+        f"AND NOT EXISTS (SELECT 1 FROM {conversation_table} c WHERE c.id = q.conversation_id "
+        "AND c.handoff_until > %s AND c.handoff_from_worker <> %s) "
+        "ORDER BY q.head_priority DESC, q.head_scheduled_for ASC, q.head_id ASC LIMIT %s"
+    )
+    doubtful_sql = (
+        f"SELECT 0, q.conversation_id FROM {queue} q "  # noqa: S608
+        "WHERE q.busy = false AND q.head_id IS NOT NULL AND q.head_scheduled_for > %s "
+        f"UNION ALL SELECT 0, q.conversation_id FROM {queue} q "
+        "WHERE q.busy = true AND (q.busy_until IS NULL OR q.busy_until <= %s)"
+    )
+    free_params = [now_param, *excluded, cutoff_param, worker.pk, now_param, worker.worker_id]
+    return (
+        f"SELECT 1, f.conversation_id FROM ({free_sql}) f UNION ALL {doubtful_sql}",  # noqa: S608
+        [*free_params, limit, now_param, now_param],
+    )
 
 
 # Every enqueue asks this (bench/webhook_ingest.py).

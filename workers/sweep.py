@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
 from workers.dead_letters import dead_lettered
 from workers.lifecycle import live_worker_cutoff
-from workers.models import Message, Worker
+from workers.models import ConversationQueue, Message, Worker
 
 LEASE_EXPIRED_ERROR = "lease expired"
 SWEEP_BATCH = 500
@@ -84,6 +85,7 @@ def sweep_expired_leases(now: dt.datetime | None = None) -> dict:
                 requeued += 1
         if worker_ids:
             _idle_workers_left_without_a_job(worker_ids, now, config)
+    _catch_up_busy_markers(now)
     return {"requeued": requeued, "dead_lettered": dead_lettered}
 
 
@@ -97,4 +99,22 @@ def _idle_workers_left_without_a_job(worker_ids: set[str], now: dt.datetime, con
     )
     held.exclude(pk__in=Worker.objects.live(live_worker_cutoff(now, config))).update(
         assigned_conversation=None, assigned_agent_key="", assigned_at=None
+    )
+
+
+def _catch_up_busy_markers(now: dt.datetime) -> None:
+    """Busy conversations whose marker lease ran out while heartbeats kept the real one
+    alive: copy the real lease over, so an unassigned claim stops looking at them. Only a
+    speed matter (the claim checks the real lease anyway); a lease only grows, so the copy
+    is never later than the real one."""
+    lease = (
+        Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"), status=Message.PROCESSING
+        )
+        .values("conversation_id")
+        .annotate(latest=Max("lease_expires_at"))
+        .values("latest")
+    )
+    ConversationQueue.objects.filter(busy=True, busy_until__lte=now).update(
+        busy_until=Subquery(lease)
     )

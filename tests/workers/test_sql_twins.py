@@ -283,3 +283,30 @@ def test_conversation_key_matches_values_list(alpha_agent, beta_agent):
             .first()
         )
         assert sql.conversation_key(conversation_id) == twin
+
+
+# locked_worker_and_conversation ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("assigned", [True, False])
+def test_locked_worker_and_conversation_matches_two_locks(alpha_agent, enqueue, assigned):
+    from django.db import transaction
+
+    conversation = enqueue("locked-conv", "alpha").conversation
+    worker = Worker.objects.create(
+        worker_id="w-lock", assigned_conversation=conversation if assigned else None
+    )
+    with transaction.atomic():
+        got_worker, got_conversation = sql.locked_worker_and_conversation(worker.pk)
+        twin_worker = sql.locked(Worker, worker.pk)
+        assert model_to_dict(got_worker) == model_to_dict(twin_worker)
+        if not assigned:
+            assert got_conversation is None
+            return
+        twin = sql.locked(Conversation, conversation.pk)
+        for name in sql.CLAIM_CONVERSATION_FIELDS:
+            assert getattr(got_conversation, name) == getattr(twin, name)
+        assert got_conversation.in_handoff_for("w-lock", timezone.now()) is False
+    with pytest.raises(Worker.DoesNotExist), transaction.atomic():
+        sql.locked_worker_and_conversation(worker.pk + 1000)
