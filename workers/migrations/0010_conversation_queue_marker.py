@@ -134,7 +134,7 @@ def uninstall(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("agents", "0008_agent_delivery_mode"),
-        ("workers", "0008_readable_usage_and_lease_names"),
+        ("workers", "0009_reply_uploads"),
     ]
 
     operations = [
