@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from agents import budget, log_context
 from agents.models import RuntimeConfig
-from telegram import quotas, refusals
-from telegram.models import Bot, IngressIssue, TelegramUpdate
+from telegram import quotas, refusals, sql
+from telegram.models import Bot, IdentityBinding, IngressIssue, TelegramUpdate
 from telegram.pairing import (
     PairingError,
     chat_conversation_id,
@@ -21,7 +21,7 @@ from telegram.pairing import (
     resolve_binding,
 )
 from workers.models import Message
-from workers.queue import EnqueueError, enqueue_message
+from workers.queue import EnqueueError, prepare_enqueue
 
 MEDIA_KINDS = ("photo", "video", "audio", "voice", "document")
 # A message with media waits this long at most for its files before it is claimable anyway.
@@ -37,6 +37,19 @@ class Incoming:
     attachments: list[dict] = field(default_factory=list)
     # Only a private chat is a place for pairing and for a binding's conversation (§5.2).
     private: bool = False
+
+
+@dataclass(frozen=True)
+class SenderBinding:
+    """The id of the active binding of (the bot, ``user_id``) as read with the bot's row
+    (None: no binding), so routing need not ask again."""
+
+    user_id: str
+    pk: int | None
+
+
+# ``handle``'s default: the update's parts are not extracted yet.
+_EXTRACT = object()
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,14 @@ def extract(update: dict) -> Incoming | None:
 def record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None) -> None:
     """The update's one row: its outcome for the admin, and the dedupe key (a redelivery
     then fails on the unique (bot, update_id) and rolls back with everything else)."""
-    TelegramUpdate.objects.create(
+    update_row(bot, update, outcome, detail, message_id).save(force_insert=True)
+
+
+def update_row(
+    bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None
+) -> TelegramUpdate:
+    """``record``'s row, not saved yet."""
+    return TelegramUpdate(
         bot_identity=bot.bot_identity,
         update_id=update["update_id"],
         outcome=outcome,
@@ -187,29 +207,45 @@ def _answer_callback_after_commit(bot: Bot, update: dict) -> None:
     )
 
 
-def handle(bot: Bot, update: dict) -> RouteResult:
+def handle(
+    bot: Bot, update: dict, *, incoming=_EXTRACT, binding: SenderBinding | None = None
+) -> RouteResult:
     """Record and answer an update of ``bot`` not seen before (SPEC §5.3 steps 4–7).
 
-    Raises ``IntegrityError`` when the update was recorded concurrently (nothing of this
-    one is kept then).
+    ``incoming`` is ``extract(update)`` when the caller has it already, ``binding`` the
+    sender's binding when read with the bot. Raises ``IntegrityError`` when the update was
+    recorded concurrently (nothing of this one is kept then).
     """
-    incoming = extract(update)
+    if incoming is _EXTRACT:
+        incoming = extract(update)
     if incoming is None:
         with transaction.atomic():
             record(bot, update, "ignored")
         return RouteResult("ignored")
-    return route(bot, update, incoming)
+    return route(bot, update, incoming, binding)
 
 
-def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+def route(
+    bot: Bot, update: dict, incoming: Incoming, binding: SenderBinding | None = None
+) -> RouteResult:
     # A redelivery never gets here (the view answers it, or the update's unique row
     # raises), so a button press is answered once.
-    result = _route(bot, update, incoming)
+    result = _route(bot, update, incoming, binding)
     _answer_callback_after_commit(bot, update)
     return result
 
 
-def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+def _sender_binding(bot: Bot, incoming: Incoming, known: SenderBinding | None):
+    """The sender's active binding on the bot (with its agent), or None; no query when
+    ``known`` says there is none."""
+    if known is None or known.user_id != incoming.user_id:
+        return resolve_binding(bot.bot_identity, incoming.user_id)
+    if known.pk is None:
+        return None
+    return IdentityBinding.objects.select_related("agent").filter(pk=known.pk).first()
+
+
+def _route(bot: Bot, update: dict, incoming: Incoming, known: SenderBinding | None) -> RouteResult:
     code = pairing_code_in(incoming.text, bot.username)
     if code is not None:
         return _pair(bot, update, incoming, code)
@@ -219,7 +255,7 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
     # agent requires one.
     binding = None
     if incoming.private or bot.agent.require_telegram_binding:
-        binding = resolve_binding(bot.bot_identity, incoming.user_id)
+        binding = _sender_binding(bot, incoming, known)
     routed_binding = binding if incoming.private else None
     agent = routed_binding.agent if routed_binding is not None else bot.agent
     log_context.bind(agent_key=agent.agent_key)
@@ -233,27 +269,53 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
             if routed_binding is not None
             else chat_conversation_id(bot.bot_identity, incoming.chat_id)
         )
-        throttle = quotas.check(bot.bot_identity, incoming.user_id, conversation_id)
+        throttle = quotas.take_token(bot.bot_identity, incoming.user_id)
         if throttle is not None:
             return _throttled(bot, update, incoming, throttle)
-        pause = budget.paused(agent)
-        if pause is not None:
-            return _paused(bot, update, incoming, pause)
-        try:
-            result = enqueue_message(
-                conversation_id=conversation_id,
-                agent_key=agent.agent_key,
-                payload=_payload(bot, update, incoming, routed_binding),
-                scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
-                agent=agent,
-            )
-        except EnqueueError as exc:
-            return _unroutable(bot, update, incoming, str(exc))
-        record(bot, update, "enqueued", message_id=result.message.pk)
-        log_context.bind(conversation_id=conversation_id, message_id=result.message.pk)
-        if incoming.attachments:
-            _fetch_media_after_commit(result.message)
-    return RouteResult("enqueued", {"message_id": result.message.pk})
+        return _admit(bot, update, incoming, agent, conversation_id, routed_binding)
+
+
+def _admit(bot, update, incoming, agent, conversation_id, binding) -> RouteResult:
+    """Past the sender's bucket: the conversation's queue cap, the budget, the enqueue, in
+    SPEC §5.3 step 6a's order (a full queue is reported before a pause or a refusal).
+    Inside the update's transaction."""
+    cap = quotas.queue_cap()
+    pause = budget.paused(agent)  # no side effect: asked first only to choose the path
+    if pause is not None:
+        if sql.waiting_at_least(conversation_id, cap):
+            return _queue_full(bot, update, incoming, conversation_id, cap)
+        return _paused(bot, update, incoming, pause)
+    try:
+        prepared = prepare_enqueue(
+            conversation_id=conversation_id,
+            agent_key=agent.agent_key,
+            payload=_payload(bot, update, incoming, binding),
+            scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
+            agent=agent,
+        )
+    except EnqueueError as exc:
+        if sql.waiting_at_least(conversation_id, cap):
+            return _queue_full(bot, update, incoming, conversation_id, cap)
+        return _unroutable(bot, update, incoming, str(exc))
+    row = update_row(bot, update, "enqueued")
+    try:
+        # Queue cap, conversation, queue row and this update's row: one statement on
+        # PostgreSQL (telegram.sql), after the bucket's own statement so that the count
+        # sees what a concurrent update of the same sender committed meanwhile.
+        message = sql.enqueue_under_cap(prepared, cap, row)
+    except EnqueueError as exc:
+        return _unroutable(bot, update, incoming, str(exc))
+    if message is None:
+        return _queue_full(bot, update, incoming, conversation_id, cap)
+    log_context.bind(conversation_id=conversation_id, message_id=message.pk)
+    if incoming.attachments:
+        _fetch_media_after_commit(message)
+    return RouteResult("enqueued", {"message_id": message.pk})
+
+
+def _queue_full(bot, update, incoming, conversation_id: str, cap: int) -> RouteResult:
+    throttle = quotas.queue_full(bot.bot_identity, incoming.user_id, conversation_id, cap)
+    return _throttled(bot, update, incoming, throttle)
 
 
 def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:

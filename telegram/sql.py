@@ -14,6 +14,7 @@ from django.db import connection
 from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_refs import WEBHOOK_SECRET_PREFIX
 from telegram.models import Bot, IdentityBinding, SenderQuota, TelegramUpdate
+from workers import queue
 from workers.models import Message
 
 
@@ -28,13 +29,17 @@ def _columns(model, alias: str) -> tuple[list, str]:
 _BOT_FIELDS, _BOT_COLUMNS = _columns(Bot, "b")
 _AGENT_FIELDS, _AGENT_COLUMNS = _columns(AgentProfile, "a")
 # The bot, its agent, the two newest versions of the agent's webhook secret (the active one
-# and, during a rotation, the previous one) and whether the update was already recorded: one
-# round trip for every update, and all a redelivery costs. The dedupe flag reads the
-# (bot_identity, update_id) unique index.
+# and, during a rotation, the previous one), whether the update was already recorded and the
+# sender's active binding on this bot: one round trip for every update, and all a
+# redelivery costs. The dedupe flag reads the (bot_identity, update_id) unique index; the
+# binding is the same newest-active read as ``active_binding_id``.
 _BOT_SQL = (
     f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS}, s.id, s.active, s.nonce, "  # noqa: S608
     f"EXISTS (SELECT 1 FROM {TelegramUpdate._meta.db_table} u "
-    "WHERE u.bot_identity = b.bot_identity AND u.update_id = %s) "
+    "WHERE u.bot_identity = b.bot_identity AND u.update_id = %s), "
+    f"(SELECT ib.id FROM {IdentityBinding._meta.db_table} ib "
+    "WHERE ib.status = %s AND ib.bot_identity = b.bot_identity "
+    "AND ib.telegram_user_id = %s ORDER BY ib.bound_at DESC LIMIT 1) "
     f"FROM {Bot._meta.db_table} b JOIN {AgentProfile._meta.db_table} a ON a.id = b.agent_id "
     f"LEFT JOIN {Secret._meta.db_table} s ON s.secret_ref = %s || a.agent_key "
     "WHERE b.bot_identity = %s ORDER BY s.version DESC LIMIT 2"
@@ -43,16 +48,18 @@ _SECRET_REF_PREFIX = WEBHOOK_SECRET_PREFIX
 
 
 def bot_with_secrets(
-    bot_identity: str, update_id: int | None
-) -> tuple[Bot, list[tuple[int, bool, bytes]], bool] | None:
+    bot_identity: str, update_id: int | None, telegram_user_id: str | None = None
+) -> tuple[Bot, list[tuple[int, bool, bytes]], bool, int | None] | None:
     """(bot with its agent, (id, active, nonce) of the webhook secret's two newest versions,
-    newest first, whether ``update_id`` is recorded for the bot), or None for no such bot.
+    newest first, whether ``update_id`` is recorded for the bot, the id of the newest active
+    binding of (bot, ``telegram_user_id``) or None), or None for no such bot.
 
     The instances are those of ``Bot.objects.select_related("agent")``: values go through
     the converters the ORM applies.
     """
+    params = [update_id, IdentityBinding.ACTIVE, telegram_user_id, _SECRET_REF_PREFIX]
     with connection.cursor() as cursor:
-        cursor.execute(_BOT_SQL, [update_id, _SECRET_REF_PREFIX, bot_identity])
+        cursor.execute(_BOT_SQL, [*params, bot_identity])
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -60,7 +67,7 @@ def bot_with_secrets(
     bot = _instance(Bot, _BOT_FIELDS, rows[0][:split])
     bot.agent = _instance(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
     secrets = [(r[end], bool(r[end + 1]), bytes(r[end + 2])) for r in rows if r[end] is not None]
-    return bot, secrets, bool(rows[0][end + 3])
+    return bot, secrets, bool(rows[0][end + 3]), rows[0][end + 4]
 
 
 _CONVERTERS: dict[tuple[str, type], list] = {}
@@ -188,3 +195,108 @@ def waiting_at_least(conversation_id: str, cap: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_WAITING_SQL, [conversation_id, Message.QUEUED, Message.PROCESSING, cap])
         return cursor.fetchone()[0] >= cap
+
+
+# Admitting an update: queue cap, conversation, queue row, update record ---------------------
+
+
+def _insert_parts(obj, skip: tuple[str, ...] = ()) -> tuple[str, str, list]:
+    """(column list, placeholder list, values) of ``obj``'s INSERT, every field but the
+    primary key and ``skip`` prepared as the ORM's insert prepares it."""
+    quote, columns, params = connection.ops.quote_name, [], []
+    for field in type(obj)._meta.concrete_fields:
+        if field.primary_key or field.attname in skip:
+            continue
+        columns.append(quote(field.column))
+        params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+    return ", ".join(columns), ", ".join(["%s"] * len(columns)), params
+
+
+def _enqueue_under_cap_sql(prepared, cap: int, row: TelegramUpdate) -> tuple[str, list]:
+    quote = connection.ops.quote_name
+    conversation = Conversation(conversation_id=prepared.conversation_id, agent=prepared.agent)
+    conv_cols, conv_marks, conv_params = _insert_parts(conversation)
+    msg_cols, msg_marks, msg_params = _insert_parts(
+        prepared.new_message(None), skip=("conversation_id",)
+    )
+    upd_cols, upd_marks, upd_params = _insert_parts(row, skip=("message_id",))
+    conversations, messages = quote(Conversation._meta.db_table), quote(Message._meta.db_table)
+    updates = quote(TelegramUpdate._meta.db_table)
+    # Every part reads the snapshot the statement started with, so the count can only be
+    # trusted because the sender's bucket row (telegram.quotas.take_token) was locked by an
+    # earlier statement of this transaction: updates of one sender never run this at once.
+    # The inserts happen only under the cap and into the conversation of this agent; the
+    # conversation is created only when it does not exist (a new one holds no message, and
+    # the cap is at least 1). When another transaction creates it meanwhile, ON CONFLICT
+    # waits for that one and then inserts nothing, and the caller falls back to the steps.
+    sql = (
+        f"WITH existing AS (SELECT id, agent_id FROM {conversations} "  # noqa: S608
+        "WHERE conversation_id = %s), "
+        "waiting AS (SELECT COUNT(*) AS n FROM (SELECT 1 FROM "
+        f"{messages} m JOIN existing e ON e.id = m.conversation_id "
+        "WHERE m.status IN (%s, %s) LIMIT %s) w), "
+        f"created AS (INSERT INTO {conversations} ({conv_cols}) SELECT {conv_marks} "
+        "WHERE NOT EXISTS (SELECT 1 FROM existing) "
+        "ON CONFLICT (conversation_id) DO NOTHING RETURNING id, agent_id), "
+        "target AS (SELECT id, agent_id FROM existing UNION ALL "
+        "SELECT id, agent_id FROM created), "
+        f"queued AS (INSERT INTO {messages} ({msg_cols}, {quote('conversation_id')}) "
+        f"SELECT {msg_marks}, t.id FROM target t "
+        "WHERE t.agent_id = %s AND (SELECT n FROM waiting) < %s RETURNING id), "
+        f"recorded AS (INSERT INTO {updates} ({upd_cols}, {quote('message_id')}) "
+        f"SELECT {upd_marks}, q.id FROM queued q RETURNING id) "
+        "SELECT (SELECT n FROM waiting), (SELECT id FROM target), (SELECT agent_id FROM target), "
+        "(SELECT id FROM queued), (SELECT id FROM recorded)"
+    )
+    params = [
+        prepared.conversation_id,
+        Message.QUEUED,
+        Message.PROCESSING,
+        cap,
+        *conv_params,
+        *msg_params,
+        prepared.agent.pk,
+        cap,
+        *upd_params,
+    ]
+    return sql, params
+
+
+def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None:
+    """Enqueue ``prepared`` (a ``workers.queue.PreparedEnqueue``) and save ``row`` (the
+    update's record, with the new message's id) unless the conversation already has ``cap``
+    waiting messages: the message, or None when the cap refused it (nothing written).
+    Raises ``EnqueueError`` (nothing written) when the conversation belongs to another
+    agent and the cap did not refuse first.
+
+    Inside the webhook's transaction, after the sender's bucket statement. One statement
+    on PostgreSQL for an update without attachments. Twin (and the path elsewhere):
+    ``waiting_at_least``, ``workers.queue.insert_prepared``, then ``row.save()``.
+    """
+    if connection.vendor == "postgresql" and not prepared.attachments:
+        sql, params = _enqueue_under_cap_sql(prepared, cap, row)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            waiting, conversation_pk, agent_pk, message_pk, row_pk = cursor.fetchone()
+        if waiting >= cap:
+            return None
+        if agent_pk is not None and agent_pk != prepared.agent.pk:
+            raise queue.agent_mismatch(prepared.conversation_id, prepared.agent.agent_key)
+        if message_pk is not None:
+            # The instances as the steps leave them: saved, with their ids.
+            message = prepared.new_message(conversation_pk)
+            message.pk, message._state.adding = message_pk, False
+            row.pk, row.message_id, row._state.adding = row_pk, message_pk, False
+            queue.request_reconcile_after_commit()
+            return message
+        # Created concurrently: nothing was written; the steps see that conversation now.
+    return _enqueue_under_cap_in_steps(prepared, cap, row)
+
+
+def _enqueue_under_cap_in_steps(prepared, cap: int, row: TelegramUpdate) -> Message | None:
+    if waiting_at_least(prepared.conversation_id, cap):
+        return None
+    message = queue.insert_prepared(prepared).message
+    row.message_id = message.pk
+    row.save(force_insert=True)
+    return message

@@ -1,0 +1,111 @@
+"""What one webhook update costs the server, independent of the machine's load.
+
+In process (Django's test client, no HTTP server) on PostgreSQL: posts ``--updates``
+new updates (each from its own private chat's sender, after a warm-up that fills the
+per-process caches as a running server has them), then the same updates again
+(duplicates), and prints per update the statements sent to the database and the CPU time
+the process spent (``time.process_time``: not the wall clock, so other processes on a
+shared machine barely move it). ``--profile`` prints the top of a cProfile of the new
+updates.
+
+    .venv/bin/python bench/webhook_cost.py [--updates 2000] [--profile]
+
+``BENCH_DATABASE_URL`` names the database it creates and drops (default ``af_bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import time
+
+from _common import reset_database, setup_django
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    reset_database()
+    setup_django()
+    from django.db import connection
+    from django.test import Client
+
+    from agents.models import AgentProfile
+    from agents.secret_refs import bot_token_ref, webhook_secret_ref
+    from agents.secret_store import import_secret
+    from telegram.models import Bot
+
+    agent = AgentProfile.objects.create(agent_key="bench")
+    import_secret(
+        bot_token_ref("bench"),
+        "900:BENCH-TOKEN-xxxxxxxx",
+        actor="bench",
+        metadata={"bot_identity": "900"},
+    )
+    secret = "w" * 43
+    import_secret(webhook_secret_ref("bench"), secret, actor="bench")
+    Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
+    client = Client(HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=secret, HTTP_HOST="127.0.0.1")
+
+    def body(n: int) -> str:
+        user = 1000 + n
+        return json.dumps(
+            {
+                "update_id": n,
+                "message": {
+                    "message_id": n,
+                    "from": {"id": user},
+                    "chat": {"id": user, "type": "private"},
+                    "date": 0,
+                    "text": f"message {n}",
+                },
+            }
+        )
+
+    def post(n: int) -> str:
+        response = client.post("/telegram/webhook/900/", body(n), content_type="application/json")
+        return response.json()["status"]
+
+    for n in range(1, 51):  # warm up: config, decrypted secret, converters
+        assert post(n) == "enqueued"
+    first = 1000
+    numbers = range(first, first + args.updates)
+
+    def measure(expected: str, profiler=None) -> tuple[float, float]:
+        statements = 0
+
+        def count(execute, sql, params, many, context):
+            nonlocal statements
+            statements += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(count):
+            started = time.process_time()
+            if profiler:
+                profiler.enable()
+            for n in numbers:
+                status = post(n)
+                assert status == expected, status
+            if profiler:
+                profiler.disable()
+            cpu = time.process_time() - started
+        return statements / args.updates, cpu * 1000 / args.updates
+
+    profiler = cProfile.Profile() if args.profile else None
+    new_queries, new_cpu = measure("enqueued", profiler)
+    dup_queries, dup_cpu = measure("duplicate")
+    # Statements sent through a cursor; a new update's transaction adds its COMMIT.
+    print(f"new update:  {new_queries:.2f} statements + COMMIT, {new_cpu:.2f} ms CPU")
+    print(f"duplicate:   {dup_queries:.2f} statements, {dup_cpu:.2f} ms CPU")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()
