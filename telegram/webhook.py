@@ -36,7 +36,7 @@ from rest_framework.views import APIView
 
 from agents.models import Secret
 from agents.secret_store import SecretUnavailable, decrypt_secret
-from telegram import ingress, sql
+from telegram import ingress, sql, updates
 from telegram.models import Bot
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class Delivery:
 
     update: dict | None
     seen: bool
-    incoming: ingress.Incoming | None = None
+    incoming: updates.Incoming | None = None
     binding: ingress.SenderBinding | None = None
 
 
@@ -158,7 +158,7 @@ class WebhookSecretAuthentication(BaseAuthentication):
     def authenticate(self, request):
         bot_identity = request.parser_context["kwargs"]["bot_identity"]
         update = parse_update(request._request)
-        incoming = ingress.extract(update) if update is not None else None
+        incoming = updates.extract(update) if update is not None else None
         sender = incoming.user_id if incoming is not None else None
         loaded = load_bot(bot_identity, update["update_id"] if update is not None else None, sender)
         given = request._request.headers.get(SECRET_HEADER)
