@@ -9,7 +9,7 @@ parameters.
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_refs import WEBHOOK_SECRET_PREFIX
@@ -87,12 +87,13 @@ def _converters(model, fields: list) -> list:
 
 
 def _instance(model, fields: list, values):
+    conn = connections[DEFAULT_DB_ALIAS]  # resolved once, not on every value
     converted = []
     for (col, steps), value in zip(_converters(model, fields), values, strict=True):
         for convert in steps:
-            value = convert(value, col, connection)
+            value = convert(value, col, conn)
         converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+    return model.from_db(conn.alias, [f.attname for f in fields], converted)
 
 
 # Whether an update is recorded ----------------------------------------------------------------
@@ -200,64 +201,82 @@ def waiting_at_least(conversation_id: str, cap: int) -> bool:
 # Admitting an update: queue cap, conversation, queue row, update record ---------------------
 
 
-def _insert_parts(obj, skip: tuple[str, ...] = ()) -> tuple[str, str, list]:
-    """(column list, placeholder list, values) of ``obj``'s INSERT, every field but the
-    primary key and ``skip`` prepared as the ORM's insert prepares it."""
-    quote, columns, params = connection.ops.quote_name, [], []
-    for field in type(obj)._meta.concrete_fields:
-        if field.primary_key or field.attname in skip:
-            continue
-        columns.append(quote(field.column))
-        params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    return ", ".join(columns), ", ".join(["%s"] * len(columns)), params
-
-
-def _enqueue_under_cap_sql(prepared, cap: int, row: TelegramUpdate) -> tuple[str, list]:
+def _insert_fields(model, skip: tuple[str, ...] = ()) -> tuple[list, str, str]:
+    """The fields of ``model``'s INSERT (all but the primary key and ``skip``), their
+    quoted column list and placeholders."""
     quote = connection.ops.quote_name
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in skip]
+    columns = ", ".join(quote(f.column) for f in fields)
+    return fields, columns, ", ".join(["%s"] * len(fields))
+
+
+def _insert_values(obj, fields: list, conn) -> list:
+    """``obj``'s values for ``fields``, prepared as the ORM's insert prepares them (``conn``:
+    the connection itself, not the thread-local proxy that every access would resolve)."""
+    return [f.get_db_prep_save(f.pre_save(obj, True), conn) for f in fields]
+
+
+_ENQUEUE_PLANS: dict[str, tuple] = {}
+
+
+def _enqueue_plan() -> tuple[str, list, list, list]:
+    """The statement of ``enqueue_under_cap`` and the fields of its three inserts (built
+    once per backend: the text is fixed, only the values change)."""
+    if connection.vendor not in _ENQUEUE_PLANS:
+        quote = connection.ops.quote_name
+        conv_fields, conv_cols, conv_marks = _insert_fields(Conversation)
+        msg_fields, msg_cols, msg_marks = _insert_fields(Message, skip=("conversation_id",))
+        upd_fields, upd_cols, upd_marks = _insert_fields(TelegramUpdate, skip=("message_id",))
+        conversations = quote(Conversation._meta.db_table)
+        messages = quote(Message._meta.db_table)
+        updates = quote(TelegramUpdate._meta.db_table)
+        # Every part reads the snapshot the statement started with, so the count can only be
+        # trusted because the sender's bucket row (telegram.quotas.take_token) was locked by
+        # an earlier statement of this transaction: updates of one sender never run this at
+        # once. The inserts happen only under the cap and into the conversation of this
+        # agent; the conversation is created only when it does not exist (a new one holds no
+        # message, and the cap is at least 1). When another transaction creates it
+        # meanwhile, ON CONFLICT waits for that one and then inserts nothing, and the caller
+        # falls back to the steps.
+        sql = (
+            f"WITH existing AS (SELECT id, agent_id FROM {conversations} "  # noqa: S608
+            "WHERE conversation_id = %s), "
+            "waiting AS (SELECT COUNT(*) AS n FROM (SELECT 1 FROM "
+            f"{messages} m JOIN existing e ON e.id = m.conversation_id "
+            "WHERE m.status IN (%s, %s) LIMIT %s) w), "
+            f"created AS (INSERT INTO {conversations} ({conv_cols}) SELECT {conv_marks} "
+            "WHERE NOT EXISTS (SELECT 1 FROM existing) "
+            "ON CONFLICT (conversation_id) DO NOTHING RETURNING id, agent_id), "
+            "target AS (SELECT id, agent_id FROM existing UNION ALL "
+            "SELECT id, agent_id FROM created), "
+            f"queued AS (INSERT INTO {messages} ({msg_cols}, {quote('conversation_id')}) "
+            f"SELECT {msg_marks}, t.id FROM target t "
+            "WHERE t.agent_id = %s AND (SELECT n FROM waiting) < %s RETURNING id), "
+            f"recorded AS (INSERT INTO {updates} ({upd_cols}, {quote('message_id')}) "
+            f"SELECT {upd_marks}, q.id FROM queued q RETURNING id) "
+            "SELECT (SELECT n FROM waiting), (SELECT id FROM target), "
+            "(SELECT agent_id FROM target), (SELECT id FROM queued), (SELECT id FROM recorded)"
+        )
+        _ENQUEUE_PLANS[connection.vendor] = (sql, conv_fields, msg_fields, upd_fields)
+    return _ENQUEUE_PLANS[connection.vendor]
+
+
+def _enqueue_under_cap_sql(
+    prepared, cap: int, message: Message, row: TelegramUpdate
+) -> tuple[str, list]:
+    sql, conv_fields, msg_fields, upd_fields = _enqueue_plan()
     conversation = Conversation(conversation_id=prepared.conversation_id, agent=prepared.agent)
-    conv_cols, conv_marks, conv_params = _insert_parts(conversation)
-    msg_cols, msg_marks, msg_params = _insert_parts(
-        prepared.new_message(None), skip=("conversation_id",)
-    )
-    upd_cols, upd_marks, upd_params = _insert_parts(row, skip=("message_id",))
-    conversations, messages = quote(Conversation._meta.db_table), quote(Message._meta.db_table)
-    updates = quote(TelegramUpdate._meta.db_table)
-    # Every part reads the snapshot the statement started with, so the count can only be
-    # trusted because the sender's bucket row (telegram.quotas.take_token) was locked by an
-    # earlier statement of this transaction: updates of one sender never run this at once.
-    # The inserts happen only under the cap and into the conversation of this agent; the
-    # conversation is created only when it does not exist (a new one holds no message, and
-    # the cap is at least 1). When another transaction creates it meanwhile, ON CONFLICT
-    # waits for that one and then inserts nothing, and the caller falls back to the steps.
-    sql = (
-        f"WITH existing AS (SELECT id, agent_id FROM {conversations} "  # noqa: S608
-        "WHERE conversation_id = %s), "
-        "waiting AS (SELECT COUNT(*) AS n FROM (SELECT 1 FROM "
-        f"{messages} m JOIN existing e ON e.id = m.conversation_id "
-        "WHERE m.status IN (%s, %s) LIMIT %s) w), "
-        f"created AS (INSERT INTO {conversations} ({conv_cols}) SELECT {conv_marks} "
-        "WHERE NOT EXISTS (SELECT 1 FROM existing) "
-        "ON CONFLICT (conversation_id) DO NOTHING RETURNING id, agent_id), "
-        "target AS (SELECT id, agent_id FROM existing UNION ALL "
-        "SELECT id, agent_id FROM created), "
-        f"queued AS (INSERT INTO {messages} ({msg_cols}, {quote('conversation_id')}) "
-        f"SELECT {msg_marks}, t.id FROM target t "
-        "WHERE t.agent_id = %s AND (SELECT n FROM waiting) < %s RETURNING id), "
-        f"recorded AS (INSERT INTO {updates} ({upd_cols}, {quote('message_id')}) "
-        f"SELECT {upd_marks}, q.id FROM queued q RETURNING id) "
-        "SELECT (SELECT n FROM waiting), (SELECT id FROM target), (SELECT agent_id FROM target), "
-        "(SELECT id FROM queued), (SELECT id FROM recorded)"
-    )
+    conn = connections[DEFAULT_DB_ALIAS]
     params = [
         prepared.conversation_id,
         Message.QUEUED,
         Message.PROCESSING,
         cap,
-        *conv_params,
-        *msg_params,
+        *_insert_values(conversation, conv_fields, conn),
+        *_insert_values(message, msg_fields, conn),
         prepared.agent.pk,
         cap,
-        *upd_params,
+        *_insert_values(row, upd_fields, conn),
     ]
     return sql, params
 
@@ -274,7 +293,8 @@ def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None
     ``waiting_at_least``, ``workers.queue.insert_prepared``, then ``row.save()``.
     """
     if connection.vendor == "postgresql" and not prepared.attachments:
-        sql, params = _enqueue_under_cap_sql(prepared, cap, row)
+        message = prepared.new_message(None)
+        sql, params = _enqueue_under_cap_sql(prepared, cap, message, row)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             waiting, conversation_pk, agent_pk, message_pk, row_pk = cursor.fetchone()
@@ -284,8 +304,8 @@ def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None
             raise queue.agent_mismatch(prepared.conversation_id, prepared.agent.agent_key)
         if message_pk is not None:
             # The instances as the steps leave them: saved, with their ids.
-            message = prepared.new_message(conversation_pk)
-            message.pk, message._state.adding = message_pk, False
+            message.pk, message.conversation_id = message_pk, conversation_pk
+            message._state.adding = False
             row.pk, row.message_id, row._state.adding = row_pk, message_pk, False
             queue.request_reconcile_after_commit()
             return message
