@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import budget, log_context
 from agents.models import RuntimeConfig
-from telegram import quotas, refusals, sql
+from telegram import quotas, refusals, sql, sql_admit
 from telegram.models import Bot, IdentityBinding, IngressIssue, TelegramUpdate
 from telegram.pairing import (
     PairingError,
@@ -163,6 +165,9 @@ def _route(bot: Bot, update: dict, incoming: Incoming, known: SenderBinding | No
     routed_binding = binding if incoming.private else None
     agent = routed_binding.agent if routed_binding is not None else bot.agent
     log_context.bind(agent_key=agent.agent_key)
+    admitted = _admit_at_once(bot, update, incoming, agent, binding, routed_binding)
+    if admitted is not None:
+        return admitted
     with transaction.atomic():
         if binding is None and agent.require_telegram_binding:
             return _unbound(bot, update, incoming, agent)
@@ -177,6 +182,51 @@ def _route(bot: Bot, update: dict, incoming: Incoming, known: SenderBinding | No
         if throttle is not None:
             return _throttled(bot, update, incoming, throttle)
         return _admit(bot, update, incoming, agent, conversation_id, routed_binding)
+
+
+def _admit_at_once(bot, update, incoming, agent, binding, routed_binding) -> RouteResult | None:
+    """The common case — a sender with a token, an existing conversation of this agent
+    with room — in one statement without a transaction (``telegram.sql_admit.admit_at_once``);
+    None when that wrote nothing, and the steps below decide (and record) as they always
+    have."""
+    if (binding is None and agent.require_telegram_binding) or not agent.enabled:
+        return None
+    if not sql_admit.ADMIT_AT_ONCE.get(connection.vendor) or incoming.attachments:
+        return None
+    if budget.paused(agent) is not None:
+        return None
+    conversation_id = (
+        routed_binding.conversation_id
+        if routed_binding is not None
+        else chat_conversation_id(bot.bot_identity, incoming.chat_id)
+    )
+    try:
+        prepared = prepare_enqueue(
+            conversation_id=conversation_id,
+            agent_key=agent.agent_key,
+            payload=_payload(bot, update, incoming, routed_binding),
+            agent=agent,
+        )
+    except EnqueueError:
+        return None
+    config = RuntimeConfig.get_cached()
+    row = update_row(bot, update, "enqueued")
+    # Inside a caller's transaction (tests), a savepoint keeps a failed statement (a
+    # concurrent duplicate) from spoiling it; a server has none, so no round trips.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        message = sql_admit.admit_at_once(
+            prepared,
+            row,
+            user_id=incoming.user_id,
+            burst=config.user_burst,
+            per_second=config.user_rate_per_minute / 60.0,
+            cap=config.conversation_queue_cap,
+            now=time.time(),
+        )
+    if message is None:
+        return None
+    log_context.bind(conversation_id=conversation_id, message_id=message.pk)
+    return RouteResult("enqueued", {"message_id": message.pk})
 
 
 def _admit(bot, update, incoming, agent, conversation_id, binding) -> RouteResult:
@@ -206,7 +256,7 @@ def _admit(bot, update, incoming, agent, conversation_id, binding) -> RouteResul
         # Queue cap, conversation, queue row and this update's row: one statement on
         # PostgreSQL (telegram.sql), after the bucket's own statement so that the count
         # sees what a concurrent update of the same sender committed meanwhile.
-        message = sql.enqueue_under_cap(prepared, cap, row)
+        message = sql_admit.enqueue_under_cap(prepared, cap, row)
     except EnqueueError as exc:
         return _unroutable(bot, update, incoming, str(exc))
     if message is None:

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_store import import_secret
-from telegram import sql
+from telegram import sql, sql_admit
 from telegram.models import Bot, IdentityBinding, SenderQuota, TelegramUpdate, webhook_secret_ref
 from tests.telegram.conftest import bind
 from workers.models import Message
@@ -219,18 +219,12 @@ def _written(conversation_id: str, update_id: int):
         }
 
     conversation = Conversation.objects.filter(conversation_id=conversation_id).first()
-    messages = (
-        [plain(m) for m in Message.objects.filter(conversation=conversation).order_by("id")]
-        if conversation
-        else []
-    )
+    rows = list(Message.objects.filter(conversation=conversation).order_by("id"))
     row = TelegramUpdate.objects.filter(update_id=update_id).first()
     return (
         plain(conversation) if conversation else None,
-        messages,
-        (plain(row), row.message_id == (messages and Message.objects.latest("id").pk))
-        if row
-        else None,
+        [plain(m) for m in rows],
+        (plain(row), row.message_id == rows[-1].pk) if row else None,
     )
 
 
@@ -269,7 +263,7 @@ def test_enqueue_under_cap_matches_its_steps(db, waiting, finished, owner, cap):
     alpha = AgentProfile.objects.create(agent_key="alpha")
     AgentProfile.objects.create(agent_key="beta")
     answers = []
-    functions = [sql.enqueue_under_cap, sql._enqueue_under_cap_in_steps]
+    functions = [sql_admit.enqueue_under_cap, sql_admit._enqueue_under_cap_in_steps]
     for n, function in enumerate(functions):
         conversation_id = f"telegram:100:{n}"
         payload = {"provider": "telegram", "provider_user_id": "1", "message_text": "x"}
@@ -293,7 +287,7 @@ def test_enqueue_under_cap_fails_on_a_recorded_update_as_its_steps(db):
 
     alpha = AgentProfile.objects.create(agent_key="alpha")
     TelegramUpdate.objects.create(bot_identity="100", update_id=1, outcome="enqueued")
-    for function in (sql.enqueue_under_cap, sql._enqueue_under_cap_in_steps):
+    for function in (sql_admit.enqueue_under_cap, sql_admit._enqueue_under_cap_in_steps):
         row = TelegramUpdate(bot_identity="100", update_id=1, outcome="enqueued")
         with pytest.raises(IntegrityError), transaction.atomic():
             function(_prepared("telegram:100:1", alpha), 3, row)
@@ -308,5 +302,79 @@ def test_enqueue_under_cap_requests_a_reconcile_after_commit(
     alpha = AgentProfile.objects.create(agent_key="alpha")
     row = TelegramUpdate(bot_identity="100", update_id=1, outcome="enqueued")
     with django_capture_on_commit_callbacks() as callbacks:
-        sql.enqueue_under_cap(_prepared("telegram:100:1", alpha), 3, row)
+        sql_admit.enqueue_under_cap(_prepared("telegram:100:1", alpha), 3, row)
     assert triggers.request_reconcile in callbacks
+
+
+# admit_at_once: the common update in one statement (PostgreSQL), else nothing -----------------
+
+LIMITS = {"burst": 3.0, "per_second": 0.0, "cap": 2, "now": 1000.0}
+
+
+def _admit(agent, conversation_id: str, user_id: str, update_id: int, **limits):
+    row = TelegramUpdate(bot_identity="100", update_id=update_id, outcome="enqueued")
+    with transaction.atomic():
+        message = sql_admit.admit_at_once(
+            _prepared(conversation_id, agent), row, user_id=user_id, **{**LIMITS, **limits}
+        )
+    return message, row
+
+
+def _admit_in_steps(agent, conversation_id: str, user_id: str, update_id: int):
+    row = TelegramUpdate(bot_identity="100", update_id=update_id, outcome="enqueued")
+    with transaction.atomic():
+        assert sql.take_token("100", user_id, burst=3.0, per_second=0.0, now=LIMITS["now"])
+        message = sql_admit.enqueue_under_cap(_prepared(conversation_id, agent), LIMITS["cap"], row)
+    return message, row
+
+
+def _bucket(user_id: str):
+    return (
+        SenderQuota.objects.filter(telegram_user_id=user_id)
+        .values_list("tokens", "refilled_at", "admitted")
+        .first()
+    )
+
+
+def test_admit_at_once_writes_what_its_steps_write(db):
+    from django.db import connection
+
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    for n in range(2):
+        Conversation.objects.create(conversation_id=f"telegram:100:{n}", agent=alpha)
+    if connection.vendor != "postgresql":  # one statement needs PostgreSQL's CTE writes
+        assert _admit(alpha, "telegram:100:0", "7", 1)[0] is None
+        assert not Message.objects.exists() and not SenderQuota.objects.exists()
+        return
+    for turn in range(2):  # a new bucket, then a known one
+        fast, fast_row = _admit(alpha, "telegram:100:0", "7", 10 + turn)
+        twin, twin_row = _admit_in_steps(alpha, "telegram:100:1", "8", 20 + turn)
+        assert fast is not None and twin is not None
+        assert values(Message.objects.get(pk=fast.pk)) == values(fast)
+        assert (
+            _written("telegram:100:0", 10 + turn)[1:] == _written("telegram:100:1", 20 + turn)[1:]
+        )
+        assert TelegramUpdate.objects.get(pk=fast_row.pk).message_id == fast.pk
+        assert _bucket("7") == _bucket("8")
+
+
+@pytest.mark.parametrize("case", ["no token", "full", "new conversation", "other agent"])
+def test_admit_at_once_writes_nothing_unless_all_is_well(db, case):
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    beta = AgentProfile.objects.create(agent_key="beta")
+    owner = beta if case == "other agent" else alpha
+    if case != "new conversation":
+        Conversation.objects.create(conversation_id="telegram:100:7", agent=owner)
+    payload = {"provider": "telegram", "provider_user_id": "1", "message_text": "x"}
+    if case == "full":
+        for _ in range(LIMITS["cap"]):
+            enqueue_message(conversation_id="telegram:100:7", agent_key="alpha", payload=payload)
+    if case == "no token":
+        SenderQuota.objects.create(
+            bot_identity="100", telegram_user_id="7", tokens=0.5, refilled_at=999.0
+        )
+    before = (Message.objects.count(), _bucket("7"), Conversation.objects.count())
+    message, _ = _admit(alpha, "telegram:100:7", "7", 1)
+    assert message is None
+    assert (Message.objects.count(), _bucket("7"), Conversation.objects.count()) == before
+    assert not TelegramUpdate.objects.exists()
