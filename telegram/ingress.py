@@ -254,7 +254,7 @@ def _admit(bot, update, incoming, agent, conversation_id, binding) -> RouteResul
     row = update_row(bot, update, "enqueued")
     try:
         # Queue cap, conversation, queue row and this update's row: one statement on
-        # PostgreSQL (telegram.sql), after the bucket's own statement so that the count
+        # PostgreSQL (telegram.sql_admit), after the bucket's own statement so that the count
         # sees what a concurrent update of the same sender committed meanwhile.
         message = sql_admit.enqueue_under_cap(prepared, cap, row)
     except EnqueueError as exc:
