@@ -5,15 +5,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import budget, log_context
 from agents.models import RuntimeConfig
-from telegram import quotas, refusals
-from telegram.models import Bot, IngressIssue, TelegramUpdate
+from telegram import quotas, refusals, sql, sql_admit
+from telegram.models import Bot, IdentityBinding, IngressIssue, TelegramUpdate
 from telegram.outbox import send_notice
 from telegram.pairing import (
     PairingError,
@@ -21,23 +23,25 @@ from telegram.pairing import (
     consume_pairing_code,
     resolve_binding,
 )
+from telegram.updates import Incoming, extract
 from workers.models import Message
-from workers.queue import EnqueueError, enqueue_message
+from workers.queue import EnqueueError, prepare_enqueue
 
-MEDIA_KINDS = ("photo", "video", "audio", "voice", "document")
 # A message with media waits this long at most for its files before it is claimable anyway.
 MEDIA_HOLD = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
-class Incoming:
-    text: str
+class SenderBinding:
+    """The id of the active binding of (the bot, ``user_id``) as read with the bot's row
+    (None: no binding), so routing need not ask again."""
+
     user_id: str
-    chat_id: str
-    message_id: str | None
-    attachments: list[dict] = field(default_factory=list)
-    # Only a private chat is a place for pairing and for a binding's conversation (§5.2).
-    private: bool = False
+    pk: int | None
+
+
+# ``handle``'s default: the update's parts are not extracted yet.
+_EXTRACT = object()
 
 
 @dataclass(frozen=True)
@@ -46,95 +50,17 @@ class RouteResult:
     extra: dict = field(default_factory=dict)
 
 
-def _id(value) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip() and len(value) <= 32:
-        return value.strip()
-    return None
-
-
-def _attachments(message: dict) -> list[dict]:
-    found = []
-    photos = message.get("photo")
-    if isinstance(photos, list) and photos:
-        sizes = [p for p in photos if isinstance(p, dict) and isinstance(p.get("file_id"), str)]
-        if sizes:
-            # The largest rendition: by pixel count, then by file size.
-            best = max(
-                sizes,
-                key=lambda p: (
-                    (p.get("width") or 0) * (p.get("height") or 0)
-                    if isinstance(p.get("width"), int) and isinstance(p.get("height"), int)
-                    else 0,
-                    p.get("file_size") if isinstance(p.get("file_size"), int) else 0,
-                ),
-            )
-            found.append(_attachment("photo", best))
-    for kind in MEDIA_KINDS[1:]:
-        item = message.get(kind)
-        if isinstance(item, dict) and isinstance(item.get("file_id"), str):
-            found.append(_attachment(kind, item))
-    return found
-
-
-def _attachment(kind: str, item: dict) -> dict:
-    size = item.get("file_size")
-    return {
-        "kind": kind,
-        "status": "pending",
-        "telegram_file_id": item["file_id"][:255],
-        "file_name": str(item.get("file_name") or "")[:255],
-        "mime_type": str(item.get("mime_type") or "")[:100],
-        "size_bytes": size if isinstance(size, int) and not isinstance(size, bool) else None,
-    }
-
-
-def extract(update: dict) -> Incoming | None:
-    """The parts we handle, or None for update types and shapes we ignore."""
-    message = update.get("message") or update.get("edited_message")
-    text_override = None
-    if message is None and isinstance(update.get("callback_query"), dict):
-        query = update["callback_query"]
-        message = query.get("message")
-        if isinstance(message, dict):
-            message = {**message, "from": query.get("from")}
-        data = query.get("data")
-        text_override = data if isinstance(data, str) else None
-    if not isinstance(message, dict):
-        return None
-    sender = message.get("from")
-    chat = message.get("chat")
-    if not isinstance(sender, dict) or not isinstance(chat, dict):
-        return None
-    user_id, chat_id = _id(sender.get("id")), _id(chat.get("id"))
-    if user_id is None or chat_id is None:
-        return None
-    text = text_override
-    if text is None:
-        raw = message.get("text")
-        if not isinstance(raw, str):
-            raw = message.get("caption")
-        text = raw if isinstance(raw, str) else ""
-    attachments = _attachments(message)
-    if not text.strip() and not attachments:
-        return None
-    return Incoming(
-        text=text[:20_000],
-        user_id=user_id,
-        chat_id=chat_id,
-        message_id=_id(message.get("message_id")),
-        attachments=attachments,
-        private=chat.get("type") == "private",
-    )
-
-
 def record(bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None) -> None:
     """The update's one row: its outcome for the admin, and the dedupe key (a redelivery
     then fails on the unique (bot, update_id) and rolls back with everything else)."""
-    TelegramUpdate.objects.create(
+    update_row(bot, update, outcome, detail, message_id).save(force_insert=True)
+
+
+def update_row(
+    bot: Bot, update: dict, outcome: str, detail: str = "", message_id=None
+) -> TelegramUpdate:
+    """``record``'s row, not saved yet."""
+    return TelegramUpdate(
         bot_identity=bot.bot_identity,
         update_id=update["update_id"],
         outcome=outcome,
@@ -186,29 +112,45 @@ def _answer_callback_after_commit(bot: Bot, update: dict) -> None:
     )
 
 
-def handle(bot: Bot, update: dict) -> RouteResult:
+def handle(
+    bot: Bot, update: dict, *, incoming=_EXTRACT, binding: SenderBinding | None = None
+) -> RouteResult:
     """Record and answer an update of ``bot`` not seen before (SPEC §5.3 steps 4–7).
 
-    Raises ``IntegrityError`` when the update was recorded concurrently (nothing of this
-    one is kept then).
+    ``incoming`` is ``extract(update)`` when the caller has it already, ``binding`` the
+    sender's binding when read with the bot. Raises ``IntegrityError`` when the update was
+    recorded concurrently (nothing of this one is kept then).
     """
-    incoming = extract(update)
+    if incoming is _EXTRACT:
+        incoming = extract(update)
     if incoming is None:
         with transaction.atomic():
             record(bot, update, "ignored")
         return RouteResult("ignored")
-    return route(bot, update, incoming)
+    return route(bot, update, incoming, binding)
 
 
-def route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+def route(
+    bot: Bot, update: dict, incoming: Incoming, binding: SenderBinding | None = None
+) -> RouteResult:
     # A redelivery never gets here (the view answers it, or the update's unique row
     # raises), so a button press is answered once.
-    result = _route(bot, update, incoming)
+    result = _route(bot, update, incoming, binding)
     _answer_callback_after_commit(bot, update)
     return result
 
 
-def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
+def _sender_binding(bot: Bot, incoming: Incoming, known: SenderBinding | None):
+    """The sender's active binding on the bot (with its agent), or None; no query when
+    ``known`` says there is none."""
+    if known is None or known.user_id != incoming.user_id:
+        return resolve_binding(bot.bot_identity, incoming.user_id)
+    if known.pk is None:
+        return None
+    return IdentityBinding.objects.select_related("agent").filter(pk=known.pk).first()
+
+
+def _route(bot: Bot, update: dict, incoming: Incoming, known: SenderBinding | None) -> RouteResult:
     code = pairing_code_in(incoming.text, bot.username)
     if code is not None:
         return _pair(bot, update, incoming, code)
@@ -218,10 +160,13 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
     # agent requires one.
     binding = None
     if incoming.private or bot.agent.require_telegram_binding:
-        binding = resolve_binding(bot.bot_identity, incoming.user_id)
+        binding = _sender_binding(bot, incoming, known)
     routed_binding = binding if incoming.private else None
     agent = routed_binding.agent if routed_binding is not None else bot.agent
     log_context.bind(agent_key=agent.agent_key)
+    admitted = _admit_at_once(bot, update, incoming, agent, binding, routed_binding)
+    if admitted is not None:
+        return admitted
     with transaction.atomic():
         if binding is None and agent.require_telegram_binding:
             return _unbound(bot, update, incoming, agent)
@@ -232,27 +177,98 @@ def _route(bot: Bot, update: dict, incoming: Incoming) -> RouteResult:
             if routed_binding is not None
             else chat_conversation_id(bot.bot_identity, incoming.chat_id)
         )
-        throttle = quotas.check(bot.bot_identity, incoming.user_id, conversation_id)
+        throttle = quotas.take_token(bot.bot_identity, incoming.user_id)
         if throttle is not None:
             return _throttled(bot, update, incoming, throttle)
-        pause = budget.paused(agent)
-        if pause is not None:
-            return _paused(bot, update, incoming, pause)
-        try:
-            result = enqueue_message(
-                conversation_id=conversation_id,
-                agent_key=agent.agent_key,
-                payload=_payload(bot, update, incoming, routed_binding),
-                scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
-                agent=agent,
-            )
-        except EnqueueError as exc:
-            return _unroutable(bot, update, incoming, str(exc))
-        record(bot, update, "enqueued", message_id=result.message.pk)
-        log_context.bind(conversation_id=conversation_id, message_id=result.message.pk)
-        if incoming.attachments:
-            _fetch_media_after_commit(result.message)
-    return RouteResult("enqueued", {"message_id": result.message.pk})
+        return _admit(bot, update, incoming, agent, conversation_id, routed_binding)
+
+
+def _admit_at_once(bot, update, incoming, agent, binding, routed_binding) -> RouteResult | None:
+    """The common case — a sender with a token, an existing conversation of this agent
+    with room — in one statement without a transaction (``telegram.sql_admit.admit_at_once``);
+    None when that wrote nothing, and the steps below decide (and record) as they always
+    have."""
+    if (binding is None and agent.require_telegram_binding) or not agent.enabled:
+        return None
+    if not sql_admit.ADMIT_AT_ONCE.get(connection.vendor) or incoming.attachments:
+        return None
+    if budget.paused(agent) is not None:
+        return None
+    conversation_id = (
+        routed_binding.conversation_id
+        if routed_binding is not None
+        else chat_conversation_id(bot.bot_identity, incoming.chat_id)
+    )
+    try:
+        prepared = prepare_enqueue(
+            conversation_id=conversation_id,
+            agent_key=agent.agent_key,
+            payload=_payload(bot, update, incoming, routed_binding),
+            agent=agent,
+        )
+    except EnqueueError:
+        return None
+    config = RuntimeConfig.get_cached()
+    row = update_row(bot, update, "enqueued")
+    # Inside a caller's transaction (tests), a savepoint keeps a failed statement (a
+    # concurrent duplicate) from spoiling it; a server has none, so no round trips.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        message = sql_admit.admit_at_once(
+            prepared,
+            row,
+            user_id=incoming.user_id,
+            burst=config.user_burst,
+            per_second=config.user_rate_per_minute / 60.0,
+            cap=config.conversation_queue_cap,
+            now=time.time(),
+        )
+    if message is None:
+        return None
+    log_context.bind(conversation_id=conversation_id, message_id=message.pk)
+    return RouteResult("enqueued", {"message_id": message.pk})
+
+
+def _admit(bot, update, incoming, agent, conversation_id, binding) -> RouteResult:
+    """Past the sender's bucket: the conversation's queue cap, the budget, the enqueue, in
+    SPEC §5.3 step 6a's order (a full queue is reported before a pause or a refusal).
+    Inside the update's transaction."""
+    cap = quotas.queue_cap()
+    pause = budget.paused(agent)  # no side effect: asked first only to choose the path
+    if pause is not None:
+        if sql.waiting_at_least(conversation_id, cap):
+            return _queue_full(bot, update, incoming, conversation_id, cap)
+        return _paused(bot, update, incoming, pause)
+    try:
+        prepared = prepare_enqueue(
+            conversation_id=conversation_id,
+            agent_key=agent.agent_key,
+            payload=_payload(bot, update, incoming, binding),
+            scheduled_for=timezone.now() + MEDIA_HOLD if incoming.attachments else None,
+            agent=agent,
+        )
+    except EnqueueError as exc:
+        if sql.waiting_at_least(conversation_id, cap):
+            return _queue_full(bot, update, incoming, conversation_id, cap)
+        return _unroutable(bot, update, incoming, str(exc))
+    row = update_row(bot, update, "enqueued")
+    try:
+        # Queue cap, conversation, queue row and this update's row: one statement on
+        # PostgreSQL (telegram.sql_admit), after the bucket's own statement so that the count
+        # sees what a concurrent update of the same sender committed meanwhile.
+        message = sql_admit.enqueue_under_cap(prepared, cap, row)
+    except EnqueueError as exc:
+        return _unroutable(bot, update, incoming, str(exc))
+    if message is None:
+        return _queue_full(bot, update, incoming, conversation_id, cap)
+    log_context.bind(conversation_id=conversation_id, message_id=message.pk)
+    if incoming.attachments:
+        _fetch_media_after_commit(message)
+    return RouteResult("enqueued", {"message_id": message.pk})
+
+
+def _queue_full(bot, update, incoming, conversation_id: str, cap: int) -> RouteResult:
+    throttle = quotas.queue_full(bot.bot_identity, incoming.user_id, conversation_id, cap)
+    return _throttled(bot, update, incoming, throttle)
 
 
 def _unbound(bot: Bot, update: dict, incoming: Incoming, agent) -> RouteResult:

@@ -57,22 +57,52 @@ class Throttle:
 
 def check(bot_identity: str, telegram_user_id: str, conversation_id: str) -> Throttle | None:
     """None when the update may be enqueued; else the refusal. Call inside the webhook's
-    transaction: a rollback then also returns the sender's token."""
+    transaction: a rollback then also returns the sender's token.
+
+    The webhook runs the two steps apart (``take_token``, then the queue cap in the
+    statement that enqueues, ``telegram.sql.enqueue_under_cap``); this is both in a row.
+    """
+    throttle = take_token(bot_identity, telegram_user_id)
+    if throttle is not None:
+        return throttle
+    cap = queue_cap()
+    if sql.waiting_at_least(conversation_id, cap):
+        return queue_full(bot_identity, telegram_user_id, conversation_id, cap)
+    return None
+
+
+def take_token(bot_identity: str, telegram_user_id: str) -> Throttle | None:
+    """The sender's token bucket: None when it had a token (now taken), else the refusal.
+    Locks the sender's bucket row until the transaction ends, which serialises one
+    sender's updates (so the queue cap, counted in a later statement, sees them)."""
     config = RuntimeConfig.get_cached()
-    now = time.time()
-    if not _take_token(bot_identity, telegram_user_id, config, now):
-        detail = (
-            f"Telegram user {telegram_user_id} is over {config.user_rate_per_minute} "
-            f"messages/min (burst {config.user_burst})."
-        )
-    elif sql.waiting_at_least(conversation_id, config.conversation_queue_cap):
-        detail = (
-            f"Conversation {conversation_id} already has {config.conversation_queue_cap} "
-            "waiting messages."
-        )
-    else:
+    if _take_token(bot_identity, telegram_user_id, config, time.time()):
         return None
-    notify = _claim_notice(bot_identity, telegram_user_id, now)
+    detail = (
+        f"Telegram user {telegram_user_id} is over {config.user_rate_per_minute} "
+        f"messages/min (burst {config.user_burst})."
+    )
+    return _refusal(bot_identity, telegram_user_id, detail)
+
+
+def queue_cap() -> int:
+    return RuntimeConfig.get_cached().conversation_queue_cap
+
+
+def queue_full(
+    bot_identity: str, telegram_user_id: str, conversation_id: str, cap: int
+) -> Throttle:
+    """The refusal of an update whose conversation already holds ``cap`` waiting messages
+    (the sender's bucket row exists: ``take_token`` ran first)."""
+    return _refusal(bot_identity, telegram_user_id, _queue_full_detail(conversation_id, cap))
+
+
+def _queue_full_detail(conversation_id: str, cap: int) -> str:
+    return f"Conversation {conversation_id} already has {cap} waiting messages."
+
+
+def _refusal(bot_identity: str, telegram_user_id: str, detail: str) -> Throttle:
+    notify = _claim_notice(bot_identity, telegram_user_id, time.time())
     if notify:
         # One line per notice (at most one per sender a minute), not one per refusal.
         logger.warning("Throttled bot %s: %s", bot_identity, detail)

@@ -9,7 +9,7 @@ parameters.
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_refs import WEBHOOK_SECRET_PREFIX
@@ -28,13 +28,17 @@ def _columns(model, alias: str) -> tuple[list, str]:
 _BOT_FIELDS, _BOT_COLUMNS = _columns(Bot, "b")
 _AGENT_FIELDS, _AGENT_COLUMNS = _columns(AgentProfile, "a")
 # The bot, its agent, the two newest versions of the agent's webhook secret (the active one
-# and, during a rotation, the previous one) and whether the update was already recorded: one
-# round trip for every update, and all a redelivery costs. The dedupe flag reads the
-# (bot_identity, update_id) unique index.
+# and, during a rotation, the previous one), whether the update was already recorded and the
+# sender's active binding on this bot: one round trip for every update, and all a
+# redelivery costs. The dedupe flag reads the (bot_identity, update_id) unique index; the
+# binding is the same newest-active read as ``active_binding_id``.
 _BOT_SQL = (
     f"SELECT {_BOT_COLUMNS}, {_AGENT_COLUMNS}, s.id, s.active, s.nonce, "  # noqa: S608
     f"EXISTS (SELECT 1 FROM {TelegramUpdate._meta.db_table} u "
-    "WHERE u.bot_identity = b.bot_identity AND u.update_id = %s) "
+    "WHERE u.bot_identity = b.bot_identity AND u.update_id = %s), "
+    f"(SELECT ib.id FROM {IdentityBinding._meta.db_table} ib "
+    "WHERE ib.status = %s AND ib.bot_identity = b.bot_identity "
+    "AND ib.telegram_user_id = %s ORDER BY ib.bound_at DESC LIMIT 1) "
     f"FROM {Bot._meta.db_table} b JOIN {AgentProfile._meta.db_table} a ON a.id = b.agent_id "
     f"LEFT JOIN {Secret._meta.db_table} s ON s.secret_ref = %s || a.agent_key "
     "WHERE b.bot_identity = %s ORDER BY s.version DESC LIMIT 2"
@@ -43,16 +47,18 @@ _SECRET_REF_PREFIX = WEBHOOK_SECRET_PREFIX
 
 
 def bot_with_secrets(
-    bot_identity: str, update_id: int | None
-) -> tuple[Bot, list[tuple[int, bool, bytes]], bool] | None:
+    bot_identity: str, update_id: int | None, telegram_user_id: str | None = None
+) -> tuple[Bot, list[tuple[int, bool, bytes]], bool, int | None] | None:
     """(bot with its agent, (id, active, nonce) of the webhook secret's two newest versions,
-    newest first, whether ``update_id`` is recorded for the bot), or None for no such bot.
+    newest first, whether ``update_id`` is recorded for the bot, the id of the newest active
+    binding of (bot, ``telegram_user_id``) or None), or None for no such bot.
 
     The instances are those of ``Bot.objects.select_related("agent")``: values go through
     the converters the ORM applies.
     """
+    params = [update_id, IdentityBinding.ACTIVE, telegram_user_id, _SECRET_REF_PREFIX]
     with connection.cursor() as cursor:
-        cursor.execute(_BOT_SQL, [update_id, _SECRET_REF_PREFIX, bot_identity])
+        cursor.execute(_BOT_SQL, [*params, bot_identity])
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -60,7 +66,7 @@ def bot_with_secrets(
     bot = _instance(Bot, _BOT_FIELDS, rows[0][:split])
     bot.agent = _instance(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
     secrets = [(r[end], bool(r[end + 1]), bytes(r[end + 2])) for r in rows if r[end] is not None]
-    return bot, secrets, bool(rows[0][end + 3])
+    return bot, secrets, bool(rows[0][end + 3]), rows[0][end + 4]
 
 
 _CONVERTERS: dict[tuple[str, type], list] = {}
@@ -80,12 +86,13 @@ def _converters(model, fields: list) -> list:
 
 
 def _instance(model, fields: list, values):
+    conn = connections[DEFAULT_DB_ALIAS]  # resolved once, not on every value
     converted = []
     for (col, steps), value in zip(_converters(model, fields), values, strict=True):
         for convert in steps:
-            value = convert(value, col, connection)
+            value = convert(value, col, conn)
         converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+    return model.from_db(conn.alias, [f.attname for f in fields], converted)
 
 
 # Whether an update is recorded ----------------------------------------------------------------

@@ -36,7 +36,7 @@ from rest_framework.views import APIView
 
 from agents.models import Secret
 from agents.secret_store import SecretUnavailable, decrypt_secret
-from telegram import ingress, sql
+from telegram import ingress, sql, updates
 from telegram.models import Bot
 
 logger = logging.getLogger(__name__)
@@ -67,13 +67,23 @@ class IngressBot:
     secret_rows: list[tuple[int, bool, bytes]]
     # Whether (this bot, the update id asked about) is already recorded.
     update_seen: bool = False
+    # The active binding of (this bot, ``sender``), read in the same round trip; only an
+    # answer about ``sender`` (None: nobody was asked about).
+    sender: str | None = None
+    binding_pk: int | None = None
 
 
-def load_bot(bot_identity: str, update_id: int | None = None) -> IngressBot | None:
-    """The bot with its agent and webhook secret rows, as the database has them now, and
-    whether ``update_id`` (if given) was already recorded for it: one round trip."""
-    row = sql.bot_with_secrets(bot_identity, update_id)
-    return IngressBot(*row) if row is not None else None
+def load_bot(
+    bot_identity: str, update_id: int | None = None, sender: str | None = None
+) -> IngressBot | None:
+    """The bot with its agent and webhook secret rows, as the database has them now,
+    whether ``update_id`` (if given) was already recorded for it and the active binding of
+    ``sender`` (if given) on it: one round trip."""
+    row = sql.bot_with_secrets(bot_identity, update_id, sender)
+    if row is None:
+        return None
+    bot, secret_rows, seen, binding_pk = row
+    return IngressBot(bot, secret_rows, seen, sender, binding_pk)
 
 
 def webhook_secret_matches(loaded: IngressBot, given: str | None, now: dt.datetime) -> bool:
@@ -127,28 +137,39 @@ class BotPrincipal:
 @dataclass(frozen=True)
 class Delivery:
     """What authentication learnt about the request: its update (None when the body is
-    not one) and whether that update is already recorded."""
+    not one), whether that update is already recorded, the parts of it we handle (None
+    when it is of a kind we ignore) and its sender's binding on the bot."""
 
     update: dict | None
     seen: bool
+    incoming: updates.Incoming | None = None
+    binding: ingress.SenderBinding | None = None
 
 
 class WebhookSecretAuthentication(BaseAuthentication):
     """The secret header, checked against the bot named in the URL (SPEC §5.3 step 1).
 
-    The body is parsed first only so that the bot's row and the dedupe flag share one round
-    trip (a redelivery then costs nothing else); the answers keep SPEC §5.3's order — a
-    wrong secret is 403 whatever the body, and a body is capped before it is parsed.
+    The body is parsed first only so that the bot's row, the dedupe flag and the sender's
+    binding share one round trip (a redelivery then costs nothing else); the answers keep
+    SPEC §5.3's order — a wrong secret is 403 whatever the body, and a body is capped
+    before it is parsed.
     """
 
     def authenticate(self, request):
         bot_identity = request.parser_context["kwargs"]["bot_identity"]
         update = parse_update(request._request)
-        loaded = load_bot(bot_identity, update["update_id"] if update is not None else None)
+        incoming = updates.extract(update) if update is not None else None
+        sender = incoming.user_id if incoming is not None else None
+        loaded = load_bot(bot_identity, update["update_id"] if update is not None else None, sender)
         given = request._request.headers.get(SECRET_HEADER)
         if loaded is None or not webhook_secret_matches(loaded, given, timezone.now()):
             raise InvalidSecretToken()
-        return BotPrincipal(loaded.bot), Delivery(update, loaded.update_seen)
+        binding = (
+            ingress.SenderBinding(loaded.sender, loaded.binding_pk)
+            if loaded.sender is not None
+            else None
+        )
+        return BotPrincipal(loaded.bot), Delivery(update, loaded.update_seen, incoming, binding)
 
 
 def parse_update(request) -> dict | None:
@@ -270,7 +291,9 @@ class TelegramWebhookView(APIView):
             return _answer("duplicate")
         update_id = delivery.update["update_id"]
         try:
-            result = ingress.handle(bot, delivery.update)
+            result = ingress.handle(
+                bot, delivery.update, incoming=delivery.incoming, binding=delivery.binding
+            )
         except IntegrityError:
             # Everything of this update was rolled back. Usually the same update arrived
             # twice at once and the other request recorded it; if not, some other race lost

@@ -127,6 +127,62 @@ def enqueue_message(
     in the same transaction), so a failure anywhere leaves nothing behind. A reconcile is
     requested after commit.
     """
+    prepared = prepare_enqueue(
+        conversation_id=conversation_id,
+        agent_key=agent_key,
+        payload=payload,
+        priority=priority,
+        scheduled_for=scheduled_for,
+        max_attempts=max_attempts,
+        agent=agent,
+    )
+    return insert_prepared(prepared)
+
+
+@dataclass(frozen=True)
+class PreparedEnqueue:
+    """An enqueue that passed every check that needs no conversation: what to write.
+
+    ``insert_prepared`` writes it; the webhook's one-statement path (``telegram.sql``)
+    writes the same rows from it.
+    """
+
+    conversation_id: str
+    agent: AgentProfile
+    payload: dict  # as stored
+    priority: int
+    scheduled_for: dt.datetime
+    max_attempts: int
+    now: dt.datetime
+
+    @property
+    def attachments(self) -> list[dict]:
+        return self.payload.get("attachments") or []
+
+    def new_message(self, conversation_pk: int | None) -> Message:
+        return Message(
+            conversation_id=conversation_pk,
+            agent_key=self.agent.agent_key,
+            payload=self.payload,
+            priority=self.priority,
+            scheduled_for=self.scheduled_for,
+            max_attempts=self.max_attempts,
+            created_at=self.now,
+        )
+
+
+def prepare_enqueue(
+    *,
+    conversation_id: str,
+    agent_key: str,
+    payload: dict,
+    priority: int | None = None,
+    scheduled_for: dt.datetime | None = None,
+    max_attempts: int | None = None,
+    agent: AgentProfile | None = None,
+) -> PreparedEnqueue:
+    """``enqueue_message``'s checks (raising ``EnqueueError``) up to the conversation; writes
+    nothing. Reads the agent only when ``agent`` is not it."""
     if not isinstance(conversation_id, str) or not conversation_id.strip():
         raise EnqueueError("conversation_id is required.")
     if len(conversation_id) > 255:
@@ -151,9 +207,34 @@ def enqueue_message(
         agent = AgentProfile.objects.filter(agent_key=agent_key, enabled=True).first()
     if agent is None or not agent.enabled:
         raise EnqueueError(f"Agent profile '{agent_key}' not found or disabled")
+    provider_user_id = payload["provider_user_id"].strip()
+    # The user's text as sent: the system prompt reaches the handler in the hydration's
+    # ``runtime.system_prompt`` (SPEC §6.1 revision 2), not glued onto the message.
+    stored_payload = {
+        **payload,
+        "message_text": payload.get("message_text", ""),
+        "provider_user_id": provider_user_id,
+        "metadata": {**(payload.get("metadata") or {}), "provider_user_id": provider_user_id},
+    }
+    return PreparedEnqueue(
+        conversation_id=conversation_id,
+        agent=agent,
+        payload=stored_payload,
+        priority=priority,
+        scheduled_for=scheduled_for or now,
+        max_attempts=max_attempts,
+        now=now,
+    )
+
+
+def insert_prepared(prepared: PreparedEnqueue) -> EnqueueResult:
+    """Write a prepared enqueue: its conversation if new, the queue row, its attachments,
+    and the reconcile request after commit. Raises ``EnqueueError`` (nothing written) when
+    the conversation belongs to another agent."""
+    conversation_id, agent = prepared.conversation_id, prepared.agent
     existing = sql.conversation_key(conversation_id)
     if existing is not None and existing[1] != agent.pk:
-        raise _agent_mismatch(conversation_id, agent_key)
+        raise agent_mismatch(conversation_id, agent.agent_key)
     # No savepoint of our own inside a caller's transaction (the webhook's): an error past
     # this point aborts the whole transaction, which is what the caller wants.
     with transaction.atomic(savepoint=False):
@@ -165,27 +246,11 @@ def enqueue_message(
                 conversation_id=conversation_id, defaults={"agent": agent}
             )
             if conversation.agent_id != agent.pk:  # created concurrently for another agent
-                raise _agent_mismatch(conversation_id, agent_key)
+                raise agent_mismatch(conversation_id, agent.agent_key)
             conversation_pk = conversation.pk
-        provider_user_id = payload["provider_user_id"].strip()
-        # The user's text as sent: the system prompt reaches the handler in the hydration's
-        # ``runtime.system_prompt`` (SPEC §6.1 revision 2), not glued onto the message.
-        stored_payload = {
-            **payload,
-            "message_text": payload.get("message_text", ""),
-            "provider_user_id": provider_user_id,
-            "metadata": {**(payload.get("metadata") or {}), "provider_user_id": provider_user_id},
-        }
-        message = Message.objects.create(
-            conversation_id=conversation_pk,
-            agent_key=agent_key,
-            payload=stored_payload,
-            priority=priority,
-            scheduled_for=scheduled_for or now,
-            max_attempts=max_attempts,
-            created_at=now,
-        )
-        for attachment in stored_payload.get("attachments") or []:
+        message = prepared.new_message(conversation_pk)
+        message.save(force_insert=True)
+        for attachment in prepared.attachments:
             MessageAttachment.objects.create(
                 message=message,
                 kind=attachment["kind"],
@@ -196,11 +261,17 @@ def enqueue_message(
                 size_bytes=attachment.get("size_bytes"),
                 expires_at=attachment.get("expires_at"),
             )
-        transaction.on_commit(triggers.request_reconcile)
+        request_reconcile_after_commit()
     return EnqueueResult(message=message, conversation_created=created)
 
 
-def _agent_mismatch(conversation_id: str, agent_key: str) -> EnqueueError:
+def request_reconcile_after_commit() -> None:
+    """What every enqueue asks once its transaction commits: a (coalesced) reconcile."""
+    transaction.on_commit(triggers.request_reconcile)
+
+
+def agent_mismatch(conversation_id: str, agent_key: str) -> EnqueueError:
+    """The refusal of an enqueue into a conversation that belongs to another agent."""
     owner = (
         Conversation.objects.filter(conversation_id=conversation_id)
         .values_list("agent__agent_key", flat=True)

@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
-from telegram import quotas
+from telegram import quotas, sql_admit
 from telegram.models import SenderQuota, TelegramUpdate
 from telegram.tasks import prune_old_updates
 from tests.telegram.conftest import TG, post_at_once, text_update
@@ -47,9 +47,7 @@ def notices(mock) -> list[dict]:
 
 def statuses(post_update, first_id: int, count: int, **kwargs) -> list[str]:
     return [
-        post_update("100", text_update(first_id + n, f"m{first_id + n}", **kwargs)).json()[
-            "status"
-        ]
+        post_update("100", text_update(first_id + n, f"m{first_id + n}", **kwargs)).json()["status"]
         for n in range(count)
     ]
 
@@ -235,12 +233,31 @@ def test_concurrent_senders_never_pass_burst_plus_refill(make_bot, frozen):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_updates_of_one_sender_never_pass_the_queue_cap(make_bot):
+@pytest.mark.parametrize("known", [False, True])
+def test_concurrent_updates_of_one_sender_never_pass_the_queue_cap(make_bot, known, monkeypatch):
     """The bucket row serialises one sender's updates, and the cap is counted after it:
-    concurrent webhook requests of one sender fill the conversation exactly to the cap."""
+    concurrent webhook requests of one sender fill the conversation exactly to the cap.
+    ``known``: the sender's bucket and conversation exist already, so the updates race in
+    the one-statement path (telegram.sql_admit.admit_at_once), not only in the steps."""
     make_bot("alpha", "100")
     limits(user_burst=100, user_rate_per_minute=100, conversation_queue_cap=3)
+    if known:
+        assert post_at_once([text_update(100, "first", user=7)]) == ["enqueued"]
+        Message.objects.update(status=Message.DONE)  # room for 3 again
+    at_once: list[bool] = []
+    lock = threading.Lock()
+    real_admit = sql_admit.admit_at_once
+
+    def admit_at_once(*args, **kwargs):
+        message = real_admit(*args, **kwargs)
+        with lock:
+            at_once.append(message is not None)
+        return message
+
+    monkeypatch.setattr(sql_admit, "admit_at_once", admit_at_once)
     answers = post_at_once([text_update(n, f"m{n}", user=7) for n in range(1, 13)])
     assert sorted(answers) == ["enqueued"] * 3 + ["throttled"] * 9
-    assert Message.objects.count() == 3
+    assert Message.objects.filter(status=Message.QUEUED).count() == 3
     assert TelegramUpdate.objects.filter(outcome="throttled").count() == 9
+    if known:  # the race was run in the one statement, not only in the steps
+        assert at_once and sum(at_once) >= 1

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from agents.models import AgentProfile, Secret
+from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_store import import_secret
-from telegram import sql
+from telegram import sql, sql_admit
 from telegram.models import Bot, IdentityBinding, SenderQuota, TelegramUpdate, webhook_secret_ref
 from tests.telegram.conftest import bind
 from workers.models import Message
-from workers.queue import enqueue_message
+from workers.queue import EnqueueError, enqueue_message
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def values(instance) -> list:
     return [getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields]
 
 
-def bot_with_secrets_twin(bot_identity: str, update_id: int | None):
+def bot_with_secrets_twin(bot_identity: str, update_id: int | None, user_id: str | None = None):
     bot = Bot.objects.select_related("agent").filter(bot_identity=bot_identity).first()
     if bot is None:
         return None
@@ -30,13 +30,13 @@ def bot_with_secrets_twin(bot_identity: str, update_id: int | None):
     )[:2]
     secrets = [(row.pk, row.active, bytes(row.nonce)) for row in rows]
     seen = TelegramUpdate.objects.filter(bot_identity=bot_identity, update_id=update_id).exists()
-    return bot, secrets, seen
+    binding = active_binding_twin(bot_identity, user_id) if user_id is not None else None
+    return bot, secrets, seen, binding
 
 
-def assert_same_bot(bot_identity: str, update_id: int | None) -> None:
-    fast, twin = sql.bot_with_secrets(bot_identity, update_id), bot_with_secrets_twin(
-        bot_identity, update_id
-    )
+def assert_same_bot(bot_identity: str, update_id: int | None, user_id: str | None = None) -> None:
+    fast = sql.bot_with_secrets(bot_identity, update_id, user_id)
+    twin = bot_with_secrets_twin(bot_identity, update_id, user_id)
     if twin is None:
         assert fast is None
         return
@@ -65,6 +65,23 @@ def test_bot_with_secrets_matches_its_queryset_twin(make_bot):
     Secret.objects.filter(secret_ref=webhook_secret_ref("beta")).delete()
     assert sql.bot_with_secrets("200", 2)[1] == []
     assert_same_bot("200", 2)
+
+
+def test_bot_with_secrets_reads_the_senders_binding_as_its_twin(make_bot):
+    from tests.telegram.conftest import legacy_binding
+
+    bot = make_bot("alpha", "100")
+    other = make_bot("beta", "200")
+    bind(bot, "u1", user="9")
+    bind(bot, "u2", user="9")  # revokes u1's: the newest active one is read
+    bind(other, "u3", user="8")  # another bot's binding of a sender
+    bind(bot, "u4", chat="10")  # chat only: never matches a user
+    legacy_binding(bot.agent, "u5", telegram_user_id="11")
+    for user_id in ("9", "8", "10", "11", "12", None):
+        for bot_identity in ("100", "200"):
+            assert_same_bot(bot_identity, 1, user_id)
+    assert sql.bot_with_secrets("100", 1, "9")[3] is not None
+    assert sql.bot_with_secrets("100", 1, None)[3] is None
 
 
 def test_update_seen_matches_its_queryset_twin(make_bot):
@@ -165,3 +182,199 @@ def test_waiting_at_least_matches_its_queryset_twin(db):
         ).count()
         for cap in range(1, 6):
             assert sql.waiting_at_least(conversation_id, cap) == (waiting >= cap)
+
+
+# enqueue_under_cap: one statement on PostgreSQL, its steps everywhere else -------------------
+
+
+def _prepared(conversation_id: str, agent: AgentProfile, text: str = "hi"):
+    from workers.queue import prepare_enqueue
+
+    return prepare_enqueue(
+        conversation_id=conversation_id,
+        agent_key=agent.agent_key,
+        payload={
+            "provider": "telegram",
+            "provider_user_id": " 7 ",
+            "message_text": text,
+            "metadata": {"update_id": "1"},
+            "raw_update": {"update_id": 1, "message": {"text": text}},
+            "external_message_id": "5",
+        },
+        priority=60,
+        agent=agent,
+    )
+
+
+def _written(conversation_id: str, update_id: int):
+    """What an enqueue wrote, without ids and the names that differ between the two runs."""
+    skip = {"id", "conversation_id", "update_id", "message_id", "created_at", "updated_at"}
+    skip |= {"scheduled_for", "received_at"}  # the time of each run
+
+    def plain(instance):
+        return {
+            f.attname: getattr(instance, f.attname)
+            for f in type(instance)._meta.concrete_fields
+            if f.attname not in skip
+        }
+
+    conversation = Conversation.objects.filter(conversation_id=conversation_id).first()
+    rows = list(Message.objects.filter(conversation=conversation).order_by("id"))
+    row = TelegramUpdate.objects.filter(update_id=update_id).first()
+    return (
+        plain(conversation) if conversation else None,
+        [plain(m) for m in rows],
+        (plain(row), row.message_id == rows[-1].pk) if row else None,
+    )
+
+
+def _run(function, conversation_id: str, agent, cap: int, update_id: int):
+    row = TelegramUpdate(bot_identity="100", update_id=update_id, outcome="enqueued")
+    try:
+        with transaction.atomic():
+            message = function(_prepared(conversation_id, agent), cap, row)
+    except EnqueueError as exc:
+        return ("refused", str(exc).replace(conversation_id, "<c>")), _written(
+            conversation_id, update_id
+        )
+    if message is None:
+        return ("throttled",), _written(conversation_id, update_id)
+    stored = Message.objects.get(pk=message.pk)
+    assert values(stored) == values(message)  # the instance is the row
+    assert TelegramUpdate.objects.get(pk=row.pk).message_id == message.pk
+    return ("enqueued",), _written(conversation_id, update_id)
+
+
+@pytest.mark.parametrize(
+    "waiting, finished, owner, cap",
+    [
+        (None, 0, "alpha", 3),  # a new conversation
+        (0, 2, "alpha", 1),  # finished messages do not count
+        (2, 0, "alpha", 3),  # under the cap
+        (3, 0, "alpha", 3),  # at the cap: refused, nothing written
+        (5, 1, "alpha", 3),  # past it
+        (0, 0, "beta", 3),  # another agent's conversation
+        (3, 0, "beta", 3),  # another agent's and full: the cap answers first
+    ],
+)
+def test_enqueue_under_cap_matches_its_steps(db, waiting, finished, owner, cap):
+    from workers.queue import enqueue_message
+
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    AgentProfile.objects.create(agent_key="beta")
+    answers = []
+    functions = [sql_admit.enqueue_under_cap, sql_admit._enqueue_under_cap_in_steps]
+    for n, function in enumerate(functions):
+        conversation_id = f"telegram:100:{n}"
+        payload = {"provider": "telegram", "provider_user_id": "1", "message_text": "x"}
+        if waiting is not None:
+            ids = [
+                enqueue_message(
+                    conversation_id=conversation_id, agent_key=owner, payload=payload
+                ).message.pk
+                for _ in range(waiting + finished)
+            ]
+            Message.objects.filter(pk__in=ids[:1]).update(status=Message.PROCESSING)
+            Message.objects.filter(pk__in=ids[waiting:]).update(status=Message.DONE)
+        answers.append(_run(function, conversation_id, alpha, cap, update_id=1000 + n))
+    assert answers[0] == answers[1]
+    if answers[0][0] == ("enqueued",):
+        assert answers[0][1][2] is not None
+
+
+def test_enqueue_under_cap_fails_on_a_recorded_update_as_its_steps(db):
+    from django.db import IntegrityError
+
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    TelegramUpdate.objects.create(bot_identity="100", update_id=1, outcome="enqueued")
+    for function in (sql_admit.enqueue_under_cap, sql_admit._enqueue_under_cap_in_steps):
+        row = TelegramUpdate(bot_identity="100", update_id=1, outcome="enqueued")
+        with pytest.raises(IntegrityError), transaction.atomic():
+            function(_prepared("telegram:100:1", alpha), 3, row)
+        assert not Message.objects.exists() and not Conversation.objects.exists()
+
+
+def test_enqueue_under_cap_requests_a_reconcile_after_commit(
+    db, django_capture_on_commit_callbacks
+):
+    from workers import triggers
+
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    row = TelegramUpdate(bot_identity="100", update_id=1, outcome="enqueued")
+    with django_capture_on_commit_callbacks() as callbacks:
+        sql_admit.enqueue_under_cap(_prepared("telegram:100:1", alpha), 3, row)
+    assert triggers.request_reconcile in callbacks
+
+
+# admit_at_once: the common update in one statement (PostgreSQL), else nothing -----------------
+
+LIMITS = {"burst": 3.0, "per_second": 0.0, "cap": 2, "now": 1000.0}
+
+
+def _admit(agent, conversation_id: str, user_id: str, update_id: int, **limits):
+    row = TelegramUpdate(bot_identity="100", update_id=update_id, outcome="enqueued")
+    with transaction.atomic():
+        message = sql_admit.admit_at_once(
+            _prepared(conversation_id, agent), row, user_id=user_id, **{**LIMITS, **limits}
+        )
+    return message, row
+
+
+def _admit_in_steps(agent, conversation_id: str, user_id: str, update_id: int):
+    row = TelegramUpdate(bot_identity="100", update_id=update_id, outcome="enqueued")
+    with transaction.atomic():
+        assert sql.take_token("100", user_id, burst=3.0, per_second=0.0, now=LIMITS["now"])
+        message = sql_admit.enqueue_under_cap(_prepared(conversation_id, agent), LIMITS["cap"], row)
+    return message, row
+
+
+def _bucket(user_id: str):
+    return (
+        SenderQuota.objects.filter(telegram_user_id=user_id)
+        .values_list("tokens", "refilled_at", "admitted")
+        .first()
+    )
+
+
+def test_admit_at_once_writes_what_its_steps_write(db):
+    from django.db import connection
+
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    for n in range(2):
+        Conversation.objects.create(conversation_id=f"telegram:100:{n}", agent=alpha)
+    if connection.vendor != "postgresql":  # one statement needs PostgreSQL's CTE writes
+        assert _admit(alpha, "telegram:100:0", "7", 1)[0] is None
+        assert not Message.objects.exists() and not SenderQuota.objects.exists()
+        return
+    for turn in range(2):  # a new bucket, then a known one
+        fast, fast_row = _admit(alpha, "telegram:100:0", "7", 10 + turn)
+        twin, twin_row = _admit_in_steps(alpha, "telegram:100:1", "8", 20 + turn)
+        assert fast is not None and twin is not None
+        assert values(Message.objects.get(pk=fast.pk)) == values(fast)
+        assert (
+            _written("telegram:100:0", 10 + turn)[1:] == _written("telegram:100:1", 20 + turn)[1:]
+        )
+        assert TelegramUpdate.objects.get(pk=fast_row.pk).message_id == fast.pk
+        assert _bucket("7") == _bucket("8")
+
+
+@pytest.mark.parametrize("case", ["no token", "full", "new conversation", "other agent"])
+def test_admit_at_once_writes_nothing_unless_all_is_well(db, case):
+    alpha = AgentProfile.objects.create(agent_key="alpha")
+    beta = AgentProfile.objects.create(agent_key="beta")
+    owner = beta if case == "other agent" else alpha
+    if case != "new conversation":
+        Conversation.objects.create(conversation_id="telegram:100:7", agent=owner)
+    payload = {"provider": "telegram", "provider_user_id": "1", "message_text": "x"}
+    if case == "full":
+        for _ in range(LIMITS["cap"]):
+            enqueue_message(conversation_id="telegram:100:7", agent_key="alpha", payload=payload)
+    if case == "no token":
+        SenderQuota.objects.create(
+            bot_identity="100", telegram_user_id="7", tokens=0.5, refilled_at=999.0
+        )
+    before = (Message.objects.count(), _bucket("7"), Conversation.objects.count())
+    message, _ = _admit(alpha, "telegram:100:7", "7", 1)
+    assert message is None
+    assert (Message.objects.count(), _bucket("7"), Conversation.objects.count()) == before
+    assert not TelegramUpdate.objects.exists()

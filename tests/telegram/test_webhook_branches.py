@@ -112,8 +112,8 @@ def never_seen(monkeypatch) -> None:
     """Make the early dedupe flag read with the bot's row always say "not seen"."""
     real = webhook.load_bot
 
-    def load_bot(identity, update_id=None):
-        loaded = real(identity, update_id)
+    def load_bot(identity, update_id=None, sender=None):
+        loaded = real(identity, update_id, sender)
         return dataclasses.replace(loaded, update_seen=False) if loaded else loaded
 
     monkeypatch.setattr(webhook, "load_bot", load_bot)
