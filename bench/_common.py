@@ -103,3 +103,25 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def make_bench_bot() -> str:
+    """The "bench" agent with a sandbox-shaped bot (identity 900) and its webhook secret,
+    as the webhook benches post to it; returns the secret. Needs
+    ``setup_django`` first."""
+    from agents.models import AgentProfile
+    from agents.secret_refs import bot_token_ref, webhook_secret_ref
+    from agents.secret_store import import_secret
+    from telegram.models import Bot
+
+    agent = AgentProfile.objects.create(agent_key="bench")
+    import_secret(
+        bot_token_ref("bench"),
+        "900:BENCH-TOKEN-xxxxxxxx",
+        actor="bench",
+        metadata={"bot_identity": "900"},
+    )
+    secret = "w" * 43
+    import_secret(webhook_secret_ref("bench"), secret, actor="bench")
+    Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
+    return secret

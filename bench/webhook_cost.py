@@ -22,7 +22,7 @@ import json
 import pstats
 import time
 
-from _common import reset_database, setup_django
+from _common import make_bench_bot, reset_database, setup_django
 
 
 def main() -> None:
@@ -36,21 +36,7 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
 
-    from agents.models import AgentProfile
-    from agents.secret_refs import bot_token_ref, webhook_secret_ref
-    from agents.secret_store import import_secret
-    from telegram.models import Bot
-
-    agent = AgentProfile.objects.create(agent_key="bench")
-    import_secret(
-        bot_token_ref("bench"),
-        "900:BENCH-TOKEN-xxxxxxxx",
-        actor="bench",
-        metadata={"bot_identity": "900"},
-    )
-    secret = "w" * 43
-    import_secret(webhook_secret_ref("bench"), secret, actor="bench")
-    Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
+    secret = make_bench_bot()
     client = Client(HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=secret, HTTP_HOST="127.0.0.1")
 
     senders = args.updates  # each measured round: one update per private chat

@@ -25,7 +25,7 @@ import json
 import threading
 import time
 
-from _common import Server, percentile, reset_database, setup_django
+from _common import Server, make_bench_bot, percentile, reset_database, setup_django
 
 # The runtime config's defaults (SPEC §23) that the traffic must stay under.
 DEFAULT_BURST = 10
@@ -93,22 +93,10 @@ def main() -> None:
 
     reset_database()
     setup_django()
-    from agents.models import AgentProfile
-    from agents.secret_refs import bot_token_ref, webhook_secret_ref
-    from agents.secret_store import import_secret
-    from telegram.models import Bot, TelegramUpdate
+    from telegram.models import TelegramUpdate
     from workers.models import Message
 
-    agent = AgentProfile.objects.create(agent_key="bench")
-    import_secret(
-        bot_token_ref("bench"),
-        "900:BENCH-TOKEN-xxxxxxxx",
-        actor="bench",
-        metadata={"bot_identity": "900"},
-    )
-    secret = "w" * 43
-    import_secret(webhook_secret_ref("bench"), secret, actor="bench")
-    Bot.objects.create(agent=agent, bot_identity="900", username="bench_bot")
+    secret = make_bench_bot()
 
     updates = []
     for n in range(args.updates):

@@ -44,15 +44,7 @@ def bindings_of_agents(agent_ids) -> list[dict]:
 
 
 def _binding_columns() -> list[str]:
-    return [
-        "tenant_id",
-        "consumer_user_id",
-        "agent_id",
-        "conversation_id",
-        "telegram_user_id",
-        "telegram_chat_id",
-        "bot_identity",
-    ]
+    return list(TARGET_FIELDS)
 
 
 def _as_target(row: dict) -> dict:
