@@ -16,11 +16,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from agents import events
 from agents.errors import DomainError
 from agents.models import AgentProfile
 from workers import leases
 from workers.hydration import append_conversation_messages
+from workers.job_events import announce_reply
 from workers.models import Message, Worker
 from workers.reply_uploads import attach_reply_media
 
@@ -103,22 +103,8 @@ def complete_with_reply(
             )
         leases.complete_job(worker, message_id, lease_id, usage)
         if reply:
-            _replied(message)
+            announce_reply(message)
         sink = delivery_sink()
         if not reply or sink is None:
             return []
         return list(sink.write_reply(message, reply, now))
-
-
-def _replied(message: Message) -> None:
-    """``message.replied`` for the host app (SPEC §15), in the completion's transaction."""
-    metadata = (message.payload or {}).get("metadata") or {}
-    events.emit(
-        events.MESSAGE_REPLIED,
-        agent_key=message.agent_key,
-        consumer_user_id=metadata.get("consumer_user_id") or None,
-        data={
-            "message_id": message.pk,
-            "conversation_id": message.conversation.conversation_id,
-        },
-    )

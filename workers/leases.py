@@ -28,6 +28,7 @@ from agents.models import Conversation, RuntimeConfig
 from workers import sql
 from workers.dead_letters import dead_lettered
 from workers.errors import LeaseLost  # defined with its 409 answer; leases.LeaseLost stays
+from workers.job_events import announce_reply
 from workers.lifecycle import is_stale, live_worker_cutoff, live_workers
 from workers.models import JobUsage, Message, Worker
 from workers.sweep import release_expired, sweep_expired_leases  # noqa: F401 (schedule path)
@@ -366,11 +367,18 @@ def mark_delivered(worker: Worker, message_id: int, lease_id: str) -> dt.datetim
     """Record that the reply reached the user; idempotent, keeps the first time."""
     with transaction.atomic():
         now = timezone.now()
-        message = fenced(worker, message_id, lease_id, now).select_for_update().first()
+        message = (
+            fenced(worker, message_id, lease_id, now)
+            .select_for_update(of=("self",))
+            .select_related("conversation")
+            .first()
+        )
         if message is None:
             raise LeaseLost()
         if message.delivered_at is None:
             Message.objects.filter(pk=message.pk).update(delivered_at=now)
+            # An agent whose worker sends its own replies (delivery: worker) says so here.
+            announce_reply(message)
             return now
         return message.delivered_at
 

@@ -161,6 +161,26 @@ def test_each_event_reaches_the_receiver_signed(hooked, api, after_commit, job_f
     assert EventDelivery.objects.filter(status="delivered").count() == 5
 
 
+def test_a_worker_that_sends_its_own_reply_reports_it_once(hooked, after_commit, job_for):
+    """``delivery: worker`` (compatibility mode): the worker sends the reply itself and says
+    ``delivered``; that is when the host app hears ``message.replied`` — once, however often
+    the worker repeats it, and not again at the reply-less complete."""
+    r, created = hooked
+    AgentProfile.objects.filter(agent_key="alpha").update(delivery=AgentProfile.WORKER_DELIVERY)
+    worker, job = job_for()
+    assert after_commit(post_job, worker, job, "delivered").status_code == 200
+    assert after_commit(post_job, worker, job, "delivered").status_code == 200
+    assert after_commit(post_job, worker, job, "complete").status_code == 200
+
+    events = r.events(created.webhook_secret)
+    assert [e["type"] for e in events] == ["message.replied"]
+    assert events[0]["consumer_user_id"] == "42"
+    assert events[0]["data"] == {
+        "message_id": job["message_id"],
+        "conversation_id": "user-agent:alpha:42",
+    }
+
+
 def test_a_replaced_binding_is_reported_with_its_reason(hooked, after_commit, world):
     r, created = hooked
     first = bind_identity("42", world["alpha"], bot_identity="1000", actor="t")
