@@ -2,7 +2,8 @@
 request until a job is ready for the worker or the time is up, so an idle worker picks up a
 new message at once instead of at its next poll.
 
-Waking: a new message, once committed, wakes the waiters. On PostgreSQL through
+Waking: a new message, once committed, wakes the waiters (``workers.queue`` asks it of every
+enqueue, raw-SQL fast paths included). On PostgreSQL through
 ``LISTEN``/``NOTIFY`` (any server process); on SQLite through a condition in this process
 (the development server is one process). Either way the waiter claims again at least every
 ``RECHECK`` seconds, which also covers retries whose time has come and wake-ups that were
@@ -17,11 +18,10 @@ from __future__ import annotations
 import threading
 import time
 
-from django.db import connection, transaction
-from django.db.models.signals import post_save
+from django.db import connection
 
 from workers import leases
-from workers.models import Message, Worker
+from workers.models import Worker
 
 MAX_WAIT = 25.0
 RECHECK = 1.0
@@ -36,15 +36,6 @@ def notify_new_work() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
-
-
-def _message_saved(sender, instance, created, **kwargs) -> None:
-    if created and instance.status == Message.QUEUED:
-        transaction.on_commit(notify_new_work, robust=True)
-
-
-def connect_signals() -> None:
-    post_save.connect(_message_saved, sender=Message, dispatch_uid="claim-wait-new-message")
 
 
 def _keep_waiting(worker: Worker, conversation_id: str | None) -> bool:

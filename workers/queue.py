@@ -18,7 +18,7 @@ from django.utils.dateparse import parse_datetime
 
 from agents.audit import record_audit
 from agents.models import AgentProfile, Conversation, RuntimeConfig
-from workers import sql, triggers
+from workers import claim_wait, sql, triggers
 from workers.models import Message, MessageAttachment
 
 PAYLOAD_KEYS = {
@@ -266,7 +266,10 @@ def insert_prepared(prepared: PreparedEnqueue) -> EnqueueResult:
 
 
 def request_reconcile_after_commit() -> None:
-    """What every enqueue asks once its transaction commits: a (coalesced) reconcile."""
+    """What every enqueue asks once its transaction commits: wake the long-polling claims
+    (SPEC §7) and a (coalesced) reconcile. Called by every path that inserts a queue row,
+    the webhook's raw-SQL ones included, so no model signal is relied on."""
+    transaction.on_commit(claim_wait.notify_new_work, robust=True)
     transaction.on_commit(triggers.request_reconcile)
 
 
