@@ -3,17 +3,34 @@ host-app event webhooks, SPEC §15): claiming a row before the call, exponential
 after a failure, giving up with the reason, putting rows stuck in ``sending`` back, and the
 admin's "send again". One definition, so both senders retry alike.
 
-A row model needs ``status`` (pending|sending|sent-or-delivered|failed), ``attempts``,
-``next_attempt_at``, ``sending_since``, ``last_error`` and ``stuck_retries``.
+A row model is a ``DeliveryRow`` with its own ``status`` field
+(pending|sending|sent-or-delivered|failed: the finished state's name is the model's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from django.db import models
 from django.db.models import F
+from django.utils import timezone
 
 PENDING, SENDING, FAILED = "pending", "sending", "failed"
+
+
+class DeliveryRow(models.Model):
+    """The fields the functions below read and write, declared once for every row model."""
+
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    sending_since = models.DateTimeField(null=True, blank=True)
+    stuck_retries = models.PositiveIntegerField(
+        default=0, help_text="Times found stuck in sending and sent again (possible duplicates)."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        abstract = True
 
 
 def backoff_seconds(attempts: int, cap_seconds: float) -> float:

@@ -7,8 +7,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.delivery_rows import DeliveryRow
 
-class OutboxMessage(models.Model):
+
+class OutboxMessage(DeliveryRow):
     PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
     STATUS_CHOICES = [(s, s) for s in (PENDING, SENDING, SENT, FAILED)]
     REPLY, NOTICE, APOLOGY, OPERATOR = "reply", "notice", "apology", "operator"
@@ -53,16 +55,9 @@ class OutboxMessage(models.Model):
         help_text="The worker's upload this row sends.",
     )
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    sending_since = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     telegram_message_id = models.BigIntegerField(null=True, blank=True)
     sent_as_plain = models.BooleanField(default=False)
-    stuck_retries = models.PositiveIntegerField(
-        default=0, help_text="Times found stuck in sending and sent again (possible duplicates)."
-    )
-    last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

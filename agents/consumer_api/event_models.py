@@ -7,8 +7,10 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from agents.delivery_rows import DeliveryRow
 
-class EventDelivery(models.Model):
+
+class EventDelivery(DeliveryRow):
     PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
     STATUS_CHOICES = [(s, s) for s in (PENDING, SENDING, DELIVERED, FAILED)]
 
@@ -20,15 +22,8 @@ class EventDelivery(models.Model):
     agent_key = models.CharField(max_length=64, blank=True, help_text="Empty: every agent.")
     body = models.TextField(help_text="The exact JSON sent (and signed).")
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    sending_since = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    stuck_retries = models.PositiveIntegerField(
-        default=0, help_text="Times found stuck in sending and sent again (possible duplicates)."
-    )
-    last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     give_up_at = models.DateTimeField(
         help_text="Failed attempts are retried until then (24 h; reset by a manual retry)."
