@@ -6,9 +6,9 @@ Invariants this module keeps, under any interleaving of workers:
   claim handed out (a late call after expiry gets ``LeaseLost`` and changes nothing);
 - a claim considers the whole queue in (priority desc, scheduled_for, id) order.
 
-On PostgreSQL the candidate row is taken with ``FOR UPDATE SKIP LOCKED`` and the
-conversation row is locked before anything is written, so two claimers can never both pick
-messages of one conversation; on SQLite the settings open every transaction IMMEDIATE,
+On PostgreSQL the candidate's conversation row is locked (``SKIP LOCKED``: another
+claimer's conversation is passed over) before anything is written, so two claimers can never
+both pick messages of one conversation; on SQLite the settings open every transaction IMMEDIATE,
 which serialises claimers outright.
 """
 
@@ -143,15 +143,7 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
             # look further down the queue, as the whole-queue query would.
             excluded.extend(free)
             continue
-        conversation = (
-            Conversation.objects.select_for_update(skip_locked=True, no_key=True)
-            .filter(pk=candidate.conversation_id)
-            .first()
-        )
-        if conversation is None:  # another claimer is working in it right now
-            excluded.append(candidate.conversation_id)
-            continue
-        job = _claim_in_conversation(worker, conversation, now, config, locked=True)
+        job = _claim_in_conversation(worker, candidate.conversation, now, config, locked=True)
         if job is not None:
             return job
         excluded.append(candidate.conversation_id)
@@ -161,14 +153,27 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
 def candidates_among(
     worker: Worker, now: dt.datetime, config: RuntimeConfig, conversations, excluded
 ):
-    """The claim's full candidate query (SPEC §6.2), over ``conversations`` only, locked."""
+    """The claim's full candidate query (SPEC §6.2), over ``conversations`` only, with the
+    candidate's conversation (``CLAIM_CONVERSATION_FIELDS``) locked.
+
+    The lock is the conversation's, never the message's, and skips conversations another
+    claimer holds. A message lock would outlive a failed attempt (row locks last until
+    commit): two claimers each holding the head of the conversation the other then claims
+    in would deadlock (tests/workers/test_queue_marker.py). Inside its locked conversation a
+    claim locks the message it takes by itself.
+    """
     return (
         Message.objects.claim_candidates(now, _other_live_workers(worker, now, config))
         .filter(conversation_id__in=conversations)
         .exclude(conversation_id__in=excluded)
         .exclude(_in_handoff(worker, now))
-        .select_for_update(skip_locked=True, of=("self",))
-        .only("id", "conversation_id")
+        .select_related("conversation")
+        .select_for_update(skip_locked=True, no_key=True, of=("conversation",))
+        .only(
+            "id",
+            "conversation_id",
+            *(f"conversation__{name}" for name in sql.CLAIM_CONVERSATION_FIELDS),
+        )
     )
 
 

@@ -34,9 +34,10 @@ def seed(enqueue, size: int) -> None:
 # RELEASE (two of the count; in production BEGIN and COMMIT are not logged as queries).
 # PostgreSQL's warm claim: lock the worker with its conversation, then one statement takes
 # the next message (workers/sql.py); its complete is one statement. An unassigned claim first
-# reads the few conversations worth looking at off the queue marker (ConversationQueue).
-POSTGRES = {"warm claim": 5, "first claim": 7, "unassigned claim": 8, "heartbeat": 2, "complete": 2}
-SQLITE = {"warm claim": 8, "first claim": 9, "unassigned claim": 10, "heartbeat": 2, "complete": 5}
+# reads the few conversations worth looking at off the queue marker (ConversationQueue), then
+# locks its candidate's conversation in the candidate query itself.
+POSTGRES = {"warm claim": 5, "first claim": 7, "unassigned claim": 7, "heartbeat": 2, "complete": 2}
+SQLITE = {"warm claim": 8, "first claim": 9, "unassigned claim": 9, "heartbeat": 2, "complete": 5}
 
 
 def budget(what: str) -> int:

@@ -9,7 +9,7 @@ import random
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
@@ -280,6 +280,63 @@ def test_concurrent_enqueues_claims_and_completions_keep_the_marker_right(alpha_
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert_markers_right()
+
+
+def _hold_conversation(conversation_pk: int, held: threading.Event, release: threading.Event):
+    """Another claimer, working in one conversation: its row locked until ``release``."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM agents_conversation WHERE id = %s FOR NO KEY UPDATE",
+                [conversation_pk],
+            )
+            held.set()
+            release.wait(30)
+    finally:
+        connections.close_all()
+
+
+def _lockable_now(message_pk: int, answer: list) -> None:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM workers_message WHERE id = %s FOR UPDATE NOWAIT", [message_pk]
+            )
+        answer.append(True)
+    except OperationalError:
+        answer.append(False)
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_passed_over_a_busy_conversation_holds_no_lock_on_its_messages(
+    alpha_agent, enqueue
+):
+    """The deadlock CI met: a claimer that passes a conversation another claimer holds must
+    not keep its head message locked, or the two wait for each other's heads."""
+    busy_head = enqueue("busy", "alpha", priority=90)
+    enqueue("free", "alpha", priority=10)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=_hold_conversation, args=(busy_head.conversation_id, held, release)
+    )
+    holder.start()
+    try:
+        assert held.wait(10)
+        with transaction.atomic():  # the claimer's transaction, still open below
+            worker = Worker.objects.create(worker_id="w", heartbeat_at=timezone.now())
+            job = leases.claim_next_job(worker)
+            assert job.message.conversation.conversation_id == "free"
+            answer: list[bool] = []
+            probe = threading.Thread(target=_lockable_now, args=(busy_head.pk, answer))
+            probe.start()
+            probe.join(10)
+            assert answer == [True]
+    finally:
+        release.set()
+        holder.join(10)
 
 
 @pytest.mark.django_db
