@@ -28,6 +28,22 @@ def pool_options(min_size: int, max_size: int, timeout: float) -> dict:
     return {"min_size": min_size, "max_size": max_size, "timeout": timeout}
 
 
+def prepare_threshold(raw: str) -> int | None:
+    """``DATABASE_PREPARE_THRESHOLD``: after how many runs on one connection a server-bound
+    statement is prepared (psycopg's ``prepare_threshold``); empty: never."""
+    if raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ImproperlyConfigured(
+            f"DATABASE_PREPARE_THRESHOLD must be a whole number >= 0 or empty (got {raw!r})."
+        )
+    return value
+
+
 def _forget_pools_in_child() -> None:
     from django.db import connections
     from django.db.backends.postgresql.base import DatabaseWrapper

@@ -129,7 +129,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A bounded psycopg pool per process and CONN_MAX_AGE=0 (SPEC §18): persistent
     # per-thread connections under the threaded server exhausted PostgreSQL's connections.
-    from config.db_pool import pool_options, register_fork_safety
+    from config.db_pool import pool_options, prepare_threshold, register_fork_safety
 
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # The pool checks a connection as it hands it out (one empty query), so a database
@@ -143,6 +143,14 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         timeout=env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     )
     register_fork_safety()
+    # The queue's and the webhook's hottest statements run server-bound
+    # (workers.sql_cursor.prepared_cursor) and are prepared on a pooled connection after this
+    # many runs. Empty turns preparing off (for a pooler in front that cannot keep prepared
+    # statements, like PgBouncer < 1.21 in transaction mode); Django's own queries never
+    # prepare either way.
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = prepare_threshold(
+        env.str("DATABASE_PREPARE_THRESHOLD", default="5")
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -9,12 +9,11 @@ parameters.
 
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
-
 from agents.models import AgentProfile, Conversation, Secret
 from agents.secret_refs import WEBHOOK_SECRET_PREFIX
 from telegram.models import Bot, IdentityBinding, SenderQuota, TelegramUpdate
 from workers.models import Message
+from workers.sql_cursor import instance_from_row, prepared_cursor
 
 
 def _columns(model, alias: str) -> tuple[list, str]:
@@ -57,42 +56,16 @@ def bot_with_secrets(
     the converters the ORM applies.
     """
     params = [update_id, IdentityBinding.ACTIVE, telegram_user_id, _SECRET_REF_PREFIX]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BOT_SQL, [*params, bot_identity])
         rows = cursor.fetchall()
     if not rows:
         return None
     split, end = len(_BOT_FIELDS), len(_BOT_FIELDS) + len(_AGENT_FIELDS)
-    bot = _instance(Bot, _BOT_FIELDS, rows[0][:split])
-    bot.agent = _instance(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
+    bot = instance_from_row(Bot, _BOT_FIELDS, rows[0][:split])
+    bot.agent = instance_from_row(AgentProfile, _AGENT_FIELDS, rows[0][split:end])
     secrets = [(r[end], bool(r[end + 1]), bytes(r[end + 2])) for r in rows if r[end] is not None]
     return bot, secrets, bool(rows[0][end + 3]), rows[0][end + 4]
-
-
-_CONVERTERS: dict[tuple[str, type], list] = {}
-
-
-def _converters(model, fields: list) -> list:
-    """Per field, its column and the converters the ORM would apply (computed once)."""
-    key = (connection.vendor, model)
-    if key not in _CONVERTERS:
-        plan = []
-        for field in fields:
-            col = field.get_col(model._meta.db_table)
-            steps = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            plan.append((col, steps))
-        _CONVERTERS[key] = plan
-    return _CONVERTERS[key]
-
-
-def _instance(model, fields: list, values):
-    conn = connections[DEFAULT_DB_ALIAS]  # resolved once, not on every value
-    converted = []
-    for (col, steps), value in zip(_converters(model, fields), values, strict=True):
-        for convert in steps:
-            value = convert(value, col, conn)
-        converted.append(value)
-    return model.from_db(conn.alias, [f.attname for f in fields], converted)
 
 
 # Whether an update is recorded ----------------------------------------------------------------
@@ -105,7 +78,7 @@ _SEEN_SQL = (
 
 def update_seen(bot_identity: str, update_id: int) -> bool:
     """Whether (bot, update id) is recorded; reads the unique index."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_SEEN_SQL, [bot_identity, update_id])
         return cursor.fetchone() is not None
 
@@ -121,7 +94,7 @@ _BINDING_SQL = (
 
 def active_binding_id(bot_identity: str, telegram_user_id: str) -> int | None:
     """The id of the newest active binding of (bot, Telegram user), or None."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BINDING_SQL, [IdentityBinding.ACTIVE, bot_identity, telegram_user_id])
         row = cursor.fetchone()
     return row[0] if row else None
@@ -174,7 +147,7 @@ def take_token(
         "yes": True,
         "no": False,
     }
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_TAKE_TOKEN_SQL, params)
         return bool(cursor.fetchone()[0])
 
@@ -192,6 +165,6 @@ _WAITING_SQL = (
 
 def waiting_at_least(conversation_id: str, cap: int) -> bool:
     """Whether the conversation has ``cap`` or more queued or processing messages."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_WAITING_SQL, [conversation_id, Message.QUEUED, Message.PROCESSING, cap])
         return cursor.fetchone()[0] >= cap

@@ -15,6 +15,7 @@ from telegram.models import TelegramUpdate
 from telegram.sql import _AVAILABLE, _QUOTA_TABLE, waiting_at_least
 from workers import claim_wait, queue
 from workers.models import Message
+from workers.sql_cursor import prepared_cursor
 
 # Admitting an update: queue cap, conversation, queue row, update record ---------------------
 
@@ -114,7 +115,7 @@ def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None
     if connection.vendor == "postgresql" and not prepared.attachments:
         message = prepared.new_message(None)
         sql, params = _enqueue_under_cap_sql(prepared, cap, message, row)
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(sql, params)
             waiting, conversation_pk, agent_pk, message_pk, row_pk, _ = cursor.fetchone()
         if waiting >= cap:
@@ -238,7 +239,7 @@ def admit_at_once(
     }
     params.update((f"m{n}", v) for n, v in enumerate(_insert_values(message, msg_fields, conn)))
     params.update((f"u{n}", v) for n, v in enumerate(_insert_values(row, upd_fields, conn)))
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         conversation_pk, message_pk, row_pk, _ = cursor.fetchone()
     if message_pk is None:

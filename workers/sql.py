@@ -17,6 +17,7 @@ from django.db import connection, transaction
 
 from agents.models import Conversation
 from workers.models import ConversationQueue, Message, Worker
+from workers.sql_cursor import first_instance, prepared_cursor
 
 # ``(field, operator, value)`` conditions of ``update``: the only operators it needs.
 OPERATORS = ("=", ">")
@@ -30,7 +31,7 @@ def update(model, values: dict, *where: tuple[str, str, object]) -> int:
     assignments, params = _assignments(model, values)
     conditions, condition_params = _conditions(model, where)
     sql = f"UPDATE {_table(model)} SET {assignments} WHERE {conditions}"  # noqa: S608
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params + condition_params)
         return cursor.rowcount
 
@@ -79,7 +80,7 @@ def finish_job(fence, message_values: dict, worker_pk: int, worker_values: dict)
         "WHERE id = %s AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
         "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM idle)"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, message_params + fence_params + worker_params + [worker_pk])
         return cursor.fetchone()[0] == 1
 
@@ -108,7 +109,7 @@ def locked(model, pk: int):
     elif connection.features.has_select_for_update:
         lock = " FOR UPDATE"
     sql = f"SELECT * FROM {quote(model._meta.db_table)} WHERE id = %s{lock}"  # noqa: S608
-    found = next(iter(model.objects.raw(sql, [pk])), None)
+    found = first_instance(model, sql, [pk])
     if found is None:
         raise model.DoesNotExist(f"No {model.__name__} with id {pk}.")
     return found
@@ -145,7 +146,7 @@ def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation
         f"SELECT w.*, {columns} FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
         "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
     )
-    worker = next(iter(Worker.objects.raw(sql, [worker_pk])), None)
+    worker = first_instance(Worker, sql, [worker_pk])
     if worker is None:
         raise Worker.DoesNotExist(f"No Worker with id {worker_pk}.")
     if worker.assigned_conversation_id is None:
@@ -167,7 +168,7 @@ def next_ready_in_conversation(
     with ``busy`` and ``owned_by_other`` as two ``exists()`` (see the twin test).
     """
     sql, params = next_ready_query(worker_pk, conversation_pk, now, live_cutoff)
-    return next(iter(Message.objects.raw(sql, params)), None)
+    return first_instance(Message, sql, params)
 
 
 def next_ready_query(
@@ -240,7 +241,7 @@ def claim_next_ready(
         "SELECT candidate.*, EXISTS (SELECT 1 FROM taken) AS taken FROM candidate"
     )
     params = candidate_params + message_params + worker_params + [worker_pk]
-    return next(iter(Message.objects.raw(sql, params)), None)
+    return first_instance(Message, sql, params)
 
 
 def _claim_next_ready_in_steps(
@@ -275,7 +276,7 @@ def claimable_conversations(
     ``ConversationQueue.objects`` (see the twin test).
     """
     query, params = claimable_conversations_query(worker, now, live_cutoff, excluded, limit)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(query, params)
         rows = cursor.fetchall()
     free = [conversation for tag, conversation in rows if tag == 1]
@@ -334,7 +335,7 @@ def conversation_key(conversation_id: str) -> tuple[int, int] | None:
 
     Twin: ``Conversation.objects.filter(conversation_id=…).values_list("id", "agent_id")``.
     """
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CONVERSATION_KEY_SQL, [conversation_id])
         row = cursor.fetchone()
     return (row[0], row[1]) if row else None

@@ -378,3 +378,20 @@ def test_admit_at_once_writes_nothing_unless_all_is_well(db, case):
     assert message is None
     assert (Message.objects.count(), _bucket("7"), Conversation.objects.count()) == before
     assert not TelegramUpdate.objects.exists()
+
+
+@pytest.mark.postgres
+def test_the_webhook_statements_are_prepared_after_a_few_runs_on_postgresql(make_bot):
+    """Server-bound (workers.sql_cursor.prepared_cursor): PostgreSQL plans the bot lookup once per
+    connection, and the prepared statement keeps giving the twin's answer."""
+    from django.db import connection
+
+    make_bot("alpha", "100")
+    for update_id in range(1, 9):
+        assert_same_bot("100", update_id, "9")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%telegram_bot%"],
+        )
+        assert cursor.fetchone()[0] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -310,3 +311,20 @@ def test_locked_worker_and_conversation_matches_two_locks(alpha_agent, enqueue, 
         assert got_conversation.in_handoff_for("w-lock", timezone.now()) is False
     with pytest.raises(Worker.DoesNotExist), transaction.atomic():
         sql.locked_worker_and_conversation(worker.pk + 1000)
+
+
+@pytest.mark.postgres
+def test_the_claim_statements_are_prepared_after_a_few_runs_on_postgresql(alpha_agent, enqueue):
+    """Server-bound (workers.sql_cursor.prepared_cursor): a warm claim's statement is
+    planned once per connection and keeps answering as its QuerySet twin."""
+    message = enqueue("conv-1", "alpha")
+    now = timezone.now()
+    for _ in range(8):
+        found = sql.next_ready_in_conversation(-1, message.conversation_id, now, now)
+        assert found.pk == message.pk and found.busy is False and found.owned_by_other is False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%owned_by_other%"],
+        )
+        assert cursor.fetchone()[0] == 1
