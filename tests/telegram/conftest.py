@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agents.models import AgentProfile
 from agents.secret_store import import_secret
+from telegram.bots import configure_webhook, import_telegram_token
 from telegram.models import Bot, IdentityBinding, PairingCode
 from telegram.pairing import bind_identity
 from tests.race import run_at_once
@@ -90,6 +91,15 @@ def post_at_once(updates: list[dict], identity: str = "100") -> list[str]:
         return response.json()["status"]
 
     return run_at_once(deliver, [(update,) for update in updates], barrier_timeout=10)
+
+
+def onboard_sandbox_alpha() -> Bot:
+    """Agent alpha and its bot 5151, onboarded against whatever Bot API the settings name
+    (the sandbox in the callers): token imported, webhook set."""
+    AgentProfile.objects.create(agent_key="alpha")
+    bot = import_telegram_token("alpha", "5151:alpha-sandbox-token", actor="t").bot
+    configure_webhook("alpha", actor="t")
+    return bot
 
 
 def text_update(
