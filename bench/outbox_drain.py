@@ -17,6 +17,8 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.fakes.http import send_json  # bench/_common.py puts the repository on sys.path
+
 BOT_LIMIT = 30  # messages per second per bot (Bot FAQ)
 CHAT_GAP = 1.0  # seconds between two messages to one private chat
 JITTER = 0.05  # arrival times wobble by a few ms on a busy machine
@@ -41,12 +43,7 @@ class FakeTelegram:
                 bot = token.removeprefix("bot").split(":")[0]
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
                 status, answer = fake.answer(bot, method, str(body.get("chat_id")), now)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, answer)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -69,9 +69,11 @@ def urls(model_admin) -> list:
     ]
 
 
-def _sandbox_on() -> None:
+def _sandbox_door(request, door: str, permission: str) -> None:
+    """Every sandbox chat door: 404 while the sandbox is off, then the permission check."""
     if not settings.AGENT_FACTORY_TELEGRAM_SANDBOX:
         raise Http404("The Telegram sandbox is switched off.")
+    require(request, request.user.has_perm(permission), door=door, permission=permission)
 
 
 def _error(exc: sandbox_chat.SandboxChatError) -> JsonResponse:
@@ -82,8 +84,7 @@ def _error(exc: sandbox_chat.SandboxChatError) -> JsonResponse:
 
 
 def chat_page(model_admin, request):
-    _sandbox_on()
-    require(request, request.user.has_perm(VIEW), door="telegram_sandbox_chat", permission=VIEW)
+    _sandbox_door(request, "telegram_sandbox_chat", VIEW)
     bots = sandbox_chat.chat_bots()
     wanted = request.GET.get("bot", "")
     selected = next((b for b in bots if b.bot.bot_identity == wanted), None)
@@ -114,9 +115,7 @@ def chat_page(model_admin, request):
 
 @require_GET
 def chat_messages(request):
-    _sandbox_on()
-    door = "telegram_sandbox_chat_messages"
-    require(request, request.user.has_perm(VIEW), door=door, permission=VIEW)
+    _sandbox_door(request, "telegram_sandbox_chat_messages", VIEW)
     try:
         user = sandbox_chat.parse_telegram_user(request.GET.get("user"))
         after = int(request.GET.get("after") or 0)
@@ -130,9 +129,7 @@ def chat_messages(request):
 
 @require_POST
 def chat_send(request):
-    _sandbox_on()
-    door = "telegram_sandbox_chat_send"
-    require(request, request.user.has_perm(SEND), door=door, permission=SEND)
+    _sandbox_door(request, "telegram_sandbox_chat_send", SEND)
     try:
         data = json.loads(request.body or b"{}")
     except ValueError:

@@ -64,6 +64,33 @@ def worker_api():
     return client
 
 
+WORKER_API = "/api/v1/worker"
+
+
+@pytest.fixture
+def claim_as(make_worker, worker_api):
+    """Register a live worker and claim through the worker API: claim_as("w-1") returns
+    (worker, its API client, the claimed job's JSON, ``None`` when there was none)."""
+    from django.utils import timezone
+
+    def claim(worker_id: str | None = None):
+        worker, token = make_worker(worker_id, heartbeat_at=timezone.now())
+        api = worker_api(token)
+        job = api.post(f"{WORKER_API}/claim/", {}, format="json").json()["job"]
+        return worker, api, job
+
+    return claim
+
+
+def post_job(api, job, action: str, **body):
+    """POST a lease-holding call (complete, fail, delivered, …) for a claimed job."""
+    return api.post(
+        f"{WORKER_API}/jobs/{job['message_id']}/{action}/",
+        {"lease_id": job["lease_id"], **body},
+        format="json",
+    )
+
+
 @pytest.fixture
 def enqueue(db):
     from workers.queue import enqueue_message

@@ -14,6 +14,7 @@ from agents.consumer_api.auth import (
     HasApiKey,
     scoped_agents,
 )
+from agents.consumer_api.idempotency import idempotent
 from agents.consumer_api.pagination import ConsumerCursorPagination
 from agents.consumer_api.schema import ConsumerAutoSchema
 
@@ -68,6 +69,13 @@ class ConsumerView(generics.GenericAPIView):
         if agent is None:
             raise Http404(f"Agent '{agent_key}' not found.")
         return agent
+
+    def idempotent_write(self, request, action):
+        """Validate the body with ``serializer_class``, then answer ``action(validated_data)``
+        (a (status, data) pair) once per Idempotency-Key (SPEC §15)."""
+        body = self.serializer_class(data=request.data)
+        body.is_valid(raise_exception=True)
+        return idempotent(request, self.api_key, lambda: action(body.validated_data))
 
     def paginated(self, queryset, serializer_class):
         page = self.paginate_queryset(self.filter_queryset(queryset))

@@ -7,7 +7,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agents.consumer_api.idempotency import idempotent
 from agents.consumer_api.serializers import (
     BindingCreateSerializer,
     BindingSerializer,
@@ -37,9 +36,7 @@ class PairingCreate(ConsumerView):
 
     @extend_schema(responses={201: PairingCreatedSerializer}, summary="Create a pairing code")
     def post(self, request):
-        body = PairingCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return idempotent(request, self.api_key, lambda: self.create(body.validated_data))
+        return self.idempotent_write(request, self.create)
 
     def create(self, data):
         agent = self.agent_or_404(data["agent_key"])
@@ -83,9 +80,7 @@ class BindingCreate(ConsumerView):
 
     @extend_schema(responses={201: BindingSerializer}, summary="Bind a user to an agent")
     def post(self, request):
-        body = BindingCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return idempotent(request, self.api_key, lambda: self.create(body.validated_data))
+        return self.idempotent_write(request, self.create)
 
     def create(self, data):
         agent = self.agent_or_404(data["agent_key"])

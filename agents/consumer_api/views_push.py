@@ -181,9 +181,7 @@ class BroadcastCreate(ConsumerView):
 
     @extend_schema(responses={202: BroadcastCreatedSerializer}, summary="Broadcast a text")
     def post(self, request):
-        body = BroadcastCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return idempotent(request, self.api_key, lambda: self.send(body.validated_data))
+        return self.idempotent_write(request, self.send)
 
     def send(self, data):
         keys = data.get("agent_keys")

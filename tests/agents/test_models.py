@@ -156,14 +156,9 @@ def test_runtime_cross_field_rules(db):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_configure_agent_creates_one_profile_and_loses_no_change():
-    import threading
-
-    from django.db import connections
-
     from agents.models import AuditEvent
+    from tests.race import run_at_once
 
-    barrier = threading.Barrier(4)
-    errors = []
     options = [
         {"enabled": False},
         {"require_telegram_binding": True},
@@ -172,20 +167,9 @@ def test_concurrent_configure_agent_creates_one_profile_and_loses_no_change():
     ]
 
     def run(kwargs):
-        try:
-            barrier.wait()
-            configure_agent("racer", actor="t", **kwargs)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        configure_agent("racer", actor="t", **kwargs)
 
-    threads = [threading.Thread(target=run, args=(kwargs,)) for kwargs in options]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    run_at_once(run, [(kwargs,) for kwargs in options], join_timeout=30)
     profile = AgentProfile.objects.get(agent_key="racer")
     assert not profile.enabled and profile.require_telegram_binding
     assert profile.secrets_ref == ["a.key"] and profile.bridge_config["service_id"] == "svc"

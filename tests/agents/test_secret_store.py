@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import logging
-import threading
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -26,6 +25,7 @@ from agents.secret_store import (
     key_id_for,
     rotate_encryption_key,
 )
+from tests.race import run_at_once
 
 PLAINTEXT = "sk-live-very-secret-VALUE-1234567890"
 OLD_KEY = base64.b64encode(b"o" * 32).decode()
@@ -340,24 +340,10 @@ def test_admin_cannot_edit_an_existing_version(admin_client, db):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_imports_leave_one_active_version():
-    errors = []
-    barrier = threading.Barrier(8)
-
     def run(n: int):
-        try:
-            barrier.wait()
-            import_secret("race", f"value-{n}", actor="t")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        import_secret("race", f"value-{n}", actor="t")
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    run_at_once(run, [(n,) for n in range(8)], join_timeout=30)
     versions = sorted(Secret.objects.filter(secret_ref="race").values_list("version", flat=True))
     assert versions == list(range(1, 9))  # no import lost
     assert Secret.objects.filter(secret_ref="race", active=True).count() == 1

@@ -9,6 +9,19 @@ from agents.consumer_api.services import create_api_key
 from agents.models import AgentProfile, Tenant
 from telegram.models import Bot
 
+V1 = "/api/v1/"
+
+
+def bind(client, user="u1", agent="alpha", tg="55"):
+    """Bind ``user`` to ``agent`` (Telegram user ``tg``) through the API; the binding's JSON."""
+    response = client.post(
+        V1 + "bindings/",
+        {"consumer_user_id": user, "agent_key": agent, "telegram_user_id": tg},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
 
 @pytest.fixture
 def world(db):

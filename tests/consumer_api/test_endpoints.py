@@ -11,21 +11,10 @@ from agents.consumer_api.models import ApiKey
 from agents.consumer_api.services import revoke_api_key
 from agents.models import Conversation, ConversationEntry
 from telegram.models import IdentityBinding, PairingCode
+from tests.consumer_api.conftest import V1, bind
 from workers.models import DataSnapshot, JobUsage, Message
 
 pytestmark = pytest.mark.django_db
-
-V1 = "/api/v1/"
-
-
-def bind(client, user="u1", agent="alpha", tg="55"):
-    response = client.post(
-        V1 + "bindings/",
-        {"consumer_user_id": user, "agent_key": agent, "telegram_user_id": tg},
-        format="json",
-    )
-    assert response.status_code == 201, response.json()
-    return response.json()
 
 
 # Authentication -------------------------------------------------------------------------

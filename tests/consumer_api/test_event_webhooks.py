@@ -18,6 +18,7 @@ from agents.consumer_api.event_sender import drain_events
 from agents.models import AgentProfile
 from telegram.models import IdentityBinding
 from telegram.pairing import bind_identity, consume_pairing_code, revoke_binding
+from tests.conftest import post_job
 from tests.consumer_api.webhook_receiver import Receiver
 from workers.queue import enqueue_message
 
@@ -82,14 +83,6 @@ def job_for(make_worker, worker_api):
         return client, job
 
     return make
-
-
-def post_job(client, job, action, **body):
-    return client.post(
-        f"{WORKER_API}/jobs/{job['message_id']}/{action}/",
-        {"lease_id": job["lease_id"], **body},
-        format="json",
-    )
 
 
 def test_each_event_reaches_the_receiver_signed(hooked, api, after_commit, job_for):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.pushing.models import PushBroadcast, PushJob
+from tests.consumer_api.conftest import bind
 
 pytestmark = pytest.mark.django_db
 
@@ -16,14 +17,6 @@ JOB = {
     "timezone": "Europe/Rome",
     "schedule": {"weekday": 1, "time": "08:30"},
 }
-
-
-def bind(client, user, agent, tg):
-    client.post(
-        "/api/v1/bindings/",
-        {"consumer_user_id": user, "agent_key": agent, "telegram_user_id": tg},
-        format="json",
-    )
 
 
 def test_push_job_create_read_patch_delete(world, rw):

@@ -7,11 +7,11 @@ import pytest
 
 from agents.pushing.models import MessageTemplate, PushJob, PushTemplate
 from agents.pushing.template_services import save_message_template, save_push_template
+from tests.consumer_api.conftest import V1, bind
 from workers.models import Message
 
 pytestmark = pytest.mark.django_db
 
-V1 = "/api/v1/"
 PUSH = {
     "key": "morning",
     "title": "Morning",
@@ -19,15 +19,6 @@ PUSH = {
     "periodicity": "daily",
     "suggested_times": [{"time": "07:30"}, {"time": "08:00"}],
 }
-
-
-def bind(client, user="u1", agent="alpha", tg="55"):
-    response = client.post(
-        V1 + "bindings/",
-        {"consumer_user_id": user, "agent_key": agent, "telegram_user_id": tg},
-        format="json",
-    )
-    assert response.status_code == 201, response.json()
 
 
 # Push templates -------------------------------------------------------------------------

@@ -16,7 +16,6 @@ server, worker processes); skipped without Chromium unless ``BROWSER_REQUIRED=1`
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from datetime import timedelta
@@ -33,6 +32,7 @@ from telegram.models import IdentityBinding, PairingCode
 
 # The browser, the live system and its cleanup: the sandbox chat test's fixtures, shared.
 from tests.e2e import test_browser_sandbox_chat as chat_test
+from tests.fakes.http import send_json
 
 chromium_path = chat_test.chromium_path
 chromium = chat_test.chromium
@@ -229,17 +229,9 @@ class FakeFly:
                 parts = urlsplit(self.path)
                 fake.calls.append(f"{self.command} {parts.path}")
                 if self.headers.get("Authorization") != f"Bearer {FLY_TOKEN}":
-                    return self._json(401, {"error": "unauthorized"})
+                    return send_json(self, 401, {"error": "unauthorized"})
                 status, body = fake.route(self.command, parts.path.split("/"))
-                self._json(status, body)
-
-            def _json(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             do_GET = do_POST = do_DELETE = _answer
 

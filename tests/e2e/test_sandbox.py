@@ -19,8 +19,9 @@ from django.urls import clear_url_caches, reverse
 from agents.models import AgentProfile
 from agents.secret_store import get_active_secret_value
 from telegram.bot_api import TelegramApiError
-from telegram.bots import bot_client, configure_webhook, import_telegram_token
+from telegram.bots import bot_client
 from telegram.models import Bot, SandboxMessage, SandboxWebhook
+from tests.telegram.conftest import onboard_sandbox_alpha
 from workers.models import Message
 
 BASE = "http://sandbox.test"
@@ -159,10 +160,7 @@ def test_the_sandbox_is_not_served_when_switched_off(db, settings):
 # simulate_update ---------------------------------------------------------------------------
 @pytest.fixture
 def onboarded(app):
-    AgentProfile.objects.create(agent_key="alpha")
-    bot = import_telegram_token("alpha", "5151:alpha-sandbox-token", actor="t").bot
-    configure_webhook("alpha", actor="t")
-    return bot
+    return onboard_sandbox_alpha()
 
 
 def test_simulate_update_posts_a_signed_update_that_is_enqueued(onboarded, app):

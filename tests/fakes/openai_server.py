@@ -25,6 +25,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.fakes.http import send_json
+
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
 
@@ -126,24 +128,14 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
-            def _send(self, status: int, payload: dict, headers: dict | None = None):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
             def do_GET(self):
                 fake._record(self, None)
                 if self.path.rstrip("/").endswith("/models"):
                     model = fake.model or "fake-model"
                     listed = {"id": model, "object": "model", "owned_by": "fake"}
-                    self._send(200, {"object": "list", "data": [listed]})
+                    send_json(self, 200, {"object": "list", "data": [listed]})
                 else:
-                    self._send(404, {"error": {"message": "not found"}})
+                    send_json(self, 404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -154,17 +146,17 @@ class FakeOpenAI:
                     body = {"_raw": raw.decode(errors="replace")}
                 fake._record(self, body)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._send(404, {"error": {"message": "not found"}})
+                    send_json(self, 404, {"error": {"message": "not found"}})
                     return
                 if fake.delay:
                     time.sleep(fake.delay)
                 status, headers, answer = fake._answer(body)
                 if status != 200:
-                    self._send(status, answer, headers)
+                    send_json(self, status, answer, headers)
                 elif body.get("stream"):
                     self._stream(body, answer["text"])
                 else:
-                    self._send(200, fake._completion(body, answer["text"]))
+                    send_json(self, 200, fake._completion(body, answer["text"]))
 
             def _stream(self, body: dict, text: str):
                 self.send_response(200)

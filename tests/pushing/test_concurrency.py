@@ -3,44 +3,23 @@ once (row locks with SKIP LOCKED, and the (job, run key) constraint behind them)
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connections
 
 from agents.pushing.dispatch import dispatch_push_jobs
 from agents.pushing.models import PushBroadcastDispatch, PushDispatch, PushJob
 from tests.pushing.conftest import utc
+from tests.race import run_at_once
 from workers.models import Message
 
 RACERS = 4
 
 
 def race(now, rounds: int = 1) -> list[dict]:
-    reports, errors = [], []
-    lock = threading.Lock()
-    barrier = threading.Barrier(RACERS)
-
     def run():
-        try:
-            barrier.wait(timeout=10)
-            for _ in range(rounds):
-                report = dispatch_push_jobs(now)
-                with lock:
-                    reports.append(report)
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connections.close_all()
+        return [dispatch_push_jobs(now) for _ in range(rounds)]
 
-    threads = [threading.Thread(target=run) for _ in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    return reports
+    batches = run_at_once(run, [()] * RACERS, barrier_timeout=10)
+    return [report for batch in batches for report in batch]
 
 
 @pytest.mark.postgres

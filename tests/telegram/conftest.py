@@ -2,18 +2,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 
 import pytest
 import responses
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from agents.models import AgentProfile
 from agents.secret_store import import_secret
+from telegram.bots import configure_webhook, import_telegram_token
 from telegram.models import Bot, IdentityBinding, PairingCode
 from telegram.pairing import bind_identity
+from tests.race import run_at_once
 
 TG = "http://telegram.test"
 
@@ -80,36 +80,26 @@ def post_at_once(updates: list[dict], identity: str = "100") -> list[str]:
     """Post each update from its own thread and database connection, all released together
     by a barrier (real concurrency, PostgreSQL); the webhook's statuses in arrival order. An
     exception in a thread fails the caller."""
-    statuses: list[str] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(len(updates))
 
-    def deliver(update: dict):
-        try:
-            client = Client()
-            barrier.wait(timeout=10)
-            response = client.post(
-                f"/telegram/webhook/{identity}/",
-                json.dumps(update),
-                content_type="application/json",
-                HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
-            )
-            with lock:
-                statuses.append(response.json()["status"])
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connections.close_all()
+    def deliver(update: dict) -> str:
+        response = Client().post(
+            f"/telegram/webhook/{identity}/",
+            json.dumps(update),
+            content_type="application/json",
+            HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="s" * 40,
+        )
+        return response.json()["status"]
 
-    threads = [threading.Thread(target=deliver, args=(update,)) for update in updates]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    return statuses
+    return run_at_once(deliver, [(update,) for update in updates], barrier_timeout=10)
+
+
+def onboard_sandbox_alpha() -> Bot:
+    """Agent alpha and its bot 5151, onboarded against whatever Bot API the settings name
+    (the sandbox in the callers): token imported, webhook set."""
+    AgentProfile.objects.create(agent_key="alpha")
+    bot = import_telegram_token("alpha", "5151:alpha-sandbox-token", actor="t").bot
+    configure_webhook("alpha", actor="t")
+    return bot
 
 
 def text_update(

@@ -16,6 +16,7 @@ from telegram.delivery import DELIVERY_SINK
 from telegram.outbox import write_rows
 from telegram.outbox_models import OutboxBot, OutboxMessage
 from telegram.outbox_sender import MAX_ATTEMPTS, drain_bot, drain_outbox, recover_stuck_rows
+from tests.conftest import post_job
 from workers.models import JobUsage, Message
 from workers.queue import enqueue_message
 
@@ -68,21 +69,15 @@ def telegram_job(agent_key="alpha", chat="55", conversation="conv-t", text="hi")
 
 
 @pytest.fixture
-def leased(alpha_agent, make_worker, worker_api):
+def leased(alpha_agent, claim_as):
     message = telegram_job()
-    worker, token = make_worker("w-out", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    _, api, job = claim_as("w-out")
     assert job["message_id"] == message.pk
     return message, api, job
 
 
 def complete(api, job, **body):
-    return api.post(
-        f"{API}/jobs/{job['message_id']}/complete/",
-        {"lease_id": job["lease_id"], **body},
-        format="json",
-    )
+    return post_job(api, job, "complete", **body)
 
 
 REPLY = {"text": "**Hello** <you>\n\n" + "word " * 1000, "format": "markdown"}

@@ -9,13 +9,14 @@ import threading
 
 import pytest
 import time_machine
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from agents.models import RuntimeConfig
 from telegram import quotas, sql_admit
 from telegram.models import SenderQuota, TelegramUpdate
 from telegram.tasks import prune_old_updates
+from tests.race import run_at_once
 from tests.telegram.conftest import TG, post_at_once, text_update
 from workers.models import Message
 
@@ -193,37 +194,19 @@ def test_concurrent_senders_never_pass_burst_plus_refill(make_bot, frozen):
     transaction at the same moment: the bucket admits at most burst + rate × elapsed."""
     make_bot("alpha", "100")
     limits(user_burst=5, user_rate_per_minute=60, conversation_queue_cap=1000)
-    admitted: list[bool] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(CONCURRENT)
 
-    def take():
-        try:
-            barrier.wait(timeout=10)
-            with transaction.atomic():
-                refused = quotas.check("100", "7", "telegram:100:7")
-            with lock:
-                admitted.append(refused is None)
-        except BaseException as exc:  # surfaced below
-            with lock:
-                errors.append(exc)
-        finally:
-            connections.close_all()
+    def take() -> bool:
+        with transaction.atomic():
+            return quotas.check("100", "7", "telegram:100:7") is None
 
     traveller = time_machine.travel(T0, tick=not frozen)
     traveller.start()
     started = timezone.now()
     try:
-        threads = [threading.Thread(target=take) for _ in range(CONCURRENT)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        admitted = run_at_once(take, [()] * CONCURRENT, barrier_timeout=10)
         elapsed = (timezone.now() - started).total_seconds()
     finally:
         traveller.stop()
-    assert not errors, errors
     assert len(admitted) == CONCURRENT
     if frozen:
         assert sum(admitted) == 5

@@ -45,11 +45,9 @@ class MediaBot(FakeBot):
 
 
 @pytest.fixture
-def leased(alpha_agent, make_worker, worker_api):
+def leased(alpha_agent, claim_as):
     message = telegram_job()
-    worker, token = make_worker("w-media", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    _, api, job = claim_as("w-media")
     assert job["message_id"] == message.pk
     return message, api, job
 

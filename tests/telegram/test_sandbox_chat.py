@@ -14,9 +14,10 @@ from django.urls import reverse
 
 from agents.models import AgentProfile
 from agents.secret_store import get_active_secret_value
-from telegram.bots import configure_webhook, import_telegram_token
+from telegram.bots import import_telegram_token
 from telegram.models import IdentityBinding, PairingCode, SandboxMessage, TelegramUpdate
 from telegram.pairing import create_pairing_code
+from tests.telegram.conftest import onboard_sandbox_alpha
 from workers.models import Message
 
 BASE = "http://chat.test"
@@ -57,10 +58,7 @@ def sandbox(db, settings):
 
 @pytest.fixture
 def bot(sandbox):
-    AgentProfile.objects.create(agent_key="alpha")
-    bot = import_telegram_token("alpha", "5151:alpha-sandbox-token", actor="t").bot
-    configure_webhook("alpha", actor="t")
-    return bot
+    return onboard_sandbox_alpha()
 
 
 @pytest.fixture

@@ -36,11 +36,9 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def leased(alpha_agent, make_worker, worker_api, enqueue):
+def leased(alpha_agent, claim_as, enqueue):
     message = enqueue("conv-1", "alpha", "hello")
-    worker, token = make_worker("w-contract", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    worker, api, job = claim_as("w-contract")
     return message, worker, api, job
 
 

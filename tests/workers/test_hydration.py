@@ -22,11 +22,9 @@ MODEL_KEY = "sk-PLAINTEXT-MODEL-KEY-77"
 
 
 @pytest.fixture
-def holder(alpha_agent, make_worker, worker_api, enqueue):
+def holder(alpha_agent, claim_as, enqueue):
     message = enqueue("conv-h", "alpha", "hello")
-    worker, token = make_worker("w-holder", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
+    worker, api, job = claim_as("w-holder")
     return message, worker, api, job
 
 

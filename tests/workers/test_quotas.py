@@ -17,12 +17,9 @@ TRIPLE = {"workspace_id": "default", "agent_key": "alpha", "conversation_id": "c
 
 
 @pytest.fixture
-def leased(alpha_agent, make_worker, worker_api, enqueue):
+def leased(alpha_agent, claim_as, enqueue):
     enqueue("conv-q", "alpha")
-    worker, token = make_worker("w-quota", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
-    return worker, api, job
+    return claim_as("w-quota")
 
 
 def limits(**fields) -> None:

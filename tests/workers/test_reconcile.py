@@ -14,6 +14,7 @@ from django.db import connections
 from django.utils import timezone
 
 from agents.models import AgentProfile, AuditEvent, RuntimeConfig
+from tests.race import run_at_once
 from workers.lifecycle import InvalidTransition, transition_worker
 from workers.models import DataSnapshot, Message, Worker
 from workers.providers.base import Provider, ProviderError, SpawnResult
@@ -332,25 +333,12 @@ def queue_demand_for_racing_passes(monkeypatch) -> None:
 def test_two_concurrent_reconciles_spawn_once(fake_provider, monkeypatch):
     queue_demand_for_racing_passes(monkeypatch)
     assert not Worker.objects.exists()
-    barrier = threading.Barrier(2)
-    errors = []
 
     def run():
-        try:
-            barrier.wait()
-            for _ in range(3):
-                reconcile()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for _ in range(3):
+            reconcile()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    run_at_once(run, [()] * 2, join_timeout=60)
     assert Worker.objects.count() == 1
     assert len(fake_provider.spawned) == 1
 

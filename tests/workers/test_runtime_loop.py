@@ -18,6 +18,7 @@ import pytest
 import responses
 from django.core.management import call_command
 
+from tests.fakes.http import send_json
 from workers.runtime.api_client import ApiError, LeaseLostError
 from workers.runtime.archive import make_archive as write_archive
 from workers.runtime.handlers import HandlerResult, JobContext, http_forward, load_handler
@@ -556,12 +557,7 @@ class _Gateway(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Gateway.received.append((dict(self.headers), json.loads(body)))
         status, payload = _Gateway.answers.pop(0)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def log_message(self, *args):
         pass

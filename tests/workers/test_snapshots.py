@@ -18,12 +18,9 @@ TRIPLE = {"workspace_id": "default", "agent_key": "alpha", "conversation_id": "c
 
 
 @pytest.fixture
-def leased(alpha_agent, make_worker, worker_api, enqueue):
+def leased(alpha_agent, claim_as, enqueue):
     enqueue("conv-s", "alpha")
-    worker, token = make_worker("w-snap", heartbeat_at=timezone.now())
-    api = worker_api(token)
-    job = api.post(f"{API}/claim/", {}, format="json").json()["job"]
-    return worker, api, job
+    return claim_as("w-snap")
 
 
 def upload(api, data=b"tarball", **overrides):

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from agents.secret_store import import_secret
 from telegram.dead_letters import APOLOGY_TEXT
+from tests.conftest import post_job
 from workers import leases, queue
 from workers.models import JobUsage, Message
 from workers.usage import usage_summary
@@ -32,28 +33,19 @@ def priced(alpha_agent):
 
 
 @pytest.fixture
-def holder(priced, make_worker, worker_api, enqueue):
+def holder(priced, claim_as, enqueue):
     def claim(text="hello", conversation="conv-u", **payload_metadata):
         enqueue(conversation, "alpha", text, max_attempts=2)
-        worker, token = make_worker(heartbeat_at=timezone.now())
-        api = worker_api(token)
-        return api, api.post(f"{API}/claim/", {}, format="json").json()["job"]
+        _, api, job = claim_as()
+        return api, job
 
     return claim
-
-
-def post(api, job, action, **body):
-    return api.post(
-        f"{API}/jobs/{job['message_id']}/{action}/",
-        {"lease_id": job["lease_id"], **body},
-        format="json",
-    )
 
 
 def test_complete_and_fail_store_usage_with_the_cost(holder):
     api, job = holder()
     usage = {"input_tokens": 1000, "output_tokens": 200, "model": "gpt-4o-mini"}
-    assert post(api, job, "fail", error="boom", usage=usage).json()["status"] == "queued"
+    assert post_job(api, job, "fail", error="boom", usage=usage).json()["status"] == "queued"
     failed = JobUsage.objects.get()
     assert (failed.outcome, failed.consumer_user, failed.model) == (
         "failed",
@@ -67,7 +59,7 @@ def test_complete_and_fail_store_usage_with_the_cost(holder):
     reported = {**usage, "cost_usd": "0.5"}
     with time_machine.travel(timezone.now() + dt.timedelta(seconds=5)):
         api, job = holder(conversation="conv-u2")
-        assert post(api, job, "complete", usage=reported).status_code == 200
+        assert post_job(api, job, "complete", usage=reported).status_code == 200
     done = JobUsage.objects.get(outcome="done")
     assert done.cost_usd == Decimal("0.5") and done.cost_reported  # the handler's figure wins
     assert done.message_id == job["message_id"]
@@ -75,21 +67,21 @@ def test_complete_and_fail_store_usage_with_the_cost(holder):
 
 def test_usage_is_optional_and_validated(holder):
     api, job = holder()
-    bad = post(api, job, "complete", usage={"input_tokens": -1})
+    bad = post_job(api, job, "complete", usage={"input_tokens": -1})
     assert bad.status_code == 400 and "input_tokens" in json.dumps(bad.json())
     assert Message.objects.get().status == "processing" and not JobUsage.objects.exists()
-    assert post(api, job, "complete").status_code == 200  # old workers send none
+    assert post_job(api, job, "complete").status_code == 200  # old workers send none
     assert not JobUsage.objects.exists()
 
 
 def test_sums_per_agent_user_day_and_month_and_the_command(holder, cli_out):
     with time_machine.travel(dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)):
         api, job = holder()
-        post(api, job, "complete", usage={"input_tokens": 10, "output_tokens": 5, "model": "m"})
+        post_job(api, job, "complete", usage={"input_tokens": 10, "output_tokens": 5, "model": "m"})
     with time_machine.travel(dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)):
         for conversation in ("a", "b"):
             api, job = holder(conversation=conversation)
-            post(api, job, "fail", error="x", usage={"input_tokens": 100, "output_tokens": 0})
+            post_job(api, job, "fail", error="x", usage={"input_tokens": 100, "output_tokens": 0})
     days = usage_summary(period="day", agent_key="alpha")
     assert [
         (r["period"], r["input_tokens"], r["attempts"], r["failed_attempts"]) for r in days
@@ -220,7 +212,7 @@ def test_no_apology_when_the_reply_was_delivered(
 def test_a_precise_reported_cost_is_rounded_to_micro_dollars(holder):
     api, job = holder()
     usage = {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0012345678, "model": "m"}
-    assert post(api, job, "complete", usage=usage).status_code == 200
+    assert post_job(api, job, "complete", usage=usage).status_code == 200
     assert JobUsage.objects.get().cost_usd == Decimal("0.001235")
 
 
