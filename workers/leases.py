@@ -153,15 +153,10 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
 def candidates_among(
     worker: Worker, now: dt.datetime, config: RuntimeConfig, conversations, excluded
 ):
-    """The claim's full candidate query (SPEC §6.2), over ``conversations`` only, with the
-    candidate's conversation (``CLAIM_CONVERSATION_FIELDS``) locked.
-
-    The lock is the conversation's, never the message's, and skips conversations another
-    claimer holds. A message lock would outlive a failed attempt (row locks last until
-    commit): two claimers each holding the head of the conversation the other then claims
-    in would deadlock (tests/workers/test_queue_marker.py). Inside its locked conversation a
-    claim locks the message it takes by itself.
-    """
+    """The claim's full candidate query (SPEC §6.2) over ``conversations``, locking the
+    candidate's conversation (skipping those other claimers hold), never the message: a
+    message lock would outlive a failed attempt, and two claimers each holding the head of
+    the conversation the other claims in would deadlock (tests/workers/test_queue_marker.py)."""
     return (
         Message.objects.claim_candidates(now, _other_live_workers(worker, now, config))
         .filter(conversation_id__in=conversations)
