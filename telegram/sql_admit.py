@@ -1,9 +1,8 @@
 """The webhook's raw-SQL fast paths that admit an update (SPEC §5.3 steps 6a–7): the queue
-cap, the queue row, the update record and the claims' wake-up in one statement, with the
-sender's token in it too when all is well (``telegram.sql`` has the rest of the app's fast
-paths; the split only keeps modules short). Each has its steps as twin in
-tests/telegram/test_sql.py, run on SQLite and PostgreSQL; names come from the models'
-metadata, values are always parameters.
+cap, the queue row and the update record in one statement, with the sender's token in it
+too when all is well (``telegram.sql`` has the rest of the app's fast paths; the split only
+keeps modules short). Each has its steps as twin in tests/telegram/test_sql.py, run on
+SQLite and PostgreSQL; names come from the models' metadata, values are always parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 from agents.models import Conversation
 from telegram.models import TelegramUpdate
 from telegram.sql import _AVAILABLE, _QUOTA_TABLE, waiting_at_least
-from workers import claim_wait, queue
+from workers import queue
 from workers.models import Message
 from workers.sql_cursor import prepared_cursor
 
@@ -74,8 +73,7 @@ def _enqueue_plan() -> tuple[str, list, list, list]:
             f"recorded AS (INSERT INTO {updates} ({upd_cols}, {quote('message_id')}) "
             f"SELECT {upd_marks}, q.id FROM queued q RETURNING id) "
             "SELECT (SELECT n FROM waiting), (SELECT id FROM target), "
-            "(SELECT agent_id FROM target), (SELECT id FROM queued), (SELECT id FROM recorded), "
-            f"(SELECT {claim_wait.NOTIFY_EXPRESSION} FROM queued)"
+            "(SELECT agent_id FROM target), (SELECT id FROM queued), (SELECT id FROM recorded)"
         )
         _ENQUEUE_PLANS[connection.vendor] = (sql, conv_fields, msg_fields, upd_fields)
     return _ENQUEUE_PLANS[connection.vendor]
@@ -117,7 +115,7 @@ def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None
         sql, params = _enqueue_under_cap_sql(prepared, cap, message, row)
         with prepared_cursor() as cursor:
             cursor.execute(sql, params)
-            waiting, conversation_pk, agent_pk, message_pk, row_pk, _ = cursor.fetchone()
+            waiting, conversation_pk, agent_pk, message_pk, row_pk = cursor.fetchone()
         if waiting >= cap:
             return None
         if agent_pk is not None and agent_pk != prepared.agent.pk:
@@ -127,7 +125,7 @@ def enqueue_under_cap(prepared, cap: int, row: TelegramUpdate) -> Message | None
             message.pk, message.conversation_id = message_pk, conversation_pk
             message._state.adding = False
             row.pk, row.message_id, row._state.adding = row_pk, message_pk, False
-            queue.request_reconcile_after_commit(notified_in_statement=True)
+            queue.request_reconcile_after_commit()
             return message
         # Created concurrently: nothing was written; the steps see that conversation now.
     return _enqueue_under_cap_in_steps(prepared, cap, row)
@@ -193,7 +191,7 @@ def _at_once_plan() -> tuple[str, list, list]:
             f"recorded AS (INSERT INTO {updates} ({upd_cols}, {quote('message_id')}) "
             f"SELECT {_named(upd_fields, 'u')}, q.id FROM queued q RETURNING id) "
             "SELECT (SELECT id FROM existing), (SELECT id FROM queued), "
-            f"(SELECT id FROM recorded), (SELECT {claim_wait.NOTIFY_EXPRESSION} FROM queued)"
+            "(SELECT id FROM recorded)"
         )
         _AT_ONCE_PLANS[connection.vendor] = (sql, msg_fields, upd_fields)
     return _AT_ONCE_PLANS[connection.vendor]
@@ -241,12 +239,11 @@ def admit_at_once(
     params.update((f"u{n}", v) for n, v in enumerate(_insert_values(row, upd_fields, conn)))
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
-        conversation_pk, message_pk, row_pk, _ = cursor.fetchone()
+        conversation_pk, message_pk, row_pk = cursor.fetchone()
     if message_pk is None:
         return None
     message.pk, message.conversation_id = message_pk, conversation_pk
     message._state.adding = False
     row.pk, row.message_id, row._state.adding = row_pk, message_pk, False
-    # Committed already (the NOTIFY with it): runs now.
-    queue.request_reconcile_after_commit(notified_in_statement=True)
+    queue.request_reconcile_after_commit()  # committed already: runs now
     return message

@@ -29,24 +29,13 @@ CHANNEL = "agent_factory_new_work"
 _local = threading.Condition()
 
 
-# The wake-up as an SQL expression, for a PostgreSQL statement that enqueues: sent when its
-# transaction commits, at no round trip of its own (telegram.sql_admit).
-NOTIFY_EXPRESSION = f"pg_notify('{CHANNEL}', '')"
-
-
-def wake_local_waiters() -> None:
-    """Wake the claims waiting in this process without a ``LISTEN`` (SQLite, or a claim
-    inside a transaction)."""
-    with _local:
-        _local.notify_all()
-
-
 def notify_new_work() -> None:
     """Wake the waiting claims (call after commit)."""
-    wake_local_waiters()
+    with _local:
+        _local.notify_all()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {NOTIFY_EXPRESSION}")
+            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
 
 
 def _keep_waiting(worker: Worker, conversation_id: str | None) -> bool:

@@ -265,17 +265,11 @@ def insert_prepared(prepared: PreparedEnqueue) -> EnqueueResult:
     return EnqueueResult(message=message, conversation_created=created)
 
 
-def request_reconcile_after_commit(*, notified_in_statement: bool = False) -> None:
+def request_reconcile_after_commit() -> None:
     """What every enqueue asks once its transaction commits: wake the long-polling claims
     (SPEC §7) and a (coalesced) reconcile. Called by every path that inserts a queue row,
-    the webhook's raw-SQL ones included, so no model signal is relied on.
-
-    ``notified_in_statement``: the enqueuing statement carried
-    ``claim_wait.NOTIFY_EXPRESSION`` (PostgreSQL sends it at commit), so only this
-    process's own waiters are left to wake.
-    """
-    wake = claim_wait.wake_local_waiters if notified_in_statement else claim_wait.notify_new_work
-    transaction.on_commit(wake, robust=True)
+    the webhook's raw-SQL ones included, so no model signal is relied on."""
+    transaction.on_commit(claim_wait.notify_new_work, robust=True)
     transaction.on_commit(triggers.request_reconcile)
 
 
