@@ -33,15 +33,11 @@ def prepare_threshold(raw: str) -> int | None:
     statement is prepared (psycopg's ``prepare_threshold``); empty: never."""
     if raw.strip() == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
+    if not raw.strip().isdigit():
         raise ImproperlyConfigured(
             f"DATABASE_PREPARE_THRESHOLD must be a whole number >= 0 or empty (got {raw!r})."
         )
-    return value
+    return int(raw)
 
 
 def _forget_pools_in_child() -> None:
