@@ -115,7 +115,8 @@ def locked(model, pk: int):
     return found
 
 
-# What a claim reads of the conversation it locks (the rest is loaded only if touched).
+# What a claim reads of the rows it locks and takes; the rest stay deferred (loaded only if
+# touched), as with ``only()``: every column read costs the request its conversion.
 CLAIM_CONVERSATION_FIELDS = (
     "id",
     "conversation_id",
@@ -123,13 +124,38 @@ CLAIM_CONVERSATION_FIELDS = (
     "handoff_from_worker",
     "handoff_until",
 )
+CLAIM_WORKER_FIELDS = (
+    "id",
+    "worker_id",
+    "status",
+    "heartbeat_at",
+    "created_at",
+    "assigned_conversation_id",
+    "assigned_at",
+)
+# The job the claim hands out (its lease fields are the values the claim wrote).
+CLAIM_MESSAGE_FIELDS = (
+    "id",
+    "conversation_id",
+    "agent_key",
+    "payload",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "delivered_at",
+)
+
+
+def _column_list(model, alias: str, names) -> str:
+    quote, meta = connection.ops.quote_name, model._meta
+    return ", ".join(f"{alias}.{quote(meta.get_field(name).column)}" for name in names)
 
 
 def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation | None]:
     """``locked(Worker, pk)`` and, when it is assigned, ``locked(Conversation, its
     conversation)``: the claim's first two locks, in that order, in one round trip on
-    PostgreSQL (bench/claim_throughput.py). The conversation carries only
-    ``CLAIM_CONVERSATION_FIELDS``.
+    PostgreSQL (bench/claim_throughput.py). The worker carries only ``CLAIM_WORKER_FIELDS``
+    and the conversation only ``CLAIM_CONVERSATION_FIELDS``.
 
     Twin (and the path elsewhere): the two ``locked`` calls.
     """
@@ -143,7 +169,8 @@ def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation
     columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
     sql = (
         f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
-        f"SELECT w.*, {columns} FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
+        f"SELECT {_column_list(Worker, 'w', CLAIM_WORKER_FIELDS)}, {columns} "
+        f"FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
         "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
     )
     worker = first_instance(Worker, sql, [worker_pk])
@@ -238,7 +265,9 @@ def claim_next_ready(
         f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
         "assigned_agent_key = (SELECT agent_key FROM candidate) "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
-        "SELECT candidate.*, EXISTS (SELECT 1 FROM taken) AS taken FROM candidate"
+        f"SELECT {_column_list(Message, 'candidate', CLAIM_MESSAGE_FIELDS)}, "
+        "candidate.busy, candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken "
+        "FROM candidate"
     )
     params = candidate_params + message_params + worker_params + [worker_pk]
     return first_instance(Message, sql, params)

@@ -29,59 +29,82 @@ def prepared_cursor():
 _CONVERTERS: dict[tuple, list] = {}
 
 
-def _converters(model, fields: tuple) -> list:
-    """Per field, its column and the converters the ORM would apply (computed once)."""
-    key = (connection.vendor, model, fields)
-    if key not in _CONVERTERS:
+def _converters(model, fields) -> list:
+    """Per field, its column and the converters the ORM would apply (computed once per
+    field list). Keyed by attribute names: hashing ``Field`` objects on every row cost more
+    than the conversion itself (bench/claim_throughput.py)."""
+    key = (connection.vendor, model, *(field.attname for field in fields))
+    plan = _CONVERTERS.get(key)
+    if plan is None:
         plan = []
         for field in fields:
             col = field.get_col(model._meta.db_table)
             steps = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
             plan.append((col, steps))
         _CONVERTERS[key] = plan
-    return _CONVERTERS[key]
+    return plan
+
+
+def _convert(plan, values, conn) -> list:
+    converted = []
+    for (col, steps), value in zip(plan, values, strict=True):
+        for convert in steps:
+            value = convert(value, col, conn)
+        converted.append(value)
+    return converted
 
 
 def instance_from_row(model, fields, values):
     """A ``model`` instance from ``values`` of ``fields`` (in the model's field order) as the
     database sent them, through the converters the ORM applies (as ``Model.from_db`` gets
     them from a QuerySet)."""
-    fields = tuple(fields)
     conn = connections[DEFAULT_DB_ALIAS]  # resolved once, not on every value
-    converted = []
-    for (col, steps), value in zip(_converters(model, fields), values, strict=True):
-        for convert in steps:
-            value = convert(value, col, conn)
-        converted.append(value)
-    return model.from_db(conn.alias, [f.attname for f in fields], converted)
+    converted = _convert(_converters(model, fields), values, conn)
+    return model.from_db(conn.alias, [field.attname for field in fields], converted)
 
 
-_COLUMNS: dict[type, dict] = {}
+class _RowLayout:
+    """How a statement's rows become ``model`` instances: which values are the model's
+    fields (in the model's field order, as ``from_db`` takes them), their converters, and
+    which are extra columns (an ``EXISTS … AS busy``, a joined row's ``c_id``)."""
+
+    def __init__(self, model, names: list[str]):
+        columns = {field.column: field for field in model._meta.concrete_fields}
+        position_of, self.extras = {}, []
+        for index, name in enumerate(names):
+            field = columns.get(name)
+            if field is None or field.column in position_of:
+                self.extras.append((index, name))
+            else:
+                position_of[field.column] = index
+        fields = [f for f in model._meta.concrete_fields if f.column in position_of]
+        self.positions = [position_of[field.column] for field in fields]
+        self.attnames = [field.attname for field in fields]
+        self.converters = _converters(model, fields)
+
+
+# A statement's text fixes its columns, so its layout is worked out on its first row only.
+_LAYOUTS: dict[tuple, _RowLayout] = {}
 
 
 def first_instance(model, sql: str, params):
     """``next(iter(model.objects.raw(sql, params)), None)``, run on ``prepared_cursor``:
     the first row as a ``model`` instance, its columns that are not the model's (an
-    ``EXISTS … AS busy``, a joined row's ``c_id``) set as attributes."""
+    ``EXISTS … AS busy``, a joined row's ``c_id``) set as attributes. A statement that
+    selects some of the model's columns gives an instance with the others deferred, as
+    ``only()`` does."""
+    key = (connection.vendor, model, sql)
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-        names = [column[0] for column in cursor.description]
+        layout = _LAYOUTS.get(key)
+        if layout is None:
+            layout = _LAYOUTS[key] = _RowLayout(model, [c[0] for c in cursor.description])
     if row is None:
         return None
-    if model not in _COLUMNS:
-        _COLUMNS[model] = {f.column: f for f in model._meta.concrete_fields}
-    columns = _COLUMNS[model]
-    found, extras = {}, []
-    for name, value in zip(names, row, strict=True):
-        field = columns.get(name)
-        if field is None or field in found:
-            extras.append((name, value))
-        else:
-            found[field] = value
-    # ``from_db`` takes the values in the model's field order.
-    fields = [f for f in model._meta.concrete_fields if f in found]
-    instance = instance_from_row(model, fields, [found[f] for f in fields])
-    for name, value in extras:
-        setattr(instance, name, value)
+    conn = connections[DEFAULT_DB_ALIAS]
+    values = _convert(layout.converters, [row[i] for i in layout.positions], conn)
+    instance = model.from_db(conn.alias, layout.attnames, values)
+    for index, name in layout.extras:
+        setattr(instance, name, row[index])
     return instance

@@ -215,6 +215,11 @@ def test_claim_next_ready_matches_its_queryset_twin(alpha_agent, make_worker, sc
                 claimer.pk, conversation.pk, now, cutoff, message_values, worker_values
             )
             answer = found and (bool(found.busy), bool(found.owned_by_other), bool(found.taken))
+            if found and connection.vendor == "postgresql":
+                deferred = found.get_deferred_fields()
+                assert {f.attname for f in Message._meta.concrete_fields} - deferred == set(
+                    sql.CLAIM_MESSAGE_FIELDS
+                )
         else:
             found, busy, owned_by_other = twin_next_ready(claimer, conversation, now, cutoff)
             taken = found is not None and not busy and not owned_by_other
@@ -301,6 +306,12 @@ def test_locked_worker_and_conversation_matches_two_locks(alpha_agent, enqueue, 
     with transaction.atomic():
         got_worker, got_conversation = sql.locked_worker_and_conversation(worker.pk)
         twin_worker = sql.locked(Worker, worker.pk)
+        if connection.vendor == "postgresql":
+            # Only what the claim reads is loaded; the rest stays deferred, as with only().
+            loaded = {f.attname for f in Worker._meta.concrete_fields} - set(
+                got_worker.get_deferred_fields()
+            )
+            assert loaded == set(sql.CLAIM_WORKER_FIELDS)
         assert model_to_dict(got_worker) == model_to_dict(twin_worker)
         if not assigned:
             assert got_conversation is None
