@@ -30,10 +30,28 @@ def update(model, values: dict, *where: tuple[str, str, object]) -> int:
     """
     assignments, params = _assignments(model, values)
     conditions, condition_params = _conditions(model, where)
-    sql = f"UPDATE {_table(model)} SET {assignments} WHERE {conditions}"  # noqa: S608
+    sql = _text(_update_sql, model, assignments, conditions)
     with prepared_cursor() as cursor:
         cursor.execute(sql, params + condition_params)
         return cursor.rowcount
+
+
+# A statement's text depends only on which columns it names, so each shape is built once
+# per process: on the queue's hot paths, building it cost as much as the psycopg call.
+_TEXTS: dict[tuple, str] = {}
+
+
+def _text(build, *shape) -> str:
+    """``build(*shape)``, built once per shape (and database vendor)."""
+    key = (connection.vendor, build, *shape)
+    text = _TEXTS.get(key)
+    if text is None:
+        text = _TEXTS[key] = build(*shape)
+    return text
+
+
+def _update_sql(model, assignments: str, conditions: str) -> str:
+    return f"UPDATE {_table(model)} SET {assignments} WHERE {conditions}"  # noqa: S608
 
 
 def _table(model) -> str:
@@ -41,24 +59,32 @@ def _table(model) -> str:
 
 
 def _assignments(model, values: dict) -> tuple[str, list]:
+    meta = model._meta
+    params = [meta.get_field(name).get_db_prep_save(v, connection) for name, v in values.items()]
+    return _text(_assignments_sql, model, tuple(values)), params
+
+
+def _assignments_sql(model, names: tuple[str, ...]) -> str:
     quote, meta = connection.ops.quote_name, model._meta
-    parts, params = [], []
-    for name, value in values.items():
-        field = meta.get_field(name)
-        parts.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    return ", ".join(parts), params
+    return ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
 
 
 def _conditions(model, where) -> tuple[str, list]:
-    quote, meta = connection.ops.quote_name, model._meta
-    parts, params = [], []
+    meta, params = model._meta, []
     for name, operator, value in where:
         field = meta.pk if name == "pk" else meta.get_field(name)
         assert operator in OPERATORS and value is not None
-        parts.append(f"{quote(field.column)} {operator} %s")
         params.append(field.get_db_prep_value(value, connection))
-    return " AND ".join(parts), params
+    shape = tuple((name, operator) for name, operator, _ in where)
+    return _text(_conditions_sql, model, shape), params
+
+
+def _conditions_sql(model, shape: tuple[tuple[str, str], ...]) -> str:
+    quote, meta = connection.ops.quote_name, model._meta
+    return " AND ".join(
+        f"{quote((meta.pk if name == 'pk' else meta.get_field(name)).column)} {operator} %s"
+        for name, operator in shape
+    )
 
 
 def finish_job(fence, message_values: dict, worker_pk: int, worker_values: dict) -> bool:
@@ -73,16 +99,20 @@ def finish_job(fence, message_values: dict, worker_pk: int, worker_values: dict)
     message_set, message_params = _assignments(Message, message_values)
     fence_sql, fence_params = _conditions(Message, fence)
     worker_set, worker_params = _assignments(Worker, worker_values)
-    sql = (
+    sql = _text(_finish_job_sql, message_set, fence_sql, worker_set)
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, message_params + fence_params + worker_params + [worker_pk])
+        return cursor.fetchone()[0] == 1
+
+
+def _finish_job_sql(message_set: str, fence_sql: str, worker_set: str) -> str:
+    return (
         f"WITH done AS (UPDATE {_table(Message)} SET {message_set} "  # noqa: S608
         f"WHERE {fence_sql} RETURNING 1), "
         f"idle AS (UPDATE {_table(Worker)} SET {worker_set} "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
         "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM idle)"
     )
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, message_params + fence_params + worker_params + [worker_pk])
-        return cursor.fetchone()[0] == 1
 
 
 def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> bool:
@@ -164,16 +194,7 @@ def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation
         if worker.assigned_conversation_id is None:
             return worker, None
         return worker, locked(Conversation, worker.assigned_conversation_id)
-    quote = connection.ops.quote_name
-    # These attribute names are the column names too.
-    columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
-    sql = (
-        f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
-        f"SELECT {_column_list(Worker, 'w', CLAIM_WORKER_FIELDS)}, {columns} "
-        f"FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
-        "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
-    )
-    worker = first_instance(Worker, sql, [worker_pk])
+    worker = first_instance(Worker, _text(_locked_worker_sql), [worker_pk])
     if worker is None:
         raise Worker.DoesNotExist(f"No Worker with id {worker_pk}.")
     if worker.assigned_conversation_id is None:
@@ -182,6 +203,18 @@ def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation
         return worker, locked(Conversation, worker.assigned_conversation_id)
     values = [getattr(worker, f"c_{name}") for name in CLAIM_CONVERSATION_FIELDS]
     return worker, Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
+
+
+def _locked_worker_sql() -> str:
+    quote = connection.ops.quote_name
+    # These attribute names are the column names too.
+    columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
+    return (
+        f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
+        f"SELECT {_column_list(Worker, 'w', CLAIM_WORKER_FIELDS)}, {columns} "
+        f"FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
+        "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
+    )
 
 
 def next_ready_in_conversation(
@@ -206,12 +239,24 @@ def next_ready_query(
     Status values are literals so PostgreSQL can match the partial index
     ``msg_conversation_ready_idx``; the rest are parameters.
     """
+    datetime_param = Message._meta.get_field("scheduled_for").get_db_prep_value
+    params = [
+        conversation_pk,
+        conversation_pk,
+        datetime_param(live_cutoff, connection),
+        worker_pk,
+        conversation_pk,
+        datetime_param(now, connection),
+    ]
+    return _text(_next_ready_sql), params
+
+
+def _next_ready_sql() -> str:
     quote = connection.ops.quote_name
     message_table = quote(Message._meta.db_table)
     worker_table = quote(Worker._meta.db_table)
-    datetime_param = Message._meta.get_field("scheduled_for").get_db_prep_value
     lock = " FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
-    sql = (
+    return (
         "SELECT m.*, "  # noqa: S608 (table names and constants, never input)
         f"EXISTS (SELECT 1 FROM {message_table} p WHERE p.conversation_id = %s "
         f"AND p.status = '{Message.PROCESSING}') AS busy, "
@@ -222,15 +267,6 @@ def next_ready_query(
         f"AND m.status = '{Message.QUEUED}' AND m.scheduled_for <= %s "
         f"ORDER BY m.priority DESC, m.scheduled_for ASC, m.id ASC LIMIT 1{lock}"
     )
-    params = [
-        conversation_pk,
-        conversation_pk,
-        datetime_param(live_cutoff, connection),
-        worker_pk,
-        conversation_pk,
-        datetime_param(now, connection),
-    ]
-    return sql, params
 
 
 def claim_next_ready(
@@ -257,7 +293,13 @@ def claim_next_ready(
     candidate, candidate_params = next_ready_query(worker_pk, conversation_pk, now, live_cutoff)
     message_set, message_params = _assignments(Message, message_values)
     worker_set, worker_params = _assignments(Worker, worker_values)
-    sql = (
+    sql = _text(_claim_next_ready_sql, candidate, message_set, worker_set)
+    params = candidate_params + message_params + worker_params + [worker_pk]
+    return first_instance(Message, sql, params)
+
+
+def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> str:
+    return (
         f"WITH candidate AS ({candidate}), "  # noqa: S608
         f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "
         "WHERE u.id = candidate.id AND NOT candidate.busy AND NOT candidate.owned_by_other "
@@ -269,8 +311,6 @@ def claim_next_ready(
         "candidate.busy, candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken "
         "FROM candidate"
     )
-    params = candidate_params + message_params + worker_params + [worker_pk]
-    return first_instance(Message, sql, params)
 
 
 def _claim_next_ready_in_steps(
