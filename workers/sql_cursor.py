@@ -5,6 +5,9 @@ the ORM turns a QuerySet's rows into them.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from weakref import WeakKeyDictionary
+
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 
@@ -23,7 +26,17 @@ def prepared_cursor():
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     connection.ensure_connection()
-    return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+    raw = _BOUND_CURSORS.get(connection.connection)
+    if raw is None:
+        raw = _BOUND_CURSORS[connection.connection] = ServerBindingCursor(connection.connection)
+    return nullcontext(connection._prepare_cursor(raw))
+
+
+# One server-binding cursor per pooled connection, reused by every statement on it: a new
+# psycopg cursor builds its own adapters, which cost a warm claim more than its rows did.
+# A connection is used by one thread at a time, and so is its cursor; the key is weak, so
+# a connection the pool closes takes its cursor with it.
+_BOUND_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
 
 
 _CONVERTERS: dict[tuple, list] = {}

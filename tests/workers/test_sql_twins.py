@@ -339,3 +339,26 @@ def test_the_claim_statements_are_prepared_after_a_few_runs_on_postgresql(alpha_
             ["%owned_by_other%"],
         )
         assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_fast_paths_share_one_server_bound_cursor_per_connection():
+    """workers.sql_cursor.prepared_cursor reuses its psycopg cursor on a connection (a new
+    cursor builds its own adapters on every statement); each statement still gets its own
+    answer, and a new connection gets a cursor of its own."""
+    from workers.sql_cursor import prepared_cursor
+
+    with prepared_cursor() as first:
+        first.execute("SELECT %s::int", [1])
+        raw = first.cursor
+        assert first.fetchone() == (1,)
+    with prepared_cursor() as second:
+        second.execute("SELECT %s::int, %s::text", [2, "two"])
+        assert second.cursor is raw and not raw.closed
+        assert second.fetchone() == (2, "two")
+    connection.close()
+    with prepared_cursor() as third:
+        third.execute("SELECT 3")
+        assert third.cursor is not raw
+        assert third.fetchone() == (3,)
