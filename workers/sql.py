@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from agents.models import Conversation
 from workers.models import ConversationQueue, Message, Worker
 from workers.sql_cursor import first_instance, prepared_cursor
+from workers.sql_cursor import statement_text as _text
 
 # ``(field, operator, value)`` conditions of ``update``: the only operators it needs.
 OPERATORS = ("=", ">")
@@ -34,20 +35,6 @@ def update(model, values: dict, *where: tuple[str, str, object]) -> int:
     with prepared_cursor() as cursor:
         cursor.execute(sql, params + condition_params)
         return cursor.rowcount
-
-
-# A statement's text depends only on which columns it names, so each shape is built once
-# per process: on the queue's hot paths, building it cost as much as the psycopg call.
-_TEXTS: dict[tuple, str] = {}
-
-
-def _text(build, *shape) -> str:
-    """``build(*shape)``, built once per shape (and database vendor)."""
-    key = (connection.vendor, build, *shape)
-    text = _TEXTS.get(key)
-    if text is None:
-        text = _TEXTS[key] = build(*shape)
-    return text
 
 
 def _update_sql(model, assignments: str, conditions: str) -> str:
@@ -154,7 +141,7 @@ CLAIM_CONVERSATION_FIELDS = (
     "handoff_from_worker",
     "handoff_until",
 )
-CLAIM_WORKER_FIELDS = (
+LOCKED_WORKER_FIELDS = (
     "id",
     "worker_id",
     "status",
@@ -164,7 +151,7 @@ CLAIM_WORKER_FIELDS = (
     "assigned_at",
 )
 # The job the claim hands out (its lease fields are the values the claim wrote).
-CLAIM_MESSAGE_FIELDS = (
+TAKEN_MESSAGE_FIELDS = (
     "id",
     "conversation_id",
     "agent_key",
@@ -184,7 +171,7 @@ def _column_list(model, alias: str, names) -> str:
 def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation | None]:
     """``locked(Worker, pk)`` and, when it is assigned, ``locked(Conversation, its
     conversation)``: the claim's first two locks, in that order, in one round trip on
-    PostgreSQL (bench/claim_throughput.py). The worker carries only ``CLAIM_WORKER_FIELDS``
+    PostgreSQL (bench/claim_throughput.py). The worker carries only ``LOCKED_WORKER_FIELDS``
     and the conversation only ``CLAIM_CONVERSATION_FIELDS``.
 
     Twin (and the path elsewhere): the two ``locked`` calls.
@@ -211,7 +198,7 @@ def _locked_worker_sql() -> str:
     columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
     return (
         f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
-        f"SELECT {_column_list(Worker, 'w', CLAIM_WORKER_FIELDS)}, {columns} "
+        f"SELECT {_column_list(Worker, 'w', LOCKED_WORKER_FIELDS)}, {columns} "
         f"FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
         "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
     )
@@ -307,7 +294,7 @@ def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> 
         f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
         "assigned_agent_key = (SELECT agent_key FROM candidate) "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
-        f"SELECT {_column_list(Message, 'candidate', CLAIM_MESSAGE_FIELDS)}, "
+        f"SELECT {_column_list(Message, 'candidate', TAKEN_MESSAGE_FIELDS)}, "
         "candidate.busy, candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken "
         "FROM candidate"
     )

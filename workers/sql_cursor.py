@@ -39,6 +39,20 @@ def prepared_cursor():
 _BOUND_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
 
 
+# A statement's text depends only on which columns it names, so each shape is built once
+# per process: on the queue's hot paths, building it cost as much as the psycopg call.
+_TEXTS: dict[tuple, str] = {}
+
+
+def statement_text(build, *shape) -> str:
+    """``build(*shape)``, built once per shape (and database vendor)."""
+    key = (connection.vendor, build, *shape)
+    text = _TEXTS.get(key)
+    if text is None:
+        text = _TEXTS[key] = build(*shape)
+    return text
+
+
 _CONVERTERS: dict[tuple, list] = {}
 
 

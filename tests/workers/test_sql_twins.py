@@ -218,7 +218,7 @@ def test_claim_next_ready_matches_its_queryset_twin(alpha_agent, make_worker, sc
             if found and connection.vendor == "postgresql":
                 deferred = found.get_deferred_fields()
                 assert {f.attname for f in Message._meta.concrete_fields} - deferred == set(
-                    sql.CLAIM_MESSAGE_FIELDS
+                    sql.TAKEN_MESSAGE_FIELDS
                 )
         else:
             found, busy, owned_by_other = twin_next_ready(claimer, conversation, now, cutoff)
@@ -311,7 +311,7 @@ def test_locked_worker_and_conversation_matches_two_locks(alpha_agent, enqueue, 
             loaded = {f.attname for f in Worker._meta.concrete_fields} - set(
                 got_worker.get_deferred_fields()
             )
-            assert loaded == set(sql.CLAIM_WORKER_FIELDS)
+            assert loaded == set(sql.LOCKED_WORKER_FIELDS)
         assert model_to_dict(got_worker) == model_to_dict(twin_worker)
         if not assigned:
             assert got_conversation is None

@@ -8,7 +8,7 @@ from workers.reply_uploads import KINDS
 _BOUND_FIELDS: dict[type, dict] = {}
 
 
-class Serializer(serializers.Serializer):
+class InputSerializer(serializers.Serializer):
     """A request-body serializer whose fields are built and bound once per class.
 
     DRF deep-copies a serializer's declared fields for every instance, and on the queue's
@@ -26,22 +26,22 @@ class Serializer(serializers.Serializer):
         return bound
 
 
-class EmptySerializer(Serializer):
+class EmptySerializer(InputSerializer):
     pass
 
 
-class ClaimSerializer(Serializer):
+class ClaimSerializer(InputSerializer):
     conversation_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
     wait_seconds = serializers.FloatField(
         required=False, min_value=0, max_value=25, help_text="Hold until a job is ready."
     )
 
 
-class LeaseSerializer(Serializer):
+class LeaseSerializer(InputSerializer):
     lease_id = serializers.CharField(max_length=64)
 
 
-class UsageSerializer(Serializer):
+class UsageSerializer(InputSerializer):
     """One attempt's usage (SPEC §21); cost_usd only when the handler knows it."""
 
     input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
@@ -52,13 +52,13 @@ class UsageSerializer(Serializer):
     model = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
 
 
-class HistoryEntrySerializer(Serializer):
+class HistoryEntrySerializer(InputSerializer):
     role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
     content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=200_000)
     at = serializers.DateTimeField(required=False)
 
 
-class ButtonSerializer(Serializer):
+class ButtonSerializer(InputSerializer):
     """One inline-keyboard button: a link or a callback."""
 
     text = serializers.CharField(max_length=64)
@@ -71,7 +71,7 @@ class ButtonSerializer(Serializer):
         return attrs
 
 
-class MediaItemSerializer(Serializer):
+class MediaItemSerializer(InputSerializer):
     """One reply file, uploaded first to jobs/<id>/uploads/ (SPEC §7, §22)."""
 
     kind = serializers.ChoiceField(choices=list(KINDS))
@@ -83,7 +83,7 @@ class UploadQuerySerializer(LeaseSerializer):
     filename = serializers.CharField(max_length=255)
 
 
-class ReplySerializer(Serializer):
+class ReplySerializer(InputSerializer):
     """The reply the server delivers (SPEC §22)."""
 
     text = serializers.CharField(
@@ -114,27 +114,27 @@ class AppendMessagesSerializer(LeaseSerializer):
     messages = HistoryEntrySerializer(many=True, allow_empty=False, max_length=200)
 
 
-class PrepareSnapshotSerializer(Serializer):
+class PrepareSnapshotSerializer(InputSerializer):
     workspace_id = serializers.CharField(max_length=100)
     agent_key = serializers.CharField(max_length=64)
     conversation_id = serializers.CharField(max_length=255)
     reason = serializers.ChoiceField(choices=[c for c, _ in DataSnapshot.REASON_CHOICES])
 
 
-class FinalizeSnapshotSerializer(Serializer):
+class FinalizeSnapshotSerializer(InputSerializer):
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$")
     size_bytes = serializers.IntegerField(min_value=0)
 
 
-class FailSnapshotSerializer(Serializer):
+class FailSnapshotSerializer(InputSerializer):
     error = serializers.CharField(max_length=5000, allow_blank=True)
 
 
-class RejectSnapshotSerializer(Serializer):
+class RejectSnapshotSerializer(InputSerializer):
     error = serializers.CharField(max_length=5000, help_text="Why the archive was refused.")
 
 
-class LatestSnapshotQuerySerializer(Serializer):
+class LatestSnapshotQuerySerializer(InputSerializer):
     workspace_id = serializers.CharField(max_length=100)
     agent_key = serializers.CharField(max_length=64)
     conversation_id = serializers.CharField(max_length=255)
@@ -145,5 +145,5 @@ class LatestSnapshotQuerySerializer(Serializer):
     )
 
 
-class HydrationQuerySerializer(Serializer):
+class HydrationQuerySerializer(InputSerializer):
     lease_id = serializers.CharField(max_length=64)
