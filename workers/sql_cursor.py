@@ -5,6 +5,7 @@ the ORM turns a QuerySet's rows into them.
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from weakref import WeakKeyDictionary
 
@@ -39,18 +40,16 @@ def prepared_cursor():
 _BOUND_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
 
 
-# A statement's text depends only on which columns it names, so each shape is built once
-# per process: on the queue's hot paths, building it cost as much as the psycopg call.
-_TEXTS: dict[tuple, str] = {}
-
-
 def statement_text(build, *shape) -> str:
-    """``build(*shape)``, built once per shape (and database vendor)."""
-    key = (connection.vendor, build, *shape)
-    text = _TEXTS.get(key)
-    if text is None:
-        text = _TEXTS[key] = build(*shape)
-    return text
+    """``build(*shape)``, built once per shape (and database vendor): a statement's text
+    depends only on which columns it names, and on the queue's hot paths building it cost
+    as much as the psycopg call."""
+    return _built_text(connection.vendor, build, *shape)
+
+
+@functools.cache
+def _built_text(vendor: str, build, *shape) -> str:
+    return build(*shape)
 
 
 _CONVERTERS: dict[tuple, list] = {}
