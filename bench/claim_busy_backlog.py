@@ -123,18 +123,18 @@ def plans(worker) -> dict:
     from django.utils import timezone
 
     from agents.models import RuntimeConfig
-    from workers import leases, sql
+    from workers import leases, sql_claim
     from workers.lifecycle import live_worker_cutoff
 
     now = timezone.now()
     config = RuntimeConfig.get()
     cutoff = live_worker_cutoff(now, config)
     limit = leases.CLAIM_CANDIDATE_TRIES
-    query, params = sql.claimable_conversations_query(worker, now, cutoff, [], limit)
+    query, params = sql_claim.claimable_conversations_query(worker, now, cutoff, [], limit)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN ANALYZE " + query, params)
         marker = "\n".join(row[0] for row in cursor.fetchall())
-    free, doubtful = sql.claimable_conversations(worker, now, cutoff, [], limit)
+    free, doubtful = sql_claim.claimable_conversations(worker, now, cutoff, [], limit)
     with transaction.atomic():
         candidates = leases.candidates_among(worker, now, config, free + doubtful, [])[:1]
         chosen = candidates.explain(analyze=True)

@@ -25,7 +25,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
-from workers import sql
+from workers import sql, sql_claim
 from workers.dead_letters import dead_lettered
 from workers.errors import LeaseLost  # defined with its 409 answer; leases.LeaseLost stays
 from workers.job_events import announce_reply
@@ -96,7 +96,7 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
         # Lock the worker row: two claims with one token never take two jobs, and the
         # status and assignment are read fresh. Its assigned conversation is locked with it
         # (waiting, not skipping, is right: that conversation is ours to serve).
-        worker, assigned = sql.locked_worker_and_conversation(worker.pk)
+        worker, assigned = sql_claim.locked_worker_and_conversation(worker.pk)
         # A stale worker is dead to everyone else: it gets nothing, and its poll does not
         # revive it (see control_state); its next control call tells it to stop.
         if worker.status != Worker.ACTIVE or is_stale(worker, now, config):
@@ -130,7 +130,7 @@ def _claim_anywhere(worker: Worker, now: dt.datetime, config: RuntimeConfig) -> 
         # The per-conversation marker narrows the whole queue to the few conversations that
         # can hold the best candidate (constant however many busy ones wait ahead); the full
         # rules then run over those only, so the answer is the whole-queue query's.
-        free, doubtful = sql.claimable_conversations(
+        free, doubtful = sql_claim.claimable_conversations(
             worker, now, cutoff, excluded, CLAIM_CANDIDATE_TRIES
         )
         if not free and not doubtful:
@@ -167,7 +167,7 @@ def candidates_among(
         .only(
             "id",
             "conversation_id",
-            *(f"conversation__{name}" for name in sql.CLAIM_CONVERSATION_FIELDS),
+            *(f"conversation__{name}" for name in sql_claim.CLAIM_CONVERSATION_FIELDS),
         )
     )
 
@@ -213,7 +213,7 @@ def _claim_in_conversation(
     # claim locks it before it makes a message processing, so this statement's snapshot
     # already sees all such claims. A stale "busy" (a job completed meanwhile) only sends
     # us down the careful path below.
-    message = sql.claim_next_ready(
+    message = sql_claim.claim_next_ready(
         worker.pk, conversation.pk, now, live_worker_cutoff(now, config), fields, worker_fields
     )
     if message is not None and message.owned_by_other:

@@ -13,7 +13,7 @@ from django.db import OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
-from workers import leases, sql
+from workers import leases, sql_claim
 from workers.lifecycle import live_worker_cutoff, live_workers
 from workers.models import ConversationQueue, Message, Worker
 from workers.queue import requeue_dead_letters
@@ -167,7 +167,7 @@ def test_the_claim_skips_busy_conversations_without_reading_them(alpha_agent, en
     free = enqueue("free", "alpha", priority=0)
     worker = Worker.objects.create(worker_id="u", heartbeat_at=now)
     config = RuntimeConfig.get()
-    found = sql.claimable_conversations(
+    found = sql_claim.claimable_conversations(
         worker, timezone.now(), live_worker_cutoff(now, config), [], 8
     )
     assert found == ([free.conversation_id], [])
@@ -197,7 +197,7 @@ def test_claimable_conversations_matches_its_queryset_twin(alpha_agent, enqueue,
     now = timezone.now()  # everything enqueued above is due, but "later"'s first message
     cutoff = live_worker_cutoff(now, RuntimeConfig.get())
 
-    free, doubtful = sql.claimable_conversations(me, now, cutoff, [skipped], 8)
+    free, doubtful = sql_claim.claimable_conversations(me, now, cutoff, [skipped], 8)
 
     queue = ConversationQueue.objects
     owners = Worker.objects.live(cutoff).exclude(pk=me.pk).values("assigned_conversation")

@@ -1,5 +1,6 @@
-"""Every raw fast path of ``workers/sql.py`` gives the same answer as its QuerySet twin, on
-whichever database the suite runs (SQLite locally, SQLite and PostgreSQL in CI)."""
+"""Every raw fast path of ``workers/sql.py`` and ``workers/sql_claim.py`` gives the same answer
+as its QuerySet twin, on whichever database the suite runs (SQLite locally, SQLite and
+PostgreSQL in CI)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from agents.models import Conversation
-from workers import sql
+from workers import sql, sql_claim
 from workers.models import Message, Worker
 
 
@@ -92,7 +93,7 @@ def test_locked_matches_select_for_update_get(alpha_agent, enqueue, make_worker)
 
 
 def twin_next_ready(worker, conversation, now, cutoff):
-    """The QuerySet spelling of ``sql.next_ready_in_conversation``."""
+    """The QuerySet spelling of ``sql_claim.next_ready_in_conversation``."""
     message = (
         Message.objects.ready(now)
         .filter(conversation=conversation)
@@ -168,7 +169,7 @@ def test_next_ready_in_conversation_matches_its_queryset_twin(
     claimer, _ = make_worker("claimer", heartbeat_at=now)
     build(conversation, SCENARIOS[scenario], now, claimer)
 
-    raw = sql.next_ready_in_conversation(claimer.pk, conversation.pk, now, cutoff)
+    raw = sql_claim.next_ready_in_conversation(claimer.pk, conversation.pk, now, cutoff)
     message, busy, owned_by_other = twin_next_ready(claimer, conversation, now, cutoff)
 
     assert (raw.pk if raw else None) == (message.pk if message else None)
@@ -211,14 +212,14 @@ def test_claim_next_ready_matches_its_queryset_twin(alpha_agent, make_worker, sc
         build(conversation, SCENARIOS[scenario], now, claimer, prefix=side)
         message_values, worker_values = lease_fields(now, claimer.worker_id)
         if side == "raw":
-            found = sql.claim_next_ready(
+            found = sql_claim.claim_next_ready(
                 claimer.pk, conversation.pk, now, cutoff, message_values, worker_values
             )
             answer = found and (bool(found.busy), bool(found.owned_by_other), bool(found.taken))
             if found and connection.vendor == "postgresql":
                 deferred = found.get_deferred_fields()
                 assert {f.attname for f in Message._meta.concrete_fields} - deferred == set(
-                    sql.TAKEN_MESSAGE_FIELDS
+                    sql_claim.TAKEN_MESSAGE_FIELDS
                 )
         else:
             found, busy, owned_by_other = twin_next_ready(claimer, conversation, now, cutoff)
@@ -304,24 +305,24 @@ def test_locked_worker_and_conversation_matches_two_locks(alpha_agent, enqueue, 
         worker_id="w-lock", assigned_conversation=conversation if assigned else None
     )
     with transaction.atomic():
-        got_worker, got_conversation = sql.locked_worker_and_conversation(worker.pk)
+        got_worker, got_conversation = sql_claim.locked_worker_and_conversation(worker.pk)
         twin_worker = sql.locked(Worker, worker.pk)
         if connection.vendor == "postgresql":
             # Only what the claim reads is loaded; the rest stays deferred, as with only().
             loaded = {f.attname for f in Worker._meta.concrete_fields} - set(
                 got_worker.get_deferred_fields()
             )
-            assert loaded == set(sql.LOCKED_WORKER_FIELDS)
+            assert loaded == set(sql_claim.LOCKED_WORKER_FIELDS)
         assert model_to_dict(got_worker) == model_to_dict(twin_worker)
         if not assigned:
             assert got_conversation is None
             return
         twin = sql.locked(Conversation, conversation.pk)
-        for name in sql.CLAIM_CONVERSATION_FIELDS:
+        for name in sql_claim.CLAIM_CONVERSATION_FIELDS:
             assert getattr(got_conversation, name) == getattr(twin, name)
         assert got_conversation.in_handoff_for("w-lock", timezone.now()) is False
     with pytest.raises(Worker.DoesNotExist), transaction.atomic():
-        sql.locked_worker_and_conversation(worker.pk + 1000)
+        sql_claim.locked_worker_and_conversation(worker.pk + 1000)
 
 
 @pytest.mark.postgres
@@ -331,7 +332,7 @@ def test_the_claim_statements_are_prepared_after_a_few_runs_on_postgresql(alpha_
     message = enqueue("conv-1", "alpha")
     now = timezone.now()
     for _ in range(8):
-        found = sql.next_ready_in_conversation(-1, message.conversation_id, now, now)
+        found = sql_claim.next_ready_in_conversation(-1, message.conversation_id, now, now)
         assert found.pk == message.pk and found.busy is False and found.owned_by_other is False
     with connection.cursor() as cursor:
         cursor.execute(
