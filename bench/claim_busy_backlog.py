@@ -123,20 +123,20 @@ def plans(worker) -> dict:
     from django.utils import timezone
 
     from agents.models import RuntimeConfig
-    from workers import leases, sql_claim
+    from workers import claim, sql_claim
     from workers.lifecycle import live_worker_cutoff
 
     now = timezone.now()
     config = RuntimeConfig.get()
     cutoff = live_worker_cutoff(now, config)
-    limit = leases.CLAIM_CANDIDATE_TRIES
+    limit = claim.CLAIM_CANDIDATE_TRIES
     query, params = sql_claim.claimable_conversations_query(worker, now, cutoff, [], limit)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN ANALYZE " + query, params)
         marker = "\n".join(row[0] for row in cursor.fetchall())
     free, doubtful = sql_claim.claimable_conversations(worker, now, cutoff, [], limit)
     with transaction.atomic():
-        candidates = leases.candidates_among(worker, now, config, free + doubtful, [])[:1]
+        candidates = claim.candidates_among(worker, now, config, free + doubtful, [])[:1]
         chosen = candidates.explain(analyze=True)
     return {
         "marker read (free conversations, index convq_free_idx)": marker,

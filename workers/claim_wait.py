@@ -20,7 +20,7 @@ import time
 
 from django.db import connection
 
-from workers import leases
+from workers.claim import claim_next_job
 from workers.models import Worker
 
 MAX_WAIT = 25.0
@@ -72,7 +72,7 @@ def claim_waiting(
     try:
         while True:
             try:
-                job = leases.claim_next_job(worker, conversation_id=conversation_id)
+                job = claim_next_job(worker, conversation_id=conversation_id)
             except Worker.DoesNotExist:
                 # Its row was deleted while it waited (an operator, a test's flush): no job;
                 # its next request fails authentication.

@@ -14,7 +14,7 @@ from django.db import connection
 from agents.models import Conversation
 from workers.models import ConversationQueue, Message, Worker
 from workers.sql import _assignments, _table, locked, update
-from workers.sql_cursor import first_instance, prepared_cursor
+from workers.sql_cursor import first_instance, pipelined, prepared_cursor, row_instance
 from workers.sql_cursor import statement_text as _text
 
 # What a claim reads of the rows it locks and takes; the rest stay deferred (loaded only if
@@ -73,8 +73,13 @@ def locked_worker_and_conversation(worker_pk: int) -> tuple[Worker, Conversation
         return worker, None
     if worker.c_id is None:  # assigned after this statement's snapshot: lock it by itself
         return worker, locked(Conversation, worker.assigned_conversation_id)
+    return worker, locked_conversation(worker)
+
+
+def locked_conversation(worker: Worker) -> Conversation:
+    """The conversation row locked with the worker (its ``c_*`` columns)."""
     values = [getattr(worker, f"c_{name}") for name in CLAIM_CONVERSATION_FIELDS]
-    return worker, Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
+    return Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
 
 
 def _locked_worker_sql() -> str:
@@ -155,7 +160,7 @@ def claim_next_ready(
     ``assigned_agent_key`` is the message's. One statement on PostgreSQL.
 
     Only sound with the conversation row already locked by an earlier statement (see
-    ``leases._claim_in_conversation``). Twin (and the path elsewhere): the read, then two
+    ``claim._claim_in_conversation``). Twin (and the path elsewhere): the read, then two
     ``update`` calls.
     """
     if connection.vendor != "postgresql":
@@ -170,12 +175,13 @@ def claim_next_ready(
     return first_instance(Message, sql, params)
 
 
-def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> str:
+def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str, fit: str = "") -> str:
+    """The take; with ``fit`` (a query), only when it finds a row."""
     return (
         f"WITH candidate AS ({candidate}), "  # noqa: S608
         f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "
         "WHERE u.id = candidate.id AND NOT candidate.busy AND NOT candidate.owned_by_other "
-        "RETURNING u.id), "
+        f"{f'AND EXISTS ({fit}) ' if fit else ''}RETURNING u.id), "
         f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
         "assigned_agent_key = (SELECT agent_key FROM candidate) "
         "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
@@ -183,6 +189,64 @@ def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> 
         "candidate.busy, candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken "
         "FROM candidate"
     )
+
+
+def claim_assigned(
+    worker: Worker,
+    conversation_id: str | None,
+    now: dt.datetime,
+    live_cutoff: dt.datetime,
+    message_values: dict,
+    worker_values: dict,
+) -> tuple[Worker, Message | None]:
+    """A worker assigned to a conversation takes its next message, in one round trip on
+    PostgreSQL: ``locked_worker_and_conversation``'s statement, then ``claim_next_ready``'s
+    take guarded by the rules the claim checks in between (``workers.sql_cursor.pipelined``).
+    Returns the worker as locked (with its conversation, ``c_*``) and the candidate message
+    (None when none is ready), whose ``taken`` says whether it was taken.
+
+    ``worker`` is the caller's copy, assigned to ``worker.assigned_conversation_id``; the
+    take lands only while the locked worker is still active, live and assigned to that
+    conversation (then the first statement locked that very conversation: it locks the
+    locked worker's, and the conversation existed before this claim began), the
+    conversation is ``conversation_id`` when one is asked for, and no other worker's handoff
+    holds it: ``lifecycle.is_stale`` and ``Conversation.in_handoff_for`` spelled in SQL, as
+    ``claimable_conversations_query`` spells them. The take's own statement sees every
+    earlier claim, as ``claim_next_ready`` does, because it starts after the lock.
+
+    Only where ``can_pipeline()``. Twin (and the path elsewhere): ``claim.claim_next_job``'s
+    transaction, which the caller falls back to whenever nothing was taken.
+    """
+    pk, conversation_pk = worker.pk, worker.assigned_conversation_id
+    candidate, candidate_params = next_ready_query(pk, conversation_pk, now, live_cutoff)
+    message_set, message_params = _assignments(Message, message_values)
+    worker_set, worker_params = _assignments(Worker, worker_values)
+    asked = conversation_id is not None
+    take = _text(_claim_assigned_sql, candidate, message_set, worker_set, asked)
+    when = Message._meta.get_field("scheduled_for").get_db_prep_value
+    fit_params = [pk, when(live_cutoff, connection), conversation_pk]
+    fit_params += [conversation_id] if asked else []
+    fit_params += [when(now, connection), worker.worker_id]
+    params = candidate_params + message_params + fit_params + worker_params + [pk]
+    lock = _text(_locked_worker_sql)
+    lock_cursor, take_cursor = pipelined((lock, [pk]), (take, params))
+    locked_worker = row_instance(lock_cursor, Worker, lock)
+    if locked_worker is None:
+        raise Worker.DoesNotExist(f"No Worker with id {pk}.")
+    return locked_worker, row_instance(take_cursor, Message, take)
+
+
+def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked: bool) -> str:
+    quote = connection.ops.quote_name
+    fit = (
+        f"SELECT 1 FROM {_table(Worker)} w "  # noqa: S608 (names and constants, never input)
+        f"JOIN {quote(Conversation._meta.db_table)} c ON c.id = w.assigned_conversation_id "
+        f"WHERE w.id = %s AND w.status = '{Worker.ACTIVE}' "
+        "AND COALESCE(w.heartbeat_at, w.created_at) >= %s AND c.id = %s "
+        f"{'AND c.conversation_id = %s ' if asked else ''}"
+        "AND (c.handoff_until IS NULL OR c.handoff_until <= %s OR c.handoff_from_worker = %s)"
+    )
+    return _claim_next_ready_sql(candidate, message_set, worker_set, fit)
 
 
 def _claim_next_ready_in_steps(

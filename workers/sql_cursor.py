@@ -38,6 +38,43 @@ def prepared_cursor():
 # A connection is used by one thread at a time, and so is its cursor; the key is weak, so
 # a connection the pool closes takes its cursor with it.
 _BOUND_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
+# The same for ``pipelined``, which needs a cursor per statement it sends together.
+_PIPELINE_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def can_pipeline() -> bool:
+    """Whether ``pipelined`` can send statements together here (PostgreSQL, psycopg's
+    pipeline mode)."""
+    if connection.vendor != "postgresql":
+        return False
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
+
+
+def pipelined(*statements: tuple[str, list]) -> list:
+    """Run ``(sql, params)`` statements in order in one round trip (psycopg's pipeline mode),
+    server-bound like ``prepared_cursor``'s; returns a cursor per statement, its rows ready
+    to read (``row_instance``). Only where ``can_pipeline()``.
+
+    PostgreSQL runs them one after the other, each with a snapshot of its own taken when it
+    starts, so a statement sees what the statements before it locked and wrote. Outside a
+    transaction they are one implicit transaction, committed at the end (one statement's
+    error undoes them all); inside one, they are part of it.
+    """
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    raw = connection.connection
+    cursors = _PIPELINE_CURSORS.setdefault(raw, [])
+    while len(cursors) < len(statements):
+        cursors.append(ServerBindingCursor(raw))
+    wrapped = [connection._prepare_cursor(cursor) for cursor in cursors[: len(statements)]]
+    # Errors surface when the pipeline ends, outside the cursors' own translation.
+    with connection.wrap_database_errors, raw.pipeline():
+        for cursor, (sql, params) in zip(wrapped, statements, strict=True):
+            cursor.execute(sql, params)
+    return wrapped
 
 
 def statement_text(build, *shape) -> str:
@@ -119,13 +156,18 @@ def first_instance(model, sql: str, params):
     ``EXISTS … AS busy``, a joined row's ``c_id``) set as attributes. A statement that
     selects some of the model's columns gives an instance with the others deferred, as
     ``only()`` does."""
-    key = (connection.vendor, model, sql)
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-        layout = _LAYOUTS.get(key)
-        if layout is None:
-            layout = _LAYOUTS[key] = _RowLayout(model, [c[0] for c in cursor.description])
+        return row_instance(cursor, model, sql)
+
+
+def row_instance(cursor, model, sql: str):
+    """``first_instance``'s answer from a cursor that has run ``sql`` (``pipelined``)."""
+    row = cursor.fetchone()
+    key = (connection.vendor, model, sql)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _LAYOUTS[key] = _RowLayout(model, [c[0] for c in cursor.description])
     if row is None:
         return None
     conn = connections[DEFAULT_DB_ALIAS]

@@ -13,7 +13,7 @@ from django.db import OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
-from workers import leases, sql_claim
+from workers import claim, leases, sql_claim
 from workers.lifecycle import live_worker_cutoff, live_workers
 from workers.models import ConversationQueue, Message, Worker
 from workers.queue import requeue_dead_letters
@@ -75,7 +75,7 @@ def whole_queue_pick(now) -> int | None:
     probe = Worker(pk=-1, worker_id="probe")
     owners = live_workers(now, config).exclude(pk=probe.pk)
     candidates = Message.objects.claim_candidates(now, owners).exclude(
-        leases._in_handoff(probe, now)
+        claim._in_handoff(probe, now)
     )
     first = candidates.first()
     return first.pk if first else None

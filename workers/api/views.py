@@ -17,6 +17,7 @@ from agents import log_context
 from workers import leases, lifecycle, reply_uploads, snapshots
 from workers.api import serializers as s
 from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.claim import ClaimedJob, claim_next_job
 from workers.claim_wait import claim_waiting
 from workers.delivery import complete_with_reply, job_claimed
 from workers.hydration import append_conversation_messages, build_hydration_bundle
@@ -64,7 +65,7 @@ class ControlView(WorkerView):
         return Response(lifecycle.control_state(self.worker))
 
 
-def job_body(job: leases.ClaimedJob) -> dict:
+def job_body(job: ClaimedJob) -> dict:
     message = job.message
     log_context.bind(  # the claim's own log lines name the job it handed out
         agent_key=message.agent_key,
@@ -94,7 +95,7 @@ class ClaimView(WorkerView):
                 wait_seconds=data["wait_seconds"],
             )
         else:
-            job = leases.claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+            job = claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
         if job:
             job_claimed(job.message)
         return Response({"job": job_body(job) if job else None})
