@@ -77,11 +77,12 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     config = RuntimeConfig.get_cached()
     caller = worker
     if worker.assigned_conversation_id is not None and can_pipeline():
-        claimed = _claim_warm(worker, conversation_id, config)
-        if claimed is not None:
-            job, worker = claimed
-            for field in CLAIM_WORKER_FIELDS:
-                setattr(caller, field, getattr(worker, field))
+        decided = _claim_warm(worker, conversation_id, config)
+        if decided is not None:
+            job, worker = decided
+            if job is not None:
+                for field in CLAIM_WORKER_FIELDS:
+                    setattr(caller, field, getattr(worker, field))
             return job
     with transaction.atomic():
         now = timezone.now()
@@ -117,22 +118,27 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
 
 def _claim_warm(
     worker: Worker, conversation_id: str | None, config: RuntimeConfig
-) -> tuple[ClaimedJob, Worker] | None:
-    """The usual claim in one round trip: a worker assigned to a conversation takes its next
-    message (``sql_claim.claim_assigned``). None when it took nothing, whatever the reason
-    (nothing ready, a rule said no, the worker moved meanwhile): the full claim then runs and
-    gives the answer, since it may still find a job past an expired lease."""
+) -> tuple[ClaimedJob | None, Worker] | None:
+    """The usual claim in one round trip (``sql_claim.claim_assigned``): a worker assigned to
+    a conversation takes its next message, or learns there is nothing to take. Returns
+    ``(job or None, the worker as locked)`` when that round trip is the answer; None when
+    it decided nothing (a rule said no, the conversation is busy, the worker moved
+    meanwhile): the full claim then runs and answers, since it may still find a job past an
+    expired lease."""
     now = timezone.now()
     lease = _Lease(worker, worker.assigned_conversation_id, now, config)
     # Still assigned where it was (the take's guard): its assignment time stays as it is.
     del lease.worker_fields["assigned_at"]
     cutoff = live_worker_cutoff(now, config)
-    locked, message = sql_claim.claim_assigned(
+    found = sql_claim.claim_assigned(
         worker, conversation_id, now, cutoff, lease.fields, lease.worker_fields
     )
-    if message is None or not message.taken:
+    if found.idle:
+        return None, found.worker
+    if found.message is None or not found.message.taken:
         return None
-    return lease.hand_out(locked, sql_claim.locked_conversation(locked), message), locked
+    conversation = sql_claim.locked_conversation(found.worker)
+    return lease.hand_out(found.worker, conversation, found.message), found.worker
 
 
 class _Lease:

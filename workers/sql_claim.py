@@ -8,6 +8,7 @@ against it on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from django.db import connection
 
@@ -175,20 +176,38 @@ def claim_next_ready(
     return first_instance(Message, sql, params)
 
 
-def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str, fit: str = "") -> str:
-    """The take; with ``fit`` (a query), only when it finds a row."""
+def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> str:
     return (
         f"WITH candidate AS ({candidate}), "  # noqa: S608
-        f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "
+        f"{_take_sql(message_set, worker_set, guarded=False)} "
+        f"SELECT {_take_columns()} FROM candidate"
+    )
+
+
+def _take_sql(message_set: str, worker_set: str, *, guarded: bool) -> str:
+    """The take's two writes (of ``candidate``); ``guarded``: only if ``fit`` has a row."""
+    guard = "AND EXISTS (SELECT 1 FROM fit) " if guarded else ""
+    return (
+        f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "  # noqa: S608
         "WHERE u.id = candidate.id AND NOT candidate.busy AND NOT candidate.owned_by_other "
-        f"{f'AND EXISTS ({fit}) ' if fit else ''}RETURNING u.id), "
+        f"{guard}RETURNING u.id), "
         f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
         "assigned_agent_key = (SELECT agent_key FROM candidate) "
-        "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1) "
-        f"SELECT {_column_list(Message, 'candidate', TAKEN_MESSAGE_FIELDS)}, "
-        "candidate.busy, candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken "
-        "FROM candidate"
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1)"
     )
+
+
+def _take_columns() -> str:
+    return (
+        f"{_column_list(Message, 'candidate', TAKEN_MESSAGE_FIELDS)}, candidate.busy, "  # noqa: S608
+        "candidate.owned_by_other, EXISTS (SELECT 1 FROM taken) AS taken"
+    )
+
+
+class WarmClaim(NamedTuple):
+    worker: Worker  # as locked, with its conversation's ``c_*`` columns
+    message: Message | None  # the candidate, ``taken`` or not; None when none is ready
+    idle: bool  # nothing to take (none ready, none processing): the claim's answer is None
 
 
 def claim_assigned(
@@ -198,24 +217,25 @@ def claim_assigned(
     live_cutoff: dt.datetime,
     message_values: dict,
     worker_values: dict,
-) -> tuple[Worker, Message | None]:
+) -> WarmClaim:
     """A worker assigned to a conversation takes its next message, in one round trip on
     PostgreSQL: ``locked_worker_and_conversation``'s statement, then ``claim_next_ready``'s
     take guarded by the rules the claim checks in between (``workers.sql_cursor.pipelined``).
-    Returns the worker as locked (with its conversation, ``c_*``) and the candidate message
-    (None when none is ready), whose ``taken`` says whether it was taken.
+    When the rules hold but the conversation has nothing ready and nothing processing, the
+    claim's answer is None: ``idle`` says so, and the worker's liveness is refreshed as the
+    claim does when it finds nothing.
 
     ``worker`` is the caller's copy, assigned to ``worker.assigned_conversation_id``; the
-    take lands only while the locked worker is still active, live and assigned to that
+    writes land only while the locked worker is still active, live and assigned to that
     conversation (then the first statement locked that very conversation: it locks the
     locked worker's, and the conversation existed before this claim began), the
     conversation is ``conversation_id`` when one is asked for, and no other worker's handoff
     holds it: ``lifecycle.is_stale`` and ``Conversation.in_handoff_for`` spelled in SQL, as
-    ``claimable_conversations_query`` spells them. The take's own statement sees every
-    earlier claim, as ``claim_next_ready`` does, because it starts after the lock.
+    ``claimable_conversations_query`` spells them. The second statement sees every earlier
+    claim, as ``claim_next_ready`` does, because it starts after the lock.
 
     Only where ``can_pipeline()``. Twin (and the path elsewhere): ``claim.claim_next_job``'s
-    transaction, which the caller falls back to whenever nothing was taken.
+    transaction, which the caller falls back to whenever this neither took nor found idle.
     """
     pk, conversation_pk = worker.pk, worker.assigned_conversation_id
     candidate, candidate_params = next_ready_query(pk, conversation_pk, now, live_cutoff)
@@ -224,16 +244,19 @@ def claim_assigned(
     asked = conversation_id is not None
     take = _text(_claim_assigned_sql, candidate, message_set, worker_set, asked)
     when = Message._meta.get_field("scheduled_for").get_db_prep_value
+    now_param = when(now, connection)
     fit_params = [pk, when(live_cutoff, connection), conversation_pk]
     fit_params += [conversation_id] if asked else []
-    fit_params += [when(now, connection), worker.worker_id]
-    params = candidate_params + message_params + fit_params + worker_params + [pk]
+    fit_params += [now_param, worker.worker_id]
+    params = candidate_params + fit_params + message_params + worker_params + [pk]
+    params += [now_param, pk, conversation_pk]
     lock = _text(_locked_worker_sql)
     lock_cursor, take_cursor = pipelined((lock, [pk]), (take, params))
     locked_worker = row_instance(lock_cursor, Worker, lock)
     if locked_worker is None:
         raise Worker.DoesNotExist(f"No Worker with id {pk}.")
-    return locked_worker, row_instance(take_cursor, Message, take)
+    row = row_instance(take_cursor, Message, take)
+    return WarmClaim(locked_worker, row if row.pk is not None else None, row.idle)
 
 
 def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked: bool) -> str:
@@ -246,7 +269,16 @@ def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked
         f"{'AND c.conversation_id = %s ' if asked else ''}"
         "AND (c.handoff_until IS NULL OR c.handoff_until <= %s OR c.handoff_from_worker = %s)"
     )
-    return _claim_next_ready_sql(candidate, message_set, worker_set, fit)
+    return (
+        f"WITH candidate AS ({candidate}), fit AS ({fit}), "  # noqa: S608
+        f"{_take_sql(message_set, worker_set, guarded=True)}, "
+        f"idle AS (UPDATE {_table(Worker)} SET heartbeat_at = %s WHERE id = %s "
+        "AND EXISTS (SELECT 1 FROM fit) AND NOT EXISTS (SELECT 1 FROM candidate) "
+        f"AND NOT EXISTS (SELECT 1 FROM {_table(Message)} p WHERE p.conversation_id = %s "
+        f"AND p.status = '{Message.PROCESSING}') RETURNING 1) "
+        f"SELECT {_take_columns()}, EXISTS (SELECT 1 FROM idle) AS idle "
+        "FROM (SELECT 1) AS one LEFT JOIN candidate ON true"
+    )
 
 
 def _claim_next_ready_in_steps(

@@ -23,13 +23,15 @@ class _Undo(Exception):
     pass
 
 
-def _outcome(worker_pk: int, asked: str | None, caller_assigned: int | None) -> tuple:
+def _outcome(worker_pk: int, asked: str | None, caller_assigned: int | None, sent=None) -> tuple:
     """What a claim by the worker answers and writes; ``caller_assigned`` is the
-    assignment the caller's copy of the worker holds (it may be out of date)."""
+    assignment the caller's copy of the worker holds (it may be out of date). ``sent``
+    collects what the claim sends (``_recording``)."""
     before = timezone.now()
     caller = Worker.objects.get(pk=worker_pk)
     caller.assigned_conversation_id = caller_assigned
-    job = claim.claim_next_job(caller, conversation_id=asked)
+    with connection.execute_wrapper(_recording(sent if sent is not None else [])):
+        job = claim.claim_next_job(caller, conversation_id=asked)
     worker = Worker.objects.get(pk=worker_pk)
     messages = list(
         Message.objects.order_by("pk").values_list("pk", "status", "claimed_by", "attempts")
@@ -78,10 +80,15 @@ SCENARIOS = [
     "handoff from another",
     "busy",
     "lease ran out",
+    "the last one's lease ran out",
     "owned by another",
     "not due yet",
+    "nothing queued",
     "moved meanwhile",
 ]
+# The cases the one round trip answers by itself (a job, or None with nothing to take); in
+# the others it takes nothing and the ordinary claim answers.
+DECIDED_AT_ONCE = {"ready", "asked for it", "handoff to it", "not due yet", "nothing queued"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -121,6 +128,16 @@ def test_the_one_round_trip_claim_answers_as_the_ordinary_claim(
             lease_id="l",
             lease_expires_at=now + expiry,
         )
+    elif scenario == "the last one's lease ran out":
+        Message.objects.filter(conversation=conversation).exclude(pk=first.pk).update(
+            status=Message.DONE
+        )
+        Message.objects.filter(pk=first.pk).update(
+            status=Message.PROCESSING,
+            claimed_by="w-warm",
+            lease_id="l",
+            lease_expires_at=now - dt.timedelta(minutes=1),
+        )
     elif scenario == "owned by another":
         Worker.objects.create(
             worker_id="w-owner", heartbeat_at=now, assigned_conversation=conversation
@@ -129,13 +146,29 @@ def test_the_one_round_trip_claim_answers_as_the_ordinary_claim(
         Message.objects.filter(conversation=conversation).update(
             scheduled_for=now + dt.timedelta(minutes=5)
         )
+    elif scenario == "nothing queued":
+        Message.objects.filter(conversation=conversation).update(status=Message.DONE)
     elif scenario == "moved meanwhile":
         Worker.objects.filter(pk=worker.pk).update(assigned_conversation=elsewhere.conversation)
 
     expected = _ordinary(monkeypatch, worker.pk, asked, caller_assigned)
-    assert _outcome(worker.pk, asked, caller_assigned) == expected
-    if scenario in ("ready", "asked for it", "handoff to it"):
-        assert expected[0] is not None  # the cases the one round trip decides by itself
+    sent = []
+    assert _outcome(worker.pk, asked, caller_assigned, sent) == expected
+    assert sent[:2] == ["pipeline", "pipeline"]
+    assert (len(sent) == 2) is (scenario in DECIDED_AT_ONCE), sent
+
+
+def _recording(sent: list):
+    """Notes, per statement, whether it went in a pipeline (the claim's first two always do);
+    other statements by their first word."""
+    from psycopg.pq import PipelineStatus
+
+    def record(execute, sql, params, many, context):
+        pipelined = connection.connection.pgconn.pipeline_status == PipelineStatus.ON
+        sent.append("pipeline" if pipelined else sql.split()[0].upper())
+        return execute(sql, params, many, context)
+
+    return record
 
 
 def test_a_warm_claim_sends_its_two_statements_in_one_round_trip(alpha_agent, enqueue):
