@@ -76,6 +76,7 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
     """
     config = RuntimeConfig.get_cached()
     caller = worker
+    # The usual claim, a warm worker's, in one round trip where the database allows it.
     if worker.assigned_conversation_id is not None and can_pipeline():
         decided = _claim_warm(worker, conversation_id, config)
         if decided is not None:
