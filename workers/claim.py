@@ -128,8 +128,6 @@ def _claim_warm(
     expired lease."""
     now = timezone.now()
     lease = _Lease(worker, worker.assigned_conversation_id, now, config)
-    # Still assigned where it was (the take's guard): its assignment time stays as it is.
-    del lease.worker_fields["assigned_at"]
     cutoff = live_worker_cutoff(now, config)
     found = sql_claim.claim_assigned(
         worker, conversation_id, now, cutoff, lease.fields, lease.worker_fields
@@ -163,8 +161,9 @@ class _Lease:
             "scheduled_shutdown_at": None,
             "assigned_conversation_id": conversation_pk,
             "assigned_lease_id": self.lease_id,
-            "assigned_at": worker.assigned_at if worker.assigned_conversation_id else now,
         }
+        if worker.assigned_conversation_id is None:  # an assigned worker keeps its time
+            self.worker_fields["assigned_at"] = now
 
     def hand_out(self, worker: Worker, conversation: Conversation, message: Message) -> ClaimedJob:
         """The job, with the instances set to what was written."""

@@ -259,6 +259,10 @@ def claim_assigned(
     return WarmClaim(locked_worker, row if row.pk is not None else None, row.idle)
 
 
+# ``Conversation.in_handoff_for`` of conversation ``c`` (parameters: now, the worker's id).
+_IN_HANDOFF = "(c.handoff_until > %s AND c.handoff_from_worker <> %s)"
+
+
 def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked: bool) -> str:
     quote = connection.ops.quote_name
     fit = (
@@ -267,7 +271,7 @@ def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked
         f"WHERE w.id = %s AND w.status = '{Worker.ACTIVE}' "
         "AND COALESCE(w.heartbeat_at, w.created_at) >= %s AND c.id = %s "
         f"{'AND c.conversation_id = %s ' if asked else ''}"
-        "AND (c.handoff_until IS NULL OR c.handoff_until <= %s OR c.handoff_from_worker = %s)"
+        f"AND {_IN_HANDOFF} IS NOT TRUE"
     )
     return (
         f"WITH candidate AS ({candidate}), fit AS ({fit}), "  # noqa: S608
@@ -344,7 +348,7 @@ def claimable_conversations_query(
         "WHERE w.assigned_conversation_id = q.conversation_id "
         f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {conversation_table} c WHERE c.id = q.conversation_id "
-        "AND c.handoff_until > %s AND c.handoff_from_worker <> %s) "
+        f"AND {_IN_HANDOFF}) "
         "ORDER BY q.head_priority DESC, q.head_scheduled_for ASC, q.head_id ASC LIMIT %s"
     )
     doubtful_sql = (

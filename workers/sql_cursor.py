@@ -25,22 +25,27 @@ def prepared_cursor():
     """
     if connection.vendor != "postgresql":
         return connection.cursor()
+    return nullcontext(_bound_cursors(1)[0])
+
+
+def _bound_cursors(count: int) -> list:
+    """``count`` server-binding cursors of the current connection, wrapped by Django."""
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     connection.ensure_connection()
-    raw = _BOUND_CURSORS.get(connection.connection)
-    if raw is None:
-        raw = _BOUND_CURSORS[connection.connection] = ServerBindingCursor(connection.connection)
-    return nullcontext(connection._prepare_cursor(raw))
+    raw = connection.connection
+    cursors = _BOUND_CURSORS.setdefault(raw, [])
+    while len(cursors) < count:
+        cursors.append(ServerBindingCursor(raw))
+    return [connection._prepare_cursor(cursor) for cursor in cursors[:count]]
 
 
-# One server-binding cursor per pooled connection, reused by every statement on it: a new
-# psycopg cursor builds its own adapters, which cost a warm claim more than its rows did.
-# A connection is used by one thread at a time, and so is its cursor; the key is weak, so
-# a connection the pool closes takes its cursor with it.
+# Server-binding cursors per pooled connection, reused by every statement on it (the first
+# by each ``prepared_cursor``, as many as it sends by ``pipelined``): a new psycopg cursor
+# builds its own adapters, which cost a warm claim more than its rows did. A connection is
+# used by one thread at a time, and so are its cursors; the key is weak, so a connection the
+# pool closes takes its cursors with it.
 _BOUND_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
-# The same for ``pipelined``, which needs a cursor per statement it sends together.
-_PIPELINE_CURSORS: WeakKeyDictionary = WeakKeyDictionary()
 
 
 def can_pipeline() -> bool:
@@ -63,16 +68,9 @@ def pipelined(*statements: tuple[str, list]) -> list:
     transaction they are one implicit transaction, committed at the end (one statement's
     error undoes them all); inside one, they are part of it.
     """
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
-    connection.ensure_connection()
-    raw = connection.connection
-    cursors = _PIPELINE_CURSORS.setdefault(raw, [])
-    while len(cursors) < len(statements):
-        cursors.append(ServerBindingCursor(raw))
-    wrapped = [connection._prepare_cursor(cursor) for cursor in cursors[: len(statements)]]
+    wrapped = _bound_cursors(len(statements))
     # Errors surface when the pipeline ends, outside the cursors' own translation.
-    with connection.wrap_database_errors, raw.pipeline():
+    with connection.wrap_database_errors, connection.connection.pipeline():
         for cursor, (sql, params) in zip(wrapped, statements, strict=True):
             cursor.execute(sql, params)
     return wrapped
