@@ -55,6 +55,26 @@ def _first_answer(worker: Worker, message_id: int, lease_id: str) -> list[int] |
     return list(sink.reply_ids(message_id)) if sink else []
 
 
+def complete_by_token(
+    token,
+    message_id: int,
+    lease_id: str,
+    *,
+    reply: dict | None = None,
+    history: list[dict] | None = None,
+    usage: dict | None = None,
+) -> leases.Landed | None:
+    """``complete_with_reply`` for the worker owning ``token``, in one statement with its
+    authentication, when the job ends with nothing but its lease (a worker that sent its
+    reply itself): the usual answer (no outbox rows) when it landed. None otherwise, having
+    written nothing: the caller then authenticates and ``complete_with_reply`` answers
+    (a repeated complete, a lost lease, a reply)."""
+    if reply or history or usage:
+        return None
+    landed = leases.complete_by_token(token, message_id, lease_id)
+    return leases.Landed(landed.worker_id, []) if landed else None
+
+
 def complete_with_reply(
     worker: Worker,
     message_id: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from contextlib import nullcontext
+from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -39,15 +40,16 @@ def retry_delay_seconds(attempts: int, config: RuntimeConfig, rng=random) -> flo
     return delay + delay * 0.1 * rng.random()
 
 
-def _lease_conditions(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
-    """``(field, operator, value)`` conditions that hold only while ``worker`` holds the live
-    lease ``lease_id`` on the message: the one definition of the fence."""
+def _lease_conditions(worker_id, message_id: int, lease_id: str, now: dt.datetime):
+    """``(field, operator, value)`` conditions that hold only while worker ``worker_id`` (or
+    ``sql.TOKEN_OWNER_ID``) holds the live lease ``lease_id`` on the message: the one
+    definition of the fence."""
     if not lease_id or not isinstance(lease_id, str):
         raise LeaseLost()
     return (
         ("pk", "=", message_id),
         ("status", "=", Message.PROCESSING),
-        ("claimed_by", "=", worker.worker_id),
+        ("claimed_by", "=", worker_id),
         ("lease_id", "=", lease_id),
         ("lease_expires_at", ">", now),
     )
@@ -62,7 +64,7 @@ def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
     Every lease-guarded write filters through it (or ``_fenced_update``), so the check and
     the write are one statement (or one locked read) and a lease cannot expire in between.
     """
-    conditions = _lease_conditions(worker, message_id, lease_id, now)
+    conditions = _lease_conditions(worker.worker_id, message_id, lease_id, now)
     return Message.objects.filter(
         **{f"{name}__{_LOOKUP_BY_OPERATOR[op]}": value for name, op, value in conditions}
     )
@@ -70,7 +72,9 @@ def fenced(worker: Worker, message_id: int, lease_id: str, now: dt.datetime):
 
 def _fenced_update(worker: Worker, message_id: int, lease_id: str, now, values: dict) -> int:
     """The write of ``fenced`` in one statement: it lands only while the lease is live."""
-    return sql.update(Message, values, *_lease_conditions(worker, message_id, lease_id, now))
+    return sql.update(
+        Message, values, *_lease_conditions(worker.worker_id, message_id, lease_id, now)
+    )
 
 
 def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Message:
@@ -80,6 +84,14 @@ def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Messag
     return message
 
 
+class Landed(NamedTuple):
+    """A fenced call that went by token (``heartbeat_by_token``, ``complete_by_token``): it
+    landed, for the worker ``worker_id``, with the call's usual ``answer``."""
+
+    worker_id: str
+    answer: object
+
+
 def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:
     config = RuntimeConfig.get_cached()
     now = timezone.now()
@@ -87,25 +99,74 @@ def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime
     # One conditional UPDATE: it lands only while the lease is held and alive.
     if _fenced_update(worker, message_id, lease_id, now, {"lease_expires_at": expires}) != 1:
         raise LeaseLost()
-    refresh = min(LIVENESS_REFRESH, dt.timedelta(seconds=config.stale_after_seconds / 4))
-    if worker.heartbeat_at is None or now - worker.heartbeat_at > refresh:
+    if worker.heartbeat_at is None or worker.heartbeat_at < _liveness_due(now, config):
         sql.update(Worker, {"heartbeat_at": now}, ("pk", "=", worker.pk))
     return expires
+
+
+def _liveness_due(now: dt.datetime, config: RuntimeConfig) -> dt.datetime:
+    """A job heartbeat refreshes its worker's liveness when it is older than this."""
+    return now - min(LIVENESS_REFRESH, dt.timedelta(seconds=config.stale_after_seconds / 4))
+
+
+def heartbeat_by_token(token, message_id: int, lease_id: str) -> Landed | None:
+    """``heartbeat_job`` of the worker owning ``token`` (a ``workers.tokens.WorkerToken``)
+    in one statement with its authentication (``sql.write_by_token``): the usual answer
+    when it landed; None when it did not (or cannot run here), having written nothing: the
+    caller then authenticates and ``heartbeat_job`` answers (401, or the lease lost)."""
+    if not sql.writes_by_token() or not lease_id or not isinstance(lease_id, str):
+        return None
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    expires = now + dt.timedelta(seconds=config.lease_seconds)
+    worker_id = sql.write_by_token(
+        token,
+        {"lease_expires_at": expires},
+        _lease_conditions(sql.TOKEN_OWNER_ID, message_id, lease_id, now),
+        {"heartbeat_at": now},
+        worker_beat_before=_liveness_due(now, config),
+    )
+    return Landed(worker_id, expires) if worker_id else None
+
+
+def _done_fields(now: dt.datetime) -> dict:
+    return {
+        "status": Message.DONE,
+        "completed_at": now,
+        "lease_expires_at": None,
+        "last_error": "",
+    }
 
 
 def complete_job(worker: Worker, message_id: int, lease_id: str, usage: dict | None = None) -> None:
     config = RuntimeConfig.get_cached()
     now = timezone.now()
-    done = {"status": Message.DONE, "completed_at": now, "lease_expires_at": None}
-    fence = _lease_conditions(worker, message_id, lease_id, now)
+    fence = _lease_conditions(worker.worker_id, message_id, lease_id, now)
     idle = _idle_fields(now, config)
     # Usage rows ride in the finish's transaction; without usage the finish is one statement.
     with transaction.atomic() if usage else nullcontext():
-        if not sql.finish_job(fence, {**done, "last_error": ""}, worker.pk, idle):
+        if not sql.finish_job(fence, _done_fields(now), worker.pk, idle):
             raise LeaseLost()
         record_usage(message_id, usage, JobUsage.DONE, now)
     for name, value in idle.items():
         setattr(worker, name, value)
+
+
+def complete_by_token(token, message_id: int, lease_id: str) -> Landed | None:
+    """``complete_job`` without usage, by token, as ``heartbeat_by_token`` does the
+    heartbeat: the finish and the worker's going idle in one statement with its
+    authentication; None when it did not land (the caller then takes the usual path)."""
+    if not sql.writes_by_token() or not lease_id or not isinstance(lease_id, str):
+        return None
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    worker_id = sql.write_by_token(
+        token,
+        _done_fields(now),
+        _lease_conditions(sql.TOKEN_OWNER_ID, message_id, lease_id, now),
+        _idle_fields(now, config),
+    )
+    return Landed(worker_id, None) if worker_id else None
 
 
 def fail_job(

@@ -55,21 +55,35 @@ def _assignments_sql(model, names: tuple[str, ...]) -> str:
     return ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
 
 
+class _TokenOwnerId:
+    """A condition's value (``update``'s ``where``): the worker id of the token's owner, in a
+    statement that starts with ``TOKEN_OWNER`` (``write_by_token``)."""
+
+    def __repr__(self) -> str:
+        return "TOKEN_OWNER_ID"
+
+
+TOKEN_OWNER_ID = _TokenOwnerId()
+
+
 def _conditions(model, where) -> tuple[str, list]:
     meta, params = model._meta, []
     for name, operator, value in where:
         field = meta.pk if name == "pk" else meta.get_field(name)
         assert operator in OPERATORS and value is not None
-        params.append(field.get_db_prep_value(value, connection))
-    shape = tuple((name, operator) for name, operator, _ in where)
+        if value is not TOKEN_OWNER_ID:
+            params.append(field.get_db_prep_value(value, connection))
+    shape = tuple((name, operator, value is TOKEN_OWNER_ID) for name, operator, value in where)
     return _text(_conditions_sql, model, shape), params
 
 
-def _conditions_sql(model, shape: tuple[tuple[str, str], ...]) -> str:
+def _conditions_sql(model, shape: tuple[tuple[str, str, bool], ...]) -> str:
     quote, meta = connection.ops.quote_name, model._meta
+    value = {False: "%s", True: "(SELECT worker_id FROM me)"}
     return " AND ".join(
-        f"{quote((meta.pk if name == 'pk' else meta.get_field(name)).column)} {operator} %s"
-        for name, operator in shape
+        f"{quote((meta.pk if name == 'pk' else meta.get_field(name)).column)} {operator} "
+        f"{value[owner]}"
+        for name, operator, owner in shape
     )
 
 
@@ -107,6 +121,65 @@ def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> boo
             return False
         update(Worker, worker_values, ("pk", "=", worker_pk))
         return True
+
+
+# The worker a presented token belongs to, as ``workers.tokens.owner`` finds it: the newest
+# unrevoked worker with the token's prefix, kept only if its stored hash is the token's
+# (parameters: prefix, hash). At most one row, named ``me`` by the statements that use it.
+_TOKEN_OWNER_SQL = (
+    f"SELECT id, worker_id FROM (SELECT id, worker_id, token_hash FROM {_table(Worker)} "  # noqa: S608
+    "WHERE token_prefix = %s AND token_revoked_at IS NULL ORDER BY created_at DESC LIMIT 1) "
+    "newest WHERE token_hash = %s AND token_hash <> ''"
+)
+
+
+def writes_by_token() -> bool:
+    """Whether ``write_by_token`` can run here: PostgreSQL (writes inside ``WITH``)."""
+    return connection.vendor == "postgresql"
+
+
+def write_by_token(
+    token, message_values: dict, fence, worker_values: dict, *, worker_beat_before=None
+) -> str | None:
+    """A fenced call's whole write for the worker owning ``token`` (a
+    ``workers.tokens.WorkerToken``), in one statement with its authentication (PostgreSQL
+    only): ``update(Message, message_values, *fence)``, the fence naming the worker as
+    ``("claimed_by", "=", TOKEN_OWNER_ID)``, and, only when that lands,
+    ``update(Worker, worker_values)`` of the owner (only if its ``heartbeat_at`` is null or
+    before ``worker_beat_before``, when that is given). Returns the owner's ``worker_id``
+    when the message write landed, else None: the token has no owner, or the fence did not
+    hold, and nothing was written.
+
+    The database compares the stored hash here, not ``hmac.compare_digest``: its time
+    tells at most how much of a keyed hash matches, which no one without the key can use.
+
+    Twin (and the path elsewhere): ``tokens.owner(token)``, then the ``update`` calls.
+    """
+    message_set, message_params = _assignments(Message, message_values)
+    fence_sql, fence_params = _conditions(Message, fence)
+    worker_set, worker_params = _assignments(Worker, worker_values)
+    beat = worker_beat_before is not None
+    sql = _text(_write_by_token_sql, message_set, fence_sql, worker_set, beat)
+    params = [token.prefix, token.digest, *message_params, *fence_params, *worker_params]
+    if beat:
+        params.append(
+            Worker._meta.get_field("heartbeat_at").get_db_prep_value(worker_beat_before, connection)
+        )
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row and row[1] else None
+
+
+def _write_by_token_sql(message_set: str, fence_sql: str, worker_set: str, beat: bool) -> str:
+    only_if_old = " AND (heartbeat_at IS NULL OR heartbeat_at < %s)" if beat else ""
+    return (
+        f"WITH me AS ({_TOKEN_OWNER_SQL}), "  # noqa: S608 (names, never input)
+        f"done AS (UPDATE {_table(Message)} SET {message_set} WHERE {fence_sql} RETURNING 1), "
+        f"owner AS (UPDATE {_table(Worker)} SET {worker_set} WHERE id = (SELECT id FROM me) "
+        f"AND EXISTS (SELECT 1 FROM done){only_if_old} RETURNING 1) "
+        "SELECT me.worker_id, EXISTS (SELECT 1 FROM done) FROM me"
+    )
 
 
 def locked(model, pk: int):

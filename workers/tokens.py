@@ -2,7 +2,8 @@
 
 A token looks like ``wk_<prefix>_<secret>``. The prefix finds the worker row with an index;
 the HMAC-SHA256 of the whole token under ``SECRET_KEY`` is compared in constant time, so a
-database leak does not leak usable tokens.
+database leak does not leak usable tokens. Heartbeat and complete check the same in their
+own statement (``workers.sql.write_by_token``), where the database compares the hashes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -40,16 +42,36 @@ def revoke_worker_token(worker: Worker) -> None:
     worker.token_hash, worker.token_revoked_at = "", now
 
 
-def authenticate(raw: str) -> Worker | None:
-    """The worker owning ``raw``, or None for a malformed, unknown or revoked token."""
+class WorkerToken(NamedTuple):
+    """What a presented token is checked by: its prefix (finds the row) and its keyed hash."""
+
+    prefix: str
+    digest: str
+
+
+def parse(raw: str) -> WorkerToken | None:
+    """The prefix and keyed hash of ``raw``, or None when it is not shaped like a token."""
     if not isinstance(raw, str) or not raw.startswith(TOKEN_PREFIX):
         return None
     prefix, _, rest = raw[len(TOKEN_PREFIX) :].partition("_")
     if not prefix or not rest:
         return None
-    worker = Worker.objects.filter(token_prefix=prefix, token_revoked_at__isnull=True).first()
+    return WorkerToken(prefix, _digest(raw))
+
+
+def authenticate(raw: str) -> Worker | None:
+    """The worker owning ``raw``, or None for a malformed, unknown or revoked token."""
+    token = parse(raw)
+    return owner(token) if token else None
+
+
+def owner(token: WorkerToken) -> Worker | None:
+    """The worker ``token`` belongs to, or None when it is unknown or revoked: the newest
+    unrevoked worker with its prefix, if its stored hash is the token's. The fenced calls'
+    one-statement paths (``workers.sql.write_by_token``) ask the same in SQL."""
+    worker = Worker.objects.filter(token_prefix=token.prefix, token_revoked_at__isnull=True).first()
     if worker is None or not worker.token_hash:
         return None
-    if not hmac.compare_digest(worker.token_hash, _digest(raw)):
+    if not hmac.compare_digest(worker.token_hash, token.digest):
         return None
     return worker

@@ -4,11 +4,12 @@ mapped once by the API's exception handler (agents.api_errors)."""
 
 from __future__ import annotations
 
+from django.db import DatabaseError
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,10 +17,15 @@ from rest_framework.views import APIView
 from agents import log_context
 from workers import leases, lifecycle, reply_uploads, snapshots
 from workers.api import serializers as s
-from workers.api.auth import IsWorker, WorkerTokenAuthentication
+from workers.api.auth import (
+    DeferredWorkerTokenAuthentication,
+    IsWorker,
+    WorkerPrincipal,
+    WorkerTokenAuthentication,
+)
 from workers.claim import ClaimedJob, claim_next_job
 from workers.claim_wait import claim_waiting
-from workers.delivery import complete_with_reply, job_claimed
+from workers.delivery import complete_by_token, complete_with_reply, job_claimed
 from workers.hydration import append_conversation_messages, build_hydration_bundle
 from workers.models import DataSnapshot, MessageAttachment, Worker
 
@@ -40,9 +46,38 @@ class WorkerView(APIView):
     authentication_classes = [WorkerTokenAuthentication]
     permission_classes = [IsWorker]
 
+    principal: WorkerPrincipal | None = None
+
     @property
     def worker(self) -> Worker:
         return self.request.user.worker
+
+    def perform_authentication(self, request):
+        self.principal = request.user
+
+    def handle_exception(self, exc):
+        # Where the token's owner is looked up late (DeferredWorkerTokenAuthentication), an
+        # unknown token still answers 401 before any other error the request has (a bad
+        # body, a lost lease), as where it is looked up first.
+        if self.principal is not None and not isinstance(
+            exc, (AuthenticationFailed, DatabaseError)
+        ):
+            try:
+                self.principal.worker  # noqa: B018
+            except AuthenticationFailed as unknown:
+                exc = unknown
+        return super().handle_exception(exc)
+
+    def by_token(self, one_statement, usual, *args, **kwargs):
+        """A fenced call that checks the token in its own statement: ``one_statement(token,
+        *args, **kwargs)`` answers when it landed (a ``leases.Landed``); otherwise the
+        token's owner is looked up (401 when there is none) and ``usual(worker, *args,
+        **kwargs)`` answers, as it would have alone."""
+        landed = one_statement(self.principal.token, *args, **kwargs)
+        if landed is None:
+            return usual(self.worker, *args, **kwargs)
+        self.principal.known(landed.worker_id)
+        return landed.answer
 
     def valid(self, serializer_class, data):
         serializer = serializer_class(data=data)
@@ -110,19 +145,26 @@ class HydrationView(WorkerView):
 
 
 class HeartbeatView(WorkerView):
+    authentication_classes = [DeferredWorkerTokenAuthentication]
+
     @extend_schema(request=s.LeaseSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.LeaseSerializer, request.data)
-        expires = leases.heartbeat_job(self.worker, message_id, data["lease_id"])
+        expires = self.by_token(
+            leases.heartbeat_by_token, leases.heartbeat_job, message_id, data["lease_id"]
+        )
         return Response({"lease_expires_at": iso(expires)})
 
 
 class CompleteView(WorkerView):
+    authentication_classes = [DeferredWorkerTokenAuthentication]
+
     @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
         data = self.valid(s.CompleteSerializer, request.data)
-        outbox = complete_with_reply(
-            self.worker,
+        outbox = self.by_token(
+            complete_by_token,
+            complete_with_reply,
             message_id,
             data["lease_id"],
             reply=data.get("reply"),
