@@ -49,7 +49,6 @@ class WorkerTokenScheme(OpenApiAuthenticationExtension):
     "could not resolve authenticator" warnings out of ``check --deploy``)."""
 
     target_class = WorkerTokenAuthentication
-    match_subclasses = True  # the deferred kind (heartbeat, complete) is the same token
     name = "workerToken"
 
     def get_security_definition(self, auto_schema):

@@ -23,11 +23,13 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents.models import Conversation, RuntimeConfig
-from workers import sql, sql_claim
+from workers import sql, sql_claim, sql_warm_claim
 from workers.lifecycle import is_stale, live_worker_cutoff, live_workers
 from workers.models import Message, Worker
+from workers.sql import TOKEN_OWNER_CONVERSATION, TOKEN_OWNER_ID, OwnerColumn
 from workers.sql_cursor import can_pipeline
 from workers.sweep import release_expired
+from workers.tokens import Landed
 
 CLAIM_CANDIDATE_TRIES = 8
 
@@ -85,12 +87,19 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
                 for field in CLAIM_WORKER_FIELDS:
                     setattr(caller, field, getattr(worker, field))
             return job
+    return _claim_in_transaction(caller, conversation_id, config)
+
+
+def _claim_in_transaction(
+    caller: Worker, conversation_id: str | None, config: RuntimeConfig
+) -> ClaimedJob | None:
+    """The full claim, whatever the case: one transaction, the rules checked in Python."""
     with transaction.atomic():
         now = timezone.now()
         # Lock the worker row: two claims with one token never take two jobs, and the
         # status and assignment are read fresh. Its assigned conversation is locked with it
         # (waiting, not skipping, is right: that conversation is ours to serve).
-        worker, assigned = sql_claim.locked_worker_and_conversation(worker.pk)
+        worker, assigned = sql_claim.locked_worker_and_conversation(caller.pk)
         # A stale worker is dead to everyone else: it gets nothing, and its poll does not
         # revive it (see control_state); its next control call tells it to stop.
         if worker.status != Worker.ACTIVE or is_stale(worker, now, config):
@@ -120,18 +129,22 @@ def claim_next_job(worker: Worker, *, conversation_id: str | None = None) -> Cla
 def _claim_warm(
     worker: Worker, conversation_id: str | None, config: RuntimeConfig
 ) -> tuple[ClaimedJob | None, Worker] | None:
-    """The usual claim in one round trip (``sql_claim.claim_assigned``): a worker assigned to
+    """The usual claim in one round trip (``sql_warm_claim.claim_assigned``): a worker assigned to
     a conversation takes its next message, or learns there is nothing to take. Returns
     ``(job or None, the worker as locked)`` when that round trip is the answer; None when
     it decided nothing (a rule said no, the conversation is busy, the worker moved
     meanwhile): the full claim then runs and answers, since it may still find a job past an
     expired lease."""
     now = timezone.now()
-    lease = _Lease(worker, worker.assigned_conversation_id, now, config)
+    lease = _Lease(worker.worker_id, worker.assigned_conversation_id, now, config, assigning=False)
     cutoff = live_worker_cutoff(now, config)
-    found = sql_claim.claim_assigned(
+    found = sql_warm_claim.claim_assigned(
         worker, conversation_id, now, cutoff, lease.fields, lease.worker_fields
     )
+    return _warm_answer(found, lease)
+
+
+def _warm_answer(found: sql_warm_claim.WarmClaim, lease: _Lease):
     if found.idle:
         return None, found.worker
     if found.message is None or not found.message.taken:
@@ -140,15 +153,47 @@ def _claim_warm(
     return lease.hand_out(found.worker, conversation, found.message), found.worker
 
 
+def claim_by_token(token, *, conversation_id: str | None = None) -> Landed | None:
+    """``claim_next_job`` for the worker owning ``token`` (a ``workers.tokens.WorkerToken``)
+    when it is the usual claim, a warm worker's, in one round trip with its
+    authentication (``sql_warm_claim.claim_assigned_by_token``); when that round trip finds the
+    token's owner but decides nothing (it is not assigned, a rule said no, the conversation
+    is busy), the full claim for that owner follows, as in ``claim_next_job``. None when
+    the token has no owner (or this cannot run here), having taken nothing: the caller
+    then authenticates, which answers 401."""
+    if not can_pipeline():
+        return None
+    config = RuntimeConfig.get_cached()
+    now = timezone.now()
+    # Who claims is known only inside the statements: the lease names it as ``me``'s.
+    lease = _Lease(TOKEN_OWNER_ID, TOKEN_OWNER_CONVERSATION, now, config, assigning=False)
+    cutoff = live_worker_cutoff(now, config)
+    found = sql_warm_claim.claim_assigned_by_token(
+        token, conversation_id, now, cutoff, lease.fields, lease.worker_fields
+    )
+    if found is None:
+        return None
+    decided = _warm_answer(found, lease)
+    if decided is None:
+        # The round trip found the token's owner but decided nothing: the full claim for
+        # it, as claim_next_job runs after its own one-round-trip attempt.
+        job = _claim_in_transaction(found.worker, conversation_id, config)
+        return Landed(found.worker.worker_id, job)
+    job, worker = decided
+    return Landed(worker.worker_id, job)
+
+
 class _Lease:
     """What a claim writes: the message's lease and the worker's assignment to it."""
 
-    def __init__(self, worker: Worker, conversation_pk: int, now, config: RuntimeConfig):
+    def __init__(self, worker_id, conversation_pk, now, config: RuntimeConfig, *, assigning):
+        """``worker_id`` and ``conversation_pk`` may be ``OwnerColumn`` (a claim by token);
+        ``assigning``: the worker is not assigned yet (its assignment starts now)."""
         self.lease_id = secrets.token_hex(16)
         self.expires_at = now + dt.timedelta(seconds=config.lease_seconds)
         self.fields = {
             "status": Message.PROCESSING,
-            "claimed_by": worker.worker_id,
+            "claimed_by": worker_id,
             "lease_id": self.lease_id,
             "lease_expires_at": self.expires_at,
             "claimed_at": now,
@@ -162,16 +207,17 @@ class _Lease:
             "assigned_conversation_id": conversation_pk,
             "assigned_lease_id": self.lease_id,
         }
-        if worker.assigned_conversation_id is None:  # an assigned worker keeps its time
+        if assigning:  # an assigned worker keeps its time
             self.worker_fields["assigned_at"] = now
 
     def hand_out(self, worker: Worker, conversation: Conversation, message: Message) -> ClaimedJob:
         """The job, with the instances set to what was written."""
         for name, value in self.fields.items():
-            setattr(message, name, value)
+            setattr(message, name, value.of(worker) if isinstance(value, OwnerColumn) else value)
         message.conversation = conversation
         for name, value in {**self.worker_fields, "assigned_agent_key": message.agent_key}.items():
-            setattr(worker, name, value)
+            if not isinstance(value, OwnerColumn):  # the locked row has it already
+                setattr(worker, name, value)
         return ClaimedJob(message=message, lease_id=self.lease_id, lease_expires_at=self.expires_at)
 
 
@@ -240,7 +286,8 @@ def _claim_in_conversation(
     # every claim path checks it at no extra query, the same way on every database.
     if conversation.in_handoff_for(worker.worker_id, now):
         return None
-    lease = _Lease(worker, conversation.pk, now, config)
+    assigning = worker.assigned_conversation_id is None
+    lease = _Lease(worker.worker_id, conversation.pk, now, config, assigning=assigning)
     # The hot path, one statement: the next ready message, with whether the conversation
     # has a processing message or another live owner, taken at once when it has neither.
     # This is sound because the conversation row was locked by an earlier statement: every

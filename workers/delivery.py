@@ -23,6 +23,7 @@ from workers.hydration import append_conversation_messages
 from workers.job_events import announce_reply
 from workers.models import Message, Worker
 from workers.reply_uploads import attach_reply_media
+from workers.tokens import Landed
 
 
 class ReplyNotExpected(DomainError):
@@ -63,7 +64,7 @@ def complete_by_token(
     reply: dict | None = None,
     history: list[dict] | None = None,
     usage: dict | None = None,
-) -> leases.Landed | None:
+) -> Landed | None:
     """``complete_with_reply`` for the worker owning ``token``, in one statement with its
     authentication, when the job ends with nothing but its lease (a worker that sent its
     reply itself): the usual answer (no outbox rows) when it landed. None otherwise, having
@@ -72,7 +73,7 @@ def complete_by_token(
     if reply or history or usage:
         return None
     landed = leases.complete_by_token(token, message_id, lease_id)
-    return leases.Landed(landed.worker_id, []) if landed else None
+    return Landed(landed.worker_id, []) if landed else None
 
 
 def complete_with_reply(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 from contextlib import nullcontext
-from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +25,7 @@ from workers.errors import LeaseLost  # defined with its 409 answer; leases.Leas
 from workers.job_events import announce_reply
 from workers.models import JobUsage, Message, Worker
 from workers.sweep import sweep_expired_leases  # noqa: F401 (schedule path)
+from workers.tokens import Landed
 from workers.usage import record_usage
 
 # A job heartbeat refreshes the worker's own liveness only when it is older than this (far
@@ -82,14 +82,6 @@ def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Messag
     if message is None:
         raise LeaseLost()
     return message
-
-
-class Landed(NamedTuple):
-    """A fenced call that went by token (``heartbeat_by_token``, ``complete_by_token``): it
-    landed, for the worker ``worker_id``, with the call's usual ``answer``."""
-
-    worker_id: str
-    answer: object
 
 
 def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:

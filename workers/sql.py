@@ -7,10 +7,13 @@ that says the same thing in the ORM; tests/workers/test_sql_twins.py runs both o
 PostgreSQL with the same data and asserts the same answer. Values are prepared by the
 models' own fields, so both backends see exactly what the ORM would send; table and column
 names come from the models, never from input. The claim's own statements are next door, in
-``workers/sql_claim.py``; how they all run is ``workers/sql_cursor.py``.
+``workers/sql_claim.py`` and ``workers/sql_warm_claim.py``; how they all run is
+``workers/sql_cursor.py``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from django.db import connection, transaction
 
@@ -46,24 +49,47 @@ def _table(model) -> str:
 
 def _assignments(model, values: dict) -> tuple[str, list]:
     meta = model._meta
-    params = [meta.get_field(name).get_db_prep_save(v, connection) for name, v in values.items()]
-    return _text(_assignments_sql, model, tuple(values)), params
+    params = [
+        meta.get_field(name).get_db_prep_save(v, connection)
+        for name, v in values.items()
+        if not isinstance(v, OwnerColumn)
+    ]
+    shape = tuple((name, _owner(value)) for name, value in values.items())
+    return _text(_assignments_sql, model, shape), params
 
 
-def _assignments_sql(model, names: tuple[str, ...]) -> str:
+def _owner(value) -> str | None:
+    """What a statement's text has for ``value``: a parameter (None) or a column of ``me``."""
+    return value.column if isinstance(value, OwnerColumn) else None
+
+
+def _assignments_sql(model, shape: tuple[tuple[str, str | None], ...]) -> str:
     quote, meta = connection.ops.quote_name, model._meta
-    return ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
+    return ", ".join(
+        f"{quote(meta.get_field(name).column)} = {value_sql(owner)}" for name, owner in shape
+    )
 
 
-class _TokenOwnerId:
-    """A condition's value (``update``'s ``where``): the worker id of the token's owner, in a
-    statement that starts with ``TOKEN_OWNER`` (``write_by_token``)."""
+class OwnerColumn(NamedTuple):
+    """A value of ``update``'s ``values`` or ``where`` in a statement that authenticates by
+    token: this column of ``me``, the token's owner (``TOKEN_OWNER``)."""
 
-    def __repr__(self) -> str:
-        return "TOKEN_OWNER_ID"
+    column: str
+
+    def of(self, worker: Worker):
+        """The value it stands for, read off the owner's row."""
+        return getattr(worker, self.column)
 
 
-TOKEN_OWNER_ID = _TokenOwnerId()
+# The owner's worker id, pk and assigned conversation, as statements by token name them.
+TOKEN_OWNER_ID = OwnerColumn("worker_id")
+TOKEN_OWNER_PK = OwnerColumn("id")
+TOKEN_OWNER_CONVERSATION = OwnerColumn("assigned_conversation_id")
+
+
+def value_sql(owner_column: str | None) -> str:
+    """A parameter, or the owner's ``owner_column`` (see ``OwnerColumn``)."""
+    return "%s" if owner_column is None else f"(SELECT {owner_column} FROM me)"  # noqa: S608
 
 
 def _conditions(model, where) -> tuple[str, list]:
@@ -71,18 +97,17 @@ def _conditions(model, where) -> tuple[str, list]:
     for name, operator, value in where:
         field = meta.pk if name == "pk" else meta.get_field(name)
         assert operator in OPERATORS and value is not None
-        if value is not TOKEN_OWNER_ID:
+        if not isinstance(value, OwnerColumn):
             params.append(field.get_db_prep_value(value, connection))
-    shape = tuple((name, operator, value is TOKEN_OWNER_ID) for name, operator, value in where)
+    shape = tuple((name, operator, _owner(value)) for name, operator, value in where)
     return _text(_conditions_sql, model, shape), params
 
 
-def _conditions_sql(model, shape: tuple[tuple[str, str, bool], ...]) -> str:
+def _conditions_sql(model, shape: tuple[tuple[str, str, str | None], ...]) -> str:
     quote, meta = connection.ops.quote_name, model._meta
-    value = {False: "%s", True: "(SELECT worker_id FROM me)"}
     return " AND ".join(
         f"{quote((meta.pk if name == 'pk' else meta.get_field(name)).column)} {operator} "
-        f"{value[owner]}"
+        f"{value_sql(owner)}"
         for name, operator, owner in shape
     )
 
@@ -125,11 +150,14 @@ def _finish_job_in_steps(fence, message_values, worker_pk, worker_values) -> boo
 
 # The worker a presented token belongs to, as ``workers.tokens.owner`` finds it: the newest
 # unrevoked worker with the token's prefix, kept only if its stored hash is the token's
-# (parameters: prefix, hash). At most one row, named ``me`` by the statements that use it.
-_TOKEN_OWNER_SQL = (
-    f"SELECT id, worker_id FROM (SELECT id, worker_id, token_hash FROM {_table(Worker)} "  # noqa: S608
-    "WHERE token_prefix = %s AND token_revoked_at IS NULL ORDER BY created_at DESC LIMIT 1) "
-    "newest WHERE token_hash = %s AND token_hash <> ''"
+# (parameters: prefix, hash). At most one row; the statements that use it call it ``me``.
+# The database compares the hashes, not ``hmac.compare_digest``: its time tells at most how
+# much of a keyed hash matches, which no one without the key can use.
+TOKEN_OWNER = (
+    "SELECT id, worker_id, assigned_conversation_id FROM (SELECT id, worker_id, "  # noqa: S608
+    f"assigned_conversation_id, token_hash FROM {_table(Worker)} WHERE token_prefix = %s "
+    "AND token_revoked_at IS NULL ORDER BY created_at DESC LIMIT 1) newest "
+    "WHERE token_hash = %s AND token_hash <> ''"
 )
 
 
@@ -150,10 +178,8 @@ def write_by_token(
     when the message write landed, else None: the token has no owner, or the fence did not
     hold, and nothing was written.
 
-    The database compares the stored hash here, not ``hmac.compare_digest``: its time
-    tells at most how much of a keyed hash matches, which no one without the key can use.
-
-    Twin (and the path elsewhere): ``tokens.owner(token)``, then the ``update`` calls.
+    Twin (and the path elsewhere): ``tokens.owner(token)``, then the ``update`` calls
+    (tests/workers/test_fenced_by_token.py).
     """
     message_set, message_params = _assignments(Message, message_values)
     fence_sql, fence_params = _conditions(Message, fence)
@@ -174,7 +200,7 @@ def write_by_token(
 def _write_by_token_sql(message_set: str, fence_sql: str, worker_set: str, beat: bool) -> str:
     only_if_old = " AND (heartbeat_at IS NULL OR heartbeat_at < %s)" if beat else ""
     return (
-        f"WITH me AS ({_TOKEN_OWNER_SQL}), "  # noqa: S608 (names, never input)
+        f"WITH me AS ({TOKEN_OWNER}), "  # noqa: S608 (names, never input)
         f"done AS (UPDATE {_table(Message)} SET {message_set} WHERE {fence_sql} RETURNING 1), "
         f"owner AS (UPDATE {_table(Worker)} SET {worker_set} WHERE id = (SELECT id FROM me) "
         f"AND EXISTS (SELECT 1 FROM done){only_if_old} RETURNING 1) "

@@ -1,21 +1,29 @@
 """The claim's raw-SQL fast paths (SPEC §6.2), the part of ``workers/sql.py``'s room that
-only the claim uses: its locks, its candidate and take statements, and the warm worker's
-whole claim in one round trip. Like every fast path, each has a QuerySet twin (or, for the
-one-round-trip claim, the claim's ordinary path) that tests/workers/test_sql_twins.py runs
-against it on SQLite and PostgreSQL.
+only the claim uses: its locks, its candidate and take statements (the warm worker's whole
+claim in one round trip is built of them in ``workers/sql_warm_claim.py``). Like every fast
+path, each has a QuerySet twin that tests/workers/test_sql_twins.py runs against it on
+SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
 
 from django.db import connection
 
 from agents.models import Conversation
 from workers.models import ConversationQueue, Message, Worker
-from workers.sql import _assignments, _table, locked, update
-from workers.sql_cursor import first_instance, pipelined, prepared_cursor, row_instance
+from workers.sql import (
+    TOKEN_OWNER,
+    OwnerColumn,
+    _assignments,
+    _owner,
+    _table,
+    locked,
+    update,
+)
+from workers.sql import value_sql as _value_sql
+from workers.sql_cursor import first_instance, prepared_cursor
 from workers.sql_cursor import statement_text as _text
 
 # What a claim reads of the rows it locks and takes; the rest stay deferred (loaded only if
@@ -83,12 +91,16 @@ def locked_conversation(worker: Worker) -> Conversation:
     return Conversation.from_db(connection.alias, list(CLAIM_CONVERSATION_FIELDS), values)
 
 
-def _locked_worker_sql() -> str:
+def _locked_worker_sql(by_token: bool = False) -> str:
+    """``by_token``: the worker is the token's owner (parameters: prefix, hash), not a pk."""
     quote = connection.ops.quote_name
     # These attribute names are the column names too.
     columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
+    me = f"me AS ({TOKEN_OWNER}), " if by_token else ""
+    pk = _value_sql("id" if by_token else None)
     return (
-        f"WITH w AS (SELECT * FROM {_table(Worker)} WHERE id = %s FOR NO KEY UPDATE) "  # noqa: S608
+        f"WITH {me}w AS (SELECT * FROM {_table(Worker)} WHERE id = {pk} "  # noqa: S608
+        "FOR NO KEY UPDATE) "
         f"SELECT {_column_list(Worker, 'w', LOCKED_WORKER_FIELDS)}, {columns} "
         f"FROM w LEFT JOIN LATERAL (SELECT * FROM {_table(Conversation)} "
         "WHERE id = w.assigned_conversation_id FOR NO KEY UPDATE) c ON true"
@@ -118,30 +130,37 @@ def next_ready_query(
     ``msg_conversation_ready_idx``; the rest are parameters.
     """
     datetime_param = Message._meta.get_field("scheduled_for").get_db_prep_value
-    params = [
+    params = _bound(
         conversation_pk,
         conversation_pk,
         datetime_param(live_cutoff, connection),
         worker_pk,
         conversation_pk,
         datetime_param(now, connection),
-    ]
-    return _text(_next_ready_sql), params
+    )
+    return _text(_next_ready_sql, _owner(worker_pk), _owner(conversation_pk)), params
 
 
-def _next_ready_sql() -> str:
+def _bound(*values) -> list:
+    """The parameters among ``values``: an ``OwnerColumn`` is in the statement's text."""
+    return [value for value in values if not isinstance(value, OwnerColumn)]
+
+
+def _next_ready_sql(pk_owner: str | None = None, conversation_owner: str | None = None) -> str:
+    """``*_owner``: the worker's pk, its conversation's, as columns of ``me`` (by token)."""
     quote = connection.ops.quote_name
     message_table = quote(Message._meta.db_table)
     worker_table = quote(Worker._meta.db_table)
     lock = " FOR UPDATE OF m" if connection.features.has_select_for_update_of else ""
+    pk, conversation = _value_sql(pk_owner), _value_sql(conversation_owner)
     return (
         "SELECT m.*, "  # noqa: S608 (table names and constants, never input)
-        f"EXISTS (SELECT 1 FROM {message_table} p WHERE p.conversation_id = %s "
+        f"EXISTS (SELECT 1 FROM {message_table} p WHERE p.conversation_id = {conversation} "
         f"AND p.status = '{Message.PROCESSING}') AS busy, "
-        f"EXISTS (SELECT 1 FROM {worker_table} w WHERE w.assigned_conversation_id = %s "
-        f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
-        "AS owned_by_other "
-        f"FROM {message_table} m WHERE m.conversation_id = %s "
+        f"EXISTS (SELECT 1 FROM {worker_table} w WHERE w.assigned_conversation_id = "
+        f"{conversation} AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s "
+        f"AND w.id <> {pk}) AS owned_by_other "
+        f"FROM {message_table} m WHERE m.conversation_id = {conversation} "
         f"AND m.status = '{Message.QUEUED}' AND m.scheduled_for <= %s "
         f"ORDER BY m.priority DESC, m.scheduled_for ASC, m.id ASC LIMIT 1{lock}"
     )
@@ -184,8 +203,9 @@ def _claim_next_ready_sql(candidate: str, message_set: str, worker_set: str) -> 
     )
 
 
-def _take_sql(message_set: str, worker_set: str, *, guarded: bool) -> str:
-    """The take's two writes (of ``candidate``); ``guarded``: only if ``fit`` has a row."""
+def _take_sql(message_set: str, worker_set: str, *, guarded: bool, pk: str = "%s") -> str:
+    """The take's two writes (of ``candidate``); ``guarded``: only if ``fit`` has a row.
+    ``pk``: how the statement names the worker's pk (a parameter, or a column of ``me``)."""
     guard = "AND EXISTS (SELECT 1 FROM fit) " if guarded else ""
     return (
         f"taken AS (UPDATE {_table(Message)} AS u SET {message_set} FROM candidate "  # noqa: S608
@@ -193,7 +213,7 @@ def _take_sql(message_set: str, worker_set: str, *, guarded: bool) -> str:
         f"{guard}RETURNING u.id), "
         f"assigned AS (UPDATE {_table(Worker)} SET {worker_set}, "
         "assigned_agent_key = (SELECT agent_key FROM candidate) "
-        "WHERE id = %s AND EXISTS (SELECT 1 FROM taken) RETURNING 1)"
+        f"WHERE id = {pk} AND EXISTS (SELECT 1 FROM taken) RETURNING 1)"
     )
 
 
@@ -204,85 +224,10 @@ def _take_columns() -> str:
     )
 
 
-class WarmClaim(NamedTuple):
-    worker: Worker  # as locked, with its conversation's ``c_*`` columns
-    message: Message | None  # the candidate, ``taken`` or not; None when none is ready
-    idle: bool  # nothing to take (none ready, none processing): the claim's answer is None
-
-
-def claim_assigned(
-    worker: Worker,
-    conversation_id: str | None,
-    now: dt.datetime,
-    live_cutoff: dt.datetime,
-    message_values: dict,
-    worker_values: dict,
-) -> WarmClaim:
-    """A worker assigned to a conversation takes its next message, in one round trip on
-    PostgreSQL: ``locked_worker_and_conversation``'s statement, then ``claim_next_ready``'s
-    take guarded by the rules the claim checks in between (``workers.sql_cursor.pipelined``).
-    When the rules hold but the conversation has nothing ready and nothing processing, the
-    claim's answer is None: ``idle`` says so, and the worker's liveness is refreshed as the
-    claim does when it finds nothing.
-
-    ``worker`` is the caller's copy, assigned to ``worker.assigned_conversation_id``; the
-    writes land only while the locked worker is still active, live and assigned to that
-    conversation (then the first statement locked that very conversation: it locks the
-    locked worker's, and the conversation existed before this claim began), the
-    conversation is ``conversation_id`` when one is asked for, and no other worker's handoff
-    holds it: ``lifecycle.is_stale`` and ``Conversation.in_handoff_for`` spelled in SQL, as
-    ``claimable_conversations_query`` spells them. The second statement sees every earlier
-    claim, as ``claim_next_ready`` does, because it starts after the lock.
-
-    Only where ``can_pipeline()``. Twin (and the path elsewhere): ``claim.claim_next_job``'s
-    transaction, which the caller falls back to whenever this neither took nor found idle.
-    """
-    pk, conversation_pk = worker.pk, worker.assigned_conversation_id
-    candidate, candidate_params = next_ready_query(pk, conversation_pk, now, live_cutoff)
-    message_set, message_params = _assignments(Message, message_values)
-    worker_set, worker_params = _assignments(Worker, worker_values)
-    asked = conversation_id is not None
-    take = _text(_claim_assigned_sql, candidate, message_set, worker_set, asked)
-    when = Message._meta.get_field("scheduled_for").get_db_prep_value
-    now_param = when(now, connection)
-    fit_params = [pk, when(live_cutoff, connection), conversation_pk]
-    fit_params += [conversation_id] if asked else []
-    fit_params += [now_param, worker.worker_id]
-    params = candidate_params + fit_params + message_params + worker_params + [pk]
-    params += [now_param, pk, conversation_pk]
-    lock = _text(_locked_worker_sql)
-    lock_cursor, take_cursor = pipelined((lock, [pk]), (take, params))
-    locked_worker = row_instance(lock_cursor, Worker, lock)
-    if locked_worker is None:
-        raise Worker.DoesNotExist(f"No Worker with id {pk}.")
-    row = row_instance(take_cursor, Message, take)
-    return WarmClaim(locked_worker, row if row.pk is not None else None, row.idle)
-
-
-# ``Conversation.in_handoff_for`` of conversation ``c`` (parameters: now, the worker's id).
-_IN_HANDOFF = "(c.handoff_until > %s AND c.handoff_from_worker <> %s)"
-
-
-def _claim_assigned_sql(candidate: str, message_set: str, worker_set: str, asked: bool) -> str:
-    quote = connection.ops.quote_name
-    fit = (
-        f"SELECT 1 FROM {_table(Worker)} w "  # noqa: S608 (names and constants, never input)
-        f"JOIN {quote(Conversation._meta.db_table)} c ON c.id = w.assigned_conversation_id "
-        f"WHERE w.id = %s AND w.status = '{Worker.ACTIVE}' "
-        "AND COALESCE(w.heartbeat_at, w.created_at) >= %s AND c.id = %s "
-        f"{'AND c.conversation_id = %s ' if asked else ''}"
-        f"AND {_IN_HANDOFF} IS NOT TRUE"
-    )
-    return (
-        f"WITH candidate AS ({candidate}), fit AS ({fit}), "  # noqa: S608
-        f"{_take_sql(message_set, worker_set, guarded=True)}, "
-        f"idle AS (UPDATE {_table(Worker)} SET heartbeat_at = %s WHERE id = %s "
-        "AND EXISTS (SELECT 1 FROM fit) AND NOT EXISTS (SELECT 1 FROM candidate) "
-        f"AND NOT EXISTS (SELECT 1 FROM {_table(Message)} p WHERE p.conversation_id = %s "
-        f"AND p.status = '{Message.PROCESSING}') RETURNING 1) "
-        f"SELECT {_take_columns()}, EXISTS (SELECT 1 FROM idle) AS idle "
-        "FROM (SELECT 1) AS one LEFT JOIN candidate ON true"
-    )
+def _in_handoff(worker_id: str = "%s") -> str:
+    """``Conversation.in_handoff_for`` of conversation ``c`` (parameters: now, then the
+    worker's id unless ``worker_id`` names it otherwise)."""
+    return f"(c.handoff_until > %s AND c.handoff_from_worker <> {worker_id})"
 
 
 def _claim_next_ready_in_steps(
@@ -348,7 +293,7 @@ def claimable_conversations_query(
         "WHERE w.assigned_conversation_id = q.conversation_id "
         f"AND w.status = '{Worker.ACTIVE}' AND w.heartbeat_at >= %s AND w.id <> %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {conversation_table} c WHERE c.id = q.conversation_id "
-        f"AND {_IN_HANDOFF}) "
+        f"AND {_in_handoff()}) "
         "ORDER BY q.head_priority DESC, q.head_scheduled_for ASC, q.head_id ASC LIMIT %s"
     )
     doubtful_sql = (

@@ -1,7 +1,7 @@
-"""How the raw-SQL fast paths (``workers.sql``, ``workers.sql_claim``, ``telegram.sql``) run:
-on a server-bound cursor that PostgreSQL can prepare (or several sent together, in one round
-trip), with their rows turned into model instances exactly as the ORM turns a QuerySet's
-rows into them.
+"""How the raw-SQL fast paths (``workers.sql``, ``workers.sql_claim``, ``sql_warm_claim``,
+``telegram.sql``) run: on a server-bound cursor that PostgreSQL can prepare (or several sent
+together, in one round trip), with their rows turned into model instances exactly as the
+ORM turns a QuerySet's rows into them.
 """
 
 from __future__ import annotations

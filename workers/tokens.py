@@ -2,8 +2,8 @@
 
 A token looks like ``wk_<prefix>_<secret>``. The prefix finds the worker row with an index;
 the HMAC-SHA256 of the whole token under ``SECRET_KEY`` is compared in constant time, so a
-database leak does not leak usable tokens. Heartbeat and complete check the same in their
-own statement (``workers.sql.write_by_token``), where the database compares the hashes.
+database leak does not leak usable tokens. Claim, heartbeat and complete check the same in
+their own statements (``workers.sql.TOKEN_OWNER``), where the database compares the hashes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ class WorkerToken(NamedTuple):
     digest: str
 
 
+class Landed(NamedTuple):
+    """A call that authenticated by token in its own statements (the claim, heartbeat and
+    complete ``*_by_token``) and was decided there, for the worker ``worker_id``, with the
+    call's usual ``answer``."""
+
+    worker_id: str
+    answer: object
+
+
 def parse(raw: str) -> WorkerToken | None:
     """The prefix and keyed hash of ``raw``, or None when it is not shaped like a token."""
     if not isinstance(raw, str) or not raw.startswith(TOKEN_PREFIX):
@@ -68,7 +77,7 @@ def authenticate(raw: str) -> Worker | None:
 def owner(token: WorkerToken) -> Worker | None:
     """The worker ``token`` belongs to, or None when it is unknown or revoked: the newest
     unrevoked worker with its prefix, if its stored hash is the token's. The fenced calls'
-    one-statement paths (``workers.sql.write_by_token``) ask the same in SQL."""
+    statements by token (``workers.sql.TOKEN_OWNER``) ask the same in SQL."""
     worker = Worker.objects.filter(token_prefix=token.prefix, token_revoked_at__isnull=True).first()
     if worker is None or not worker.token_hash:
         return None

@@ -1,5 +1,5 @@
-"""Heartbeat and complete look the token's owner up only when their one statement did not
-land (``DeferredWorkerTokenAuthentication``, ``WorkerView.by_token``). Seen from outside,
+"""Claim, heartbeat and complete look the token's owner up only when their own statements
+did not find it (``WorkerView.defers_token_lookup``, ``WorkerView.by_token``). Seen from outside,
 nothing changes: an unknown or revoked token answers the same 401 as on any endpoint, before
 any other error the request has, and a landed call names its worker in the log context."""
 
@@ -27,7 +27,7 @@ def _answer(response) -> tuple:
     return response.status_code, response.json(), response.headers.get("WWW-Authenticate")
 
 
-@pytest.mark.parametrize("call", ["heartbeat", "complete"])
+@pytest.mark.parametrize("call", ["claim", "heartbeat", "complete"])
 @pytest.mark.parametrize(
     "body", ["the lease", "a lost lease", "no lease", "not JSON"], ids=lambda b: b.replace(" ", "-")
 )
@@ -41,11 +41,15 @@ def test_a_bad_token_is_the_same_401_before_any_other_error(leased, worker_api, 
     else:
         raw = raw.rsplit("_", 1)[0] + "_not-the-secret"
     path = f"{API}/jobs/{message_id}/{call}/"
+    data = {"the lease": {"lease_id": lease_id}, "a lost lease": {"lease_id": "x"}}
+    if call == "claim":
+        path = f"{API}/claim/"
+        data = {"the lease": {"conversation_id": "c-1"}, "a lost lease": {}}
+        data["no lease"] = {"wait_seconds": "soon"}
     api = worker_api(raw)
     if body == "not JSON":
         response = api.post(path, "{not json", content_type="application/json")
     else:
-        data = {"the lease": {"lease_id": lease_id}, "a lost lease": {"lease_id": "x"}}
         response = api.post(path, data.get(body, {}), format="json")
     assert reference[0] == 401 and reference[2] == "Bearer"
     assert _answer(response) == reference
@@ -61,7 +65,9 @@ def test_the_holder_still_gets_its_other_errors(leased, worker_api, call):
     assert invalid.status_code == 400 and "lease_id" in invalid.json()["fields"]
 
 
-def test_a_landed_heartbeat_and_complete_name_their_worker(leased, worker_api, monkeypatch):
+def test_a_claim_heartbeat_and_complete_by_token_name_their_worker(
+    leased, worker_api, monkeypatch, enqueue
+):
     message_id, lease_id, _, raw = leased
     seen = []
     real_bind = log_context.bind
@@ -83,3 +89,8 @@ def test_a_landed_heartbeat_and_complete_name_their_worker(leased, worker_api, m
         f"{API}/jobs/{message_id}/complete/", {"lease_id": lease_id}, format="json"
     )
     assert again.status_code == 200 and again.json() == {"status": "done", "outbox": []}
+    # The fixture's claim made w-a warm on c-1: its next claim is decided by token.
+    enqueue("c-1", "alpha", "again")
+    seen.clear()
+    claimed = worker_api(raw).post(f"{API}/claim/", {}, format="json")
+    assert claimed.status_code == 200 and claimed.json()["job"] and "w-a" in seen

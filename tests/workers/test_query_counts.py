@@ -32,14 +32,15 @@ def seed(enqueue, size: int) -> None:
 # Per request: the token lookup, then the service's own statements. A claim (and a complete
 # off PostgreSQL) opens a transaction, which inside the test's own shows as SAVEPOINT and
 # RELEASE (two of the count; in production BEGIN and COMMIT are not logged as queries).
-# PostgreSQL's warm claim: lock the worker with its conversation, then one statement takes
-# the next message, both sent in one round trip outside any transaction of the claim's own
-# (workers/sql_claim.py); its heartbeat and complete are one statement each, with the token
-# lookup in it (workers.sql.write_by_token; elsewhere, the lookup and then the fenced
-# write, and for a complete, the worker's going idle). An unassigned claim first
-# reads the few conversations worth looking at off the queue marker (ConversationQueue), then
-# locks its candidate's conversation in the candidate query itself.
-POSTGRES = {"warm claim": 3, "first claim": 7, "unassigned claim": 7, "heartbeat": 1, "complete": 1}
+# On PostgreSQL claim, heartbeat and complete find the token's owner in their own
+# statements (workers.sql.TOKEN_OWNER): a warm claim locks the worker with its conversation,
+# then one statement takes the next message, both sent in one round trip outside any
+# transaction of the claim's own (workers/sql_claim.py); heartbeat and complete are one
+# statement each. When that round trip decides nothing (a worker's first claim, an
+# unassigned one) it still found the worker, and the full claim follows without a lookup.
+# An unassigned claim reads the few conversations worth looking at off the queue marker
+# (ConversationQueue), then locks its candidate's conversation in the candidate query itself.
+POSTGRES = {"warm claim": 2, "first claim": 8, "unassigned claim": 8, "heartbeat": 1, "complete": 1}
 SQLITE = {"warm claim": 8, "first claim": 9, "unassigned claim": 9, "heartbeat": 2, "complete": 5}
 
 

@@ -1,4 +1,4 @@
-"""The warm worker's claim in one round trip (``sql_claim.claim_assigned``): whatever the
+"""The warm worker's claim in one round trip (``sql_warm_claim.claim_assigned``): whatever the
 case, the claim answers and writes exactly what the ordinary claim (one transaction, the
 rules checked in Python between its statements) answers and writes. Its twin is that
 ordinary path, the one it falls back to whenever it took nothing, and where the database
@@ -13,8 +13,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import Conversation
-from workers import claim
+from workers import claim, tokens
 from workers.models import Message, Worker
+from workers.tokens import mint_worker_token, revoke_worker_token
 
 pytestmark = pytest.mark.postgres
 
@@ -33,6 +34,26 @@ def _outcome(worker_pk: int, asked: str | None, caller_assigned: int | None, sen
     with connection.execute_wrapper(_recording(sent if sent is not None else [])):
         job = claim.claim_next_job(caller, conversation_id=asked)
     worker = Worker.objects.get(pk=worker_pk)
+    if job is not None:
+        assert (caller.assigned_conversation_id, caller.load) == (
+            worker.assigned_conversation_id,
+            worker.load,
+        )
+    return _written(worker_pk, job, before)
+
+
+def _outcome_by_token(worker_pk: int, raw: str, asked: str | None, sent: list) -> tuple:
+    """What a claim by the worker's token answers and writes (``claim.claim_by_token``)."""
+    before = timezone.now()
+    with connection.execute_wrapper(_recording(sent)):
+        landed = claim.claim_by_token(tokens.parse(raw), conversation_id=asked)
+    assert landed is not None and landed.worker_id == "w-warm"
+    return _written(worker_pk, landed.answer, before)
+
+
+def _written(worker_pk: int, job, before) -> tuple:
+    """The claim's answer and what it wrote."""
+    worker = Worker.objects.get(pk=worker_pk)
     messages = list(
         Message.objects.order_by("pk").values_list("pk", "status", "claimed_by", "attempts")
     )
@@ -41,10 +62,7 @@ def _outcome(worker_pk: int, asked: str | None, caller_assigned: int | None, sen
         held = Message.objects.get(pk=job.message.pk)
         assert (held.lease_id, held.lease_expires_at) == (job.lease_id, job.lease_expires_at)
         assert worker.assigned_lease_id == job.lease_id
-        assert (caller.assigned_conversation_id, caller.load) == (
-            worker.assigned_conversation_id,
-            worker.load,
-        )
+        assert job.message.claimed_by == "w-warm"
         lease = (job.message.pk, job.message.conversation.conversation_id, job.attempt)
     return (
         lease,
@@ -91,9 +109,10 @@ SCENARIOS = [
 DECIDED_AT_ONCE = {"ready", "asked for it", "handoff to it", "not due yet", "nothing queued"}
 
 
+@pytest.mark.parametrize("by_token", [False, True], ids=["by-pk", "by-token"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_the_one_round_trip_claim_answers_as_the_ordinary_claim(
-    alpha_agent, enqueue, monkeypatch, scenario
+    alpha_agent, enqueue, monkeypatch, scenario, by_token
 ):
     now = timezone.now()
     first = enqueue("warm", "alpha", "first")
@@ -153,19 +172,33 @@ def test_the_one_round_trip_claim_answers_as_the_ordinary_claim(
 
     expected = _ordinary(monkeypatch, worker.pk, asked, caller_assigned)
     sent = []
-    assert _outcome(worker.pk, asked, caller_assigned, sent) == expected
+    if by_token:
+        # By token the claim reads the worker's assignment itself: the ordinary claim to
+        # compare with is that of a caller that knows it.
+        actual = Worker.objects.get(pk=worker.pk).assigned_conversation_id
+        expected = _ordinary(monkeypatch, worker.pk, asked, actual)
+        assert _outcome_by_token(worker.pk, mint_worker_token(worker), asked, sent) == expected
+    else:
+        assert _outcome(worker.pk, asked, caller_assigned, sent) == expected
     assert sent[:2] == ["pipeline", "pipeline"]
-    assert (len(sent) == 2) is (scenario in DECIDED_AT_ONCE), sent
+    # By token the worker's assignment is read in the round trip, never out of date.
+    decided = DECIDED_AT_ONCE | ({"moved meanwhile"} if by_token else set())
+    assert (len(sent) == 2) is (scenario in decided), sent
+    # Undecided, the full claim follows: by token without looking the token up again.
+    assert "TOKEN LOOKUP" not in sent
 
 
 def _recording(sent: list):
     """Notes, per statement, whether it went in a pipeline (the claim's first two always do);
-    other statements by their first word."""
+    other statements by their first word, or as a token lookup."""
     from psycopg.pq import PipelineStatus
 
     def record(execute, sql, params, many, context):
         pipelined = connection.connection.pgconn.pipeline_status == PipelineStatus.ON
-        sent.append("pipeline" if pipelined else sql.split()[0].upper())
+        if pipelined:
+            sent.append("pipeline")
+        else:
+            sent.append("TOKEN LOOKUP" if "token_prefix" in sql else sql.split()[0].upper())
         return execute(sql, params, many, context)
 
     return record
@@ -215,3 +248,23 @@ def test_the_one_round_trip_is_one_transaction(alpha_agent, enqueue):
     assert connection.connection.pgconn.transaction_status == 0  # idle: nothing left open
     job = claim.claim_next_job(worker, conversation_id="warm")
     assert job is not None and job.message.pk == message.pk
+
+
+@pytest.mark.parametrize("token", ["unknown", "revoked", "another worker's newer prefix"])
+def test_a_claim_by_a_token_without_owner_takes_and_locks_nothing(alpha_agent, enqueue, token):
+    message = enqueue("warm", "alpha")
+    worker = Worker.objects.create(
+        worker_id="w-warm", heartbeat_at=timezone.now(), assigned_conversation=message.conversation
+    )
+    raw = mint_worker_token(worker)
+    if token == "unknown":
+        raw = raw.rsplit("_", 1)[0] + "_not-the-secret"
+    elif token == "revoked":
+        revoke_worker_token(worker)
+    else:
+        newer = Worker.objects.create(worker_id="w-newer", heartbeat_at=timezone.now())
+        mint_worker_token(newer)
+        Worker.objects.filter(pk=newer.pk).update(token_prefix=tokens.parse(raw).prefix)
+    before = list(Worker.objects.order_by("pk").values()), list(Message.objects.values())
+    assert claim.claim_by_token(tokens.parse(raw), conversation_id="warm") is None
+    assert (list(Worker.objects.order_by("pk").values()), list(Message.objects.values())) == before

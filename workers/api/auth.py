@@ -14,7 +14,12 @@ class WorkerTokenAuthentication(authentication.BaseAuthentication):
     """The request's worker, found by its token before the view runs."""
 
     keyword = "Bearer"
-    deferred = False  # True: the owner is looked up when the view first asks for it
+
+    def __init__(self, *, deferred: bool = False):
+        # Deferred, for the calls that check the token in their own statements (claim,
+        # heartbeat, complete: ``WorkerView.by_token``): the token's owner is looked up
+        # only when the view asks for ``worker``, which answers 401 then, as it would here.
+        self.deferred = deferred
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1")
@@ -34,14 +39,6 @@ class WorkerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
-
-
-class DeferredWorkerTokenAuthentication(WorkerTokenAuthentication):
-    """For the fenced calls that check the token in their own statement (heartbeat,
-    complete: ``WorkerView.by_token``): the token's owner is looked up only when the view
-    asks for ``worker``, which answers 401 then, as the eager class would have before."""
-
-    deferred = True
 
 
 class WorkerPrincipal:

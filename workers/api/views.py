@@ -17,13 +17,8 @@ from rest_framework.views import APIView
 from agents import log_context
 from workers import leases, lifecycle, reply_uploads, snapshots
 from workers.api import serializers as s
-from workers.api.auth import (
-    DeferredWorkerTokenAuthentication,
-    IsWorker,
-    WorkerPrincipal,
-    WorkerTokenAuthentication,
-)
-from workers.claim import ClaimedJob, claim_next_job
+from workers.api.auth import IsWorker, WorkerPrincipal, WorkerTokenAuthentication
+from workers.claim import ClaimedJob, claim_by_token, claim_next_job
 from workers.claim_wait import claim_waiting
 from workers.delivery import complete_by_token, complete_with_reply, job_claimed
 from workers.hydration import append_conversation_messages, build_hydration_bundle
@@ -47,6 +42,11 @@ class WorkerView(APIView):
     permission_classes = [IsWorker]
 
     principal: WorkerPrincipal | None = None
+    # True where the view checks the token in its own statements first (``by_token``).
+    defers_token_lookup = False
+
+    def get_authenticators(self):
+        return [auth(deferred=self.defers_token_lookup) for auth in self.authentication_classes]
 
     @property
     def worker(self) -> Worker:
@@ -56,7 +56,7 @@ class WorkerView(APIView):
         self.principal = request.user
 
     def handle_exception(self, exc):
-        # Where the token's owner is looked up late (DeferredWorkerTokenAuthentication), an
+        # Where the token's owner is looked up late (``defers_token_lookup``), an
         # unknown token still answers 401 before any other error the request has (a bad
         # body, a lost lease), as where it is looked up first.
         if self.principal is not None and not isinstance(
@@ -69,8 +69,8 @@ class WorkerView(APIView):
         return super().handle_exception(exc)
 
     def by_token(self, one_statement, usual, *args, **kwargs):
-        """A fenced call that checks the token in its own statement: ``one_statement(token,
-        *args, **kwargs)`` answers when it landed (a ``leases.Landed``); otherwise the
+        """A call that checks the token in its own statements: ``one_statement(token,
+        *args, **kwargs)`` answers when it decided (a ``tokens.Landed``); otherwise the
         token's owner is looked up (401 when there is none) and ``usual(worker, *args,
         **kwargs)`` answers, as it would have alone."""
         landed = one_statement(self.principal.token, *args, **kwargs)
@@ -120,6 +120,8 @@ def job_body(job: ClaimedJob) -> dict:
 
 
 class ClaimView(WorkerView):
+    defers_token_lookup = True
+
     @extend_schema(request=s.ClaimSerializer, responses={200: dict})
     def post(self, request):
         data = self.valid(s.ClaimSerializer, request.data)
@@ -130,7 +132,9 @@ class ClaimView(WorkerView):
                 wait_seconds=data["wait_seconds"],
             )
         else:
-            job = claim_next_job(self.worker, conversation_id=data.get("conversation_id"))
+            job = self.by_token(
+                claim_by_token, claim_next_job, conversation_id=data.get("conversation_id")
+            )
         if job:
             job_claimed(job.message)
         return Response({"job": job_body(job) if job else None})
@@ -145,7 +149,7 @@ class HydrationView(WorkerView):
 
 
 class HeartbeatView(WorkerView):
-    authentication_classes = [DeferredWorkerTokenAuthentication]
+    defers_token_lookup = True
 
     @extend_schema(request=s.LeaseSerializer, responses={200: dict})
     def post(self, request, message_id: int):
@@ -157,7 +161,7 @@ class HeartbeatView(WorkerView):
 
 
 class CompleteView(WorkerView):
-    authentication_classes = [DeferredWorkerTokenAuthentication]
+    defers_token_lookup = True
 
     @extend_schema(request=s.CompleteSerializer, responses={200: dict})
     def post(self, request, message_id: int):
