@@ -26,6 +26,9 @@ from workers.queue import enqueue_message
 pytestmark = pytest.mark.django_db
 
 SHARED_USER = "shared-user"  # the same consumer id in both scopes
+# The other tenant's Telegram id, looked for in every answer: long enough that no timestamp
+# or small id can contain it by chance (a 3-digit id once matched a timestamp's microseconds).
+FOREIGN_TELEGRAM_ID = "7770001234"
 METHODS = ["get", "post", "put", "patch", "delete"]
 
 
@@ -55,8 +58,8 @@ def foreign_world(agent):
         SHARED_USER,
         agent,
         bot_identity=agent.bot.bot_identity,
-        telegram_user_id="777",
-        telegram_chat_id="777",
+        telegram_user_id=FOREIGN_TELEGRAM_ID,
+        telegram_chat_id=FOREIGN_TELEGRAM_ID,
         source="api",
         actor="test",
     )
@@ -64,7 +67,11 @@ def foreign_world(agent):
     message = enqueue_message(
         conversation_id=binding.conversation_id,
         agent_key=agent.agent_key,
-        payload={"provider": "telegram", "provider_user_id": "777", "message_text": "secret"},
+        payload={
+            "provider": "telegram",
+            "provider_user_id": FOREIGN_TELEGRAM_ID,
+            "message_text": "secret",
+        },
     ).message
     conversation = Conversation.objects.get(conversation_id=binding.conversation_id)
     ConversationEntry.objects.create(conversation=conversation, role="user", content="secret")
@@ -122,7 +129,7 @@ def foreign_world(agent):
         "slug": message_template.slug,
         "conversation_id": binding.conversation_id,
         "bot_identity": agent.bot.bot_identity,
-        "telegram_user_id": "777",
+        "telegram_user_id": FOREIGN_TELEGRAM_ID,
         "month": message.created_at.strftime("%Y-%m"),
     }
 
@@ -203,7 +210,7 @@ def test_every_consumer_route_is_checked(scope):
                 body = {
                     **values,
                     "text": "x",
-                    "telegram_chat_id": "777",
+                    "telegram_chat_id": FOREIGN_TELEGRAM_ID,
                     "periodicity": "daily",
                     "schedule": {"time": "08:00"},
                     "agent_keys": [foreign_key],
@@ -222,7 +229,7 @@ def test_every_consumer_route_is_checked(scope):
                     data = json.dumps(response.json())
                     assert f'"{foreign_key}"' not in data, (where, data)
                     assert values["conversation_id"] not in data, (where, data)
-                    assert "777" not in data and "secret" not in data, (where, data)
+                    assert FOREIGN_TELEGRAM_ID not in data and "secret" not in data, (where, data)
             else:
                 assert response.status_code == 404, (where, text)
                 assert state() == before, where
