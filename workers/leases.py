@@ -84,6 +84,17 @@ def get_leased_message(worker: Worker, message_id: int, lease_id: str) -> Messag
     return message
 
 
+def _fence_by_token(message_id: int, lease_id: str, now: dt.datetime):
+    """The fence naming the token's owner (``sql.TOKEN_OWNER_ID``), or None where a write by
+    token cannot run or the lease id could never hold: the usual path then answers."""
+    if not sql.writes_by_token():
+        return None
+    try:
+        return _lease_conditions(sql.TOKEN_OWNER_ID, message_id, lease_id, now)
+    except LeaseLost:
+        return None
+
+
 def heartbeat_job(worker: Worker, message_id: int, lease_id: str) -> dt.datetime:
     config = RuntimeConfig.get_cached()
     now = timezone.now()
@@ -106,15 +117,16 @@ def heartbeat_by_token(token, message_id: int, lease_id: str) -> Landed | None:
     in one statement with its authentication (``sql.write_by_token``): the usual answer
     when it landed; None when it did not (or cannot run here), having written nothing: the
     caller then authenticates and ``heartbeat_job`` answers (401, or the lease lost)."""
-    if not sql.writes_by_token() or not lease_id or not isinstance(lease_id, str):
+    now = timezone.now()
+    fence = _fence_by_token(message_id, lease_id, now)
+    if fence is None:
         return None
     config = RuntimeConfig.get_cached()
-    now = timezone.now()
     expires = now + dt.timedelta(seconds=config.lease_seconds)
     worker_id = sql.write_by_token(
         token,
         {"lease_expires_at": expires},
-        _lease_conditions(sql.TOKEN_OWNER_ID, message_id, lease_id, now),
+        fence,
         {"heartbeat_at": now},
         worker_beat_before=_liveness_due(now, config),
     )
@@ -148,16 +160,12 @@ def complete_by_token(token, message_id: int, lease_id: str) -> Landed | None:
     """``complete_job`` without usage, by token, as ``heartbeat_by_token`` does the
     heartbeat: the finish and the worker's going idle in one statement with its
     authentication; None when it did not land (the caller then takes the usual path)."""
-    if not sql.writes_by_token() or not lease_id or not isinstance(lease_id, str):
+    now = timezone.now()
+    fence = _fence_by_token(message_id, lease_id, now)
+    if fence is None:
         return None
     config = RuntimeConfig.get_cached()
-    now = timezone.now()
-    worker_id = sql.write_by_token(
-        token,
-        _done_fields(now),
-        _lease_conditions(sql.TOKEN_OWNER_ID, message_id, lease_id, now),
-        _idle_fields(now, config),
-    )
+    worker_id = sql.write_by_token(token, _done_fields(now), fence, _idle_fields(now, config))
     return Landed(worker_id, None) if worker_id else None
 
 

@@ -159,6 +159,8 @@ TOKEN_OWNER = (
     "AND token_revoked_at IS NULL ORDER BY created_at DESC LIMIT 1) newest "
     "WHERE token_hash = %s AND token_hash <> ''"
 )
+# The ``WITH`` entry that names it ``me``, first in every statement by token.
+WITH_TOKEN_OWNER = f"me AS ({TOKEN_OWNER})"
 
 
 def writes_by_token() -> bool:
@@ -200,7 +202,7 @@ def write_by_token(
 def _write_by_token_sql(message_set: str, fence_sql: str, worker_set: str, beat: bool) -> str:
     only_if_old = " AND (heartbeat_at IS NULL OR heartbeat_at < %s)" if beat else ""
     return (
-        f"WITH me AS ({TOKEN_OWNER}), "  # noqa: S608 (names, never input)
+        f"WITH {WITH_TOKEN_OWNER}, "  # noqa: S608 (names, never input)
         f"done AS (UPDATE {_table(Message)} SET {message_set} WHERE {fence_sql} RETURNING 1), "
         f"owner AS (UPDATE {_table(Worker)} SET {worker_set} WHERE id = (SELECT id FROM me) "
         f"AND EXISTS (SELECT 1 FROM done){only_if_old} RETURNING 1) "

@@ -14,7 +14,7 @@ from django.db import connection
 from agents.models import Conversation
 from workers.models import ConversationQueue, Message, Worker
 from workers.sql import (
-    TOKEN_OWNER,
+    WITH_TOKEN_OWNER,
     OwnerColumn,
     _assignments,
     _owner,
@@ -96,7 +96,7 @@ def _locked_worker_sql(by_token: bool = False) -> str:
     quote = connection.ops.quote_name
     # These attribute names are the column names too.
     columns = ", ".join(f"c.{quote(name)} AS c_{name}" for name in CLAIM_CONVERSATION_FIELDS)
-    me = f"me AS ({TOKEN_OWNER}), " if by_token else ""
+    me = f"{WITH_TOKEN_OWNER}, " if by_token else ""
     pk = _value_sql("id" if by_token else None)
     return (
         f"WITH {me}w AS (SELECT * FROM {_table(Worker)} WHERE id = {pk} "  # noqa: S608

@@ -15,10 +15,10 @@ from django.db import connection
 from agents.models import Conversation
 from workers.models import Message, Worker
 from workers.sql import (
-    TOKEN_OWNER,
     TOKEN_OWNER_CONVERSATION,
     TOKEN_OWNER_ID,
     TOKEN_OWNER_PK,
+    WITH_TOKEN_OWNER,
     _assignments,
     _owner,
     _table,
@@ -150,7 +150,7 @@ def _claim_assigned_sql(
     ``me`` (by token), or None each for a parameter."""
     quote = connection.ops.quote_name
     pk, conversation, worker_id = (_value_sql(owner) for owner in owners)
-    me = f"me AS ({TOKEN_OWNER}), " if owners[0] else ""
+    me = f"{WITH_TOKEN_OWNER}, " if owners[0] else ""
     fit = (
         f"SELECT 1 FROM {_table(Worker)} w "  # noqa: S608 (names and constants, never input)
         f"JOIN {quote(Conversation._meta.db_table)} c ON c.id = w.assigned_conversation_id "
